@@ -1,0 +1,141 @@
+//! The `check = { ... }` table of a `[[frontend]]`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// How a frontend's servers are probed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// "tcp": a connect within `timeout`; "http": a GET of `path`.
+    #[serde(default)]
+    pub kind: CheckKind,
+    /// Path of the HTTP check. MAAS answers `/MAAS/api/2.0/version/` only when regiond and its
+    /// database work.
+    #[serde(default = "default_path", deserialize_with = "de_path")]
+    pub path: String,
+    /// Status that passes the HTTP check; none given: any 2xx or 3xx.
+    #[serde(default, deserialize_with = "de_status")]
+    pub expect_status: Option<u16>,
+    /// Time between two checks of an up server (HAProxy's `inter`).
+    #[serde(default = "two_secs", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time between checks while a server is changing state (HAProxy's `fastinter`);
+    /// default: the interval's quarter, at least 100ms.
+    #[serde(default, with = "humantime_serde")]
+    pub fast_interval: Option<Duration>,
+    /// Time between checks of a down server (HAProxy's `downinter`); default: the interval.
+    #[serde(default, with = "humantime_serde")]
+    pub down_interval: Option<Duration>,
+    /// A check not finished by then fails.
+    #[serde(default = "two_secs", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server back.
+    #[serde(default = "two", deserialize_with = "de_count")]
+    pub rise: u32,
+    /// Consecutive failures that take an up server down.
+    #[serde(default = "three", deserialize_with = "de_count")]
+    pub fall: u32,
+}
+
+/// Kind of active check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP/1.1 GET.
+    #[default]
+    Http,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            kind: CheckKind::Http,
+            path: default_path(),
+            expect_status: None,
+            interval: two_secs(),
+            fast_interval: None,
+            down_interval: None,
+            timeout: two_secs(),
+            rise: two(),
+            fall: three(),
+        }
+    }
+}
+
+impl CheckConfig {
+    /// Interval used while a server is between states.
+    pub fn fast_interval(&self) -> Duration {
+        self.fast_interval
+            .unwrap_or_else(|| (self.interval / 4).max(Duration::from_millis(100)))
+    }
+
+    /// Interval used while a server is down.
+    pub fn down_interval(&self) -> Duration {
+        self.down_interval.unwrap_or(self.interval)
+    }
+
+    /// Checks that relate several values; every problem, as text naming the key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, d) in [
+            ("interval", Some(self.interval)),
+            ("timeout", Some(self.timeout)),
+            ("fast_interval", self.fast_interval),
+            ("down_interval", self.down_interval),
+        ] {
+            if let Some(d) = d {
+                if d < Duration::from_millis(10) {
+                    out.push(format!("check `{key}` must be at least 10ms"));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn two_secs() -> Duration {
+    Duration::from_secs(2)
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
+}
+fn default_path() -> String {
+    "/MAAS/api/2.0/version/".to_string()
+}
+
+fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let p = String::deserialize(d)?;
+    if !p.starts_with('/') || p.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(serde::de::Error::custom(format!(
+            "check path must start with `/` and hold no spaces, got `{p}`"
+        )));
+    }
+    Ok(p)
+}
+
+fn de_status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let v = i64::deserialize(d)?;
+    match u16::try_from(v) {
+        Ok(s) if (100..=599).contains(&s) => Ok(Some(s)),
+        _ => Err(serde::de::Error::custom(format!(
+            "expect_status must be an HTTP status 100..=599, got {v}"
+        ))),
+    }
+}
+
+fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    match u32::try_from(v) {
+        Ok(v) if (1..=1000).contains(&v) => Ok(v),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a count from 1 to 1000, got {v}"
+        ))),
+    }
+}

@@ -1,0 +1,274 @@
+//! `[[frontend]]` blocks of maas-vip.toml and their `[[frontend.server]]` lists.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use healthcheck::CheckConfig;
+use serde::{Deserialize, Deserializer};
+use serde_spanned::Spanned;
+
+/// A problem found in a config, located by the byte range of the value it is about.
+pub type Problem = Spanned<String>;
+
+/// One listening service and the servers it spreads connections over.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendConfig {
+    /// Name used in logs, metrics and `track_backends`.
+    pub name: Spanned<String>,
+    /// Addresses to listen on. They may be the VIP: listeners use IP_FREEBIND.
+    #[serde(default = "default_bind")]
+    pub bind: Spanned<Vec<SocketAddr>>,
+    /// "tcp" (L4) or "http" (L7).
+    #[serde(default)]
+    pub mode: Mode,
+    /// "roundrobin" or "source".
+    #[serde(default)]
+    pub balance: Balance,
+    /// Connect attempts after the first one fails.
+    #[serde(default = "default_retries", deserialize_with = "de_retries")]
+    pub retries: u32,
+    /// Send each retry to another server.
+    #[serde(default = "yes")]
+    pub redispatch: bool,
+    /// Most connections handled at once; more wait in the kernel's accept queue.
+    #[serde(default = "default_maxconn", deserialize_with = "de_maxconn")]
+    pub maxconn: u32,
+    /// Time allowed for a connect to a server.
+    #[serde(default = "five_secs", with = "humantime_serde")]
+    pub timeout_connect: Duration,
+    /// Longest silence from the client while the proxy waits for it.
+    #[serde(default = "thirty_secs", with = "humantime_serde")]
+    pub timeout_client: Duration,
+    /// Longest silence from the server while the proxy waits for it.
+    #[serde(default = "ninety_secs", with = "humantime_serde")]
+    pub timeout_server: Duration,
+    /// Inactivity limit once a stream is a tunnel; replaces the client and server timeouts.
+    #[serde(default = "one_hour", with = "humantime_serde")]
+    pub timeout_tunnel: Duration,
+    /// http mode: close the server side after each response.
+    #[serde(default)]
+    pub http_server_close: bool,
+    /// http mode: add X-Forwarded-For and X-Forwarded-Proto.
+    #[serde(default = "yes")]
+    pub forwardfor: bool,
+    /// http mode: answer `GET /` with a redirect here.
+    #[serde(default, deserialize_with = "de_redirect")]
+    pub redirect_root: Option<Spanned<String>>,
+    /// Active health check of the servers that have `check = true`.
+    #[serde(default)]
+    pub check: CheckConfig,
+    /// The servers (regions).
+    #[serde(default)]
+    pub server: Vec<ServerConfig>,
+}
+
+/// Proxy mode of a frontend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Layer 4: bytes copied both ways, one server per connection.
+    #[default]
+    Tcp,
+    /// Layer 7: HTTP/1.1 requests balanced one by one.
+    Http,
+}
+
+/// Balancing algorithm of a frontend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    #[default]
+    Roundrobin,
+    /// Consistent hash of the client address over server names and weights.
+    Source,
+}
+
+/// One server (a region controller's :5240).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Name, unique in its frontend; the consistent hash depends on it.
+    pub name: Spanned<String>,
+    /// Address and port.
+    pub address: Spanned<SocketAddr>,
+    /// Share of the traffic, 0..=256 (HAProxy's range); 0 takes no new connections.
+    #[serde(default = "default_weight", deserialize_with = "de_weight")]
+    pub weight: u32,
+    /// Probe with the frontend's check.
+    #[serde(default = "yes")]
+    pub check: bool,
+    /// Used only while no other server is available (HAProxy's `backup`).
+    #[serde(default)]
+    pub backup: bool,
+    /// Starts out of service (HAProxy's `disabled`); the admin endpoint can enable it.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+impl FrontendConfig {
+    /// Checks that relate several values of this block. Returns every problem found.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let name_span = self.name.span();
+        if self.name.get_ref().is_empty() {
+            out.push(Spanned::new(name_span.clone(), "`name` must not be empty".into()));
+        }
+        if self.bind.get_ref().is_empty() {
+            out.push(Spanned::new(
+                self.bind.span(),
+                "`bind` needs at least one address, e.g. [\"0.0.0.0:80\"]".into(),
+            ));
+        }
+        for (i, a) in self.bind.get_ref().iter().enumerate() {
+            if a.port() == 0 {
+                out.push(Spanned::new(
+                    self.bind.span(),
+                    format!("bind address {a} needs a port"),
+                ));
+            }
+            if self.bind.get_ref()[..i].contains(a) {
+                out.push(Spanned::new(
+                    self.bind.span(),
+                    format!("bind address {a} is listed twice"),
+                ));
+            }
+        }
+        if self.server.is_empty() {
+            out.push(Spanned::new(
+                name_span.clone(),
+                format!(
+                    "frontend `{}` needs at least one [[frontend.server]]",
+                    self.name.get_ref()
+                ),
+            ));
+        } else if self.server.iter().all(|s| s.backup) {
+            out.push(Spanned::new(
+                name_span.clone(),
+                format!(
+                    "frontend `{}` has only backup servers",
+                    self.name.get_ref()
+                ),
+            ));
+        }
+        for (i, s) in self.server.iter().enumerate() {
+            if s.name.get_ref().is_empty() {
+                out.push(Spanned::new(s.name.span(), "server `name` must not be empty".into()));
+            }
+            if self.server[..i].iter().any(|o| o.name.get_ref() == s.name.get_ref()) {
+                out.push(Spanned::new(
+                    s.name.span(),
+                    format!(
+                        "server name `{}` is used twice in frontend `{}`",
+                        s.name.get_ref(),
+                        self.name.get_ref()
+                    ),
+                ));
+            }
+            let a = s.address.get_ref();
+            if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
+                out.push(Spanned::new(
+                    s.address.span(),
+                    format!("server address {a} must be a unicast address with a port"),
+                ));
+            }
+        }
+        for (key, d) in [
+            ("timeout_connect", self.timeout_connect),
+            ("timeout_client", self.timeout_client),
+            ("timeout_server", self.timeout_server),
+            ("timeout_tunnel", self.timeout_tunnel),
+        ] {
+            if d.is_zero() {
+                out.push(Spanned::new(
+                    name_span.clone(),
+                    format!("`{key}` must be more than 0s"),
+                ));
+            }
+        }
+        for msg in self.check.validate() {
+            out.push(Spanned::new(name_span.clone(), msg));
+        }
+        if self.mode == Mode::Tcp {
+            if let Some(r) = &self.redirect_root {
+                out.push(Spanned::new(
+                    r.span(),
+                    "`redirect_root` needs mode = \"http\"".into(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_bind() -> Spanned<Vec<SocketAddr>> {
+    Spanned::new(0..0, vec![SocketAddr::from(([0, 0, 0, 0], 80))])
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_maxconn() -> u32 {
+    10_000
+}
+fn default_weight() -> u32 {
+    1
+}
+fn five_secs() -> Duration {
+    Duration::from_secs(5)
+}
+fn thirty_secs() -> Duration {
+    Duration::from_secs(30)
+}
+fn ninety_secs() -> Duration {
+    Duration::from_secs(90)
+}
+fn one_hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn de_retries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    match u32::try_from(v) {
+        Ok(v) if v <= 100 => Ok(v),
+        _ => Err(serde::de::Error::custom(format!(
+            "retries must be 0..=100, got {v}"
+        ))),
+    }
+}
+
+fn de_maxconn<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    match u32::try_from(v) {
+        Ok(v) if (1..=1_000_000).contains(&v) => Ok(v),
+        _ => Err(serde::de::Error::custom(format!(
+            "maxconn must be 1..=1000000, got {v}"
+        ))),
+    }
+}
+
+fn de_weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    match u32::try_from(v) {
+        Ok(v) if v <= 256 => Ok(v),
+        _ => Err(serde::de::Error::custom(format!(
+            "weight must be 0..=256, got {v}"
+        ))),
+    }
+}
+
+fn de_redirect<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spanned<String>>, D::Error> {
+    let v = Spanned::<String>::deserialize(d)?;
+    let s = v.get_ref();
+    let ok = (s.starts_with('/') || s.starts_with("http://") || s.starts_with("https://"))
+        && !s.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+    if !ok {
+        return Err(serde::de::Error::custom(format!(
+            "redirect_root must be a path like \"/MAAS/\" or an http(s) URL, got `{s}`"
+        )));
+    }
+    Ok(Some(v))
+}

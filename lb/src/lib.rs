@@ -1,0 +1,11 @@
+//! The proxy of maas-vip: listeners, balancing, connect/retry/redispatch, the L4 copy loop.
+//!
+//! # Layout
+//! - [`config`]: the `[[frontend]]` blocks.
+//!
+//! Server health comes from the `healthcheck` crate; this crate only reads it and reports
+//! what it observes (failed connects, resets).
+
+pub mod config;
+
+pub use config::{Balance, FrontendConfig, Mode, ServerConfig};

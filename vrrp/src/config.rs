@@ -1,0 +1,420 @@
+//! `[[vrrp]]` blocks of maas-vip.toml.
+//!
+//! Ranges that depend on one value alone are checked while deserializing, so the TOML parser
+//! reports them with the value's line and column. Checks that relate several values run in
+//! [`VrrpConfig::validate`] and point at the value concerned through its [`Spanned`] span.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_spanned::Spanned;
+
+/// A problem found in a config, located by the byte range of the value it is about.
+pub type Problem = Spanned<String>;
+
+/// One VRRP instance (keepalived's `vrrp_instance`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpConfig {
+    /// Instance name, used in logs, metrics and notify arguments.
+    pub name: Spanned<String>,
+    /// Interface the adverts are sent on and the VIPs are added to.
+    pub interface: Spanned<String>,
+    /// Virtual router identifier, 1..=255.
+    #[serde(deserialize_with = "de_vrid")]
+    pub virtual_router_id: u8,
+    /// Priority 1..=254, 255 only for the owner of the addresses. keepalived's default: 100.
+    #[serde(default = "default_priority", deserialize_with = "de_priority")]
+    pub priority: Spanned<u8>,
+    /// Initial state: "BACKUP" (default) or "MASTER" (keepalived's `state`). A router that
+    /// starts as MASTER sends its first advert at once instead of waiting Master_Down_Interval.
+    #[serde(default)]
+    pub state: InitialState,
+    /// Advertisement interval; whole seconds 1..=255 for VRRPv2, 10ms..=40.95s for VRRPv3.
+    #[serde(default = "default_advert", deserialize_with = "de_spanned_duration")]
+    pub advert_interval: Spanned<Duration>,
+    /// Protocol version: 2 (RFC 3768) or 3 (RFC 9568).
+    #[serde(default = "default_version", deserialize_with = "de_version")]
+    pub version: Spanned<u8>,
+    /// Take over from a lower-priority master (false = keepalived's `nopreempt`).
+    #[serde(default = "yes")]
+    pub preempt: bool,
+    /// Delay before preempting a lower-priority master, 0..=1000s.
+    #[serde(default, with = "humantime_serde")]
+    pub preempt_delay: Duration,
+    /// VRRPv2 simple text password (auth type 1), at most 8 bytes.
+    #[serde(default, deserialize_with = "de_auth_pass")]
+    pub auth_pass: Option<Spanned<String>>,
+    /// Virtual addresses with their prefix length, e.g. "10.0.0.100/24".
+    #[serde(deserialize_with = "de_vips")]
+    pub virtual_ipaddresses: Spanned<Vec<Vip>>,
+    /// Send adverts by unicast to these peers instead of multicast to 224.0.0.18.
+    #[serde(default)]
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// Delay before the second burst of gratuitous ARP after becoming master.
+    #[serde(default = "default_garp_delay", with = "humantime_serde")]
+    pub garp_master_delay: Duration,
+    /// Gratuitous ARP frames per VIP in each burst.
+    #[serde(default = "default_garp_repeat")]
+    pub garp_master_repeat: u32,
+    /// Lower the priority when the named frontend has no live server.
+    #[serde(default)]
+    pub track_backends: Option<TrackBackends>,
+    /// Program run (argv, no shell) on each transition with instance, state and priority.
+    #[serde(default)]
+    pub notify: Option<Spanned<Vec<String>>>,
+    /// Scripts whose result moves the priority or puts the instance in FAULT.
+    #[serde(default)]
+    pub track_script: Vec<TrackScript>,
+}
+
+/// keepalived's `state` keyword.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum InitialState {
+    /// Wait Master_Down_Interval for a master before claiming (RFC 3768 §6.4.1).
+    #[default]
+    Backup,
+    /// Claim at once.
+    Master,
+}
+
+/// A virtual address with the prefix it is added with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vip {
+    /// The address itself.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32; 32 when the config gives none.
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for Vip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Vip {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IPv4 address (expected e.g. \"10.0.0.100/24\")"))?;
+        let prefix = match prefix {
+            None => 32,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= 32 => p,
+                _ => return Err(format!("`{s}`: prefix length must be 0..=32")),
+            },
+        };
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+            return Err(format!("`{s}` cannot be a virtual address"));
+        }
+        Ok(Vip { addr, prefix })
+    }
+}
+
+/// `track_backends = { frontend = "maas", weight = -50 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackBackends {
+    /// Name of a `[[frontend]]` of the same config.
+    pub frontend: Spanned<String>,
+    /// Added to the priority while that frontend has no live server; 0 means FAULT instead.
+    #[serde(default = "default_backends_weight", deserialize_with = "de_weight")]
+    pub weight: i32,
+}
+
+/// `[[vrrp.track_script]]` (keepalived's `vrrp_script` + `track_script`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackScript {
+    /// Name used in logs.
+    pub name: Spanned<String>,
+    /// Program and arguments, run directly (never through a shell).
+    pub command: Spanned<Vec<String>>,
+    /// Time between two runs.
+    #[serde(default = "two_secs", with = "humantime_serde")]
+    pub interval: Duration,
+    /// A run still going after this is killed (its whole process group) and counts as failed.
+    #[serde(default = "two_secs", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// 0: failing puts the instance in FAULT; otherwise added to the priority while failing
+    /// (negative) or while succeeding (positive), as keepalived does.
+    #[serde(default, deserialize_with = "de_weight")]
+    pub weight: i32,
+    /// Consecutive successes before the script counts as good.
+    #[serde(default = "one", deserialize_with = "de_count")]
+    pub rise: u32,
+    /// Consecutive failures before the script counts as failed.
+    #[serde(default = "one", deserialize_with = "de_count")]
+    pub fall: u32,
+}
+
+impl VrrpConfig {
+    /// Checks that relate several values of this block. Returns every problem found.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let err = |out: &mut Vec<Problem>, span: std::ops::Range<usize>, msg: String| {
+            out.push(Spanned::new(span, msg))
+        };
+        if self.name.get_ref().is_empty() {
+            err(&mut out, self.name.span(), "`name` must not be empty".into());
+        }
+        if self.interface.get_ref().is_empty() || self.interface.get_ref().len() > 15 {
+            err(
+                &mut out,
+                self.interface.span(),
+                "`interface` must be an interface name of 1 to 15 bytes".into(),
+            );
+        }
+        let adv = *self.advert_interval.get_ref();
+        match *self.version.get_ref() {
+            2 => {
+                if adv.subsec_nanos() != 0 || adv.as_secs() == 0 || adv.as_secs() > 255 {
+                    err(
+                        &mut out,
+                        self.advert_interval.span(),
+                        format!(
+                            "`advert_interval` is {}: VRRPv2 needs whole seconds from 1s to 255s",
+                            humantime::format_duration(adv)
+                        ),
+                    );
+                }
+            }
+            _ => {
+                let cs = adv.as_millis() / 10;
+                if adv.as_millis() % 10 != 0 || cs == 0 || cs > 4095 {
+                    err(
+                        &mut out,
+                        self.advert_interval.span(),
+                        format!(
+                            "`advert_interval` is {}: VRRPv3 needs centiseconds from 10ms to 40.95s",
+                            humantime::format_duration(adv)
+                        ),
+                    );
+                }
+                if let Some(pass) = &self.auth_pass {
+                    err(
+                        &mut out,
+                        pass.span(),
+                        "`auth_pass` is VRRPv2 only (RFC 9568 removed authentication)".into(),
+                    );
+                }
+            }
+        }
+        if self.preempt_delay > Duration::from_secs(1000) {
+            err(
+                &mut out,
+                self.name.span(),
+                "`preempt_delay` must be at most 1000s".into(),
+            );
+        }
+        if self.virtual_ipaddresses.get_ref().is_empty() {
+            err(
+                &mut out,
+                self.virtual_ipaddresses.span(),
+                "`virtual_ipaddresses` needs at least one address".into(),
+            );
+        }
+        if let Some(notify) = &self.notify {
+            if notify.get_ref().is_empty() || notify.get_ref()[0].is_empty() {
+                err(
+                    &mut out,
+                    notify.span(),
+                    "`notify` must be a program and its arguments, e.g. [\"/usr/local/bin/vip-notify\"]".into(),
+                );
+            }
+        }
+        let mut names: Vec<&Spanned<String>> = Vec::new();
+        for ts in &self.track_script {
+            if names.iter().any(|n| n.get_ref() == ts.name.get_ref()) {
+                err(
+                    &mut out,
+                    ts.name.span(),
+                    format!("track_script name `{}` is used twice", ts.name.get_ref()),
+                );
+            }
+            names.push(&ts.name);
+            if ts.command.get_ref().is_empty() || ts.command.get_ref()[0].is_empty() {
+                err(
+                    &mut out,
+                    ts.command.span(),
+                    "`command` must be a program and its arguments, e.g. [\"pidof\", \"named\"]"
+                        .into(),
+                );
+            }
+            if ts.interval.is_zero() || ts.timeout.is_zero() {
+                err(
+                    &mut out,
+                    ts.name.span(),
+                    "`interval` and `timeout` must be more than 0s".into(),
+                );
+            }
+        }
+        out
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn two_secs() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_priority() -> Spanned<u8> {
+    Spanned::new(0..0, 100)
+}
+fn default_advert() -> Spanned<Duration> {
+    Spanned::new(0..0, Duration::from_secs(1))
+}
+fn default_version() -> Spanned<u8> {
+    Spanned::new(0..0, 2)
+}
+fn default_garp_delay() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_garp_repeat() -> u32 {
+    5
+}
+fn default_backends_weight() -> i32 {
+    -50
+}
+
+fn de_vrid<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = i64::deserialize(d)?;
+    match u8::try_from(v) {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(serde::de::Error::custom(format!(
+            "virtual_router_id must be 1..=255, got {v}"
+        ))),
+    }
+}
+
+fn de_priority<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<u8>, D::Error> {
+    let v = Spanned::<i64>::deserialize(d)?;
+    match u8::try_from(*v.get_ref()) {
+        Ok(p) if p >= 1 => Ok(Spanned::new(v.span(), p)),
+        _ => Err(serde::de::Error::custom(format!(
+            "priority must be 1..=254 (255 only for the address owner), got {}",
+            v.get_ref()
+        ))),
+    }
+}
+
+fn de_version<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<u8>, D::Error> {
+    let v = Spanned::<i64>::deserialize(d)?;
+    match *v.get_ref() {
+        2 | 3 => Ok(Spanned::new(v.span(), *v.get_ref() as u8)),
+        other => Err(serde::de::Error::custom(format!(
+            "version must be 2 or 3, got {other}"
+        ))),
+    }
+}
+
+fn de_weight<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    let v = i64::deserialize(d)?;
+    if (-253..=253).contains(&v) {
+        Ok(v as i32)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "weight must be -253..=253, got {v}"
+        )))
+    }
+}
+
+fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    match u32::try_from(v) {
+        Ok(v) if (1..=1000).contains(&v) => Ok(v),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a count from 1 to 1000, got {v}"
+        ))),
+    }
+}
+
+fn de_auth_pass<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spanned<String>>, D::Error> {
+    let v = Spanned::<String>::deserialize(d)?;
+    let len = v.get_ref().len();
+    if len == 0 || len > 8 {
+        return Err(serde::de::Error::custom(format!(
+            "auth_pass must be 1 to 8 bytes (VRRPv2 simple text), got {len}"
+        )));
+    }
+    Ok(Some(v))
+}
+
+fn de_vips<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<Vec<Vip>>, D::Error> {
+    let v = Spanned::<Vec<String>>::deserialize(d)?;
+    let span = v.span();
+    let mut vips: Vec<Vip> = Vec::new();
+    for s in v.into_inner() {
+        let vip: Vip = s.parse().map_err(serde::de::Error::custom)?;
+        if vips.iter().any(|x| x.addr == vip.addr) {
+            return Err(serde::de::Error::custom(format!(
+                "virtual address {} is listed twice",
+                vip.addr
+            )));
+        }
+        vips.push(vip);
+    }
+    Ok(Spanned::new(span, vips))
+}
+
+/// A duration string with units ("1s", "200ms") that keeps its location for later checks.
+fn de_spanned_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<Duration>, D::Error> {
+    let v = Spanned::<String>::deserialize(d)?;
+    let dur = humantime::parse_duration(v.get_ref()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{}` is not a duration ({e}); expected e.g. \"1s\" or \"200ms\"",
+            v.get_ref()
+        ))
+    })?;
+    Ok(Spanned::new(v.span(), dur))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_parsing() {
+        assert_eq!(
+            "10.0.0.100/24".parse::<Vip>(),
+            Ok(Vip {
+                addr: Ipv4Addr::new(10, 0, 0, 100),
+                prefix: 24
+            })
+        );
+        assert_eq!("10.0.0.100".parse::<Vip>().map(|v| v.prefix), Ok(32));
+        assert!("10.0.0.100/33".parse::<Vip>().is_err());
+        assert!("224.0.0.18/32".parse::<Vip>().is_err());
+        assert!("fe80::1/64".parse::<Vip>().is_err());
+    }
+
+    #[test]
+    fn defaults_follow_keepalived() {
+        let c: VrrpConfig = toml::from_str(
+            r#"
+            name = "maas_region"
+            interface = "eth0"
+            virtual_router_id = 51
+            virtual_ipaddresses = ["10.0.0.100/24"]
+            "#,
+        )
+        .expect("minimal block parses");
+        assert_eq!(*c.priority.get_ref(), 100);
+        assert_eq!(*c.advert_interval.get_ref(), Duration::from_secs(1));
+        assert!(c.preempt);
+        assert_eq!(c.garp_master_repeat, 5);
+        assert!(c.validate().is_empty());
+    }
+}
