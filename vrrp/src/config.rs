@@ -102,9 +102,9 @@ impl std::str::FromStr for Vip {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IPv4 address (expected e.g. \"10.0.0.100/24\")"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| {
+            format!("`{s}` is not an IPv4 address (expected e.g. \"10.0.0.100/24\")")
+        })?;
         let prefix = match prefix {
             None => 32,
             Some(p) => match p.parse::<u8>() {
@@ -164,7 +164,11 @@ impl VrrpConfig {
             out.push(Spanned::new(span, msg))
         };
         if self.name.get_ref().is_empty() {
-            err(&mut out, self.name.span(), "`name` must not be empty".into());
+            err(
+                &mut out,
+                self.name.span(),
+                "`name` must not be empty".into(),
+            );
         }
         if self.interface.get_ref().is_empty() || self.interface.get_ref().len() > 15 {
             err(
@@ -189,7 +193,7 @@ impl VrrpConfig {
             }
             _ => {
                 let cs = adv.as_millis() / 10;
-                if adv.as_millis() % 10 != 0 || cs == 0 || cs > 4095 {
+                if !adv.as_millis().is_multiple_of(10) || cs == 0 || cs > 4095 {
                     err(
                         &mut out,
                         self.advert_interval.span(),
