@@ -112,7 +112,10 @@ fn default_path() -> String {
 
 fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let p = String::deserialize(d)?;
-    if !p.starts_with('/') || p.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if !p.starts_with('/')
+        || p.bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return Err(serde::de::Error::custom(format!(
             "check path must start with `/` and hold no spaces, got `{p}`"
         )));
@@ -137,5 +140,125 @@ fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         _ => Err(serde::de::Error::custom(format!(
             "expected a count from 1 to 1000, got {v}"
         ))),
+    }
+}
+
+/// Per-server changes to its frontend's check, as HAProxy's `server ... port inter fastinter
+/// downinter rise fall`: a region whose checks should go to another port, or that should be
+/// probed more gently. Every key is optional; what is absent comes from the frontend's `check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckOverride {
+    /// Probe this port instead of the server's (HAProxy's `port`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// See [`CheckConfig::interval`].
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// See [`CheckConfig::fast_interval`].
+    #[serde(default, with = "humantime_serde")]
+    pub fast_interval: Option<Duration>,
+    /// See [`CheckConfig::down_interval`].
+    #[serde(default, with = "humantime_serde")]
+    pub down_interval: Option<Duration>,
+    /// See [`CheckConfig::timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// See [`CheckConfig::rise`].
+    #[serde(default, deserialize_with = "de_opt_count")]
+    pub rise: Option<u32>,
+    /// See [`CheckConfig::fall`].
+    #[serde(default, deserialize_with = "de_opt_count")]
+    pub fall: Option<u32>,
+}
+
+impl CheckOverride {
+    /// The frontend's check with this server's changes applied.
+    pub fn apply(&self, base: &CheckConfig) -> CheckConfig {
+        let mut c = base.clone();
+        if let Some(v) = self.interval {
+            c.interval = v;
+        }
+        if self.fast_interval.is_some() {
+            c.fast_interval = self.fast_interval;
+        }
+        if self.down_interval.is_some() {
+            c.down_interval = self.down_interval;
+        }
+        if let Some(v) = self.timeout {
+            c.timeout = v;
+        }
+        if let Some(v) = self.rise {
+            c.rise = v;
+        }
+        if let Some(v) = self.fall {
+            c.fall = v;
+        }
+        c
+    }
+
+    /// Same checks as [`CheckConfig::validate`], on the values given here.
+    pub fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.port == Some(0) {
+            out.push("check `port` must not be 0".to_string());
+        }
+        for (key, d) in [
+            ("interval", self.interval),
+            ("timeout", self.timeout),
+            ("fast_interval", self.fast_interval),
+            ("down_interval", self.down_interval),
+        ] {
+            if let Some(d) = d {
+                if d < Duration::from_millis(10) {
+                    out.push(format!("check `{key}` must be at least 10ms"));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn de_opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    de_count(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_haproxy() {
+        let c: CheckConfig = toml::from_str("").expect("empty table is valid");
+        assert_eq!(c, CheckConfig::default());
+        assert_eq!(c.fast_interval(), Duration::from_millis(500));
+        assert_eq!(c.down_interval(), Duration::from_secs(2));
+        let c: CheckConfig = toml::from_str("interval = \"200ms\"").expect("valid");
+        assert_eq!(c.fast_interval(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn override_applies_only_given_keys() {
+        let base: CheckConfig =
+            toml::from_str("kind = \"tcp\"\ninterval = \"1s\"\nrise = 2\nfall = 3").expect("valid");
+        let o: CheckOverride =
+            toml::from_str("port = 5241\ninterval = \"5s\"\nfall = 1").expect("valid");
+        let c = o.apply(&base);
+        assert_eq!(c.kind, CheckKind::Tcp);
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.rise, 2);
+        assert_eq!(c.fall, 1);
+        assert!(o.validate().is_empty());
+        assert_eq!(CheckOverride::default().apply(&base), base);
+    }
+
+    #[test]
+    fn override_rejects_bad_values() {
+        let e = toml::from_str::<CheckOverride>("rise = 0").expect_err("rise 0 is invalid");
+        assert!(e.to_string().contains("count from 1 to 1000"), "{e}");
+        let e = toml::from_str::<CheckOverride>("path = \"/x\"").expect_err("unknown key");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let o: CheckOverride = toml::from_str("port = 0\ntimeout = \"1ms\"").expect("parses");
+        assert_eq!(o.validate().len(), 2);
     }
 }

@@ -1,15 +1,39 @@
 //! Health of the servers behind each frontend.
 //!
 //! # Layout
-//! - [`config`]: the `check = { ... }` table.
+//! - [`config`]: the `check = { ... }` table and per-server [`CheckOverride`]s.
 //! - [`state`]: [`ServerState`], one per server, shared by the checker (writes health), the proxy
 //!   (reads availability lock-free, writes counters and passive observations) and the admin
 //!   endpoint (reads everything, sets drain/disable).
+//! - [`machine`]: the rise/fall state machine and check schedule of one server, sans-IO.
+//! - [`probe`]: the TCP and HTTP probes.
+//! - [`checker`]: the tokio tasks that run the probes and publish the results.
+//! - [`registry`]: every frontend and its servers, swapped whole on reload, and the
+//!   `/status` view of them.
+//!
+//! # Behaviour
+//! Servers start up (as HAProxy's). A fully up server goes down after `fall` consecutive
+//! failed checks; a down one comes back after `rise` consecutive good ones. While a server is
+//! between the two it is checked every `fast_interval` (default: a quarter of `interval`, at
+//! least 100ms), once down every `down_interval` (default: `interval`). Intervals are counted
+//! from the start of a check and shortened by up to 10% at random so that servers drift
+//! apart; first checks are spread over one interval. Connect failures and resets reported by
+//! the proxy do not by themselves take a server down (a reset may be the client's doing), but
+//! make its checker probe it at once, at most every 100ms, so a region dying between two
+//! checks is ejected after `fall` fast checks instead of `fall` intervals.
 //!
 //! This crate does not proxy anything and knows nothing of VRRP.
 
+pub mod checker;
 pub mod config;
+pub mod machine;
+pub mod outcome;
+pub mod probe;
+pub mod registry;
 pub mod state;
 
-pub use config::{CheckConfig, CheckKind};
+pub use checker::{spawn, spawn_frontend};
+pub use config::{CheckConfig, CheckKind, CheckOverride};
+pub use outcome::{CheckReport, CheckResult};
+pub use registry::{Frontend, Registry, Server, Status};
 pub use state::{Admin, Health, ServerCounters, ServerState};

@@ -2,8 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
+
+use crate::outcome::CheckReport;
 
 /// What the health checks say of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,8 @@ pub struct ServerState {
     admin: AtomicU8,
     /// Woken by passive observations so the checker re-checks at once.
     recheck: Notify,
+    /// Last active check, for `/status` (never read by the proxy).
+    last_check: ArcSwapOption<CheckReport>,
     /// Counters for `/status` and `/metrics`.
     pub counters: ServerCounters,
 }
@@ -78,6 +84,7 @@ impl ServerState {
             health: AtomicU8::new(Health::Up as u8),
             admin: AtomicU8::new(if disabled { Admin::Maint } else { Admin::Ready } as u8),
             recheck: Notify::new(),
+            last_check: ArcSwapOption::empty(),
             counters: ServerCounters::default(),
         }
     }
@@ -137,6 +144,20 @@ impl ServerState {
     pub fn observe_reset(&self) {
         self.counters.resets.fetch_add(1, Ordering::Relaxed);
         self.recheck.notify_one();
+    }
+
+    /// The checker finished a check: count it and keep it for `/status`.
+    pub fn record_check(&self, report: CheckReport) {
+        self.counters.checks.fetch_add(1, Ordering::Relaxed);
+        if !report.result.passed() {
+            self.counters.check_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_check.store(Some(Arc::new(report)));
+    }
+
+    /// The last active check, if any ran.
+    pub fn last_check(&self) -> Option<CheckReport> {
+        self.last_check.load().as_deref().copied()
     }
 
     /// Resolves when the proxy has reported a failure since the last call (for the checker).
