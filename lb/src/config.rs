@@ -113,7 +113,10 @@ impl FrontendConfig {
         let mut out = Vec::new();
         let name_span = self.name.span();
         if self.name.get_ref().is_empty() {
-            out.push(Spanned::new(name_span.clone(), "`name` must not be empty".into()));
+            out.push(Spanned::new(
+                name_span.clone(),
+                "`name` must not be empty".into(),
+            ));
         }
         if self.bind.get_ref().is_empty() {
             out.push(Spanned::new(
@@ -146,17 +149,20 @@ impl FrontendConfig {
         } else if self.server.iter().all(|s| s.backup) {
             out.push(Spanned::new(
                 name_span.clone(),
-                format!(
-                    "frontend `{}` has only backup servers",
-                    self.name.get_ref()
-                ),
+                format!("frontend `{}` has only backup servers", self.name.get_ref()),
             ));
         }
         for (i, s) in self.server.iter().enumerate() {
             if s.name.get_ref().is_empty() {
-                out.push(Spanned::new(s.name.span(), "server `name` must not be empty".into()));
+                out.push(Spanned::new(
+                    s.name.span(),
+                    "server `name` must not be empty".into(),
+                ));
             }
-            if self.server[..i].iter().any(|o| o.name.get_ref() == s.name.get_ref()) {
+            if self.server[..i]
+                .iter()
+                .any(|o| o.name.get_ref() == s.name.get_ref())
+            {
                 out.push(Spanned::new(
                     s.name.span(),
                     format!(
@@ -264,7 +270,9 @@ fn de_redirect<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spanned<String>
     let v = Spanned::<String>::deserialize(d)?;
     let s = v.get_ref();
     let ok = (s.starts_with('/') || s.starts_with("http://") || s.starts_with("https://"))
-        && !s.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+        && !s
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
     if !ok {
         return Err(serde::de::Error::custom(format!(
             "redirect_root must be a path like \"/MAAS/\" or an http(s) URL, got `{s}`"

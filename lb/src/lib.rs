@@ -9,3 +9,9 @@
 pub mod config;
 
 pub use config::{Balance, FrontendConfig, Mode, ServerConfig};
+pub mod balance;
+pub mod frontend;
+pub mod l4;
+pub mod listener;
+
+pub use frontend::{Frontend, FrontendCounters, Settings, Snapshot};

@@ -1,0 +1,437 @@
+//! Server selection: smooth weighted round robin and a consistent hash of the client address.
+//!
+//! A [`Pool`] is immutable once built (a reload builds a new one and swaps it in), so picking a
+//! server reads atomics only: no lock, no allocation.
+//!
+//! - Round robin walks a precomputed smooth weighted schedule (nginx's algorithm: weights 5,1,1
+//!   give `a a b a c a a`, never `a a a a a b c`) with a single atomic cursor. A server that is not
+//!   available is skipped and its turn goes to the next entry.
+//! - Source uses weighted rendezvous hashing: every server scores `weight / -ln(u)` with `u`
+//!   drawn from a fixed hash of (server name, client address); the best score wins. The result
+//!   depends only on the names and weights, never on their order or on the host computing it,
+//!   and a server going down moves only the clients it had.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use healthcheck::ServerState;
+
+/// Servers already tried for one connection: bit `i` for server `i` (servers past 64 are never
+/// marked, so they may be retried; MAAS has a handful of regions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tried(u64);
+
+impl Tried {
+    /// Marks server `i` as tried.
+    pub fn mark(&mut self, i: usize) {
+        if i < 64 {
+            self.0 |= 1 << i;
+        }
+    }
+
+    /// Whether server `i` was tried.
+    pub fn has(&self, i: usize) -> bool {
+        i < 64 && self.0 & (1 << i) != 0
+    }
+}
+
+/// One server as the balancer sees it.
+#[derive(Debug)]
+pub struct Member {
+    /// Shared state (availability, counters).
+    pub state: Arc<ServerState>,
+    /// Weight 0..=256.
+    pub weight: u32,
+    /// Only used while no primary server is available.
+    pub backup: bool,
+    name_hash: u64,
+}
+
+/// Balancing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Weighted rendezvous hash of the client address.
+    Source,
+}
+
+/// The servers of one frontend and the precomputed tables to pick among them.
+#[derive(Debug)]
+pub struct Pool {
+    members: Vec<Member>,
+    algorithm: Algorithm,
+    /// Smooth weighted order of the primary servers (indexes into `members`).
+    schedule: Box<[u16]>,
+    /// The same for backup servers.
+    backup_schedule: Box<[u16]>,
+    cursor: AtomicUsize,
+}
+
+impl Pool {
+    /// Builds a pool; `servers` gives (state, weight, backup) in config order.
+    pub fn new(algorithm: Algorithm, servers: Vec<(Arc<ServerState>, u32, bool)>) -> Pool {
+        let members: Vec<Member> = servers
+            .into_iter()
+            .map(|(state, weight, backup)| Member {
+                name_hash: fnv1a(state.name.as_bytes()),
+                state,
+                weight: weight.min(256),
+                backup,
+            })
+            .collect();
+        let schedule = smooth_schedule(&members, false);
+        let backup_schedule = smooth_schedule(&members, true);
+        Pool {
+            members,
+            algorithm,
+            schedule,
+            backup_schedule,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The servers in config order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Picks a server for a connection from `client`, skipping unavailable and `tried` ones.
+    /// Falls back to backup servers, then to an available server already tried (a retry of the
+    /// same server beats giving up), and returns `None` only when no server is available.
+    #[inline]
+    pub fn pick(&self, client: IpAddr, tried: Tried) -> Option<usize> {
+        let pick = |backup: bool, tried: Tried| match self.algorithm {
+            Algorithm::RoundRobin => self.pick_rr(backup, tried),
+            Algorithm::Source => self.pick_hash(client, backup, tried),
+        };
+        pick(false, tried)
+            .or_else(|| pick(true, tried))
+            .or_else(|| {
+                if tried == Tried::default() {
+                    None
+                } else {
+                    pick(false, Tried::default())
+                }
+            })
+            .or_else(|| {
+                if tried == Tried::default() {
+                    None
+                } else {
+                    pick(true, Tried::default())
+                }
+            })
+    }
+
+    fn pick_rr(&self, backup: bool, tried: Tried) -> Option<usize> {
+        let schedule = if backup {
+            &self.backup_schedule
+        } else {
+            &self.schedule
+        };
+        let len = schedule.len();
+        if len == 0 {
+            return None;
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        for k in 0..len {
+            let i = usize::from(schedule[(start.wrapping_add(k)) % len]);
+            if !tried.has(i) && self.members[i].state.is_available() {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn pick_hash(&self, client: IpAddr, backup: bool, tried: Tried) -> Option<usize> {
+        let key = client_hash(client);
+        let mut best: Option<(f64, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if m.backup != backup || m.weight == 0 || tried.has(i) || !m.state.is_available() {
+                continue;
+            }
+            let score = rendezvous_score(m.name_hash, key, m.weight);
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, i));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+}
+
+/// nginx's smooth weighted round robin, unrolled into one period of `sum(weights)` picks.
+fn smooth_schedule(members: &[Member], backup: bool) -> Box<[u16]> {
+    let chosen: Vec<(usize, i64)> = members
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.backup == backup && m.weight > 0)
+        .map(|(i, m)| (i, i64::from(m.weight)))
+        .collect();
+    let total: i64 = chosen.iter().map(|(_, w)| w).sum();
+    let mut current = vec![0i64; chosen.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (k, (_, w)) in chosen.iter().enumerate() {
+            current[k] += w;
+            if current[k] > current[best] {
+                best = k;
+            }
+        }
+        current[best] -= total;
+        // Indexes fit: a frontend has far fewer than 65536 servers (validated in config).
+        out.push(u16::try_from(chosen[best].0).unwrap_or(u16::MAX));
+    }
+    out.into_boxed_slice()
+}
+
+/// FNV-1a, 64 bits: stable across hosts, versions and runs (unlike std's SipHash keys).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// MurmurHash3's 64-bit finaliser: spreads every input bit over the output.
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^= k >> 33;
+    k
+}
+
+fn client_hash(ip: IpAddr) -> u64 {
+    // An IPv4 client and its IPv4-mapped IPv6 form hash alike (dual-stack listeners).
+    let ip = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => fmix64(fnv1a(&v4.octets())),
+        IpAddr::V6(v6) => fmix64(fnv1a(&v6.octets())),
+    }
+}
+
+/// Weighted rendezvous score: `weight / -ln(u)`, `u` uniform in (0, 1) from the two hashes.
+#[inline]
+fn rendezvous_score(name_hash: u64, key: u64, weight: u32) -> f64 {
+    let h = fmix64(name_hash ^ key.rotate_left(17));
+    // 53 random bits, shifted off zero so ln() stays finite.
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    f64::from(weight) / -u.ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use healthcheck::{Admin, Health};
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    fn state(name: &str) -> Arc<ServerState> {
+        Arc::new(ServerState::new(
+            name,
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            false,
+        ))
+    }
+
+    fn pool(alg: Algorithm, spec: &[(&str, u32)]) -> Pool {
+        Pool::new(
+            alg,
+            spec.iter().map(|(n, w)| (state(n), *w, false)).collect(),
+        )
+    }
+
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    #[test]
+    fn round_robin_equal_weights_is_even() {
+        let p = pool(Algorithm::RoundRobin, &[("a", 1), ("b", 1), ("c", 1)]);
+        let mut n = [0; 3];
+        for _ in 0..30 {
+            n[p.pick(ip(1), Tried::default()).expect("a server")] += 1;
+        }
+        assert_eq!(n, [10, 10, 10]);
+    }
+
+    #[test]
+    fn round_robin_is_smooth_and_weighted() {
+        let p = pool(Algorithm::RoundRobin, &[("a", 5), ("b", 1), ("c", 1)]);
+        let seq: Vec<usize> = (0..7)
+            .map(|_| p.pick(ip(1), Tried::default()).expect("a server"))
+            .collect();
+        assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
+        let p = pool(Algorithm::RoundRobin, &[("a", 3), ("b", 2), ("c", 0)]);
+        let mut n = [0; 3];
+        for _ in 0..500 {
+            n[p.pick(ip(1), Tried::default()).expect("a server")] += 1;
+        }
+        assert_eq!(n, [300, 200, 0]);
+    }
+
+    #[test]
+    fn round_robin_skips_down_and_tried_servers() {
+        let p = pool(Algorithm::RoundRobin, &[("a", 1), ("b", 1), ("c", 1)]);
+        p.members()[1].state.set_health(Health::Down);
+        let mut n = [0; 3];
+        for _ in 0..30 {
+            n[p.pick(ip(1), Tried::default()).expect("a server")] += 1;
+        }
+        assert_eq!(n[1], 0);
+        assert_eq!(n[0] + n[2], 30);
+        let mut tried = Tried::default();
+        tried.mark(0);
+        assert_eq!(p.pick(ip(1), tried), Some(2));
+        // Every available server tried: a retry of one of them beats no server.
+        tried.mark(2);
+        assert!(matches!(p.pick(ip(1), tried), Some(0) | Some(2)));
+        p.members()[0].state.set_admin(Admin::Drain);
+        p.members()[2].state.set_admin(Admin::Maint);
+        assert_eq!(p.pick(ip(1), Tried::default()), None);
+    }
+
+    #[test]
+    fn backup_used_only_when_primaries_are_out() {
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            vec![(state("a"), 1, false), (state("bk"), 1, true)],
+        );
+        for _ in 0..5 {
+            assert_eq!(p.pick(ip(1), Tried::default()), Some(0));
+        }
+        p.members()[0].state.set_health(Health::Down);
+        assert_eq!(p.pick(ip(1), Tried::default()), Some(1));
+    }
+
+    #[test]
+    fn source_is_sticky_and_spread() {
+        let p = pool(Algorithm::Source, &[("r1", 1), ("r2", 1), ("r3", 1)]);
+        let mut n = [0; 3];
+        for i in 0..3000 {
+            let first = p.pick(ip(i), Tried::default()).expect("a server");
+            for _ in 0..3 {
+                assert_eq!(p.pick(ip(i), Tried::default()), Some(first));
+            }
+            n[first] += 1;
+        }
+        for c in n {
+            assert!((850..=1150).contains(&c), "uneven spread {n:?}");
+        }
+    }
+
+    #[test]
+    fn source_ignores_server_order() {
+        let a = pool(Algorithm::Source, &[("r1", 1), ("r2", 2), ("r3", 1)]);
+        let b = pool(Algorithm::Source, &[("r3", 1), ("r1", 1), ("r2", 2)]);
+        for i in 0..2000 {
+            let na = &a.members()[a.pick(ip(i), Tried::default()).expect("a")]
+                .state
+                .name;
+            let nb = &b.members()[b.pick(ip(i), Tried::default()).expect("b")]
+                .state
+                .name;
+            assert_eq!(na, nb);
+        }
+    }
+
+    #[test]
+    fn source_moves_only_the_lost_servers_clients() {
+        let n = 5;
+        let names: Vec<String> = (0..n).map(|i| format!("region-{i}")).collect();
+        let spec: Vec<(&str, u32)> = names.iter().map(|s| (s.as_str(), 1)).collect();
+        let p = pool(Algorithm::Source, &spec);
+        let keys = 10_000;
+        let before: Vec<usize> = (0..keys)
+            .map(|i| p.pick(ip(i), Tried::default()).expect("a server"))
+            .collect();
+        p.members()[2].state.set_health(Health::Down);
+        let mut moved = 0usize;
+        for (i, &b) in before.iter().enumerate() {
+            let after = p.pick(ip(i as u32), Tried::default()).expect("a server");
+            if b == 2 {
+                assert_ne!(after, 2);
+                moved += 1;
+            } else {
+                assert_eq!(after, b, "a client of a live server moved");
+            }
+        }
+        // About 1/N of the keys belonged to the lost server.
+        let expected = keys as usize / n;
+        assert!(moved.abs_diff(expected) < expected / 5, "moved {moved}");
+        // Coming back, each client returns to where it was.
+        p.members()[2].state.set_health(Health::Up);
+        for (i, &b) in before.iter().enumerate() {
+            assert_eq!(p.pick(ip(i as u32), Tried::default()), Some(b));
+        }
+    }
+
+    #[test]
+    fn source_honours_weights() {
+        let p = pool(Algorithm::Source, &[("a", 3), ("b", 1)]);
+        let mut n = [0; 2];
+        for i in 0..8000 {
+            n[p.pick(ip(i), Tried::default()).expect("a server")] += 1;
+        }
+        // Weighted rendezvous: shares proportional to weights (6000 / 2000 expected).
+        assert!((5700..=6300).contains(&n[0]), "{n:?}");
+    }
+
+    /// Clients 10.0.0.0..=10.0.0.7 over maas-api-1..3, as computed by the first release.
+    const PINNED: [&str; 8] = [
+        "maas-api-3",
+        "maas-api-2",
+        "maas-api-1",
+        "maas-api-2",
+        "maas-api-3",
+        "maas-api-1",
+        "maas-api-2",
+        "maas-api-1",
+    ];
+
+    #[test]
+    fn source_mapping_is_fixed_across_builds() {
+        // A fixed expectation guards against a hash change that would remap every client
+        // when hosts run different versions.
+        let p = pool(
+            Algorithm::Source,
+            &[("maas-api-1", 1), ("maas-api-2", 1), ("maas-api-3", 1)],
+        );
+        let got: Vec<usize> = (0..8)
+            .map(|i| p.pick(ip(i), Tried::default()).expect("a server"))
+            .collect();
+        let again = pool(
+            Algorithm::Source,
+            &[("maas-api-3", 1), ("maas-api-1", 1), ("maas-api-2", 1)],
+        );
+        let names = |p: &Pool, v: &[usize]| -> Vec<String> {
+            v.iter()
+                .map(|&i| p.members()[i].state.name.clone())
+                .collect()
+        };
+        let got_again: Vec<usize> = (0..8)
+            .map(|i| again.pick(ip(i), Tried::default()).expect("a server"))
+            .collect();
+        assert_eq!(names(&p, &got), names(&again, &got_again));
+        assert_eq!(names(&p, &got), PINNED);
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_hash_like_ipv4() {
+        let v4 = Ipv4Addr::new(10, 1, 2, 3);
+        assert_eq!(
+            client_hash(IpAddr::V4(v4)),
+            client_hash(IpAddr::V6(v4.to_ipv6_mapped()))
+        );
+    }
+}

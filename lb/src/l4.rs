@@ -1,0 +1,436 @@
+//! The L4 proxy: pick a server, connect with retries and redispatch, then copy bytes both ways.
+//!
+//! The copy loop waits for readiness, not for data in a buffer: a buffer is taken from a
+//! per-thread pool only when a socket is readable and returned as soon as what was read is
+//! written, so an idle connection holds no buffer at all.
+//!
+//! Timeouts are inactivity limits that depend on the phase of the stream:
+//! - nothing received from the client yet: `timeout_client`;
+//! - the client has spoken, the server not yet: `timeout_server`;
+//! - both have spoken (the stream is a tunnel): `timeout_tunnel`, as HAProxy does in TCP mode
+//!   once a tunnel is established. A websocket that pings every 50 s stays up.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use healthcheck::ServerState;
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::balance::Tried;
+use crate::frontend::{Frontend, Snapshot};
+
+/// How a proxied connection ended (the access log's `end` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client closed first, then the server.
+    ClientClose,
+    /// The server closed first, then the client.
+    ServerClose,
+    /// The client sent nothing for `timeout_client`.
+    ClientTimeout,
+    /// The server answered nothing for `timeout_server`.
+    ServerTimeout,
+    /// The tunnel was idle for `timeout_tunnel`.
+    TunnelTimeout,
+    /// Reading from or writing to the client failed (reset).
+    ClientError,
+    /// Reading from or writing to the server failed (reset).
+    ServerError,
+    /// No server was available: the client was closed at once.
+    NoServer,
+    /// Every connect attempt was refused or timed out.
+    ConnectFailed,
+}
+
+impl End {
+    /// Name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::ClientClose => "client_close",
+            End::ServerClose => "server_close",
+            End::ClientTimeout => "client_timeout",
+            End::ServerTimeout => "server_timeout",
+            End::TunnelTimeout => "tunnel_timeout",
+            End::ClientError => "client_error",
+            End::ServerError => "server_error",
+            End::NoServer => "no_server",
+            End::ConnectFailed => "connect_failed",
+        }
+    }
+}
+
+/// Result of the connect phase.
+pub struct Connected<'a> {
+    /// The server socket.
+    pub stream: TcpStream,
+    /// The server it goes to.
+    pub server: &'a ServerState,
+    /// Retries it took.
+    pub retries: u32,
+}
+
+/// Why no server connection could be made.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectError {
+    /// `NoServer` or `ConnectFailed`.
+    pub end: End,
+    /// Retries made.
+    pub retries: u32,
+}
+
+/// Connects to a server for a client at `peer`, retrying up to `retries` times; with
+/// `redispatch` each retry goes at once to another available server (no turn-around delay).
+pub async fn connect<'a>(
+    fe: &Frontend,
+    snap: &'a Snapshot,
+    peer: SocketAddr,
+) -> Result<Connected<'a>, ConnectError> {
+    let s = &snap.settings;
+    let mut tried = Tried::default();
+    let mut previous: Option<usize> = None;
+    let mut attempt = 0u32;
+    loop {
+        let idx = match previous {
+            Some(p) if !s.redispatch && snap.pool.members()[p].state.is_available() => Some(p),
+            _ => snap.pool.pick(peer.ip(), tried),
+        };
+        let Some(idx) = idx else {
+            let end = if attempt == 0 {
+                End::NoServer
+            } else {
+                End::ConnectFailed
+            };
+            return Err(ConnectError {
+                end,
+                retries: attempt,
+            });
+        };
+        let server = &*snap.pool.members()[idx].state;
+        if attempt > 0 {
+            fe.counters.retries.fetch_add(1, Ordering::Relaxed);
+            server.counters.retries.fetch_add(1, Ordering::Relaxed);
+            if previous != Some(idx) {
+                fe.counters.redispatches.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = previous {
+                    snap.pool.members()[p]
+                        .state
+                        .counters
+                        .redispatches
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        match tokio::time::timeout(s.timeout_connect, TcpStream::connect(server.address)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(Connected {
+                    stream,
+                    server,
+                    retries: attempt,
+                });
+            }
+            Ok(Err(_)) | Err(_) => {
+                server.observe_connect_failure();
+                tried.mark(idx);
+                previous = Some(idx);
+                if attempt >= s.retries {
+                    return Err(ConnectError {
+                        end: End::ConnectFailed,
+                        retries: attempt,
+                    });
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Handles one client connection in tcp mode, from connect to access-log line.
+pub async fn proxy(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
+    let start = Instant::now();
+    let _ = client.set_nodelay(true);
+    let connected = connect(fe, snap, peer).await;
+    let connect_time = start.elapsed();
+    let conn = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            let counter = match e.end {
+                End::NoServer => &fe.counters.no_server,
+                _ => &fe.counters.connect_failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            // Nothing fails open: the client is closed at once (a reset, so it does not wait).
+            let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            drop(client);
+            info!(target: "access", client = %peer, frontend = %fe.name, server = "-",
+                connect_ms = ms(connect_time), total_ms = ms(start.elapsed()),
+                bytes_in = 0u64, bytes_out = 0u64, retries = e.retries, end = e.end.as_str(),
+                "tcp");
+            return;
+        }
+    };
+    let server = conn.server;
+    server.counters.total.fetch_add(1, Ordering::Relaxed);
+    server.counters.current.fetch_add(1, Ordering::Relaxed);
+    let timeouts = Timeouts {
+        client: snap.settings.timeout_client,
+        server: snap.settings.timeout_server,
+        tunnel: snap.settings.timeout_tunnel,
+    };
+    let outcome = copy_bidirectional(&client, &conn.stream, timeouts).await;
+    server.counters.current.fetch_sub(1, Ordering::Relaxed);
+    server
+        .counters
+        .bytes_to_server
+        .fetch_add(outcome.to_server, Ordering::Relaxed);
+    server
+        .counters
+        .bytes_from_server
+        .fetch_add(outcome.to_client, Ordering::Relaxed);
+    fe.counters
+        .bytes_in
+        .fetch_add(outcome.to_server, Ordering::Relaxed);
+    fe.counters
+        .bytes_out
+        .fetch_add(outcome.to_client, Ordering::Relaxed);
+    if outcome.end == End::ServerError {
+        server.observe_reset();
+    }
+    info!(target: "access", client = %peer, frontend = %fe.name, server = %server.name,
+        connect_ms = ms(connect_time), total_ms = ms(start.elapsed()),
+        bytes_in = outcome.to_server, bytes_out = outcome.to_client, retries = conn.retries,
+        end = outcome.end.as_str(), "tcp");
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// Inactivity limits of the copy loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Waiting for the client's first bytes.
+    pub client: Duration,
+    /// Waiting for the server's first bytes after the client spoke.
+    pub server: Duration,
+    /// Both have spoken.
+    pub tunnel: Duration,
+}
+
+/// What the copy loop did.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOutcome {
+    /// Bytes copied from the client to the server.
+    pub to_server: u64,
+    /// Bytes copied from the server to the client.
+    pub to_client: u64,
+    /// How it ended.
+    pub end: End,
+}
+
+const BUF_SIZE: usize = 32 * 1024;
+const POOL_MAX: usize = 128;
+
+thread_local! {
+    static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Box<[u8]> {
+    BUFFERS
+        .with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+}
+
+fn give_buffer(b: Box<[u8]>) {
+    BUFFERS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(b);
+        }
+    });
+}
+
+/// One direction of the copy.
+#[derive(Default)]
+struct Half {
+    buf: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+    /// The source sent FIN.
+    eof: bool,
+    /// FIN passed on to the destination.
+    shut: bool,
+    bytes: u64,
+}
+
+/// Progress or failure of one step; `Err(true)` is a failure on the source side,
+/// `Err(false)` on the destination side.
+type Step = Result<bool, bool>;
+
+impl Half {
+    fn wants_read(&self) -> bool {
+        !self.eof && self.buf.is_none()
+    }
+
+    fn pending(&self) -> bool {
+        self.buf.is_some()
+    }
+
+    fn done(&self) -> bool {
+        self.shut
+    }
+
+    /// Reads what the source has and writes as much as the destination takes.
+    /// Returns whether anything moved.
+    fn read_then_write(&mut self, src: &TcpStream, dst: &TcpStream) -> Step {
+        let mut buf = take_buffer();
+        match src.try_read(&mut buf) {
+            Ok(0) => {
+                give_buffer(buf);
+                self.eof = true;
+                self.pass_fin(dst)?;
+                Ok(true)
+            }
+            Ok(n) => {
+                self.buf = Some(buf);
+                self.start = 0;
+                self.end = n;
+                self.write(dst)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                give_buffer(buf);
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                give_buffer(buf);
+                Ok(false)
+            }
+            Err(_) => {
+                give_buffer(buf);
+                Err(true)
+            }
+        }
+    }
+
+    /// Writes what is pending; frees the buffer once it is all written.
+    fn write(&mut self, dst: &TcpStream) -> Step {
+        let Some(buf) = self.buf.as_ref() else {
+            return Ok(false);
+        };
+        let mut moved = false;
+        while self.start < self.end {
+            match dst.try_write(&buf[self.start..self.end]) {
+                Ok(n) => {
+                    self.start += n;
+                    self.bytes += n as u64;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(false),
+            }
+        }
+        if let Some(b) = self.buf.take() {
+            give_buffer(b);
+        }
+        if self.eof {
+            self.pass_fin(dst)?;
+        }
+        Ok(true)
+    }
+
+    fn pass_fin(&mut self, dst: &TcpStream) -> Result<(), bool> {
+        if self.buf.is_none() && !self.shut {
+            self.shut = true;
+            // ENOTCONN when the peer is already gone: the write side will notice on its own.
+            let _ = SockRef::from(dst).shutdown(Shutdown::Write);
+        }
+        Ok(())
+    }
+}
+
+/// Copies both ways until both directions have ended, one side fails, or a timeout fires.
+/// A FIN from one side is passed on to the other (half-close) and the other direction goes on.
+pub async fn copy_bidirectional(
+    client: &TcpStream,
+    server: &TcpStream,
+    timeouts: Timeouts,
+) -> CopyOutcome {
+    let mut up = Half::default(); // client -> server
+    let mut down = Half::default(); // server -> client
+    let mut last_activity = Instant::now();
+    let deadline_of = |up: &Half, down: &Half, last: Instant| -> (Instant, End) {
+        if up.bytes > 0 && down.bytes > 0 {
+            (last + timeouts.tunnel, End::TunnelTimeout)
+        } else if up.bytes > 0 || up.eof {
+            (last + timeouts.server, End::ServerTimeout)
+        } else {
+            (last + timeouts.client, End::ClientTimeout)
+        }
+    };
+    // One timer, pushed back lazily: it is reset only when it fires early.
+    let sleep = tokio::time::sleep_until(deadline_of(&up, &down, last_activity).0);
+    tokio::pin!(sleep);
+    let mut first_fin: Option<End> = None;
+    let end = loop {
+        if first_fin.is_none() {
+            if up.eof {
+                first_fin = Some(End::ClientClose);
+            } else if down.eof {
+                first_fin = Some(End::ServerClose);
+            }
+        }
+        if up.done() && down.done() {
+            break first_fin.unwrap_or(End::ClientClose);
+        }
+        let step: Step = tokio::select! {
+            r = client.readable(), if up.wants_read() => match r {
+                Ok(()) => up.read_then_write(client, server),
+                Err(_) => Err(true),
+            },
+            r = server.writable(), if up.pending() => match r {
+                Ok(()) => up.write(server),
+                Err(_) => Err(false),
+            },
+            r = server.readable(), if down.wants_read() => match r {
+                Ok(()) => down.read_then_write(server, client).map_err(|src| !src),
+                Err(_) => Err(false),
+            },
+            r = client.writable(), if down.pending() => match r {
+                Ok(()) => down.write(client).map_err(|src| !src),
+                Err(_) => Err(true),
+            },
+            () = &mut sleep => {
+                let (deadline, why) = deadline_of(&up, &down, last_activity);
+                if Instant::now() >= deadline {
+                    break why;
+                }
+                sleep.as_mut().reset(deadline);
+                Ok(false)
+            }
+        };
+        // For `up`, Err(true) means the client side failed; `down`'s errors were mapped so
+        // that Err(true) also means the client side.
+        match step {
+            Ok(true) => last_activity = Instant::now(),
+            Ok(false) => {}
+            Err(true) => break End::ClientError,
+            Err(false) => break End::ServerError,
+        }
+    };
+    for b in [up.buf.take(), down.buf.take()].into_iter().flatten() {
+        give_buffer(b);
+    }
+    CopyOutcome {
+        to_server: up.bytes,
+        to_client: down.bytes,
+        end,
+    }
+}

@@ -1,0 +1,90 @@
+//! Listening sockets and the accept loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, warn};
+
+/// Opens a listening socket on `addr` with IP_FREEBIND, so that a listener on the VIP works
+/// before this host holds the VIP (no `net.ipv4.ip_nonlocal_bind` sysctl needed).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = Domain::for_address(addr);
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    match addr {
+        SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
+        SocketAddr::V6(_) => {
+            socket.set_only_v6(true)?;
+            socket.set_freebind_v6(true)?;
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Errors of accept(2) that mean "out of a resource": waiting helps, spinning does not.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// Accepts connections until `shutdown` turns true, at most `limit`'s permits at once; each
+/// accepted connection is handed to `handle` with its permit, which it holds until it ends.
+pub async fn accept_loop<F>(
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit),
+{
+    let local = listener.local_addr().ok();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        // maxconn: with every permit taken, stop accepting; clients wait in the kernel's queue.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                handle(stream, peer, permit);
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                // Out of file descriptors or memory: back off instead of spinning on an error
+                // that the next accept would return at once.
+                warn!(listener = ?local, cause = %e, backoff_ms = backoff.as_millis() as u64,
+                    "accept failed, backing off");
+                drop(permit);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                // ECONNABORTED and the like concern one connection only.
+                debug!(listener = ?local, cause = %e, "accept error");
+            }
+        }
+    }
+}
