@@ -1,0 +1,776 @@
+//! The VRRP state machine of one virtual router, without I/O and without a clock.
+//!
+//! Every entry point takes `now`; what the router must do comes out as [`Action`]s pulled with
+//! [`Machine::poll_action`], and when it next needs to be woken is [`Machine::poll_timeout`].
+//! The Linux driver ([`crate::driver`]) and the simulated network of the tests are both thin
+//! loops around it.
+//!
+//! States and events follow RFC 3768 §6 (Initialize, Backup, Master) plus keepalived's FAULT:
+//! the interface is down, or a track script with weight 0 fails.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
+
+use crate::packet::{Auth, IpPair, Packet, Repr, Version, WireError, AUTH_LEN};
+
+/// Everything the machine needs to know about its instance, fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Virtual router identifier.
+    pub vrid: u8,
+    /// Configured priority, 1..=255 (255: the owner of the addresses).
+    pub priority: u8,
+    /// 2 or 3.
+    pub version: u8,
+    /// Advertisement_Interval.
+    pub advert_interval: Duration,
+    /// Preempt_Mode.
+    pub preempt: bool,
+    /// keepalived's preempt_delay: how long a lower-priority master is tolerated.
+    pub preempt_delay: Duration,
+    /// VRRPv2 simple text password; `None`: auth type 0.
+    pub auth_pass: Option<Vec<u8>>,
+    /// The virtual addresses.
+    pub vips: Vec<Ipv4Addr>,
+    /// Primary address of the interface: the source of our adverts and the tie-breaker.
+    pub primary: Ipv4Addr,
+    /// keepalived's `state MASTER`: claim at once instead of waiting Master_Down_Interval.
+    pub start_as_master: bool,
+    /// Delay before the second burst of gratuitous ARP.
+    pub garp_delay: Duration,
+}
+
+/// Protocol state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not started, or shut down (RFC 3768 §6.4.1).
+    Initialize,
+    /// Watching the master (RFC 3768 §6.4.2).
+    Backup,
+    /// Owning the addresses (RFC 3768 §6.4.3).
+    Master,
+    /// Interface down or a weight-0 track script failing: no adverts, no addresses.
+    Fault,
+}
+
+impl State {
+    /// The name keepalived passes to notify scripts.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Initialize => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+            State::Fault => "FAULT",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a transition happened; logged with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Start-up (RFC 3768 §6.4.1).
+    Startup,
+    /// We own the addresses (priority 255).
+    Owner,
+    /// Configured to start as master.
+    ConfiguredMaster,
+    /// Master_Down_Timer fired: no advert from a master for Master_Down_Interval.
+    MasterDown,
+    /// The master sent priority 0 and Skew_Time passed.
+    MasterStopped,
+    /// A lower-priority master was preempted (after preempt_delay).
+    Preempt {
+        /// Its address.
+        from: Ipv4Addr,
+        /// Its priority.
+        priority: u8,
+    },
+    /// An advert with a higher priority (or equal and a higher address) arrived.
+    HigherPriority {
+        /// Its source.
+        from: Ipv4Addr,
+        /// Its priority.
+        priority: u8,
+    },
+    /// The interface went down.
+    LinkDown,
+    /// A track script with weight 0 (or track_backends with weight 0) is failing.
+    TrackFault,
+    /// The fault cleared.
+    FaultCleared,
+    /// Asked to stop.
+    Shutdown,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Startup => f.write_str("startup"),
+            Reason::Owner => f.write_str("address owner (priority 255)"),
+            Reason::ConfiguredMaster => f.write_str("configured state MASTER"),
+            Reason::MasterDown => f.write_str("no advert within Master_Down_Interval"),
+            Reason::MasterStopped => f.write_str("master sent priority 0"),
+            Reason::Preempt { from, priority } => {
+                write!(f, "preempting lower-priority master {from} ({priority})")
+            }
+            Reason::HigherPriority { from, priority } => {
+                write!(f, "higher priority advert from {from} ({priority})")
+            }
+            Reason::LinkDown => f.write_str("interface down"),
+            Reason::TrackFault => f.write_str("track script failing"),
+            Reason::FaultCleared => f.write_str("fault cleared"),
+            Reason::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send an advert with this priority (build it with [`Machine::advert`]).
+    SendAdvert {
+        /// 0 when leaving master.
+        priority: u8,
+    },
+    /// Add the virtual addresses to the interface.
+    AddVips,
+    /// Remove them.
+    RemoveVips,
+    /// Send one burst of gratuitous ARP for every address.
+    SendGarp,
+    /// The state changed (log it, run notify).
+    StateChanged {
+        /// Previous state.
+        from: State,
+        /// New state.
+        to: State,
+        /// Why.
+        reason: Reason,
+        /// Effective priority at the time.
+        priority: u8,
+    },
+}
+
+/// Why a received packet was dropped, in the order keepalived checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Sent by ourselves (looped back).
+    Own,
+    /// IP TTL is not 255 (RFC 3768 §7.1): it crossed a router.
+    Ttl,
+    /// Version differs from ours.
+    Version,
+    /// Type is not ADVERTISEMENT.
+    Type,
+    /// Length does not match the address count.
+    Length,
+    /// Checksum does not verify.
+    Checksum,
+    /// Another virtual router.
+    Vrid,
+    /// Auth type differs from ours.
+    AuthType,
+    /// Password differs from ours.
+    AuthPass,
+    /// Advert interval differs from ours (VRRPv2, RFC 3768 §7.1).
+    Interval,
+}
+
+impl Reject {
+    /// Every reason, in counter order.
+    pub const ALL: [Reject; 10] = [
+        Reject::Own,
+        Reject::Ttl,
+        Reject::Version,
+        Reject::Type,
+        Reject::Length,
+        Reject::Checksum,
+        Reject::Vrid,
+        Reject::AuthType,
+        Reject::AuthPass,
+        Reject::Interval,
+    ];
+
+    /// A short label for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reject::Own => "own",
+            Reject::Ttl => "ttl",
+            Reject::Version => "version",
+            Reject::Type => "type",
+            Reject::Length => "length",
+            Reject::Checksum => "checksum",
+            Reject::Vrid => "vrid",
+            Reject::AuthType => "auth_type",
+            Reject::AuthPass => "auth_pass",
+            Reject::Interval => "interval",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters of one instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Adverts accepted.
+    pub rx_ok: u64,
+    /// Adverts asked to be sent.
+    pub tx: u64,
+    /// Dropped packets, indexed like [`Reject::ALL`].
+    pub rejected: [u64; 10],
+    /// Accepted adverts whose address list differs from ours.
+    pub vip_mismatch: u64,
+    /// Transitions to master.
+    pub became_master: u64,
+}
+
+impl Stats {
+    /// Drops counted for one reason.
+    pub fn rejected(&self, r: Reject) -> u64 {
+        self.rejected[r.index()]
+    }
+}
+
+/// The header fields of a received packet that the checks need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxMeta {
+    /// IP source.
+    pub src: Ipv4Addr,
+    /// IP destination.
+    pub dst: Ipv4Addr,
+    /// IP TTL.
+    pub ttl: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Adver_Timer (RFC 3768 §6.2).
+    Advert = 0,
+    /// Master_Down_Timer (RFC 3768 §6.2).
+    MasterDown = 1,
+    /// preempt_delay running out while a lower-priority master is up.
+    Preempt = 2,
+    /// Second burst of gratuitous ARP (garp_master_delay).
+    Garp = 3,
+}
+
+impl Timer {
+    const VALUES: [Timer; 4] = [
+        Timer::Advert,
+        Timer::MasterDown,
+        Timer::Preempt,
+        Timer::Garp,
+    ];
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct TimerTable([Option<Instant>; 4]);
+
+impl TimerTable {
+    fn set(&mut self, t: Timer, at: Instant) {
+        self.0[t as usize] = Some(at);
+    }
+    fn stop(&mut self, t: Timer) {
+        self.0[t as usize] = None;
+    }
+    fn get(&self, t: Timer) -> Option<Instant> {
+        self.0[t as usize]
+    }
+    fn stop_all(&mut self) {
+        self.0 = [None; 4];
+    }
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+    fn expired(&self, now: Instant) -> Option<Timer> {
+        Timer::VALUES
+            .iter()
+            .copied()
+            .filter(|t| self.get(*t).is_some_and(|at| at <= now))
+            .min_by_key(|t| self.get(*t))
+    }
+}
+
+/// One virtual router.
+#[derive(Debug)]
+pub struct Machine {
+    p: Params,
+    state: State,
+    timers: TimerTable,
+    actions: std::collections::VecDeque<Action>,
+    /// Master_Adver_Interval: ours for v2, the master's for v3.
+    master_adver_interval: Duration,
+    link_up: bool,
+    track_fault: bool,
+    track_weight: i32,
+    stats: Stats,
+    /// Address and priority of the lower-priority master being preempted after a delay.
+    preempting: Option<(Ipv4Addr, u8)>,
+    /// Why the Master_Down_Timer runs: no advert, or a priority-0 advert (Skew_Time).
+    down_reason: Reason,
+    auth_data: [u8; AUTH_LEN],
+}
+
+impl Machine {
+    /// A router in Initialize; nothing happens until [`Machine::start`].
+    pub fn new(p: Params) -> Machine {
+        let mut auth_data = [0u8; AUTH_LEN];
+        if let Some(pass) = &p.auth_pass {
+            let n = pass.len().min(AUTH_LEN);
+            auth_data[..n].copy_from_slice(&pass[..n]);
+        }
+        Machine {
+            master_adver_interval: p.advert_interval,
+            p,
+            state: State::Initialize,
+            timers: TimerTable::default(),
+            actions: Default::default(),
+            link_up: true,
+            track_fault: false,
+            track_weight: 0,
+            stats: Stats::default(),
+            preempting: None,
+            down_reason: Reason::MasterDown,
+            auth_data,
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Parameters.
+    pub fn params(&self) -> &Params {
+        &self.p
+    }
+
+    /// Effective priority: configured plus track weights, kept in 1..=254; 255 stays 255.
+    pub fn priority(&self) -> u8 {
+        if self.p.priority == 255 {
+            return 255;
+        }
+        (i32::from(self.p.priority) + self.track_weight).clamp(1, 254) as u8
+    }
+
+    /// Skew_Time (RFC 3768 §6.1; RFC 9568 §6.1 scales it by Master_Adver_Interval).
+    pub fn skew_time(&self) -> Duration {
+        let unit = if self.p.version == 3 {
+            self.master_adver_interval
+        } else {
+            Duration::from_secs(1)
+        };
+        unit * (256 - u32::from(self.priority())) / 256
+    }
+
+    /// Master_Down_Interval = 3 * Advertisement_Interval + Skew_Time (RFC 3768 §6.1).
+    pub fn master_down_interval(&self) -> Duration {
+        3 * self.master_adver_interval + self.skew_time()
+    }
+
+    /// The advert to send for [`Action::SendAdvert`].
+    pub fn advert(&self, priority: u8) -> Repr {
+        let (version, auth, adver_int) = if self.p.version == 3 {
+            let cs = (self.p.advert_interval.as_millis() / 10).min(0x0fff) as u16;
+            (Version::V3, Auth::None, cs)
+        } else {
+            let auth = match &self.p.auth_pass {
+                Some(_) => Auth::SimpleText(self.auth_data),
+                None => Auth::None,
+            };
+            let secs = self.p.advert_interval.as_secs().clamp(1, 255) as u16;
+            (Version::V2, auth, secs)
+        };
+        Repr {
+            version,
+            vrid: self.p.vrid,
+            priority,
+            auth,
+            adver_int,
+            addresses: self.p.vips.iter().map(|a| IpAddr::V4(*a)).collect(),
+        }
+    }
+
+    /// Next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Machine::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    fn faulty(&self) -> bool {
+        !self.link_up || self.track_fault
+    }
+
+    fn transition(&mut self, to: State, reason: Reason) {
+        let from = self.state;
+        if from == to {
+            return;
+        }
+        self.state = to;
+        if to == State::Master {
+            self.stats.became_master += 1;
+        }
+        self.actions.push_back(Action::StateChanged {
+            from,
+            to,
+            reason,
+            priority: self.priority(),
+        });
+    }
+
+    fn send_advert(&mut self, priority: u8) {
+        self.stats.tx += 1;
+        self.actions.push_back(Action::SendAdvert { priority });
+    }
+
+    /// The Startup event.
+    pub fn start(&mut self, now: Instant) {
+        if self.state != State::Initialize {
+            return;
+        }
+        if self.faulty() {
+            let reason = if self.link_up {
+                Reason::TrackFault
+            } else {
+                Reason::LinkDown
+            };
+            self.transition(State::Fault, reason);
+            return;
+        }
+        self.enter_from_init(now, Reason::Startup);
+    }
+
+    fn enter_from_init(&mut self, now: Instant, reason: Reason) {
+        if self.p.priority == 255 {
+            // RFC 3768 §6.4.1: the owner sends an ADVERTISEMENT, broadcasts gratuitous ARP
+            // and transitions to Master.
+            self.become_master(now, Reason::Owner);
+        } else if self.p.start_as_master && reason == Reason::Startup {
+            // keepalived's `state MASTER`: claim at once; a better master will push us back.
+            self.become_master(now, Reason::ConfiguredMaster);
+        } else {
+            // RFC 3768 §6.4.1: Master_Down_Timer = Master_Down_Interval, transition to Backup.
+            self.master_adver_interval = self.p.advert_interval;
+            self.arm_master_down(now, self.master_down_interval(), Reason::MasterDown);
+            self.transition(State::Backup, reason);
+        }
+    }
+
+    fn become_master(&mut self, now: Instant, reason: Reason) {
+        // RFC 3768 §6.4.2 (and §6.4.1 for the owner): send an ADVERTISEMENT, broadcast a
+        // gratuitous ARP for each address, start the Adver_Timer, transition to Master.
+        self.timers.stop_all();
+        self.preempting = None;
+        self.transition(State::Master, reason);
+        self.actions.push_back(Action::AddVips);
+        self.send_advert(self.priority());
+        self.actions.push_back(Action::SendGarp);
+        self.timers.set(Timer::Advert, now + self.p.advert_interval);
+        if !self.p.garp_delay.is_zero() {
+            self.timers.set(Timer::Garp, now + self.p.garp_delay);
+        }
+    }
+
+    fn leave_master(&mut self, send_stop: bool) {
+        self.timers.stop(Timer::Advert);
+        self.timers.stop(Timer::Garp);
+        if send_stop {
+            self.send_advert(0);
+        }
+        self.actions.push_back(Action::RemoveVips);
+    }
+
+    /// Handles every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.timers.expired(now) {
+            self.timers.stop(t);
+            match (self.state, t) {
+                (State::Master, Timer::Advert) => {
+                    // RFC 3768 §6.4.3: send an ADVERTISEMENT, reset the Adver_Timer.
+                    self.send_advert(self.priority());
+                    self.timers.set(Timer::Advert, now + self.p.advert_interval);
+                }
+                (State::Master, Timer::Garp) => self.actions.push_back(Action::SendGarp),
+                (State::Backup, Timer::MasterDown) => {
+                    // RFC 3768 §6.4.2: Master_Down_Timer fired -> Master.
+                    let reason = self.down_reason;
+                    self.become_master(now, reason);
+                }
+                (State::Backup, Timer::Preempt) => {
+                    // keepalived: preempt_delay ran out with a lower-priority master still up.
+                    let (from, priority) = self.preempting.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
+                    self.become_master(now, Reason::Preempt { from, priority });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn arm_master_down(&mut self, now: Instant, after: Duration, reason: Reason) {
+        self.down_reason = reason;
+        self.timers.set(Timer::MasterDown, now + after);
+    }
+
+    /// A received VRRP message (the IP payload) with its IP header fields. Checks it in
+    /// keepalived's order, counts a drop by reason, then runs RFC 3768 §6.4.2 or §6.4.3.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        meta: RxMeta,
+        payload: &[u8],
+    ) -> Result<(), Reject> {
+        let r = self.check(meta, payload);
+        match r {
+            Ok(repr) => {
+                self.stats.rx_ok += 1;
+                self.on_advert(now, meta.src, &repr);
+                Ok(())
+            }
+            Err(reject) => {
+                self.stats.rejected[reject.index()] += 1;
+                Err(reject)
+            }
+        }
+    }
+
+    fn check(&mut self, meta: RxMeta, payload: &[u8]) -> Result<Repr, Reject> {
+        if meta.src == self.p.primary {
+            return Err(Reject::Own);
+        }
+        // RFC 3768 §7.1: MUST verify that the IP TTL is 255.
+        if meta.ttl != 255 {
+            return Err(Reject::Ttl);
+        }
+        let packet = Packet::new_checked(payload).map_err(|_| Reject::Length)?;
+        // RFC 3768 §7.1: MUST verify the VRRP version.
+        if u8::from(packet.version()) != self.p.version {
+            return Err(Reject::Version);
+        }
+        let pair = IpPair {
+            src: IpAddr::V4(meta.src),
+            dst: IpAddr::V4(meta.dst),
+        };
+        // RFC 3768 §7.1: type, length (count vs. message), checksum.
+        let repr = Repr::parse(&packet, &pair).map_err(|e| match e {
+            WireError::Truncated | WireError::Length { .. } => Reject::Length,
+            WireError::Version(_) | WireError::Family => Reject::Version,
+            WireError::Type(_) => Reject::Type,
+            WireError::Checksum => Reject::Checksum,
+        })?;
+        // RFC 3768 §7.1: MUST verify that the VRID is configured on the interface.
+        if repr.vrid != self.p.vrid {
+            return Err(Reject::Vrid);
+        }
+        if self.p.version == 2 {
+            // RFC 3768 §7.1: the auth type must match ours, and so must the password
+            // (§5.3.6.1). Compared in constant time: timing must not reveal the password.
+            let want = if self.p.auth_pass.is_some() { 1 } else { 0 };
+            if repr.auth.code() != want {
+                return Err(Reject::AuthType);
+            }
+            if let Auth::SimpleText(data) = repr.auth {
+                if !bool::from(data.ct_eq(&self.auth_data)) {
+                    return Err(Reject::AuthPass);
+                }
+            }
+            // RFC 3768 §7.1: MUST verify that the Adver Interval matches ours.
+            if u64::from(repr.adver_int) != self.p.advert_interval.as_secs() {
+                return Err(Reject::Interval);
+            }
+        }
+        // RFC 3768 §7.1: a differing address list MAY be logged; it is not dropped.
+        let same = repr.addresses.len() == self.p.vips.len()
+            && self
+                .p
+                .vips
+                .iter()
+                .all(|v| repr.addresses.contains(&IpAddr::V4(*v)));
+        if !same {
+            self.stats.vip_mismatch += 1;
+            if self.stats.vip_mismatch == 1 || self.stats.vip_mismatch.is_multiple_of(100) {
+                tracing::warn!(
+                    from = %meta.src,
+                    theirs = ?repr.addresses,
+                    ours = ?self.p.vips,
+                    count = self.stats.vip_mismatch,
+                    "advert lists other virtual addresses than ours"
+                );
+            }
+        }
+        Ok(repr)
+    }
+
+    fn on_advert(&mut self, now: Instant, from: Ipv4Addr, repr: &Repr) {
+        let mine = self.priority();
+        match self.state {
+            State::Backup => {
+                if self.p.version == 3 {
+                    // RFC 9568 §6.4.2: Master_Adver_Interval = the advert's interval.
+                    self.master_adver_interval =
+                        Duration::from_millis(u64::from(repr.adver_int.max(1)) * 10);
+                }
+                if repr.priority == 0 {
+                    // RFC 3768 §6.4.2: priority 0 -> Master_Down_Timer = Skew_Time.
+                    self.arm_master_down(now, self.skew_time(), Reason::MasterStopped);
+                    self.timers.stop(Timer::Preempt);
+                    self.preempting = None;
+                } else if !self.p.preempt || repr.priority >= mine {
+                    // RFC 3768 §6.4.2: Preempt_Mode False or priority >= ours -> reset
+                    // Master_Down_Timer to Master_Down_Interval.
+                    self.arm_master_down(now, self.master_down_interval(), Reason::MasterDown);
+                    self.timers.stop(Timer::Preempt);
+                    self.preempting = None;
+                } else if !self.p.preempt_delay.is_zero() {
+                    // keepalived's preempt_delay: keep following the lower-priority master
+                    // until the delay has run out, then take over.
+                    self.arm_master_down(now, self.master_down_interval(), Reason::MasterDown);
+                    if self.timers.get(Timer::Preempt).is_none() {
+                        self.timers.set(Timer::Preempt, now + self.p.preempt_delay);
+                    }
+                    self.preempting = Some((from, repr.priority));
+                } else {
+                    // RFC 3768 §6.4.2: otherwise discard; Master_Down_Timer runs out and we
+                    // preempt the lower-priority master.
+                    self.down_reason = Reason::Preempt {
+                        from,
+                        priority: repr.priority,
+                    };
+                }
+            }
+            State::Master => {
+                if repr.priority == 0 {
+                    // RFC 3768 §6.4.3: priority 0 -> send an ADVERTISEMENT at once, reset
+                    // the Adver_Timer.
+                    self.send_advert(mine);
+                    self.timers.set(Timer::Advert, now + self.p.advert_interval);
+                } else if repr.priority > mine
+                    || (repr.priority == mine && u32::from(from) > u32::from(self.p.primary))
+                {
+                    // RFC 3768 §6.4.3: greater priority, or equal and a greater primary
+                    // address -> cancel Adver_Timer, Master_Down_Timer = Master_Down_Interval,
+                    // transition to Backup.
+                    self.leave_master(false);
+                    self.transition(
+                        State::Backup,
+                        Reason::HigherPriority {
+                            from,
+                            priority: repr.priority,
+                        },
+                    );
+                    self.arm_master_down(now, self.master_down_interval(), Reason::MasterDown);
+                } else {
+                    // RFC 3768 §6.4.3 says discard. keepalived also answers at once with an
+                    // advert and gratuitous ARP: another master is up (split brain after a
+                    // partition), and the sooner it hears us the sooner it yields.
+                    tracing::info!(
+                        from = %from,
+                        priority = repr.priority,
+                        "lower-priority advert while master: re-asserting"
+                    );
+                    self.send_advert(mine);
+                    self.actions.push_back(Action::SendGarp);
+                    self.timers.set(Timer::Advert, now + self.p.advert_interval);
+                }
+            }
+            State::Initialize | State::Fault => {}
+        }
+    }
+
+    /// Interface carrier and admin state.
+    pub fn set_link(&mut self, now: Instant, up: bool) {
+        if self.link_up == up {
+            return;
+        }
+        self.link_up = up;
+        self.refresh_fault(
+            now,
+            if up {
+                Reason::FaultCleared
+            } else {
+                Reason::LinkDown
+            },
+        );
+    }
+
+    /// Track scripts and track_backends: the sum of the weights that apply now, and whether a
+    /// weight-0 one is failing.
+    pub fn set_tracking(&mut self, now: Instant, weight: i32, fault: bool) {
+        self.track_weight = weight;
+        if self.track_fault != fault {
+            self.track_fault = fault;
+            let reason = if fault {
+                Reason::TrackFault
+            } else {
+                Reason::FaultCleared
+            };
+            self.refresh_fault(now, reason);
+        }
+    }
+
+    fn refresh_fault(&mut self, now: Instant, reason: Reason) {
+        match (self.state, self.faulty()) {
+            (State::Master, true) => {
+                // keepalived: leaving master for FAULT sends priority 0 so that a backup
+                // takes over after Skew_Time (useless when the link is down; it is dropped).
+                self.leave_master(self.link_up);
+                self.timers.stop_all();
+                self.transition(State::Fault, reason);
+            }
+            (State::Backup, true) => {
+                self.timers.stop_all();
+                self.preempting = None;
+                self.transition(State::Fault, reason);
+            }
+            (State::Fault, false) => {
+                // Back as after Startup (RFC 3768 §6.4.1).
+                self.enter_from_init(now, reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// The Shutdown event (RFC 3768 §6.4.2, §6.4.3).
+    pub fn shutdown(&mut self, _now: Instant) {
+        match self.state {
+            State::Master => {
+                // RFC 3768 §6.4.3: cancel the Adver_Timer, send an ADVERTISEMENT with
+                // priority 0, transition to Initialize.
+                self.leave_master(true);
+            }
+            State::Backup | State::Fault => {}
+            State::Initialize => return,
+        }
+        self.timers.stop_all();
+        self.transition(State::Initialize, Reason::Shutdown);
+    }
+}
+
+#[cfg(test)]
+mod tests;
