@@ -375,8 +375,10 @@ pub async fn copy_bidirectional(
             (last + timeouts.client, End::ClientTimeout)
         }
     };
-    // One timer, pushed back lazily: it is reset only when it fires early.
-    let sleep = tokio::time::sleep_until(deadline_of(&up, &down, last_activity).0);
+    // One timer, pushed back lazily: activity only moves the deadline later, so the timer is
+    // reset when it fires early, or at once when a phase change brings the deadline forward.
+    let mut armed = deadline_of(&up, &down, last_activity).0;
+    let sleep = tokio::time::sleep_until(armed);
     tokio::pin!(sleep);
     let mut first_fin: Option<End> = None;
     let end = loop {
@@ -412,6 +414,7 @@ pub async fn copy_bidirectional(
                 if Instant::now() >= deadline {
                     break why;
                 }
+                armed = deadline;
                 sleep.as_mut().reset(deadline);
                 Ok(false)
             }
@@ -419,7 +422,14 @@ pub async fn copy_bidirectional(
         // For `up`, Err(true) means the client side failed; `down`'s errors were mapped so
         // that Err(true) also means the client side.
         match step {
-            Ok(true) => last_activity = Instant::now(),
+            Ok(true) => {
+                last_activity = Instant::now();
+                let (deadline, _) = deadline_of(&up, &down, last_activity);
+                if deadline < armed {
+                    armed = deadline;
+                    sleep.as_mut().reset(deadline);
+                }
+            }
             Ok(false) => {}
             Err(true) => break End::ClientError,
             Err(false) => break End::ServerError,

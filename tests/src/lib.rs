@@ -1,1 +1,186 @@
-//! placeholder
+//! Support for maas-vip's integration tests: loopback servers on port 0, frontends run
+//! in-process, and the path of the `maas-vip` binary for tests that run the real daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use healthcheck::ServerState;
+use lb::{Frontend, FrontendConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The `maas-vip` binary built by `cargo test --workspace` (or `$MAAS_VIP_BIN`).
+pub fn maas_vip_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MAAS_VIP_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test binary> -> target/<profile>/maas-vip
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory");
+    dir.join("maas-vip")
+}
+
+/// A loopback server that writes its name to every connection and closes it.
+pub async fn name_server(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(name.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback server that echoes what it reads until EOF, then writes `tail` and closes.
+pub async fn echo_server(tail: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.write_all(tail).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback server that accepts and then never reads nor writes (holds connections open).
+pub async fn silent_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+/// An address on which nothing listens: connects are refused.
+pub fn refused_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+    // dropped here: the port is closed
+}
+
+/// A listener whose accept queue is full, so further SYNs are dropped and connects hang until
+/// they time out. Keep the returned values alive for as long as the address is used.
+pub fn blackhole_addr() -> (SocketAddr, socket2::Socket, std::net::TcpStream) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    s.listen(0).expect("listen");
+    let addr = s
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet address");
+    // Fill the one-entry queue; nobody ever accepts.
+    let filler = std::net::TcpStream::connect(addr).expect("filler connect");
+    (addr, s, filler)
+}
+
+/// A frontend running in-process on 127.0.0.1:<port 0>.
+pub struct TestFrontend {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The frontend (counters, snapshot).
+    pub frontend: Arc<Frontend>,
+    /// Server states in config order (set health/admin from tests).
+    pub servers: Vec<Arc<ServerState>>,
+    stop: watch::Sender<bool>,
+}
+
+impl TestFrontend {
+    /// Starts a frontend from the body of a `[[frontend]]` block (without `bind`) and servers.
+    pub async fn start(settings: &str, servers: &[(&str, SocketAddr)]) -> TestFrontend {
+        let mut text = format!("name = \"test\"\nbind = [\"127.0.0.1:1\"]\n{settings}\n");
+        for (name, addr) in servers {
+            text.push_str(&format!(
+                "[[server]]\nname = \"{name}\"\naddress = \"{addr}\"\n"
+            ));
+        }
+        let cfg: FrontendConfig = toml::from_str(&text).expect("test frontend config");
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let states: Vec<Arc<ServerState>> = cfg
+            .server
+            .iter()
+            .map(|s| {
+                Arc::new(ServerState::new(
+                    s.name.get_ref().clone(),
+                    *s.address.get_ref(),
+                    s.disabled,
+                ))
+            })
+            .collect();
+        let frontend = Arc::new(Frontend::new(&cfg, states.clone()));
+        let listener = lb::listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, rx) = watch::channel(false);
+        tokio::spawn(
+            frontend
+                .clone()
+                .serve(vec![listener], rx, Duration::from_secs(1)),
+        );
+        TestFrontend {
+            addr,
+            frontend,
+            servers: states,
+            stop,
+        }
+    }
+
+    /// Stops accepting.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Connects from `source` (any 127/8 address) and reads until EOF, bounded by 5 s.
+pub async fn fetch_from(target: SocketAddr, source: [u8; 4]) -> std::io::Result<Vec<u8>> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::from((source, 0)))?;
+    let mut s = sock.connect(target).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "fetch timed out"))??;
+    Ok(out)
+}
+
+/// Connects and reads until EOF, bounded by 5 s.
+pub async fn fetch(target: SocketAddr) -> std::io::Result<Vec<u8>> {
+    fetch_from(target, [127, 0, 0, 1]).await
+}
+
+/// Opens a plain client connection.
+pub async fn connect(target: SocketAddr) -> TcpStream {
+    TcpStream::connect(target)
+        .await
+        .expect("connect to frontend")
+}

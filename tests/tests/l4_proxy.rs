@@ -1,0 +1,335 @@
+//! The L4 proxy against loopback servers on port 0.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use healthcheck::Health;
+use maas_vip_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn tally(fe: &TestFrontend, n: usize) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let body = fetch(fe.addr).await.expect("request through the proxy");
+        *seen
+            .entry(String::from_utf8_lossy(&body).into_owned())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn round_robin_spreads_30_requests_10_10_10() {
+    let servers = [
+        ("r1", name_server("r1").await),
+        ("r2", name_server("r2").await),
+        ("r3", name_server("r3").await),
+    ];
+    let fe = TestFrontend::start("", &servers).await;
+    let seen = tally(&fe, 30).await;
+    assert_eq!(seen.get("r1"), Some(&10), "{seen:?}");
+    assert_eq!(seen.get("r2"), Some(&10), "{seen:?}");
+    assert_eq!(seen.get("r3"), Some(&10), "{seen:?}");
+}
+
+#[tokio::test]
+async fn weights_are_honoured() {
+    let servers = [
+        ("r1", name_server("r1").await),
+        ("r2", name_server("r2").await),
+    ];
+    let text = format!(
+        "[[server]]\nname = \"r1\"\naddress = \"{}\"\nweight = 3\n[[server]]\nname = \"r2\"\naddress = \"{}\"\n",
+        servers[0].1, servers[1].1
+    );
+    let fe = TestFrontend::start(&text, &[]).await;
+    let seen = tally(&fe, 40).await;
+    assert_eq!(seen.get("r1"), Some(&30), "{seen:?}");
+    assert_eq!(seen.get("r2"), Some(&10), "{seen:?}");
+}
+
+#[tokio::test]
+async fn source_balancing_sticks_each_client_to_one_region() {
+    let servers = [
+        ("r1", name_server("r1").await),
+        ("r2", name_server("r2").await),
+        ("r3", name_server("r3").await),
+    ];
+    let fe = TestFrontend::start("balance = \"source\"", &servers).await;
+    let mut regions_used = HashMap::new();
+    for client in 2..=21u8 {
+        let first = fetch_from(fe.addr, [127, 0, 0, client])
+            .await
+            .expect("request");
+        for _ in 0..4 {
+            let again = fetch_from(fe.addr, [127, 0, 0, client])
+                .await
+                .expect("request");
+            assert_eq!(again, first, "client 127.0.0.{client} moved");
+        }
+        *regions_used.entry(first).or_insert(0) += 1;
+    }
+    // 20 clients over 3 regions: every region gets some.
+    assert_eq!(regions_used.len(), 3, "{regions_used:?}");
+}
+
+#[tokio::test]
+async fn a_dead_region_costs_no_client_error() {
+    let servers = [
+        ("r1", name_server("r1").await),
+        ("dead", refused_addr()),
+        ("r3", name_server("r3").await),
+    ];
+    let fe = TestFrontend::start("", &servers).await;
+    let seen = tally(&fe, 30).await;
+    assert_eq!(
+        seen.get("r1").copied().unwrap_or(0) + seen.get("r3").copied().unwrap_or(0),
+        30,
+        "{seen:?}"
+    );
+    let c = &fe.frontend.counters;
+    assert!(c.redispatches.load(Ordering::Relaxed) > 0);
+    assert_eq!(c.connect_failed.load(Ordering::Relaxed), 0);
+    assert!(
+        fe.servers[1]
+            .counters
+            .connect_failures
+            .load(Ordering::Relaxed)
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn without_redispatch_a_retry_stays_on_the_same_server() {
+    let servers = [("dead", refused_addr()), ("r2", name_server("r2").await)];
+    let fe = TestFrontend::start("redispatch = false\nretries = 2", &servers).await;
+    // Round robin starts at `dead`: three attempts there, then the client is closed.
+    let body = fetch(fe.addr).await.unwrap_or_default();
+    assert!(body.is_empty());
+    assert_eq!(
+        fe.servers[0]
+            .counters
+            .connect_failures
+            .load(Ordering::Relaxed),
+        3
+    );
+    assert_eq!(
+        fe.frontend.counters.connect_failed.load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn connect_timeout_then_redispatch() {
+    let (hole, _l, _filler) = blackhole_addr();
+    let servers = [("hole", hole), ("r2", name_server("r2").await)];
+    let fe = TestFrontend::start("timeout_connect = \"300ms\"", &servers).await;
+    let t = Instant::now();
+    let body = fetch(fe.addr).await.expect("request");
+    assert_eq!(body, b"r2");
+    let took = t.elapsed();
+    // First pick is `hole`: one connect timeout, then at once to r2.
+    assert!(took >= Duration::from_millis(280), "{took:?}");
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    assert_eq!(
+        fe.servers[0]
+            .counters
+            .connect_failures
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn every_server_down_closes_the_client_at_once() {
+    let servers = [("r1", name_server("r1").await)];
+    let fe = TestFrontend::start("", &servers).await;
+    fe.servers[0].set_health(Health::Down);
+    let t = Instant::now();
+    let r = fetch(fe.addr).await;
+    // Closed (or reset) at once; nothing fails open.
+    assert!(r.map(|b| b.is_empty()).unwrap_or(true));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(fe.frontend.counters.no_server.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn half_close_is_passed_on_and_the_other_direction_continues() {
+    let servers = [("echo", echo_server(b"<end>").await)];
+    let fe = TestFrontend::start("", &servers).await;
+    let mut c = connect(fe.addr).await;
+    c.write_all(b"hello ").await.expect("write");
+    c.write_all(b"world").await.expect("write");
+    // Our FIN reaches the server, which answers after it.
+    c.shutdown().await.expect("shutdown write");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(got, b"hello world<end>");
+}
+
+#[tokio::test]
+async fn large_transfer_both_ways() {
+    let servers = [("echo", echo_server(b"").await)];
+    let fe = TestFrontend::start("", &servers).await;
+    let c = connect(fe.addr).await;
+    let (mut r, mut w) = c.into_split();
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let expect = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.expect("write");
+        w.shutdown().await.expect("shutdown");
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    writer.await.expect("writer");
+    assert!(got == expect, "corrupted: {} bytes back", got.len());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        fe.frontend.counters.bytes_in.load(Ordering::Relaxed),
+        expect.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn client_idle_timeout() {
+    let servers = [("silent", silent_server().await)];
+    let fe = TestFrontend::start("timeout_client = \"300ms\"", &servers).await;
+    let mut c = connect(fe.addr).await;
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("closed by the proxy in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_idle_timeout() {
+    let servers = [("silent", silent_server().await)];
+    let fe = TestFrontend::start(
+        "timeout_client = \"10s\"\ntimeout_server = \"400ms\"",
+        &servers,
+    )
+    .await;
+    let mut c = connect(fe.addr).await;
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.expect("write");
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("closed by the proxy in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn tunnel_outlives_client_and_server_timeouts_then_times_out() {
+    let servers = [("echo", echo_server(b"").await)];
+    let fe = TestFrontend::start(
+        "timeout_client = \"200ms\"\ntimeout_server = \"200ms\"\ntimeout_tunnel = \"1200ms\"",
+        &servers,
+    )
+    .await;
+    let mut c = connect(fe.addr).await;
+    let mut buf = [0u8; 4];
+    // A ping every 500 ms: longer than client/server timeouts, shorter than the tunnel's.
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        c.write_all(b"ping").await.expect("write");
+        c.read_exact(&mut buf).await.expect("echo");
+        assert_eq!(&buf, b"ping");
+    }
+    // Then silence: closed after the tunnel timeout.
+    let t = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(1000), "{took:?}");
+}
+
+#[tokio::test]
+async fn maxconn_queues_connections_beyond_the_limit() {
+    let servers = [("echo", echo_server(b"").await)];
+    let fe = TestFrontend::start("maxconn = 1", &servers).await;
+    let mut first = connect(fe.addr).await;
+    first.write_all(b"a").await.expect("write");
+    let mut b = [0u8; 1];
+    first.read_exact(&mut b).await.expect("served");
+    // The second waits (accepted by the kernel, not by the proxy) until the first ends.
+    let mut second = connect(fe.addr).await;
+    second.write_all(b"b").await.expect("write");
+    let waited = tokio::time::timeout(Duration::from_millis(300), second.read_exact(&mut b)).await;
+    assert!(waited.is_err(), "second connection served beyond maxconn");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut b))
+        .await
+        .expect("served once the first ended")
+        .expect("read");
+    assert_eq!(&b, b"b");
+}
+
+#[tokio::test]
+async fn a_server_that_resets_mid_stream_is_counted() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut b = [0u8; 4];
+            let _ = s.read(&mut b).await;
+            let _ = s.write_all(b"partial").await;
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            drop(s); // RST
+        }
+    });
+    let fe = TestFrontend::start("", &[("rst", addr)]).await;
+    let mut c = connect(fe.addr).await;
+    c.write_all(b"go").await.expect("write");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fe.servers[0].counters.resets.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fe.servers[0].counters.resets.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn stopping_closes_the_listener() {
+    let servers = [("r1", name_server("r1").await)];
+    let fe = TestFrontend::start("", &servers).await;
+    assert_eq!(fetch(fe.addr).await.expect("served"), b"r1");
+    fe.stop();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if tokio::net::TcpStream::connect(fe.addr).await.is_err() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "listener still open after stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
