@@ -4,13 +4,22 @@
 //! - [`config`]: the `[[vrrp]]` blocks of maas-vip.toml.
 //! - [`packet`]: the VRRP advertisement on the wire (v2, v3), checked views and values.
 //! - [`arp`]: gratuitous ARP frames.
-//! - [`machine`]: the sans-IO state machine of RFC 3768 §6.
+//! - [`machine`]: the sans-IO state machine of RFC 3768 §6 (time in, actions out).
+//! - [`run`]: the Linux driver: raw socket of protocol 112, VIPs and link state through
+//!   rtnetlink, gratuitous ARP through the datalink, track scripts, notify.
 //!
-//! This crate depends on neither the proxy nor the health checks.
+//! This crate depends on neither the proxy nor the health checks: `track_backends` asks the
+//! binary through a [`BackendsProbe`].
 
 pub mod arp;
 pub mod config;
+mod driver;
 pub mod machine;
+mod netlink;
 pub mod packet;
+mod socket;
+mod sys;
+mod track;
 
 pub use config::{InitialState, TrackBackends, TrackScript, Vip, VrrpConfig};
+pub use driver::{run, status, BackendsProbe, InstanceStatus, VrrpError};

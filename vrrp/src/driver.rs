@@ -1,0 +1,585 @@
+//! The tokio driver: one task per `[[vrrp]]` instance, a thin loop that feeds the sans-IO
+//! [`Machine`] with packets, timers, link events and track results and carries out its
+//! actions on the raw socket, netlink and the datalink.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, error, info, warn, Instrument as _};
+
+use crate::config::{InitialState, Vip, VrrpConfig};
+use crate::machine::{Action, Machine, Params, Reject, RxMeta, State};
+use crate::netlink::{self, LinkEvent, Netlink};
+use crate::packet::{IpPair, MULTICAST_V4};
+use crate::socket::{self, VrrpSocket};
+use crate::track;
+
+/// Answers, for a frontend name, whether it has at least one available server (None: unknown
+/// frontend).
+pub type BackendsProbe = Arc<dyn Fn(&str) -> Option<bool> + Send + Sync>;
+
+/// Why the VRRP engine could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpError {
+    /// A `[[vrrp]]` block did not validate.
+    #[error("vrrp instance `{instance}`: {problems}")]
+    Config {
+        /// Instance name.
+        instance: String,
+        /// Every problem, joined.
+        problems: String,
+    },
+    /// Two instances share an interface and a virtual router id.
+    #[error("vrrp instances `{a}` and `{b}` both use virtual_router_id {vrid} on {iface}")]
+    DuplicateVrid {
+        /// First instance.
+        a: String,
+        /// Second instance.
+        b: String,
+        /// The id.
+        vrid: u8,
+        /// The interface.
+        iface: String,
+    },
+    /// The interface does not exist.
+    #[error("interface {0} does not exist")]
+    NoInterface(String),
+    /// The interface has no IPv4 address of its own to send from.
+    #[error(
+        "interface {0} has no IPv4 address besides the virtual ones (needed as the advert source)"
+    )]
+    NoAddress(String),
+    /// The rtnetlink socket could not be opened.
+    #[error("opening a netlink socket: {0}")]
+    NetlinkSocket(#[source] std::io::Error),
+    /// A netlink request failed.
+    #[error("{what} on {iface}: {source}")]
+    Netlink {
+        /// What we were doing.
+        what: &'static str,
+        /// The interface.
+        iface: String,
+        /// The kernel's answer.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// The raw VRRP socket could not be set up or read.
+    #[error("VRRP socket on {iface}: {source} (raw sockets need CAP_NET_RAW)")]
+    Socket {
+        /// The interface.
+        iface: String,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An instance task panicked.
+    #[error("vrrp instance task failed: {0}")]
+    Task(String),
+}
+
+/// What one instance looks like now, for `/status` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// Instance name.
+    pub name: String,
+    /// Interface.
+    pub interface: String,
+    /// Virtual router id.
+    pub vrid: u8,
+    /// State.
+    pub state: State,
+    /// Effective priority.
+    pub priority: u8,
+    /// Counters.
+    pub stats: crate::machine::Stats,
+}
+
+static STATUS: Mutex<Vec<InstanceStatus>> = Mutex::new(Vec::new());
+
+/// A snapshot of every running instance (empty when [`run`] is not running).
+pub fn status() -> Vec<InstanceStatus> {
+    STATUS.lock().map(|s| s.clone()).unwrap_or_default()
+}
+
+fn publish(st: InstanceStatus) {
+    if let Ok(mut all) = STATUS.lock() {
+        match all.iter_mut().find(|s| s.name == st.name) {
+            Some(s) => *s = st,
+            None => all.push(st),
+        }
+    }
+}
+
+fn unpublish(name: &str) {
+    if let Ok(mut all) = STATUS.lock() {
+        all.retain(|s| s.name != name);
+    }
+}
+
+/// Runs every instance until `shutdown` turns true; then, for each instance that is master,
+/// sends a priority-0 advert and removes the VIPs, and returns.
+pub async fn run(
+    configs: Vec<VrrpConfig>,
+    backends: BackendsProbe,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), VrrpError> {
+    for c in &configs {
+        let problems = c.validate();
+        if !problems.is_empty() {
+            return Err(VrrpError::Config {
+                instance: c.name.get_ref().clone(),
+                problems: problems
+                    .iter()
+                    .map(|p| p.get_ref().as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+    }
+    for (i, a) in configs.iter().enumerate() {
+        for b in &configs[i + 1..] {
+            if a.interface.get_ref() == b.interface.get_ref()
+                && a.virtual_router_id == b.virtual_router_id
+            {
+                return Err(VrrpError::DuplicateVrid {
+                    a: a.name.get_ref().clone(),
+                    b: b.name.get_ref().clone(),
+                    vrid: a.virtual_router_id,
+                    iface: a.interface.get_ref().clone(),
+                });
+            }
+        }
+    }
+    if configs.is_empty() {
+        let _ = shutdown.wait_for(|s| *s).await;
+        return Ok(());
+    }
+    let nl = Netlink::new()?;
+    // Set every instance up before running any: a bad interface fails the start.
+    let mut instances = Vec::new();
+    for c in configs {
+        let span = tracing::info_span!(
+            "vrrp",
+            instance = %c.name.get_ref(),
+            vrid = c.virtual_router_id,
+            iface = %c.interface.get_ref()
+        );
+        let inst = Instance::setup(c, nl.clone(), backends.clone())
+            .instrument(span.clone())
+            .await?;
+        instances.push((inst, span));
+    }
+    // Internal stop: the first instance to fail stops the others, which release their VIPs.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut set = JoinSet::new();
+    for (inst, span) in instances {
+        set.spawn(inst.run(stop_rx.clone()).instrument(span));
+    }
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            r = shutdown.wait_for(|s| *s) => {
+                let _ = r;
+                let _ = stop_tx.send(true);
+                break;
+            }
+            joined = set.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    error!(error = %e, "vrrp instance failed; stopping the others");
+                    result = Err(e);
+                    let _ = stop_tx.send(true);
+                    break;
+                }
+                Some(Err(e)) => {
+                    result = Err(VrrpError::Task(e.to_string()));
+                    let _ = stop_tx.send(true);
+                    break;
+                }
+            }
+        }
+    }
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "vrrp instance failed while stopping");
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+            Err(e) => {
+                if result.is_ok() {
+                    result = Err(VrrpError::Task(e.to_string()));
+                }
+            }
+        }
+    }
+    result
+}
+
+struct Instance {
+    name: String,
+    iface: String,
+    index: u32,
+    cfg: VrrpConfig,
+    vips: Vec<Vip>,
+    primary: Ipv4Addr,
+    machine: Machine,
+    sock: VrrpSocket,
+    nl: Netlink,
+    link_events: mpsc::Receiver<LinkEvent>,
+    link_up: bool,
+    backends: BackendsProbe,
+    backends_bad: bool,
+    backends_unknown_logged: bool,
+    scripts_good: Vec<bool>,
+    script_rx: mpsc::Receiver<(usize, bool)>,
+    script_tx: mpsc::Sender<(usize, bool)>,
+    script_tasks: Vec<JoinHandle<()>>,
+    garp: Option<JoinHandle<()>>,
+}
+
+impl Instance {
+    async fn setup(
+        cfg: VrrpConfig,
+        nl: Netlink,
+        backends: BackendsProbe,
+    ) -> Result<Instance, VrrpError> {
+        let name = cfg.name.get_ref().clone();
+        let iface = cfg.interface.get_ref().clone();
+        let vips = cfg.virtual_ipaddresses.get_ref().clone();
+        // Subscribe before reading the state so no change falls in between.
+        let link = nl.link(&iface).await?;
+        let link_events = netlink::monitor(link.index)?;
+        let primary = nl
+            .primary(link.index, &iface, &vips)
+            .await?
+            .ok_or_else(|| VrrpError::NoAddress(iface.clone()))?;
+        // Stale VIPs of ours, left by a crash (kill -9), go before anything else: we are not
+        // master yet, and another router may be.
+        for v in &vips {
+            let n = nl.remove(link.index, &iface, v.addr).await?;
+            if n > 0 {
+                warn!(vip = %v, "removed a stale virtual address left on the interface");
+            }
+        }
+        let sock = VrrpSocket::open(&iface, link.index, primary, cfg.unicast_peers.is_empty())
+            .map_err(|source| VrrpError::Socket {
+                iface: iface.clone(),
+                source,
+            })?;
+        let params = Params {
+            vrid: cfg.virtual_router_id,
+            priority: *cfg.priority.get_ref(),
+            version: *cfg.version.get_ref(),
+            advert_interval: *cfg.advert_interval.get_ref(),
+            preempt: cfg.preempt,
+            preempt_delay: cfg.preempt_delay,
+            auth_pass: cfg
+                .auth_pass
+                .as_ref()
+                .map(|p| p.get_ref().as_bytes().to_vec()),
+            vips: vips.iter().map(|v| v.addr).collect(),
+            primary,
+            start_as_master: cfg.state == InitialState::Master,
+            garp_delay: cfg.garp_master_delay,
+        };
+        let (script_tx, script_rx) = mpsc::channel(16);
+        info!(%primary, link_up = link.up, vips = ?vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(), "vrrp instance set up");
+        Ok(Instance {
+            scripts_good: vec![true; cfg.track_script.len()],
+            name,
+            iface,
+            index: link.index,
+            vips,
+            primary,
+            machine: Machine::new(params),
+            sock,
+            nl,
+            link_events,
+            link_up: link.up,
+            backends,
+            backends_bad: false,
+            backends_unknown_logged: false,
+            script_rx,
+            script_tx,
+            script_tasks: Vec::new(),
+            garp: None,
+            cfg,
+        })
+    }
+
+    /// Sum of the weights that apply and whether a weight-0 tracker fails.
+    fn tracking(&self) -> (i32, bool) {
+        let mut weight = 0;
+        let mut fault = false;
+        for (ts, good) in self.cfg.track_script.iter().zip(&self.scripts_good) {
+            match (ts.weight, good) {
+                (0, false) => fault = true,
+                (w, true) if w > 0 => weight += w,
+                (w, false) if w < 0 => weight += w,
+                _ => {}
+            }
+        }
+        if let Some(tb) = &self.cfg.track_backends {
+            if self.backends_bad {
+                if tb.weight == 0 {
+                    fault = true;
+                } else {
+                    weight += tb.weight;
+                }
+            }
+        }
+        (weight, fault)
+    }
+
+    fn probe_backends(&mut self) -> bool {
+        let Some(tb) = &self.cfg.track_backends else {
+            return false;
+        };
+        let frontend = tb.frontend.get_ref();
+        let bad = match (self.backends)(frontend) {
+            Some(up) => !up,
+            None => {
+                if !self.backends_unknown_logged {
+                    warn!(frontend = %frontend, "track_backends names an unknown frontend; ignored");
+                    self.backends_unknown_logged = true;
+                }
+                false
+            }
+        };
+        if bad != self.backends_bad {
+            self.backends_bad = bad;
+            info!(frontend = %frontend, available = !bad, "track_backends changed");
+            return true;
+        }
+        false
+    }
+
+    fn publish(&self) {
+        publish(InstanceStatus {
+            name: self.name.clone(),
+            interface: self.iface.clone(),
+            vrid: self.cfg.virtual_router_id,
+            state: self.machine.state(),
+            priority: self.machine.priority(),
+            stats: self.machine.stats().clone(),
+        });
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), VrrpError> {
+        for (i, ts) in self.cfg.track_script.clone().into_iter().enumerate() {
+            self.script_tasks
+                .push(track::spawn_script(i, ts, self.script_tx.clone()));
+        }
+        let now = Instant::now();
+        self.probe_backends();
+        let (w, f) = self.tracking();
+        self.machine.set_link(now, self.link_up);
+        self.machine.set_tracking(now, w, f);
+        self.machine.start(now);
+        self.carry_out().await;
+        let mut buf = vec![0u8; 4096];
+        let mut backends_tick = tokio::time::interval(Duration::from_millis(500));
+        backends_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let mut link_event = None;
+        let result = loop {
+            let deadline = self
+                .machine
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or(far);
+            tokio::select! {
+                biased;
+                r = stop.changed() => {
+                    if r.is_err() || *stop.borrow() {
+                        break Ok(());
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.machine.handle_timeout(Instant::now());
+                }
+                r = self.sock.recv(&mut buf) => match r {
+                    Ok(Some((meta, payload))) => {
+                        let rx = RxMeta { src: meta.src, dst: meta.dst, ttl: meta.ttl };
+                        if let Err(reason) = self.machine.handle_packet(Instant::now(), rx, payload) {
+                            log_reject(&self.machine, reason, meta.src);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        if e.raw_os_error() == Some(libc::ENETDOWN) {
+                            debug!(error = %e, "receive on a down interface");
+                        } else {
+                            break Err(VrrpError::Socket { iface: self.iface.clone(), source: e });
+                        }
+                    }
+                },
+                Some(ev) = self.link_events.recv() => link_event = Some(ev),
+                Some((i, good)) = self.script_rx.recv() => {
+                    if let Some(s) = self.scripts_good.get_mut(i) {
+                        *s = good;
+                    }
+                    let (w, f) = self.tracking();
+                    info!(script = %self.cfg.track_script[i].name.get_ref(), good, weight = w, fault = f, "tracking changed");
+                    self.machine.set_tracking(Instant::now(), w, f);
+                }
+                _ = backends_tick.tick() => {
+                    if self.probe_backends() {
+                        let (w, f) = self.tracking();
+                        self.machine.set_tracking(Instant::now(), w, f);
+                    }
+                }
+            }
+            if let Some(ev) = link_event.take() {
+                self.on_link_event(ev).await;
+            }
+            self.carry_out().await;
+        };
+        for t in &self.script_tasks {
+            t.abort();
+        }
+        // RFC 3768 §6.4.3 Shutdown: priority 0 advert, then the addresses go.
+        self.machine.shutdown(Instant::now());
+        self.carry_out().await;
+        if let Some(g) = self.garp.take() {
+            g.abort();
+        }
+        unpublish(&self.name);
+        info!("vrrp instance stopped");
+        result
+    }
+
+    async fn on_link_event(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Link { up } => {
+                if up != self.link_up {
+                    info!(up, "interface state changed");
+                    self.link_up = up;
+                    if up {
+                        // The primary address may have changed while down.
+                        if let Ok(Some(p)) =
+                            self.nl.primary(self.index, &self.iface, &self.vips).await
+                        {
+                            if p != self.primary {
+                                warn!(old = %self.primary, new = %p, "primary address changed; adverts keep the old source until restart");
+                            }
+                        }
+                    }
+                    self.machine.set_link(Instant::now(), up);
+                }
+            }
+            LinkEvent::AddrDeleted(a) => {
+                if self.machine.state() == State::Master {
+                    if let Some(v) = self.vips.iter().find(|v| v.addr == a).copied() {
+                        warn!(vip = %v, "a virtual address was removed by someone else while master; adding it back");
+                        if let Err(e) = self.nl.add(self.index, &self.iface, v).await {
+                            error!(vip = %v, error = %e, "re-adding the virtual address");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out the machine's actions in order.
+    async fn carry_out(&mut self) {
+        while let Some(a) = self.machine.poll_action() {
+            match a {
+                Action::SendAdvert { priority } => self.send_advert(priority),
+                Action::AddVips => {
+                    for v in self.vips.clone() {
+                        if let Err(e) = self.nl.add(self.index, &self.iface, v).await {
+                            error!(vip = %v, error = %e, "adding a virtual address");
+                        }
+                    }
+                }
+                Action::RemoveVips => {
+                    for v in self.vips.clone() {
+                        if let Err(e) = self.nl.remove(self.index, &self.iface, v.addr).await {
+                            error!(vip = %v, error = %e, "removing a virtual address");
+                        }
+                    }
+                }
+                Action::SendGarp => self.send_garps(),
+                Action::StateChanged {
+                    from,
+                    to,
+                    reason,
+                    priority,
+                } => {
+                    info!(from = %from, to = %to, reason = %reason, priority, "state changed");
+                    if let Some(argv) = &self.cfg.notify {
+                        if to != State::Initialize {
+                            track::notify(
+                                argv.get_ref().clone(),
+                                self.name.clone(),
+                                to.as_str(),
+                                priority,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn send_advert(&mut self, priority: u8) {
+        let repr = self.machine.advert(priority);
+        let dsts: Vec<Ipv4Addr> = if self.cfg.unicast_peers.is_empty() {
+            vec![MULTICAST_V4]
+        } else {
+            self.cfg.unicast_peers.clone()
+        };
+        for dst in dsts {
+            let pair = IpPair {
+                src: self.primary.into(),
+                dst: dst.into(),
+            };
+            let bytes = repr.to_bytes(&pair);
+            if let Err(e) = self.sock.send(dst, &bytes) {
+                if self.link_up {
+                    warn!(%dst, error = %e, "sending an advert");
+                } else {
+                    debug!(%dst, error = %e, "sending an advert on a down interface");
+                }
+            }
+        }
+    }
+
+    fn send_garps(&mut self) {
+        let iface = self.iface.clone();
+        let addrs: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
+        let repeat = self.cfg.garp_master_repeat;
+        if repeat == 0 {
+            return;
+        }
+        let span = tracing::Span::current();
+        self.garp = Some(tokio::task::spawn_blocking(move || {
+            let _g = span.enter();
+            match socket::send_garps(&iface, &addrs, repeat) {
+                Ok(n) => debug!(frames = n, "sent gratuitous ARP"),
+                Err(e) => warn!(error = %e, "sending gratuitous ARP"),
+            }
+        }));
+    }
+}
+
+fn log_reject(m: &Machine, reason: Reject, from: Ipv4Addr) {
+    let count = m.stats().rejected(reason);
+    if reason == Reject::Vrid || reason == Reject::Own {
+        // Other virtual routers on the LAN are normal.
+        return;
+    }
+    // Log the first few and then every 100th, so a flood cannot flood the journal.
+    if count <= 5 || count.is_multiple_of(100) {
+        warn!(%from, reason = %reason, count, "dropped advert");
+    }
+}

@@ -1,0 +1,225 @@
+//! Interface facts and virtual addresses through rtnetlink (never by running `ip`).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::{StreamExt, TryStreamExt};
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::{Handle, MulticastGroup};
+use tokio::sync::mpsc;
+
+use crate::config::Vip;
+use crate::VrrpError;
+
+/// What the monitor reports about one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkEvent {
+    /// Admin or carrier state changed (or was re-announced).
+    Link {
+        /// Up and running.
+        up: bool,
+    },
+    /// An IPv4 address was removed.
+    AddrDeleted(Ipv4Addr),
+}
+
+/// A link's state and identity.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkInfo {
+    pub(crate) index: u32,
+    pub(crate) up: bool,
+}
+
+/// An IPv4 address on the interface as netlink describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Addr {
+    pub(crate) addr: Ipv4Addr,
+    pub(crate) secondary: bool,
+    msg: AddressMessage,
+}
+
+fn link_up(msg: &LinkMessage) -> bool {
+    let f = msg.header.flags;
+    f.contains(LinkFlags::Up) && (f.contains(LinkFlags::Running) || f.contains(LinkFlags::LowerUp))
+}
+
+fn nl_err<'a>(
+    what: &'static str,
+    iface: &'a str,
+) -> impl FnOnce(rtnetlink::Error) -> VrrpError + 'a {
+    move |source| VrrpError::Netlink {
+        what,
+        iface: iface.to_string(),
+        source,
+    }
+}
+
+/// Requests on one rtnetlink socket.
+#[derive(Clone)]
+pub(crate) struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    pub(crate) fn new() -> Result<Netlink, VrrpError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(VrrpError::NetlinkSocket)?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub(crate) async fn link(&self, name: &str) -> Result<LinkInfo, VrrpError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(LinkInfo {
+                index: msg.header.index,
+                up: link_up(&msg),
+            }),
+            Ok(None) => Err(VrrpError::NoInterface(name.to_string())),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ENODEV => {
+                Err(VrrpError::NoInterface(name.to_string()))
+            }
+            Err(e) => Err(nl_err("reading the interface", name)(e)),
+        }
+    }
+
+    pub(crate) async fn addresses(&self, index: u32, iface: &str) -> Result<Vec<Addr>, VrrpError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl_err("listing addresses", iface))?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.family == AddressFamily::Inet && m.header.index == index)
+            .filter_map(|m| {
+                let addr = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(a)) => Some(*a),
+                    _ => None,
+                });
+                let addr = addr.or_else(|| {
+                    m.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Address(IpAddr::V4(a)) => Some(*a),
+                        _ => None,
+                    })
+                })?;
+                Some(Addr {
+                    addr,
+                    secondary: m.header.flags.contains(AddressHeaderFlags::Secondary),
+                    msg: m,
+                })
+            })
+            .collect())
+    }
+
+    /// The interface's primary IPv4 address: the first non-secondary one that is not one of
+    /// ours.
+    pub(crate) async fn primary(
+        &self,
+        index: u32,
+        iface: &str,
+        vips: &[Vip],
+    ) -> Result<Option<Ipv4Addr>, VrrpError> {
+        let addrs = self.addresses(index, iface).await?;
+        let theirs = || {
+            addrs
+                .iter()
+                .filter(|a| !vips.iter().any(|v| v.addr == a.addr))
+        };
+        Ok(theirs()
+            .find(|a| !a.secondary)
+            .or_else(|| theirs().next())
+            .map(|a| a.addr))
+    }
+
+    /// Adds a virtual address; already there is fine.
+    pub(crate) async fn add(&self, index: u32, iface: &str, vip: Vip) -> Result<(), VrrpError> {
+        match self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(vip.addr), vip.prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => Ok(()),
+            Err(e) => Err(nl_err("adding a virtual address", iface)(e)),
+        }
+    }
+
+    /// Removes every copy of `vip` (any prefix) from the interface; returns how many.
+    pub(crate) async fn remove(
+        &self,
+        index: u32,
+        iface: &str,
+        vip: Ipv4Addr,
+    ) -> Result<usize, VrrpError> {
+        let mut n = 0;
+        for a in self.addresses(index, iface).await? {
+            if a.addr != vip {
+                continue;
+            }
+            match self.handle.address().del(a.msg).execute().await {
+                Ok(()) => n += 1,
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if e.raw_code().abs() == libc::EADDRNOTAVAIL
+                        || e.raw_code().abs() == libc::ENODEV => {}
+                Err(e) => return Err(nl_err("removing a virtual address", iface)(e)),
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Follows link and IPv4 address changes of interface `index` (like `ip monitor link address`).
+pub(crate) fn monitor(index: u32) -> Result<mpsc::Receiver<LinkEvent>, VrrpError> {
+    let (conn, _handle, mut messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr])
+            .map_err(VrrpError::NetlinkSocket)?;
+    tokio::spawn(conn);
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some((msg, _)) = messages.next().await {
+            let ev = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l))
+                    if l.header.index == index =>
+                {
+                    LinkEvent::Link { up: link_up(&l) }
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l))
+                    if l.header.index == index =>
+                {
+                    LinkEvent::Link { up: false }
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a))
+                    if a.header.index == index =>
+                {
+                    let addr = a.attributes.iter().find_map(|x| match x {
+                        AddressAttribute::Local(IpAddr::V4(a))
+                        | AddressAttribute::Address(IpAddr::V4(a)) => Some(*a),
+                        _ => None,
+                    });
+                    match addr {
+                        Some(a) => LinkEvent::AddrDeleted(a),
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
+            if tx.send(ev).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
