@@ -1,1 +1,134 @@
-fn main() {}
+//! `maas-vip`: one daemon per MAAS region host that owns the region VIP by VRRP and forwards
+//! :80 to every region's :5240. See README.md and conf/maas-vip.toml.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+mod admin;
+mod config;
+mod daemon;
+
+const DEFAULT_CONFIG: &str = "/etc/maas-vip/maas-vip.toml";
+
+/// High availability for MAAS region controllers: the virtual IP (VRRP, keepalived-compatible)
+/// and the :80 -> :5240 proxy (like HAProxy), in one daemon with one config file.
+#[derive(Debug, Parser)]
+#[command(name = "maas-vip", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: hold the VIP when elected, proxy to the regions, serve the admin endpoint.
+    ///
+    /// Stops cleanly on SIGTERM or SIGINT: gives up the VIP first (priority 0 advert), then stops
+    /// accepting and lets established connections finish. Exit codes: 0 after a clean stop,
+    /// 2 for a bad config, 1 for a runtime failure (e.g. a port it cannot bind).
+    Run {
+        /// Config file.
+        #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file and print every problem with its line and column.
+    ///
+    /// Exit code 0 if the file is usable (warnings about this host, such as a missing interface,
+    /// are printed but do not fail it), 2 if not.
+    Check {
+        /// Config file.
+        #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // clap exits 2 on usage errors; --help and --version are not errors.
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Check { config } => match config::load(&config) {
+            Ok((c, report)) => {
+                print!("{report}");
+                let servers: usize = c.frontend.iter().map(|f| f.server.len()).sum();
+                println!(
+                    "{}: OK ({} vrrp instance(s), {} frontend(s), {} server(s))",
+                    config.display(),
+                    c.vrrp.len(),
+                    c.frontend.len(),
+                    servers
+                );
+                ExitCode::SUCCESS
+            }
+            Err(report) => {
+                eprint!("{report}");
+                eprintln!(
+                    "{}: {} error(s); not usable",
+                    config.display(),
+                    report.errors()
+                );
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            init_tracing();
+            let cfg = match config::load(&config) {
+                Ok((c, report)) => {
+                    for line in report.to_string().lines() {
+                        tracing::warn!("{line}");
+                    }
+                    c
+                }
+                Err(report) => {
+                    eprint!("{report}");
+                    eprintln!(
+                        "{}: {} error(s); not starting",
+                        config.display(),
+                        report.errors()
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("maas-vip: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(daemon::run(cfg, daemon::signals())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("maas-vip: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //! server reads atomics only: no lock, no allocation.
 //!
 //! - Round robin walks a precomputed smooth weighted schedule (nginx's algorithm: weights 5,1,1
-//!   give `a a b a c a a`, never `a a a a a b c`) with a single atomic cursor. A server that is not
-//!   available is skipped and its turn goes to the next entry.
+//!   give `a a b a c a a`, never `a a a a a b c`) with a single atomic cursor. An entry whose
+//!   server is not available is skipped by taking the next cursor position, so its share is
+//!   spread over the others.
 //! - Source uses weighted rendezvous hashing: every server scores `weight / -ln(u)` with `u`
 //!   drawn from a fixed hash of (server name, client address); the best score wins. The result
 //!   depends only on the names and weights, never on their order or on the host computing it,
@@ -134,9 +135,11 @@ impl Pool {
         if len == 0 {
             return None;
         }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        for k in 0..len {
-            let i = usize::from(schedule[(start.wrapping_add(k)) % len]);
+        // A skipped entry consumes a cursor position of its own, so the turns of an
+        // unavailable server spread over the others instead of all going to its successor.
+        for _ in 0..len {
+            let pos = self.cursor.fetch_add(1, Ordering::Relaxed);
+            let i = usize::from(schedule[pos % len]);
             if !tried.has(i) && self.members[i].state.is_available() {
                 return Some(i);
             }
@@ -299,6 +302,17 @@ mod tests {
         p.members()[0].state.set_admin(Admin::Drain);
         p.members()[2].state.set_admin(Admin::Maint);
         assert_eq!(p.pick(ip(1), Tried::default()), None);
+    }
+
+    #[test]
+    fn a_down_servers_share_is_spread_evenly() {
+        let p = pool(Algorithm::RoundRobin, &[("a", 1), ("b", 1), ("c", 1)]);
+        p.members()[2].state.set_health(Health::Down);
+        let mut n = [0; 3];
+        for _ in 0..30 {
+            n[p.pick(ip(1), Tried::default()).expect("a server")] += 1;
+        }
+        assert_eq!(n, [15, 15, 0]);
     }
 
     #[test]

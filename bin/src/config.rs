@@ -1,0 +1,484 @@
+//! Loading and validating maas-vip.toml.
+//!
+//! The file is parsed once into a spanned document, then each block (`[[vrrp]]`, `[[frontend]]`,
+//! `[admin]`, top-level keys) is deserialized on its own, so one bad block does not hide the
+//! problems of the others. Inside a block, a key that fails is set aside and the block parsed
+//! again, so every bad key is reported, each with its line and column.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use lb::FrontendConfig;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use vrrp::VrrpConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// VRRP instances.
+    pub(crate) vrrp: Vec<VrrpConfig>,
+    /// Proxy frontends.
+    pub(crate) frontend: Vec<FrontendConfig>,
+    /// Admin endpoint.
+    pub(crate) admin: AdminConfig,
+    /// Daemon-wide settings.
+    pub(crate) global: GlobalConfig,
+}
+
+/// `[admin]`: on by default at 127.0.0.1:5249.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminConfig {
+    /// Serve the endpoint at all.
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    /// Address of the endpoint.
+    #[serde(default = "default_admin_bind")]
+    pub(crate) bind: Spanned<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            bind: default_admin_bind(),
+        }
+    }
+}
+
+/// Top-level keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GlobalConfig {
+    /// How long established connections may run on after SIGTERM.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub(crate) shutdown_grace: std::time::Duration,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig {
+            shutdown_grace: default_grace(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_admin_bind() -> Spanned<SocketAddr> {
+    Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 5249)))
+}
+fn default_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Severity {
+    /// The config cannot be used.
+    Error,
+    /// Usable, but a fact of this host or a risky setting deserves a look.
+    Warning,
+}
+
+/// One finding, located in the file.
+#[derive(Debug, Clone)]
+pub(crate) struct Finding {
+    /// Error or warning.
+    pub(crate) severity: Severity,
+    /// Byte range in the file, if known.
+    pub(crate) span: Option<Range<usize>>,
+    /// What is wrong and what is expected.
+    pub(crate) message: String,
+}
+
+/// Every finding of one file, with what is needed to print them located.
+#[derive(Debug)]
+pub(crate) struct Report {
+    /// The file.
+    pub(crate) path: PathBuf,
+    source: String,
+    /// Findings in file order.
+    pub(crate) findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Whether any finding is an error.
+    pub(crate) fn has_errors(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+
+    /// Number of errors.
+    pub(crate) fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
+    (line, col)
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for finding in &self.findings {
+            let kind = match finding.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            match &finding.span {
+                Some(span) => {
+                    let (line, col) = line_col(&self.source, span.start);
+                    writeln!(
+                        f,
+                        "{kind}: {}:{line}:{col}: {}",
+                        self.path.display(),
+                        finding.message
+                    )?;
+                    if let Some(text) = self.source.lines().nth(line - 1) {
+                        let width = self.source[span.clone()]
+                            .lines()
+                            .next()
+                            .map_or(1, |l| l.chars().count().max(1));
+                        writeln!(f, "  {line:>4} | {text}")?;
+                        writeln!(f, "       | {}{}", " ".repeat(col - 1), "^".repeat(width))?;
+                    }
+                }
+                None => writeln!(f, "{kind}: {}: {}", self.path.display(), finding.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates a config file. `Err` carries the report when there is any error;
+/// `Ok` carries the config and the warnings.
+pub(crate) fn load(path: &Path) -> Result<(Config, Report), Report> {
+    let source = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(Report {
+                path: path.to_owned(),
+                source: String::new(),
+                findings: vec![Finding {
+                    severity: Severity::Error,
+                    span: None,
+                    message: format!("cannot read the file: {e}"),
+                }],
+            })
+        }
+    };
+    parse(path, source)
+}
+
+/// Validates config text as if read from `path`.
+pub(crate) fn parse(path: &Path, source: String) -> Result<(Config, Report), Report> {
+    let mut findings = Vec::new();
+    let config = parse_inner(&source, &mut findings);
+    if let Some(c) = &config {
+        host_facts(c, &mut findings);
+    }
+    findings.sort_by_key(|f| f.span.as_ref().map_or(0, |s| s.start));
+    let report = Report {
+        path: path.to_owned(),
+        source,
+        findings,
+    };
+    match config {
+        Some(c) if !report.has_errors() => Ok((c, report)),
+        _ => Err(report),
+    }
+}
+
+fn error(findings: &mut Vec<Finding>, span: Option<Range<usize>>, message: String) {
+    findings.push(Finding {
+        severity: Severity::Error,
+        span,
+        message,
+    });
+}
+
+fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
+    let doc = match DeTable::parse(source) {
+        Ok(d) => d,
+        Err(e) => {
+            error(findings, e.span(), e.message().to_string());
+            return None;
+        }
+    };
+    let doc_span = doc.span();
+    let mut root = doc.into_inner();
+    let mut vrrp = Vec::new();
+    let mut frontend = Vec::new();
+    let mut admin = AdminConfig::default();
+    let mut globals = DeTable::new();
+    let mut ok = true;
+
+    for (key, value) in std::mem::take(&mut root) {
+        match key.get_ref().as_ref() {
+            "vrrp" => {
+                ok &= blocks::<VrrpConfig>(value, "vrrp", &mut vrrp, findings);
+            }
+            "frontend" => {
+                ok &= blocks::<FrontendConfig>(value, "frontend", &mut frontend, findings);
+            }
+            "admin" => match block::<AdminConfig>(value, "[admin]", findings) {
+                Some(a) => admin = a,
+                None => ok = false,
+            },
+            _ => {
+                globals.insert(key, value);
+            }
+        }
+    }
+    let global = match block::<GlobalConfig>(
+        Spanned::new(doc_span, DeValue::Table(globals)),
+        "top level",
+        findings,
+    ) {
+        Some(g) => g,
+        None => {
+            ok = false;
+            GlobalConfig::default()
+        }
+    };
+
+    // Checks within blocks.
+    for v in &vrrp {
+        for p in v.validate() {
+            error(findings, located(p.span()), p.into_inner());
+        }
+    }
+    for f in &frontend {
+        for p in f.validate() {
+            error(findings, located(p.span()), p.into_inner());
+        }
+    }
+    // Checks across blocks.
+    let mut names = HashSet::new();
+    for v in &vrrp {
+        if !names.insert(v.name.get_ref().as_str()) {
+            error(
+                findings,
+                located(v.name.span()),
+                format!("vrrp name `{}` is used twice", v.name.get_ref()),
+            );
+        }
+    }
+    let mut ids = HashSet::new();
+    for v in &vrrp {
+        if !ids.insert((v.interface.get_ref().as_str(), v.virtual_router_id)) {
+            error(
+                findings,
+                located(v.interface.span()),
+                format!(
+                    "virtual_router_id {} is used twice on interface `{}`",
+                    v.virtual_router_id,
+                    v.interface.get_ref()
+                ),
+            );
+        }
+    }
+    let mut names = HashSet::new();
+    for f in &frontend {
+        if !names.insert(f.name.get_ref().as_str()) {
+            error(
+                findings,
+                located(f.name.span()),
+                format!("frontend name `{}` is used twice", f.name.get_ref()),
+            );
+        }
+    }
+    let mut binds: Vec<(SocketAddr, &str)> = Vec::new();
+    for f in &frontend {
+        for b in f.bind.get_ref() {
+            let clash = binds.iter().find(|(o, _)| {
+                o.port() == b.port()
+                    && (o.ip() == b.ip() || o.ip().is_unspecified() || b.ip().is_unspecified())
+                    && o.is_ipv4() == b.is_ipv4()
+            });
+            if let Some((o, name)) = clash {
+                error(
+                    findings,
+                    located(f.bind.span()),
+                    format!("bind {b} overlaps {o} of frontend `{name}`"),
+                );
+            }
+            binds.push((*b, f.name.get_ref()));
+        }
+    }
+    for v in &vrrp {
+        if let Some(tb) = &v.track_backends {
+            if !frontend
+                .iter()
+                .any(|f| f.name.get_ref() == tb.frontend.get_ref())
+            {
+                error(
+                    findings,
+                    located(tb.frontend.span()),
+                    format!(
+                        "track_backends names frontend `{}`, which this file does not define",
+                        tb.frontend.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    if admin.enabled {
+        if let Some((_, name)) = binds.iter().find(|(b, _)| {
+            b.port() == admin.bind.get_ref().port()
+                && (b.ip() == admin.bind.get_ref().ip() || b.ip().is_unspecified())
+        }) {
+            error(
+                findings,
+                located(admin.bind.span()),
+                format!("admin bind overlaps a bind of frontend `{name}`"),
+            );
+        }
+    }
+    if !ok {
+        return None;
+    }
+    Some(Config {
+        vrrp,
+        frontend,
+        admin,
+        global,
+    })
+}
+
+/// Default values carry the empty span 0..0: no location to show for those.
+fn located(span: Range<usize>) -> Option<Range<usize>> {
+    if span.is_empty() {
+        None
+    } else {
+        Some(span)
+    }
+}
+
+/// Deserializes an array of tables, each element on its own. Returns false on any error.
+fn blocks<T: DeserializeOwned>(
+    value: Spanned<DeValue<'_>>,
+    what: &str,
+    out: &mut Vec<T>,
+    findings: &mut Vec<Finding>,
+) -> bool {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => {
+            let mut ok = true;
+            for item in items {
+                match block::<T>(item, &format!("[[{what}]]"), findings) {
+                    Some(t) => out.push(t),
+                    None => ok = false,
+                }
+            }
+            ok
+        }
+        _ => {
+            error(
+                findings,
+                Some(span),
+                format!("`{what}` must be written as [[{what}]] blocks"),
+            );
+            false
+        }
+    }
+}
+
+/// Deserializes one block, reporting every bad key: after an error, the key holding the bad
+/// value is removed and the block tried again, so later keys are checked too.
+fn block<T: DeserializeOwned>(
+    mut value: Spanned<DeValue<'_>>,
+    what: &str,
+    findings: &mut Vec<Finding>,
+) -> Option<T> {
+    // Bounded: each round removes one key.
+    for _ in 0..64 {
+        match T::deserialize(ValueDeserializer::from(value.clone())) {
+            // With bad keys set aside, what remains is still checked (the caller knows the
+            // file has errors from the findings).
+            Ok(t) => return Some(t),
+            Err(e) => {
+                let span = e.span();
+                let message = if span.is_none() {
+                    format!("{what}: {}", e.message())
+                } else {
+                    e.message().to_string()
+                };
+                error(findings, span.clone(), message);
+                match span {
+                    Some(s) if remove_key_at(&mut value, &s) => continue,
+                    _ => return None,
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Removes the innermost key whose key or value covers `span`. Returns whether one was removed.
+/// Containers are searched whatever their own span (an array of tables has no span covering
+/// its tables).
+fn remove_key_at(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
+    let covers = |outer: &Range<usize>| outer.start <= span.start && span.end <= outer.end;
+    match value.get_mut() {
+        DeValue::Table(table) => {
+            let mut hit = None;
+            for (k, v) in table.iter_mut() {
+                if covers(&k.span()) {
+                    hit = Some(k.clone());
+                    break;
+                }
+                if matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_))
+                    && remove_key_at(v, span)
+                {
+                    return true;
+                }
+                if covers(&v.span()) {
+                    hit = Some(k.clone());
+                    break;
+                }
+            }
+            match hit {
+                Some(k) => table.remove(&k).is_some(),
+                None => false,
+            }
+        }
+        DeValue::Array(items) => items.iter_mut().any(|v| remove_key_at(v, span)),
+        _ => false,
+    }
+}
+
+/// Facts of the host this runs on: warnings, never errors (`check` judges the file alone).
+fn host_facts(c: &Config, findings: &mut Vec<Finding>) {
+    for v in &c.vrrp {
+        let iface = v.interface.get_ref();
+        if !Path::new("/sys/class/net").join(iface).exists() {
+            findings.push(Finding {
+                severity: Severity::Warning,
+                span: located(v.interface.span()),
+                message: format!("interface `{iface}` does not exist on this host"),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+use super::*;
+
+fn report(text: &str) -> String {
+    match parse(Path::new("maas-vip.toml"), text.to_string()) {
+        Ok((_, r)) => format!("OK\n{r}"),
+        Err(r) => r.to_string(),
+    }
+}
+
+const GOOD: &str = r#"
+[[vrrp]]
+name = "maas_region"
+interface = "lo"
+virtual_router_id = 51
+priority = 150
+auth_pass = "s3cret"
+virtual_ipaddresses = ["10.0.0.100/24"]
+
+[[vrrp.track_script]]
+name = "chk_named"
+command = ["pidof", "named"]
+
+[[frontend]]
+name = "maas"
+bind = ["0.0.0.0:8080"]
+
+[[frontend.server]]
+name = "maas-api-1"
+address = "10.0.0.11:5240"
+
+[[frontend.server]]
+name = "maas-api-2"
+address = "10.0.0.12:5240"
+weight = 2
+"#;
+
+#[test]
+fn good_config_parses_with_defaults() {
+    let (c, r) = parse(Path::new("x.toml"), GOOD.to_string()).expect("valid");
+    assert!(!r.has_errors());
+    assert_eq!(c.vrrp.len(), 1);
+    assert_eq!(c.frontend[0].server.len(), 2);
+    assert_eq!(c.frontend[0].retries, 3);
+    assert!(c.frontend[0].redispatch);
+    assert_eq!(
+        c.frontend[0].timeout_server,
+        std::time::Duration::from_secs(90)
+    );
+    assert_eq!(
+        c.vrrp[0].track_script[0].interval,
+        std::time::Duration::from_secs(2)
+    );
+    assert!(c.admin.enabled);
+    assert_eq!(c.admin.bind.get_ref().to_string(), "127.0.0.1:5249");
+}
+
+#[test]
+fn shipped_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/maas-vip.toml");
+    match load(&path) {
+        Ok((c, _)) => {
+            assert_eq!(c.frontend[0].server.len(), 3);
+            assert_eq!(c.vrrp.len(), 1);
+        }
+        Err(r) => panic!("conf/maas-vip.toml is invalid:\n{r}"),
+    }
+}
+
+#[test]
+fn unknown_key_names_line_and_column() {
+    let text = GOOD.replace("priority = 150", "priority = 150\nprioirty = 100");
+    assert_eq!(
+        report(&text),
+        "error: maas-vip.toml:7:1: unknown field `prioirty`, expected one of `name`, `interface`, \
+`virtual_router_id`, `priority`, `state`, `advert_interval`, `version`, `preempt`, \
+`preempt_delay`, `auth_pass`, `virtual_ipaddresses`, `unicast_peers`, `garp_master_delay`, \
+`garp_master_repeat`, `track_backends`, `notify`, `track_script`
+     7 | prioirty = 100
+       | ^^^^^^^^
+"
+    );
+}
+
+#[test]
+fn priority_out_of_range() {
+    let text = GOOD.replace("priority = 150", "priority = 300");
+    assert_eq!(
+        report(&text),
+        "error: maas-vip.toml:6:12: priority must be 1..=254 (255 only for the address owner), got 300
+     6 | priority = 300
+       |            ^^^
+"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let text = GOOD.replace(
+        "command = [\"pidof\", \"named\"]",
+        "command = [\"pidof\", \"named\"]\ninterval = \"2 parsecs\"",
+    );
+    let r = report(&text);
+    assert!(r.starts_with("error: maas-vip.toml:13:12: "), "{r}");
+    assert!(r.contains("interval = \"2 parsecs\""), "{r}");
+}
+
+#[test]
+fn every_problem_is_listed_not_just_the_first() {
+    let text = GOOD
+        .replace("priority = 150", "priority = 0")
+        .replace("auth_pass = \"s3cret\"", "auth_pass = \"much-too-long\"")
+        .replace("weight = 2", "weight = 1000\ncolour = \"blue\"")
+        .replace("name = \"maas-api-2\"", "name = \"maas-api-1\"");
+    let r = report(&text);
+    let lines: Vec<&str> = r.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 5, "{r}");
+    assert!(lines[0].contains(":6:12: priority must be"), "{r}");
+    assert!(
+        lines[1].contains(":7:13: auth_pass must be 1 to 8 bytes"),
+        "{r}"
+    );
+    assert!(
+        lines[2].contains(":23:8: server name `maas-api-1` is used twice"),
+        "{r}"
+    );
+    assert!(
+        lines[3].contains(":25:10: weight must be 0..=256, got 1000"),
+        "{r}"
+    );
+    assert!(lines[4].contains(":26:1: unknown field `colour`"), "{r}");
+}
+
+#[test]
+fn cross_block_checks() {
+    let text = format!(
+        "{GOOD}\n[[frontend]]\nname = \"maas\"\nbind = [\"127.0.0.1:8080\"]\n[[frontend.server]]\nname = \"a\"\naddress = \"10.0.0.1:1\"\n"
+    );
+    let r = report(&text);
+    assert!(r.contains("frontend name `maas` is used twice"), "{r}");
+    assert!(
+        r.contains("bind 127.0.0.1:8080 overlaps 0.0.0.0:8080"),
+        "{r}"
+    );
+}
+
+#[test]
+fn missing_required_key_and_empty_frontend() {
+    let text = "[[vrrp]]\nname = \"x\"\ninterface = \"lo\"\nvirtual_ipaddresses = [\"10.0.0.1\"]\n\n[[frontend]]\nname = \"f\"\n";
+    let r = report(text);
+    assert!(r.contains("missing field `virtual_router_id`"), "{r}");
+    assert!(
+        r.contains("frontend `f` needs at least one [[frontend.server]]"),
+        "{r}"
+    );
+}
+
+#[test]
+fn v2_interval_must_be_whole_seconds_and_track_backends_must_exist() {
+    let text = GOOD.replace(
+        "priority = 150",
+        "priority = 150\nadvert_interval = \"500ms\"\ntrack_backends = { frontend = \"nope\" }",
+    );
+    let r = report(&text);
+    assert!(
+        r.contains(":7:19: `advert_interval` is 500ms: VRRPv2 needs whole seconds"),
+        "{r}"
+    );
+    assert!(r.contains("track_backends names frontend `nope`"), "{r}");
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let r = report("[[frontend]\nname = \"x\"\n");
+    assert!(r.starts_with("error: maas-vip.toml:1:"), "{r}");
+}
+
+#[test]
+fn host_facts_are_warnings() {
+    let text = GOOD.replace("interface = \"lo\"", "interface = \"nosuch0\"");
+    let r = report(&text);
+    assert!(
+        r.starts_with("OK\nwarning: maas-vip.toml:4:13: interface `nosuch0` does not exist"),
+        "{r}"
+    );
+}
+
+#[test]
+fn proxy_only_and_vrrp_only_configs() {
+    let proxy_only = "[[frontend]]\nname = \"m\"\nbind = [\"127.0.0.1:8080\"]\n[[frontend.server]]\nname = \"a\"\naddress = \"10.0.0.1:5240\"\n";
+    assert!(report(proxy_only).starts_with("OK"));
+    let vrrp_only = "[[vrrp]]\nname = \"x\"\ninterface = \"lo\"\nvirtual_router_id = 1\nvirtual_ipaddresses = [\"10.0.0.1/32\"]\n[admin]\nenabled = false\n";
+    assert!(report(vrrp_only).starts_with("OK"), "{}", report(vrrp_only));
+}
