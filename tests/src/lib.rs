@@ -1,6 +1,8 @@
 //! Support for maas-vip's integration tests: loopback servers on port 0, frontends run
 //! in-process, and the path of the `maas-vip` binary for tests that run the real daemon.
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

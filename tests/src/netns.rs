@@ -1,0 +1,343 @@
+//! Network namespaces for privileged tests, cleaned up by RAII.
+//!
+//! A [`Lan`] is a bridge in a namespace of its own and one namespace per host, joined by veth
+//! pairs created directly between those namespaces: nothing is ever created in, or changed on,
+//! the namespace the tests run in. Names are unique per process and call (pid + counter), and
+//! `Drop` kills whatever still runs in a namespace before deleting it.
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The env var that turns a skip into a failure (set in CI).
+pub const REQUIRE_ENV: &str = "MAAS_VIP_REQUIRE_NETNS";
+
+fn ip(args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running ip {args:?}: {e}"))
+}
+
+fn ip_ok(args: &[&str]) {
+    let out = ip(args);
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether namespace tests can run here; `Err` says why not.
+pub fn available() -> Result<(), String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| format!("cannot run id: {e}"))?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("not root".into());
+    }
+    let probe = format!(
+        "mvprobe{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let out = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip netns add failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let _ = ip(&["netns", "del", &probe]);
+    Ok(())
+}
+
+/// Call first in a privileged test: `false` means skip (a message is printed); panics instead
+/// when [`REQUIRE_ENV`] is `1`.
+pub fn check_or_skip(test: &str) -> bool {
+    match available() {
+        Ok(()) => true,
+        Err(why) => {
+            if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
+                panic!("{test}: network namespaces required ({REQUIRE_ENV}=1) but unusable: {why}");
+            }
+            eprintln!("SKIPPED {test}: network namespaces unusable ({why}); set {REQUIRE_ENV}=1 to fail instead");
+            false
+        }
+    }
+}
+
+/// One network namespace, deleted on drop with everything still running in it.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `mv<pid>-<n>-<role>` with its loopback up.
+    pub fn new(role: &str) -> Netns {
+        let name = format!(
+            "mv{}-{}-{role}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        ip_ok(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n NAME args...`, asserting success.
+    pub fn ip(&self, args: &[&str]) {
+        let mut a = vec!["-n", self.name.as_str()];
+        a.extend_from_slice(args);
+        ip_ok(&a);
+    }
+
+    /// `ip -n NAME args...`, its output whatever the status.
+    pub fn ip_output(&self, args: &[&str]) -> Output {
+        let mut a = vec!["-n", self.name.as_str()];
+        a.extend_from_slice(args);
+        ip(&a)
+    }
+
+    /// A command that runs `program` inside the namespace (`ip netns exec` execs it, so the
+    /// child's pid is the program's).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Pids of the processes in the namespace.
+    pub fn pids(&self) -> Vec<u32> {
+        let out = ip(&["netns", "pids", &self.name]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// A host of a [`Lan`]: a namespace whose `eth0` is on the bridge.
+#[derive(Debug)]
+pub struct Host {
+    /// The namespace.
+    pub ns: Netns,
+    /// Its address on the LAN (/24).
+    pub addr: Ipv4Addr,
+}
+
+impl Host {
+    /// The interface name inside the host.
+    pub const IFACE: &'static str = "eth0";
+
+    /// IPv4 addresses on eth0, as "a.b.c.d/len".
+    pub fn addrs(&self) -> Vec<String> {
+        let out = self
+            .ns
+            .ip_output(&["-4", "-o", "addr", "show", "dev", Self::IFACE]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                w.find(|x| *x == "inet")?;
+                w.next().map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// Whether eth0 carries `addr` (any prefix).
+    pub fn has(&self, addr: Ipv4Addr) -> bool {
+        let want = format!("{addr}/");
+        self.addrs().iter().any(|a| a.starts_with(&want))
+    }
+
+    /// `ip link set eth0 up|down`.
+    pub fn set_link(&self, up: bool) {
+        self.ns.ip(&[
+            "link",
+            "set",
+            "dev",
+            Self::IFACE,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+/// A bridge and `n` hosts 10.99.0.11, .12, ... /24 on it.
+#[derive(Debug)]
+pub struct Lan {
+    /// The hosts (dropped before the bridge).
+    pub hosts: Vec<Host>,
+    /// The bridge's namespace.
+    pub bridge: Netns,
+}
+
+impl Lan {
+    /// Builds the LAN.
+    pub fn new(n: usize) -> Lan {
+        let bridge = Netns::new("br");
+        bridge.ip(&["link", "add", "br0", "type", "bridge"]);
+        // No multicast snooping: every host must see every advert at once.
+        bridge.ip(&[
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        bridge.ip(&["link", "set", "br0", "up"]);
+        let mut hosts = Vec::new();
+        for i in 0..n {
+            let ns = Netns::new(&format!("h{i}"));
+            let port = format!("p{i}");
+            bridge.ip(&[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                Host::IFACE,
+                "netns",
+                ns.name(),
+            ]);
+            bridge.ip(&["link", "set", &port, "master", "br0", "up"]);
+            let addr = Ipv4Addr::new(10, 99, 0, 11 + i as u8);
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", Host::IFACE]);
+            ns.ip(&["link", "set", Host::IFACE, "up"]);
+            hosts.push(Host { ns, addr });
+        }
+        Lan { hosts, bridge }
+    }
+
+    /// Indices of the hosts that carry `addr`.
+    pub fn holders(&self, addr: Ipv4Addr) -> Vec<usize> {
+        (0..self.hosts.len())
+            .filter(|i| self.hosts[*i].has(addr))
+            .collect()
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds (`Some(elapsed)`) or `limit` passes (`None`).
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process started in a namespace, its stdout and stderr in a log file; killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    child: std::process::Child,
+    /// Where its output goes.
+    pub log: std::path::PathBuf,
+}
+
+impl Proc {
+    /// Starts `program args...` in `ns`.
+    pub fn spawn(
+        ns: &Netns,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log: std::path::PathBuf,
+    ) -> Proc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut c = ns.command(program);
+        c.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("spawning in the namespace");
+        Proc { child, log }
+    }
+
+    /// Its pid (the program's: `ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name ("TERM", "INT", ...).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `limit` for it to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if start.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Everything it has written so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
