@@ -22,7 +22,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, error, info, warn};
 
 use crate::machine::HealthMachine;
-use crate::outcome::{CheckReport, CheckResult};
+use crate::outcome::{CheckReport, CheckResult, Progress};
 use crate::probe::{NetProbe, Probe};
 use crate::registry::{Frontend, Registry};
 use crate::state::Health;
@@ -121,22 +121,58 @@ async fn run_server<P: Probe>(
         };
         let end = Instant::now();
         let took = end - start;
+        let before = m.progress();
+        let jitter = rand::rng().random::<f64>();
+        let transition = m.finish_check(end.into_std(), result.passed(), jitter);
         state.record_check(CheckReport {
             result,
             duration: took,
             at: SystemTime::now(),
+            progress: m.progress(),
         });
-        let jitter = rand::rng().random::<f64>();
-        if let Some(h) = m.finish_check(end.into_std(), result.passed(), jitter) {
+        if let Some(h) = transition {
             state.set_health(h);
             log_transition(&frontend, index, h, result, took);
-        } else if !result.passed() {
-            let (n, of) = m.progress();
-            debug!(frontend = %frontend.name, server = %state.name, reason = %result,
-                check_ms = took.as_millis() as u64, "check failed ({n} of {of})");
+        } else if m.progress() != before {
+            log_progress(&frontend, index, m.progress(), m.health(), result, took);
         }
     }
     debug!(frontend = %frontend.name, server = %state.name, "health checks stop");
+}
+
+/// A check that moved a server towards the other state (or back) without flipping it:
+/// `health check for server maas/r2 failed (connection refused, check took 0 ms), going
+/// down 1/3`. Checks that change nothing (a down server still failing) are not logged.
+fn log_progress(
+    frontend: &Frontend,
+    index: usize,
+    progress: Option<Progress>,
+    health: Health,
+    why: CheckResult,
+    took: Duration,
+) {
+    let name = &frontend.servers[index].state.name;
+    let ms = took.as_millis() as u64;
+    let now = match (progress, health) {
+        (Some(p), _) => p.to_string(),
+        (None, Health::Up) => "UP".to_string(),
+        (None, Health::Down) => "DOWN".to_string(),
+    };
+    if why.passed() {
+        info!(
+            frontend = %frontend.name, server = %name, reason = %why, check_ms = ms,
+            status = %now,
+            "health check for server {}/{} succeeded ({why}, check took {ms} ms), {now}",
+            frontend.name, name
+        );
+    } else {
+        warn!(
+            frontend = %frontend.name, server = %name, reason = %why, check_ms = ms,
+            status = %now,
+            "health check for server {}/{} failed ({why}, check took {ms} ms), {now}",
+            frontend.name, name
+        );
+    }
 }
 
 /// `server maas/r2 is DOWN (connection refused, check took 1 ms), 2 of 3 servers up`

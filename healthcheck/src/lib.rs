@@ -34,6 +34,6 @@ pub mod state;
 
 pub use checker::{spawn, spawn_frontend};
 pub use config::{CheckConfig, CheckKind, CheckOverride};
-pub use outcome::{CheckReport, CheckResult};
+pub use outcome::{CheckReport, CheckResult, Progress};
 pub use registry::{Frontend, Registry, Server, Status};
 pub use state::{Admin, Health, ServerCounters, ServerState};

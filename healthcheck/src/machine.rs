@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::CheckConfig;
+use crate::outcome::Progress;
 use crate::state::Health;
 
 /// Share of an interval that jitter may cut from it: checks of different servers drift apart
@@ -78,13 +79,23 @@ impl HealthMachine {
         self.counter != 0 && self.counter != self.max()
     }
 
-    /// Progress towards the other state, HAProxy's `UP 1/3` / `DOWN 1/2`: while up, failures
-    /// seen out of `fall`; while down, successes seen out of `rise`.
-    pub fn progress(&self) -> (u32, u32) {
-        if self.up {
-            (self.max() - self.counter, self.fall)
+    /// Progress towards the other state (HAProxy's `UP 1/3`, `DOWN 1/2`); `None` when fully
+    /// up or fully down.
+    pub fn progress(&self) -> Option<Progress> {
+        if !self.is_changing() {
+            None
+        } else if self.up {
+            Some(Progress {
+                toward: Health::Down,
+                done: self.max() - self.counter,
+                needed: self.fall,
+            })
         } else {
-            (self.counter, self.rise)
+            Some(Progress {
+                toward: Health::Up,
+                done: self.counter,
+                needed: self.rise,
+            })
         }
     }
 
@@ -200,7 +211,10 @@ mod tests {
         let (s1, h) = step(&mut m, false, MS);
         assert_eq!((s1 - t0, h), (500 * MS, None));
         assert!(m.is_changing());
-        assert_eq!(m.progress(), (1, 3));
+        assert_eq!(
+            m.progress().map(|p| p.to_string()).as_deref(),
+            Some("going down 1/3")
+        );
         let (s2, h) = step(&mut m, false, MS);
         assert_eq!(
             (s2 - s1, h),
@@ -222,8 +236,15 @@ mod tests {
         assert_eq!(step(&mut m, false, MS).1, None);
         assert_eq!(step(&mut m, false, MS).1, None);
         assert_eq!(step(&mut m, true, MS).1, None);
-        assert_eq!(m.progress(), (1, 3));
-        assert!(m.is_changing(), "one failure still counted");
+        assert_eq!(
+            m.progress(),
+            Some(Progress {
+                toward: Health::Down,
+                done: 1,
+                needed: 3
+            }),
+            "one failure still counted"
+        );
         assert_eq!(step(&mut m, true, MS).1, None);
         assert!(!m.is_changing());
         let (s, _) = step(&mut m, true, MS);
@@ -243,14 +264,17 @@ mod tests {
         let t0 = Instant::now();
         let mut m = HealthMachine::new(&cfg(3, 2), Health::Down, t0, MS);
         assert_eq!(step(&mut m, true, MS).1, None);
-        assert_eq!(m.progress(), (1, 3));
+        assert_eq!(
+            m.progress().map(|p| p.to_string()).as_deref(),
+            Some("going up 1/3")
+        );
         assert_eq!(step(&mut m, true, MS).1, None);
         assert_eq!(
             step(&mut m, false, MS).1,
             None,
             "a failure while rising starts over"
         );
-        assert_eq!(m.progress(), (0, 3));
+        assert_eq!(m.progress(), None);
         let (s, h) = step(&mut m, true, MS);
         assert_eq!(h, None);
         assert_eq!(

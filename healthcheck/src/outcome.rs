@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, SystemTime};
 
+use crate::state::Health;
+
 /// Result of one active check. `Copy` and allocation-free: it is made on every check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckResult {
@@ -86,4 +88,29 @@ pub struct CheckReport {
     pub duration: Duration,
     /// Wall-clock time the check finished.
     pub at: SystemTime,
+    /// After this check: how far the server is towards the other state; `None` when fully
+    /// up or fully down.
+    pub progress: Option<Progress>,
+}
+
+/// A server between states, as HAProxy's `UP 1/3` (one failure of three seen on the way
+/// down) or `DOWN 1/2` (one success of two seen on the way up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The state the server is heading to.
+    pub toward: Health,
+    /// Checks seen that lead there.
+    pub done: u32,
+    /// Checks needed (`fall` going down, `rise` going up).
+    pub needed: u32,
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dir = match self.toward {
+            Health::Up => "going up",
+            Health::Down => "going down",
+        };
+        write!(f, "{dir} {}/{}", self.done, self.needed)
+    }
 }

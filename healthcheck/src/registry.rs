@@ -228,6 +228,8 @@ pub struct ServerStatus {
     pub admin: &'static str,
     /// Actively checked.
     pub check: bool,
+    /// Between states after the last check: "going down 1/3", "going up 1/2"; else null.
+    pub progress: Option<String>,
     /// The last active check; absent before the first or for unchecked servers.
     pub last_check: Option<LastCheck>,
     /// Counters.
@@ -319,6 +321,10 @@ fn server_status(s: &Server) -> ServerStatus {
             Admin::Maint => "maint",
         },
         check: s.check,
+        progress: st
+            .last_check()
+            .and_then(|r| r.progress)
+            .map(|p| p.to_string()),
         last_check: st.last_check().map(|r| LastCheck {
             passed: r.result.passed(),
             result: r.result.code(),
@@ -356,7 +362,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::outcome::{CheckReport, CheckResult};
+    use crate::outcome::{CheckReport, CheckResult, Progress};
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("test address")
@@ -431,11 +437,17 @@ mod tests {
             result: CheckResult::HttpOk(200),
             duration: Duration::from_micros(1500),
             at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            progress: None,
         });
         r2.record_check(CheckReport {
             result: CheckResult::Refused,
             duration: Duration::from_micros(250),
             at: SystemTime::now(),
+            progress: Some(Progress {
+                toward: Health::Up,
+                done: 1,
+                needed: 2,
+            }),
         });
         r2.set_health(Health::Down);
         r1.counters.total.fetch_add(7, Ordering::Relaxed);
@@ -462,6 +474,8 @@ mod tests {
         assert_eq!(s[0]["counters"]["total"], 7);
         assert_eq!(s[0]["counters"]["checks"], 1);
         assert_eq!(s[1]["state"], "down");
+        assert_eq!(s[1]["progress"], "going up 1/2");
+        assert!(s[0]["progress"].is_null());
         assert_eq!(s[1]["last_check"]["detail"], "connection refused");
         assert_eq!(s[1]["counters"]["check_failures"], 1);
         assert_eq!(s[1]["counters"]["transitions"], 1);
