@@ -225,6 +225,23 @@ mod tests {
 
         let r = request(
             addr,
+            "GET /status?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n"),
+            "a query is ignored: {r}"
+        );
+        let r = request(
+            addr,
+            "HEAD /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\n"), "HEAD has no body: {r}");
+
+        let r = request(
+            addr,
             "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         .await;
