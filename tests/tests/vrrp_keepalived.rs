@@ -1,0 +1,355 @@
+//! Interoperation with keepalived on one namespace LAN (advert 1 s, PASS auth), both roles.
+//!
+//! Needs root, `ip netns` and keepalived; skips with a message otherwise, unless
+//! MAAS_VIP_REQUIRE_NETNS=1. The tests of this file run one at a time.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use maas_vip_tests::maas_vip_bin;
+use maas_vip_tests::netns::{check_or_skip, wait_for, Lan, Netns, Proc, REQUIRE_ENV};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+const KILL_BOUND: Duration = Duration::from_millis(4200);
+const TERM_BOUND: Duration = Duration::from_millis(1200);
+
+fn keepalived_available(test: &str) -> bool {
+    let ok = std::process::Command::new("keepalived")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !ok {
+        if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
+            panic!("{test}: keepalived is required ({REQUIRE_ENV}=1) but not installed");
+        }
+        eprintln!("SKIPPED {test}: keepalived not installed");
+    }
+    ok
+}
+
+fn maas_vip(lan: &Lan, dir: &Path, host: usize, prio: u8, pass: &str) -> Proc {
+    let conf = dir.join(format!("maas-vip-h{host}.toml"));
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+[[vrrp]]
+name = "maas_region"
+interface = "eth0"
+virtual_router_id = 51
+priority = {prio}
+advert_interval = "1s"
+auth_pass = "{pass}"
+virtual_ipaddresses = ["{VIP}/24"]
+"#
+        ),
+    )
+    .expect("config");
+    let b = maas_vip_bin();
+    assert!(b.exists(), "{} not built", b.display());
+    Proc::spawn(
+        &lan.hosts[host].ns,
+        b,
+        &["run", "-c", conf.to_str().expect("utf8 path")],
+        &[("RUST_LOG", "info")],
+        dir.join(format!("maas-vip-h{host}.log")),
+    )
+}
+
+fn keepalived(lan: &Lan, dir: &Path, host: usize, prio: u8, pass: &str) -> Proc {
+    let conf = dir.join(format!("keepalived-h{host}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+global_defs {{
+    router_id ka_h{host}
+}}
+vrrp_instance maas_region {{
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority {prio}
+    advert_int 1
+    authentication {{
+        auth_type PASS
+        auth_pass {pass}
+    }}
+    virtual_ipaddress {{
+        {VIP}/24
+    }}
+}}
+"#
+        ),
+    )
+    .expect("config");
+    let p = |name: &str| -> String {
+        dir.join(format!("ka-h{host}-{name}.pid"))
+            .to_str()
+            .expect("utf8 path")
+            .to_string()
+    };
+    let (main, vrrp, chk) = (p("main"), p("vrrp"), p("checkers"));
+    Proc::spawn(
+        &lan.hosts[host].ns,
+        "keepalived",
+        &[
+            "-n",
+            "-l",
+            "-D",
+            "-G",
+            "-P",
+            "-f",
+            conf.to_str().expect("utf8 path"),
+            "-p",
+            &main,
+            "-r",
+            &vrrp,
+            "-c",
+            &chk,
+        ],
+        &[],
+        dir.join(format!("keepalived-h{host}.log")),
+    )
+}
+
+/// kill -9 every process of the namespace (keepalived's parent and its VRRP child) in one
+/// kill(1), children first: a parent dying first would have its child stop cleanly.
+fn kill9_all(ns: &Netns) {
+    let mut pids = ns.pids();
+    pids.sort_unstable_by(|a, b| b.cmp(a));
+    let mut args = vec!["-KILL".to_string()];
+    args.extend(pids.iter().map(|p| p.to_string()));
+    let _ = std::process::Command::new("kill").args(&args).status();
+}
+
+fn holders_ok(lan: &Lan, want: &[usize], limit: Duration, what: &str, logs: &[&Proc]) -> Duration {
+    match wait_for(limit, || lan.holders(VIP) == want) {
+        Some(t) => t,
+        None => {
+            for p in logs {
+                eprintln!("---- {}\n{}", p.log.display(), p.output());
+            }
+            panic!(
+                "{what}: VIP holders {:?}, wanted {want:?} within {limit:?}",
+                lan.holders(VIP)
+            );
+        }
+    }
+}
+
+fn assert_stable(lan: &Lan, want: &[usize], d: Duration, what: &str) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        assert_eq!(lan.holders(VIP), want, "{what}: VIP holders");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tempdir() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().to_path_buf();
+    (d, p)
+}
+
+/// maas-vip at 150 preempts keepalived at 100; keepalived takes over after SIGTERM and kill -9.
+#[test]
+fn vrrp_keepalived_backup_maas_vip_preempts() {
+    let name = "vrrp_keepalived_backup_maas_vip_preempts";
+    if !check_or_skip(name) || !keepalived_available(name) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_keep, dir) = tempdir();
+    let lan = Lan::new(2);
+    let ka = keepalived(&lan, &dir, 1, 100, "s3cret");
+    holders_ok(
+        &lan,
+        &[1],
+        Duration::from_secs(10),
+        "keepalived alone",
+        &[&ka],
+    );
+
+    let mv = maas_vip(&lan, &dir, 0, 150, "s3cret");
+    let t = holders_ok(
+        &lan,
+        &[0],
+        Duration::from_secs(10),
+        "maas-vip preempts",
+        &[&mv, &ka],
+    );
+    eprintln!("maas-vip (150) preempted keepalived (100) after {t:?}");
+    assert_stable(&lan, &[0], Duration::from_secs(3), "maas-vip master");
+    assert!(
+        ka.output().contains("Entering BACKUP STATE"),
+        "{}",
+        ka.output()
+    );
+    assert!(!mv.output().contains("dropped advert"), "{}", mv.output());
+
+    // SIGTERM maas-vip: priority 0, keepalived takes over after its skew time.
+    let mut mv = mv;
+    let termed = Instant::now();
+    mv.signal("TERM");
+    holders_ok(
+        &lan,
+        &[1],
+        Duration::from_secs(5),
+        "keepalived after SIGTERM",
+        &[&mv, &ka],
+    );
+    let term = termed.elapsed();
+    assert_eq!(
+        mv.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+
+    // Back, then kill -9.
+    let mut mv = maas_vip(&lan, &dir, 0, 150, "s3cret");
+    holders_ok(
+        &lan,
+        &[0],
+        Duration::from_secs(10),
+        "maas-vip preempts again",
+        &[&mv, &ka],
+    );
+    assert_stable(&lan, &[0], Duration::from_secs(2), "maas-vip master again");
+    let killed = Instant::now();
+    mv.kill9();
+    holders_ok(
+        &lan,
+        &[0, 1],
+        Duration::from_secs(10),
+        "keepalived after kill -9",
+        &[&ka],
+    );
+    let kill = killed.elapsed();
+    eprintln!("TAKEOVER keepalived(100) from maas-vip: SIGTERM {term:?}, kill -9 {kill:?}");
+    assert!(term <= TERM_BOUND, "SIGTERM takeover {term:?}");
+    assert!(kill <= KILL_BOUND, "kill -9 takeover {kill:?}");
+}
+
+/// maas-vip at 150 never claims under keepalived at 200 and takes over when it stops or dies.
+#[test]
+fn vrrp_keepalived_master_maas_vip_backup() {
+    let name = "vrrp_keepalived_master_maas_vip_backup";
+    if !check_or_skip(name) || !keepalived_available(name) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_keep, dir) = tempdir();
+    let lan = Lan::new(2);
+    let ka = keepalived(&lan, &dir, 1, 200, "s3cret");
+    holders_ok(
+        &lan,
+        &[1],
+        Duration::from_secs(10),
+        "keepalived alone",
+        &[&ka],
+    );
+    let mv = maas_vip(&lan, &dir, 0, 150, "s3cret");
+    // Longer than its Master_Down_Interval: it must stay backup.
+    assert_stable(&lan, &[1], Duration::from_secs(6), "maas-vip stays backup");
+    assert!(mv.output().contains("to=BACKUP"), "{}", mv.output());
+    assert!(!mv.output().contains("to=MASTER"), "{}", mv.output());
+
+    // keepalived stops: priority 0, maas-vip takes over after its skew time.
+    let mut ka = ka;
+    let termed = Instant::now();
+    ka.signal("TERM");
+    holders_ok(
+        &lan,
+        &[0],
+        Duration::from_secs(5),
+        "maas-vip after keepalived SIGTERM",
+        &[&mv, &ka],
+    );
+    let term = termed.elapsed();
+    ka.wait_exit(Duration::from_secs(5));
+    drop(ka);
+
+    // keepalived back at 200 preempts maas-vip.
+    let ka = keepalived(&lan, &dir, 1, 200, "s3cret");
+    holders_ok(
+        &lan,
+        &[1],
+        Duration::from_secs(10),
+        "keepalived preempts",
+        &[&mv, &ka],
+    );
+    assert_stable(
+        &lan,
+        &[1],
+        Duration::from_secs(2),
+        "keepalived master again",
+    );
+    assert!(
+        mv.output()
+            .contains("reason=higher priority advert from 10.99.0.12 (200)"),
+        "{}",
+        mv.output()
+    );
+
+    // kill -9 keepalived: maas-vip takes over after Master_Down_Interval.
+    let killed = Instant::now();
+    kill9_all(&lan.hosts[1].ns);
+    holders_ok(
+        &lan,
+        &[0, 1],
+        Duration::from_secs(10),
+        "maas-vip after kill -9",
+        &[&mv],
+    );
+    let kill = killed.elapsed();
+    eprintln!("TAKEOVER maas-vip(150) from keepalived: SIGTERM {term:?}, kill -9 {kill:?}");
+    assert!(term <= TERM_BOUND, "SIGTERM takeover {term:?}");
+    assert!(kill <= KILL_BOUND, "kill -9 takeover {kill:?}");
+    drop(ka);
+}
+
+/// Adverts with another password are dropped and counted; maas-vip does not yield to them.
+#[test]
+fn vrrp_keepalived_wrong_password_rejected() {
+    let name = "vrrp_keepalived_wrong_password_rejected";
+    if !check_or_skip(name) || !keepalived_available(name) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_keep, dir) = tempdir();
+    let lan = Lan::new(2);
+    let ka = keepalived(&lan, &dir, 1, 200, "wrongpw");
+    holders_ok(
+        &lan,
+        &[1],
+        Duration::from_secs(10),
+        "keepalived alone",
+        &[&ka],
+    );
+    let mv = maas_vip(&lan, &dir, 0, 150, "s3cret");
+    // It hears no valid master, so it claims too (what keepalived does on a password mismatch).
+    holders_ok(
+        &lan,
+        &[0, 1],
+        Duration::from_secs(10),
+        "maas-vip ignores the wrong password",
+        &[&mv, &ka],
+    );
+    let counted = wait_for(Duration::from_secs(5), || {
+        let out = mv.output();
+        out.contains("dropped advert")
+            && out.contains("reason=auth_pass")
+            && out.contains("count=3")
+    });
+    assert!(counted.is_some(), "{}", mv.output());
+    assert!(
+        !mv.output().contains("reason=higher priority"),
+        "{}",
+        mv.output()
+    );
+    drop(ka);
+}
