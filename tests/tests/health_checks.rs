@@ -342,3 +342,52 @@ async fn per_server_port_override_sends_checks_elsewhere() {
         .starts_with("GET /health "));
     assert!(traffic.last_request.lock().expect("ok").is_empty());
 }
+
+/// A server that sends `reply` (maybe nothing) to each connection and closes it.
+async fn replying(reply: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = l.local_addr().expect("bound");
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf).await;
+                let _ = c.write_all(reply).await;
+                let _ = c.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http_check_fails_on_silence_close_and_garbage() {
+    let closes = replying(b"").await;
+    let ssh = replying(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+    let tcp_ok = replying(b"").await;
+    let mut cfg = check(CheckKind::Http, 100, 1, 1);
+    cfg.timeout = 500 * MS;
+    let reg = registry(cfg.clone(), &[closes, ssh]);
+    let tcp = registry(
+        CheckConfig {
+            kind: CheckKind::Tcp,
+            ..cfg
+        },
+        &[tcp_ok],
+    );
+    let (_tx, rx) = watch::channel(false);
+    let _a = healthcheck::spawn(&reg, rx.clone());
+    let _b = healthcheck::spawn(&tcp, rx);
+    for (reg, name, want) in [
+        (&reg, "r1", CheckResult::Closed),
+        (&reg, "r2", CheckResult::BadResponse),
+        (&tcp, "r1", CheckResult::Connected),
+    ] {
+        let s = state(reg, name);
+        checks_done(&s, 1, 500 * MS + SLACK).await;
+        assert_eq!(s.last_check().map(|r| r.result), Some(want), "{name}");
+        assert_eq!(s.health() == Health::Up, want.passed(), "{name}");
+    }
+}
