@@ -23,6 +23,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# HAProxy needs 2 x maxconn descriptors.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
 for tool in nginx haproxy wrk; do
   command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not installed" >&2; exit 2; }
 done
@@ -60,7 +63,7 @@ done
 # --- HAProxy 2.6, mode tcp, the guide's frontend settings ----------------------------------------
 cat > "$work/haproxy.cfg" <<EOF
 global
-  maxconn 20000
+  maxconn 10000
 defaults
   mode tcp
   timeout connect 5s
@@ -87,7 +90,7 @@ name = "maas"
 bind = ["127.0.0.1:18081"]
 mode = "tcp"
 balance = "roundrobin"
-maxconn = 20000
+maxconn = 10000
 check = { kind = "tcp", interval = "2s" }
 [[frontend.server]]
 name = "r1"

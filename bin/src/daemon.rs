@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use healthcheck::registry::{Frontend as HealthFrontend, Registry, Server as HealthServer};
 use healthcheck::ServerState;
-use lb::{Frontend, Mode};
+use lb::Frontend;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -43,15 +43,6 @@ pub(crate) async fn signals() {
 
 /// Runs the daemon until `shutdown` resolves, then stops in order.
 pub(crate) async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    for f in &cfg.frontend {
-        if f.mode == Mode::Http {
-            anyhow::bail!(
-                "frontend `{}`: mode = \"http\" (L7) is not available in this version; use mode = \"tcp\"",
-                f.name.get_ref()
-            );
-        }
-    }
-
     // Bind everything first: a port we cannot have is a startup failure, not a log line.
     let mut bound = Vec::new();
     for f in &cfg.frontend {

@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub settings: Settings,
     /// Servers.
     pub pool: Pool,
+    /// http mode: idle keep-alive connections, one pool per server (same order as `pool`).
+    pub pools: Box<[crate::l7::ServerPool]>,
 }
 
 /// Frontend-wide counters.
@@ -69,6 +71,21 @@ pub struct FrontendCounters {
     pub bytes_in: AtomicU64,
     /// Bytes to clients.
     pub bytes_out: AtomicU64,
+    /// http mode: requests received.
+    pub requests: AtomicU64,
+    /// http mode: responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub responses: [AtomicU64; 6],
+}
+
+impl FrontendCounters {
+    /// Counts a response by its status class.
+    pub fn count_status(&self, status: u16) {
+        let class = match status {
+            100..=599 => usize::from(status / 100) - 1,
+            _ => 5,
+        };
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A frontend: name, current snapshot, counters and connection limit.
@@ -160,9 +177,7 @@ impl Frontend {
         self.counters.current.fetch_add(1, Ordering::Relaxed);
         match snap.settings.mode {
             Mode::Tcp => crate::l4::proxy(self, &snap, stream, peer).await,
-            // The L7 proxy is its own issue; until it lands, config validation rejects
-            // mode = "http" at run time (see `run_problems`), so this arm is not reached.
-            Mode::Http => crate::l4::proxy(self, &snap, stream, peer).await,
+            Mode::Http => crate::l7::serve(self, &snap, stream, peer).await,
         }
         self.counters.current.fetch_sub(1, Ordering::Relaxed);
     }
@@ -173,6 +188,7 @@ fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {
         Balance::Roundrobin => Algorithm::RoundRobin,
         Balance::Source => Algorithm::Source,
     };
+    let pools = servers.iter().map(|_| Default::default()).collect();
     let members = servers
         .into_iter()
         .zip(&cfg.server)
@@ -192,5 +208,6 @@ fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {
             redirect_root: cfg.redirect_root.as_ref().map(|r| r.get_ref().clone()),
         },
         pool: Pool::new(algorithm, members),
+        pools,
     }
 }

@@ -1,4 +1,5 @@
-//! The proxy of maas-vip: listeners, balancing, connect/retry/redispatch, the L4 copy loop.
+//! The proxy of maas-vip: listeners, balancing, connect/retry/redispatch, the L4 copy loop and
+//! the L7 (HTTP/1.1) proxy.
 //!
 //! # Layout
 //! - [`config`]: the `[[frontend]]` blocks.
@@ -12,6 +13,7 @@ pub use config::{Balance, FrontendConfig, Mode, ServerConfig};
 pub mod balance;
 pub mod frontend;
 pub mod l4;
+pub mod l7;
 pub mod listener;
 
 pub use frontend::{Frontend, FrontendCounters, Settings, Snapshot};

@@ -1,0 +1,666 @@
+//! The L7 proxy (`mode = "http"`): HTTP/1.1 requests balanced one by one.
+//!
+//! - Each request picks its server (a client's keep-alive connection does not pin one, except
+//!   that `balance = "source"` maps every request of a client to the same server).
+//! - Server connections are pooled per server and reused unless `http_server_close`.
+//! - Bodies stream both ways through hyper; nothing is buffered whole.
+//! - A request is resent to another server when it was never sent (refused connect, a pooled
+//!   connection found closed) and, for idempotent methods without a body, when the server
+//!   closed before any response byte. Never otherwise.
+//! - After `101 Switching Protocols` (websocket) the two connections become a tunnel governed
+//!   by `timeout_tunnel` alone.
+//! - The proxy's own answers: 503 when no server is available, 502 when a server fails or sends
+//!   garbage, 504 when it does not answer within `timeout_server`.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use healthcheck::ServerState;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1 as client_http1;
+use hyper::server::conn::http1 as server_http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::balance::Tried;
+use crate::frontend::{Frontend, Snapshot};
+
+/// Body of requests sent to servers: the client's body, or none when a request is replayed.
+type ReqBody = Either<Incoming, Empty<Bytes>>;
+type Sender = client_http1::SendRequest<ReqBody>;
+
+/// Idle connections kept per server.
+const POOL_MAX_IDLE: usize = 256;
+
+/// Idle keep-alive connections to one server.
+#[derive(Default)]
+pub struct ServerPool {
+    idle: Mutex<Vec<Sender>>,
+}
+
+impl std::fmt::Debug for ServerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.idle.lock().map(|v| v.len()).unwrap_or(0);
+        f.debug_struct("ServerPool").field("idle", &n).finish()
+    }
+}
+
+impl ServerPool {
+    /// A connection ready for a request, if one is idle. Closed ones are dropped; one still
+    /// busy with a response body stays for later.
+    fn checkout(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().ok()?;
+        idle.retain(|s| !s.is_closed());
+        let pos = idle.iter().rposition(|s| s.is_ready())?;
+        Some(idle.swap_remove(pos))
+    }
+
+    fn checkin(&self, s: Sender) {
+        if s.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < POOL_MAX_IDLE {
+                idle.push(s);
+            }
+        }
+    }
+}
+
+/// Serves one client connection in http mode.
+pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let io = TokioIo::new(client);
+    let svc = service_fn(|req: Request<Incoming>| async move {
+        Ok::<_, Infallible>(handle(fe, snap, req, peer).await)
+    });
+    let mut builder = server_http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(snap.settings.timeout_client)
+        .keep_alive(true);
+    if let Err(e) = builder.serve_connection(io, svc).with_upgrades().await {
+        debug!(client = %peer, frontend = %fe.name, cause = %e, "client connection ended with an error");
+    }
+}
+
+/// What the access-log line of a request says.
+struct Log {
+    frontend: Arc<str>,
+    client: SocketAddr,
+    method: Method,
+    uri: Uri,
+    server: Option<Arc<ServerState>>,
+    status: u16,
+    start: Instant,
+    connect: Duration,
+    response: Duration,
+    retries: u32,
+    end: &'static str,
+}
+
+impl Log {
+    fn emit(&self, bytes: u64) {
+        let server = self.server.as_ref().map_or("-", |s| s.name.as_str());
+        info!(target: "access", client = %self.client, frontend = %self.frontend,
+            method = %self.method, path = %self.uri, status = self.status, server,
+            connect_ms = ms(self.connect), response_ms = ms(self.response),
+            total_ms = ms(self.start.elapsed()), bytes_out = bytes, retries = self.retries,
+            end = self.end, "http");
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// Response body to the client: the server's streamed body or the proxy's own short one.
+/// Counts bytes and writes the access-log line when the response ends (or is dropped).
+pub struct ProxyBody {
+    inner: Inner,
+    bytes: u64,
+    log: Option<Box<Log>>,
+}
+
+enum Inner {
+    Stream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    fn full(text: &'static str, log: Log) -> ProxyBody {
+        ProxyBody {
+            inner: Inner::Full(Some(Bytes::from_static(text.as_bytes()))),
+            bytes: 0,
+            log: Some(Box::new(log)),
+        }
+    }
+
+    fn finish(&mut self, end: Option<&'static str>) {
+        if let Some(mut log) = self.log.take() {
+            if let Some(server) = &log.server {
+                server.counters.current.fetch_sub(1, Ordering::Relaxed);
+                server
+                    .counters
+                    .bytes_from_server
+                    .fetch_add(self.bytes, Ordering::Relaxed);
+            }
+            if let Some(end) = end {
+                log.end = end;
+            }
+            log.emit(self.bytes);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(s) = this.log.as_ref().and_then(|l| l.server.clone()) {
+                    s.observe_reset();
+                }
+                this.finish(Some("server_error"));
+            }
+            Poll::Ready(None) => this.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away mid-response.
+        self.finish(Some("client_abort"));
+    }
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and those named in Connection.
+/// With `upgrade`, Upgrade and `Connection: upgrade` are kept for the next hop.
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    let mut named: [Option<HeaderName>; 4] = Default::default();
+    let mut n = 0;
+    for v in h.get_all(header::CONNECTION) {
+        for t in v.to_str().unwrap_or("").split(',') {
+            let t = t.trim();
+            if t.is_empty()
+                || t.eq_ignore_ascii_case("close")
+                || t.eq_ignore_ascii_case("keep-alive")
+                || t.eq_ignore_ascii_case("upgrade")
+            {
+                continue;
+            }
+            if let (Ok(name), true) = (HeaderName::from_bytes(t.as_bytes()), n < named.len()) {
+                named[n] = Some(name);
+                n += 1;
+            }
+        }
+    }
+    for name in named.into_iter().flatten() {
+        h.remove(name);
+    }
+    let upgrade_value = if upgrade {
+        h.remove(header::UPGRADE)
+    } else {
+        None
+    };
+    for name in &HOP_BY_HOP {
+        h.remove(name);
+    }
+    if let Some(u) = upgrade_value {
+        h.insert(header::UPGRADE, u);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
+    let ip = match peer.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(std::net::IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let value = match h.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(xff, v);
+    }
+    // This proxy terminates plain HTTP: the client spoke http, whatever it claims.
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// What is needed to send a body-less request again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn request(&self) -> Request<ReqBody> {
+        let mut r = Request::new(Either::Right(Empty::new()));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = client_http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+fn plain(status: StatusCode, text: &'static str, log: Log) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(text, log));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The proxy's own answer, counted and logged.
+fn answer(
+    fe: &Frontend,
+    status: StatusCode,
+    text: &'static str,
+    mut log: Log,
+) -> Response<ProxyBody> {
+    log.status = status.as_u16();
+    fe.counters.count_status(status.as_u16());
+    plain(status, text, log)
+}
+
+async fn handle(
+    fe: &Frontend,
+    snap: &Snapshot,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let s = &snap.settings;
+    let mut log = Log {
+        frontend: fe.name.clone(),
+        client: peer,
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        server: None,
+        status: 0,
+        start: Instant::now(),
+        connect: Duration::ZERO,
+        response: Duration::ZERO,
+        retries: 0,
+        end: "done",
+    };
+    fe.counters.requests.fetch_add(1, Ordering::Relaxed);
+
+    if let Some(target) = &s.redirect_root {
+        if req.uri().path() == "/" && matches!(*req.method(), Method::GET | Method::HEAD) {
+            log.end = "redirect";
+            let mut r = answer(fe, StatusCode::FOUND, "", log);
+            if let Ok(v) = HeaderValue::from_str(target) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            return r;
+        }
+    }
+
+    let upgrade = wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    {
+        let h = req.headers_mut();
+        strip_hop_by_hop(h, upgrade);
+        if s.forwardfor {
+            add_forwarded(h, peer);
+        }
+        if s.http_server_close && !upgrade {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+    let replay = (idempotent(req.method()) && req.body().is_end_stream()).then(|| Replay {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        headers: req.headers().clone(),
+    });
+    let (parts, body) = req.into_parts();
+    let mut pending: Option<Request<ReqBody>> =
+        Some(Request::from_parts(parts, Either::Left(body)));
+
+    let members = snap.pool.members();
+    let mut tried = Tried::default();
+    let mut previous: Option<usize> = None;
+    let mut attempt = 0u32;
+    // Pooled connections found closed do not count as attempts, but are bounded.
+    let mut stale = 0u32;
+    loop {
+        let Some(request) = pending.take() else {
+            // Unreachable by construction: every path that consumes the request returns.
+            return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
+        };
+        let idx = match previous {
+            Some(p) if !s.redispatch && members[p].state.is_available() && attempt > 0 => Some(p),
+            _ => snap.pool.pick(peer.ip(), tried),
+        };
+        let Some(idx) = idx else {
+            log.retries = attempt;
+            log.end = "no_server";
+            fe.counters.no_server.fetch_add(1, Ordering::Relaxed);
+            return answer(
+                fe,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 Service Unavailable: no region is available\n",
+                log,
+            );
+        };
+        let server = &members[idx].state;
+        if attempt > 0 && stale == 0 {
+            fe.counters.retries.fetch_add(1, Ordering::Relaxed);
+            server.counters.retries.fetch_add(1, Ordering::Relaxed);
+            if previous.is_some_and(|p| p != idx) {
+                fe.counters.redispatches.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let t = Instant::now();
+        let pooled = if s.http_server_close || upgrade {
+            None
+        } else {
+            snap.pools[idx].checkout()
+        };
+        let mut sender = match pooled {
+            Some(sender) => sender,
+            None => match connect(server.address, s.timeout_connect).await {
+                Ok(sender) => sender,
+                Err(_) => {
+                    server.observe_connect_failure();
+                    tried.mark(idx);
+                    previous = Some(idx);
+                    pending = Some(request);
+                    if attempt >= s.retries {
+                        log.retries = attempt;
+                        log.end = "connect_failed";
+                        fe.counters.connect_failed.fetch_add(1, Ordering::Relaxed);
+                        return answer(
+                            fe,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "503 Service Unavailable: no region answered\n",
+                            log,
+                        );
+                    }
+                    attempt += 1;
+                    continue;
+                }
+            },
+        };
+        log.connect += t.elapsed();
+        let t = Instant::now();
+        server.counters.total.fetch_add(1, Ordering::Relaxed);
+        let sent = tokio::time::timeout(s.timeout_server, sender.try_send_request(request)).await;
+        log.response = t.elapsed();
+        match sent {
+            Ok(Ok(mut resp)) => {
+                log.retries = attempt;
+                log.status = resp.status().as_u16();
+                fe.counters.count_status(log.status);
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                if switching {
+                    if let Some(client_up) = client_upgrade {
+                        let server_up = hyper::upgrade::on(&mut resp);
+                        let idle = s.timeout_tunnel;
+                        tokio::spawn(tunnel(client_up, server_up, idle));
+                    }
+                } else if !s.http_server_close {
+                    snap.pools[idx].checkin(sender);
+                }
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, switching);
+                server.counters.current.fetch_add(1, Ordering::Relaxed);
+                log.server = Some(server.clone());
+                log.end = if switching { "upgraded" } else { "done" };
+                return Response::from_parts(
+                    parts,
+                    ProxyBody {
+                        inner: Inner::Stream(body),
+                        bytes: 0,
+                        log: Some(Box::new(log)),
+                    },
+                );
+            }
+            Ok(Err(mut e)) => {
+                if let Some(request) = e.take_message() {
+                    // Never sent: the pooled connection was closed. Try again, same rules.
+                    server.counters.total.fetch_sub(1, Ordering::Relaxed);
+                    pending = Some(request);
+                    stale += 1;
+                    if stale <= 8 {
+                        continue;
+                    }
+                    return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
+                }
+                stale = 0;
+                let err = e.into_error();
+                server.observe_reset();
+                log.server = Some(server.clone());
+                let parse = err.is_parse();
+                // Closed before any response byte: an idempotent request without a body
+                // may go again, to another server.
+                if let (Some(r), false, true) = (&replay, parse, attempt < s.retries) {
+                    tried.mark(idx);
+                    previous = Some(idx);
+                    pending = Some(r.request());
+                    attempt += 1;
+                    continue;
+                }
+                log.retries = attempt;
+                log.end = if parse {
+                    "server_garbage"
+                } else {
+                    "server_error"
+                };
+                log.server = None;
+                return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
+            }
+            Err(_) => {
+                log.retries = attempt;
+                log.end = "server_timeout";
+                return answer(
+                    fe,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "504 Gateway Timeout\n",
+                    log,
+                );
+            }
+        }
+    }
+}
+
+/// Copies between the two upgraded connections until both have closed or nothing moved in
+/// either direction for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
+    let (Ok(client), Ok(server)) = tokio::join!(client, server) else {
+        return;
+    };
+    let (mut cr, mut cw) = tokio::io::split(TokioIo::new(client));
+    let (mut sr, mut sw) = tokio::io::split(TokioIo::new(server));
+    let mut cbuf = vec![0u8; 16 * 1024];
+    let mut sbuf = vec![0u8; 16 * 1024];
+    let (mut c_eof, mut s_eof) = (false, false);
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+    while !(c_eof && s_eof) {
+        tokio::select! {
+            r = cr.read(&mut cbuf), if !c_eof => match r {
+                Ok(0) | Err(_) => { c_eof = true; let _ = sw.shutdown().await; }
+                Ok(n) => {
+                    if sw.write_all(&cbuf[..n]).await.is_err() { break; }
+                    sleep.as_mut().reset(Instant::now() + idle);
+                }
+            },
+            r = sr.read(&mut sbuf), if !s_eof => match r {
+                Ok(0) | Err(_) => { s_eof = true; let _ = cw.shutdown().await; }
+                Ok(n) => {
+                    if cw.write_all(&sbuf[..n]).await.is_err() { break; }
+                    sleep.as_mut().reset(Instant::now() + idle);
+                }
+            },
+            () = &mut sleep => {
+                debug!("tunnel idle for {idle:?}, closing");
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::HOST, HeaderValue::from_static("maas"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn upgrade_headers_survive_for_websockets() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.get(header::UPGRADE).map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            h.get(header::CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, SocketAddr::from(([10, 0, 0, 5], 4000)));
+        assert_eq!(
+            h.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"10.0.0.5"[..])
+        );
+        add_forwarded(&mut h, SocketAddr::from(([10, 0, 0, 6], 4000)));
+        assert_eq!(
+            h.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"10.0.0.5, 10.0.0.6"[..])
+        );
+        assert_eq!(
+            h.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            Some(&b"http"[..])
+        );
+    }
+}

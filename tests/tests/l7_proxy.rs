@@ -1,0 +1,445 @@
+//! The L7 proxy (`mode = "http"`) against loopback hyper servers on port 0.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use maas_vip_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A body of `remaining` zero bytes in 64 KiB chunks, generated as it is read.
+struct Zeros {
+    remaining: u64,
+}
+
+impl Body for Zeros {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(64 * 1024);
+        self.remaining -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![0u8; n as usize])))))
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<ServerBody>> + Send>>
+        + Send
+        + Sync,
+>;
+type ServerBody = http_body_util::Either<Full<Bytes>, Zeros>;
+
+fn text(s: String) -> Response<ServerBody> {
+    Response::new(http_body_util::Either::Left(Full::new(Bytes::from(s))))
+}
+
+/// A hyper HTTP/1.1 server on 127.0.0.1:0; counts the connections it accepted.
+async fn server(handler: Handler) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::Relaxed);
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let h = h.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// A server answering its name and what it saw of the request.
+async fn named(name: &'static str) -> SocketAddr {
+    server(Arc::new(move |req: Request<Incoming>| {
+        Box::pin(async move {
+            let h = req.headers();
+            let get = |k: &str| {
+                h.get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            text(format!(
+                "{name}|xff={}|proto={}|host={}|conn={}",
+                get("x-forwarded-for"),
+                get("x-forwarded-proto"),
+                get("host"),
+                get("connection")
+            ))
+        })
+    }))
+    .await
+    .0
+}
+
+type Client = hyper::client::conn::http1::SendRequest<http_body_util::Either<Empty<Bytes>, Zeros>>;
+
+async fn client(addr: SocketAddr) -> Client {
+    let s = TcpStream::connect(addr).await.expect("connect to proxy");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .expect("handshake");
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+}
+
+fn get(path: &str) -> Request<http_body_util::Either<Empty<Bytes>, Zeros>> {
+    Request::builder()
+        .uri(path)
+        .header("host", "maas.example")
+        .body(http_body_util::Either::Left(Empty::new()))
+        .expect("request")
+}
+
+async fn send(
+    c: &mut Client,
+    req: Request<http_body_util::Either<Empty<Bytes>, Zeros>>,
+) -> (StatusCode, String) {
+    c.ready().await.expect("ready");
+    let resp = tokio::time::timeout(Duration::from_secs(10), c.send_request(req))
+        .await
+        .expect("answer in time")
+        .expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn http_frontend(extra: &str, servers: &[(&str, SocketAddr)]) -> TestFrontend {
+    TestFrontend::start(&format!("mode = \"http\"\n{extra}"), servers).await
+}
+
+#[tokio::test]
+async fn each_request_on_one_client_connection_is_balanced() {
+    let servers = [
+        ("r1", named("r1").await),
+        ("r2", named("r2").await),
+        ("r3", named("r3").await),
+    ];
+    let fe = http_frontend("", &servers).await;
+    let mut c = client(fe.addr).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..9 {
+        let (status, body) = send(&mut c, get("/MAAS/api/2.0/version/")).await;
+        assert_eq!(status, StatusCode::OK);
+        let name = body.split('|').next().unwrap_or("").to_string();
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 3), "{seen:?}");
+    assert_eq!(fe.frontend.counters.responses[1].load(Ordering::Relaxed), 9);
+}
+
+#[tokio::test]
+async fn forwarded_headers_added_and_host_kept() {
+    let fe = http_frontend("", &[("r1", named("r1").await)]).await;
+    let mut c = client(fe.addr).await;
+    let mut req = get("/x");
+    req.headers_mut()
+        .insert("x-forwarded-for", "192.0.2.1".parse().expect("value"));
+    req.headers_mut()
+        .insert("connection", "keep-alive".parse().expect("value"));
+    let (_, body) = send(&mut c, req).await;
+    assert_eq!(
+        body,
+        "r1|xff=192.0.2.1, 127.0.0.1|proto=http|host=maas.example|conn="
+    );
+}
+
+#[tokio::test]
+async fn server_connections_are_reused_unless_http_server_close() {
+    let (addr, conns) = server(Arc::new(|_req| Box::pin(async { text("ok".into()) }))).await;
+    let fe = http_frontend("", &[("r1", addr)]).await;
+    let mut c = client(fe.addr).await;
+    for _ in 0..20 {
+        assert_eq!(send(&mut c, get("/")).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        conns.load(Ordering::Relaxed),
+        1,
+        "server connection not reused"
+    );
+
+    let (addr, conns) = server(Arc::new(|_req| Box::pin(async { text("ok".into()) }))).await;
+    let fe = http_frontend("http_server_close = true", &[("r1", addr)]).await;
+    let mut c = client(fe.addr).await;
+    for _ in 0..5 {
+        assert_eq!(send(&mut c, get("/")).await.0, StatusCode::OK);
+    }
+    assert_eq!(conns.load(Ordering::Relaxed), 5);
+}
+
+#[tokio::test]
+async fn no_server_available_is_503() {
+    let fe = http_frontend("", &[("dead", refused_addr()), ("dead2", refused_addr())]).await;
+    let mut c = client(fe.addr).await;
+    let (status, body) = send(&mut c, get("/")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // Health says down: 503 at once, without trying.
+    fe.servers[0].set_health(healthcheck::Health::Down);
+    fe.servers[1].set_health(healthcheck::Health::Down);
+    let (status, _) = send(&mut c, get("/")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_dead_region_costs_no_error() {
+    let servers = [
+        ("r1", named("r1").await),
+        ("dead", refused_addr()),
+        ("r3", named("r3").await),
+    ];
+    let fe = http_frontend("", &servers).await;
+    let mut c = client(fe.addr).await;
+    for _ in 0..30 {
+        assert_eq!(send(&mut c, get("/")).await.0, StatusCode::OK);
+    }
+    assert!(fe.frontend.counters.redispatches.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_504() {
+    let fe = http_frontend(
+        "timeout_server = \"300ms\"",
+        &[("silent", silent_server().await)],
+    )
+    .await;
+    let mut c = client(fe.addr).await;
+    let t = Instant::now();
+    let (status, _) = send(&mut c, get("/")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(t.elapsed() >= Duration::from_millis(280));
+}
+
+/// A server that reads the request head and resets the connection.
+async fn resetting_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b).await;
+            seen.fetch_add(1, Ordering::Relaxed);
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    });
+    (addr, n)
+}
+
+#[tokio::test]
+async fn a_server_that_resets_is_502_for_post_and_retried_for_get() {
+    let (rst, hits) = resetting_server().await;
+    let fe = http_frontend("", &[("rst", rst), ("r2", named("r2").await)]).await;
+    let mut c = client(fe.addr).await;
+    // Round robin starts at `rst`. A GET went out, the server closed before answering: the GET
+    // is idempotent and has no body, so it goes again to r2.
+    let (status, body) = send(&mut c, get("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("r2"), "{body}");
+    assert_eq!(hits.load(Ordering::Relaxed), 1);
+    // A POST that reached `rst` is not resent: 502, and `rst` saw it exactly once.
+    let mut got_502 = false;
+    for _ in 0..3 {
+        let before = hits.load(Ordering::Relaxed);
+        let mut post = get("/MAAS/api/2.0/machines/");
+        *post.method_mut() = Method::POST;
+        let (status, body) = send(&mut c, post).await;
+        if hits.load(Ordering::Relaxed) > before {
+            assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+            assert_eq!(hits.load(Ordering::Relaxed), before + 1);
+            got_502 = true;
+            break;
+        }
+        // It was r2's turn.
+        assert!(body.starts_with("r2"), "{body}");
+    }
+    assert!(got_502);
+}
+
+#[tokio::test]
+async fn a_post_is_retried_after_a_refused_connect() {
+    let fe = http_frontend("", &[("dead", refused_addr()), ("r2", named("r2").await)]).await;
+    let mut c = client(fe.addr).await;
+    let mut post = Request::builder()
+        .method(Method::POST)
+        .uri("/MAAS/api/2.0/machines/")
+        .body(http_body_util::Either::Right(Zeros { remaining: 1000 }))
+        .expect("request");
+    post.headers_mut()
+        .insert("host", "maas".parse().expect("value"));
+    let (status, body) = send(&mut c, post).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("r2"), "{body}");
+}
+
+#[tokio::test]
+async fn redirect_of_root() {
+    let fe = http_frontend("redirect_root = \"/MAAS/\"", &[("r1", named("r1").await)]).await;
+    let mut c = client(fe.addr).await;
+    c.ready().await.expect("ready");
+    let resp = c.send_request(get("/")).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(
+        resp.headers().get("location").map(|v| v.as_bytes()),
+        Some(&b"/MAAS/"[..])
+    );
+    let _ = resp.into_body().collect().await;
+    // Other paths go through.
+    let (status, body) = send(&mut c, get("/MAAS/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("r1"));
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn large_upload_and_download_stream_with_bounded_memory() {
+    const SIZE: u64 = 200 * 1024 * 1024;
+    let (addr, _) = server(Arc::new(|req: Request<Incoming>| {
+        Box::pin(async move {
+            if req.method() == Method::POST {
+                let mut body = req.into_body();
+                let mut n = 0u64;
+                while let Some(Ok(f)) = body.frame().await {
+                    if let Some(d) = f.data_ref() {
+                        n += d.len() as u64;
+                    }
+                }
+                text(format!("{n}"))
+            } else {
+                Response::new(http_body_util::Either::Right(Zeros { remaining: SIZE }))
+            }
+        })
+    }))
+    .await;
+    let fe = http_frontend("", &[("r1", addr)]).await;
+    let before = peak_rss_kib();
+    let mut c = client(fe.addr).await;
+    let mut up = Request::builder()
+        .method(Method::POST)
+        .uri("/MAAS/api/2.0/boot-resources/")
+        .body(http_body_util::Either::Right(Zeros { remaining: SIZE }))
+        .expect("request");
+    up.headers_mut()
+        .insert("host", "maas".parse().expect("value"));
+    let (status, body) = send(&mut c, up).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, SIZE.to_string());
+
+    c.ready().await.expect("ready");
+    let resp = c.send_request(get("/image")).await.expect("response");
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(f) = body.frame().await {
+        if let Some(d) = f.expect("frame").data_ref() {
+            n += d.len() as u64;
+        }
+    }
+    assert_eq!(n, SIZE);
+    let grown_mib = peak_rss_kib().saturating_sub(before) / 1024;
+    // Client, proxy and server share this process; buffering a body whole would add 200 MiB.
+    assert!(grown_mib < 64, "peak RSS grew by {grown_mib} MiB");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_becomes_a_tunnel_beyond_client_and_server_timeouts() {
+    // A server that accepts the upgrade and echoes afterwards.
+    let (addr, _) = server(Arc::new(|mut req: Request<Incoming>| {
+        Box::pin(async move {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let mut io = TokioIo::new(up);
+                    let mut b = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut b).await {
+                        if n == 0 || io.write_all(&b[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            let mut r = text(String::new());
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut()
+                .insert("upgrade", "websocket".parse().expect("value"));
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().expect("value"));
+            r
+        })
+    }))
+    .await;
+    let fe = http_frontend(
+        "timeout_client = \"200ms\"\ntimeout_server = \"200ms\"\ntimeout_tunnel = \"5s\"",
+        &[("ws", addr)],
+    )
+    .await;
+    let mut s = TcpStream::connect(fe.addr).await.expect("connect");
+    s.write_all(b"GET /MAAS/ws HTTP/1.1\r\nHost: maas\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.expect("response head");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Pings 500 ms apart: longer than client and server timeouts.
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let msg = format!("ping{i}");
+        s.write_all(msg.as_bytes()).await.expect("write");
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut back))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        assert_eq!(back, msg.as_bytes());
+    }
+}
