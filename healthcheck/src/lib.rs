@@ -20,7 +20,31 @@
 //! apart; first checks are spread over one interval. Connect failures and resets reported by
 //! the proxy do not by themselves take a server down (a reset may be the client's doing), but
 //! make its checker probe it at once, at most every 100ms, so a region dying between two
-//! checks is ejected after `fall` fast checks instead of `fall` intervals.
+//! checks is ejected after `fall` fast checks instead of `fall` intervals. Servers drained or
+//! in maintenance are still checked, so `/status` tells whether they may be enabled again.
+//! A server may change its frontend's check with a [`CheckOverride`] (port, intervals,
+//! timeout, rise, fall), as HAProxy's `server` lines do.
+//!
+//! # Use
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use healthcheck::*;
+//! # async fn f() {
+//! let r1 = Arc::new(ServerState::new("r1", "10.0.0.11:5240".parse().expect("literal"), false));
+//! // The proxy gets the same `Arc<ServerState>`s and reads `is_available()`.
+//! let registry = Arc::new(Registry::new(vec![Frontend::new(
+//!     "maas",
+//!     CheckConfig::default(),
+//!     vec![Server::new(r1, true)],
+//! )]));
+//! let (stop, shutdown) = tokio::sync::watch::channel(false);
+//! let checks = healthcheck::spawn(&registry, shutdown);
+//! assert_eq!(registry.any_available("maas"), Some(true)); // for VRRP track_backends
+//! let json = registry.status_json(); // for GET /status
+//! stop.send(true).ok();
+//! checks.await.ok();
+//! # }
+//! ```
 //!
 //! This crate does not proxy anything and knows nothing of VRRP.
 
