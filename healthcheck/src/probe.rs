@@ -156,6 +156,29 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = b"HTTP/1.0 2345\r\n x";
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..40);
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    if rng.random_bool(0.8) {
+                        alphabet[rng.random_range(0..alphabet.len())]
+                    } else {
+                        rng.random()
+                    }
+                })
+                .collect();
+            let r = judge(&bytes, None);
+            if let Some(s) = r.http_status() {
+                assert!((100..=599).contains(&s), "{bytes:?}");
+            }
+        }
+    }
+
+    #[test]
     fn verdicts() {
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
         assert_eq!(judge(ok, None), CheckResult::HttpOk(200));

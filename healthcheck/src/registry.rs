@@ -135,6 +135,18 @@ impl Registry {
             .map(|s| Arc::clone(&s.state))
     }
 
+    /// For a reload: the state of the server `name` of `frontend` if it still has `address`,
+    /// so that its health, counters and admin state carry over into the new config; `None`
+    /// for a new or moved server (make a fresh [`ServerState`]).
+    pub fn reuse(
+        &self,
+        frontend: &str,
+        name: &str,
+        address: SocketAddr,
+    ) -> Option<Arc<ServerState>> {
+        self.server(frontend, name).filter(|s| s.address == address)
+    }
+
     /// For VRRP `track_backends`: `Some(true)` if at least one server of `frontend` takes new
     /// connections (healthy, neither drained nor disabled), `None` if no such frontend.
     /// Allocation-free.
@@ -417,6 +429,18 @@ mod tests {
         assert_eq!(reg.any_available("maas"), None);
         let again = reg.server("other", "r1").expect("moved");
         assert!(Arc::ptr_eq(&r1, &again));
+        let kept = reg
+            .reuse("other", "r1", addr("10.0.0.11:5240"))
+            .expect("same address");
+        assert!(Arc::ptr_eq(&r1, &kept));
+        assert!(
+            reg.reuse("other", "r1", addr("10.0.0.11:5241")).is_none(),
+            "moved"
+        );
+        assert!(
+            reg.reuse("maas", "r1", addr("10.0.0.11:5240")).is_none(),
+            "gone"
+        );
         assert_eq!(reg.frontends().len(), 1);
     }
 
