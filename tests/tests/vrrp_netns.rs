@@ -57,8 +57,12 @@ fn bin() -> PathBuf {
 }
 
 fn start(lan: &Lan, dir: &Path, host: usize, prio: u8, extra: &str) -> Proc {
+    start_raw(lan, dir, host, &config(prio, extra))
+}
+
+fn start_raw(lan: &Lan, dir: &Path, host: usize, text: &str) -> Proc {
     let conf = dir.join(format!("h{host}.toml"));
-    std::fs::write(&conf, config(prio, extra)).expect("config");
+    std::fs::write(&conf, text).expect("config");
     Proc::spawn(
         &lan.hosts[host].ns,
         bin(),
@@ -435,4 +439,199 @@ fn vrrp_link_down_fails_over() {
         &[&d0, &d1],
     );
     assert_stable(&lan, &[0], Duration::from_secs(2), "after link up");
+}
+
+#[test]
+fn vrrp_vip_removed_by_someone_else_is_added_back() {
+    if !check_or_skip("vrrp_vip_removed_by_someone_else_is_added_back") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let d0 = start(&lan, dir.path(), 0, 150, "");
+    let d1 = start(&lan, dir.path(), 1, 120, "");
+    wait_holders(&lan, &[0], Duration::from_secs(10), "election", &[&d0, &d1]);
+    lan.hosts[0]
+        .ns
+        .ip(&["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+    let t = wait_for(Duration::from_secs(3), || lan.hosts[0].has(VIP));
+    assert!(t.is_some(), "not re-added: {}", d0.output());
+    eprintln!("VIP re-added {:?} after its removal", t.unwrap_or_default());
+    assert!(d0.output().contains("adding it back"), "{}", d0.output());
+    assert_stable(&lan, &[0], Duration::from_secs(2), "after re-adding");
+    drop(d1);
+}
+
+#[test]
+fn vrrp_two_instances_in_one_process() {
+    if !check_or_skip("vrrp_two_instances_in_one_process") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let vip2 = Ipv4Addr::new(10, 99, 0, 101);
+    let two = |p51: u8, p52: u8| {
+        format!(
+            r#"
+[[vrrp]]
+name = "vi_51"
+interface = "eth0"
+virtual_router_id = 51
+priority = {p51}
+virtual_ipaddresses = ["{VIP}/24"]
+
+[[vrrp]]
+name = "vi_52"
+interface = "eth0"
+virtual_router_id = 52
+priority = {p52}
+virtual_ipaddresses = ["{vip2}/24"]
+"#
+        )
+    };
+    let mut d0 = start_raw(&lan, dir.path(), 0, &two(150, 100));
+    let d1 = start_raw(&lan, dir.path(), 1, &two(100, 150));
+    wait_holders(&lan, &[0], Duration::from_secs(10), "vrid 51", &[&d0, &d1]);
+    assert!(
+        wait_for(Duration::from_secs(10), || lan.holders(vip2) == [1]).is_some(),
+        "vrid 52 holders {:?}",
+        lan.holders(vip2)
+    );
+    for _ in 0..20 {
+        assert_eq!(lan.holders(VIP), [0]);
+        assert_eq!(lan.holders(vip2), [1]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d0.output().contains("instance=vi_51"));
+    assert!(d0.output().contains("instance=vi_52"));
+    // One SIGTERM releases only what that process held.
+    d0.signal("TERM");
+    wait_holders(
+        &lan,
+        &[1],
+        Duration::from_secs(3),
+        "vrid 51 after SIGTERM",
+        &[&d0, &d1],
+    );
+    assert_eq!(lan.holders(vip2), [1]);
+    assert_eq!(
+        d0.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn vrrp_unicast_peers() {
+    if !check_or_skip("vrrp_unicast_peers") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let (mut cap, pcap) = capture(&lan, 1, dir.path());
+    let d0 = start(
+        &lan,
+        dir.path(),
+        0,
+        150,
+        r#"unicast_peers = ["10.99.0.12"]"#,
+    );
+    let d1 = start(
+        &lan,
+        dir.path(),
+        1,
+        120,
+        r#"unicast_peers = ["10.99.0.11"]"#,
+    );
+    wait_holders(&lan, &[0], Duration::from_secs(10), "election", &[&d0, &d1]);
+    assert_stable(&lan, &[0], Duration::from_secs(2), "unicast master");
+    cap.signal("INT");
+    cap.wait_exit(Duration::from_secs(5));
+    let adverts: Vec<Vec<u8>> = pcap_frames(&pcap)
+        .into_iter()
+        .filter(|f| f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == 112)
+        .collect();
+    assert!(!adverts.is_empty());
+    for f in &adverts {
+        let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+        let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+        let want = if src == Ipv4Addr::new(10, 99, 0, 11) {
+            Ipv4Addr::new(10, 99, 0, 12)
+        } else {
+            Ipv4Addr::new(10, 99, 0, 11)
+        };
+        assert_eq!(dst, want, "unicast advert from {src}");
+    }
+    let mut d0 = d0;
+    d0.kill9();
+    let t = wait_holders(
+        &lan,
+        &[0, 1],
+        Duration::from_secs(8),
+        "unicast takeover",
+        &[&d1],
+    );
+    assert!(t <= KILL_BOUND, "{t:?}");
+}
+
+#[test]
+fn vrrp_track_backends_lowers_priority() {
+    if !check_or_skip("vrrp_track_backends_lowers_priority") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    // The only region of host 0's frontend, inside host 0.
+    let region = || {
+        Proc::spawn(
+            &lan.hosts[0].ns,
+            "python3",
+            &["-m", "http.server", "5240", "--bind", "127.0.0.1"],
+            &[],
+            dir.path().join("region.log"),
+        )
+    };
+    let mut r = region();
+    let frontend = r#"
+track_backends = { frontend = "maas", weight = -50 }
+
+[[frontend]]
+name = "maas"
+bind = ["127.0.0.1:8080"]
+check = { kind = "tcp", interval = "200ms", timeout = "1s", rise = 1, fall = 1 }
+
+[[frontend.server]]
+name = "region-1"
+address = "127.0.0.1:5240"
+"#;
+    let d0 = start(&lan, dir.path(), 0, 150, frontend);
+    let d1 = start(&lan, dir.path(), 1, 120, "");
+    wait_holders(&lan, &[0], Duration::from_secs(15), "election", &[&d0, &d1]);
+    // No live region: 150 - 50 = 100 < 120, so host 1 preempts.
+    r.kill9();
+    let t = wait_holders(
+        &lan,
+        &[1],
+        Duration::from_secs(10),
+        "no backend",
+        &[&d0, &d1],
+    );
+    eprintln!("track_backends: host 1 took over {t:?} after the region died");
+    assert!(
+        d0.output().contains("track_backends changed"),
+        "{}",
+        d0.output()
+    );
+    // The region is back: 150 again, host 0 preempts.
+    let _r = region();
+    wait_holders(
+        &lan,
+        &[0],
+        Duration::from_secs(10),
+        "backend back",
+        &[&d0, &d1],
+    );
 }

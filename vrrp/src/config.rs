@@ -14,7 +14,7 @@ use serde_spanned::Spanned;
 pub type Problem = Spanned<String>;
 
 /// One VRRP instance (keepalived's `vrrp_instance`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VrrpConfig {
     /// Instance name, used in logs, metrics and notify arguments.
@@ -120,7 +120,7 @@ impl std::str::FromStr for Vip {
 }
 
 /// `track_backends = { frontend = "maas", weight = -50 }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackBackends {
     /// Name of a `[[frontend]]` of the same config.
@@ -131,7 +131,7 @@ pub struct TrackBackends {
 }
 
 /// `[[vrrp.track_script]]` (keepalived's `vrrp_script` + `track_script`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackScript {
     /// Name used in logs.

@@ -316,26 +316,19 @@ impl Instance {
 
     /// Sum of the weights that apply and whether a weight-0 tracker fails.
     fn tracking(&self) -> (i32, bool) {
-        let mut weight = 0;
-        let mut fault = false;
-        for (ts, good) in self.cfg.track_script.iter().zip(&self.scripts_good) {
-            match (ts.weight, good) {
-                (0, false) => fault = true,
-                (w, true) if w > 0 => weight += w,
-                (w, false) if w < 0 => weight += w,
-                _ => {}
-            }
-        }
-        if let Some(tb) = &self.cfg.track_backends {
-            if self.backends_bad {
-                if tb.weight == 0 {
-                    fault = true;
-                } else {
-                    weight += tb.weight;
-                }
-            }
-        }
-        (weight, fault)
+        let scripts: Vec<(i32, bool)> = self
+            .cfg
+            .track_script
+            .iter()
+            .zip(&self.scripts_good)
+            .map(|(ts, good)| (ts.weight, *good))
+            .collect();
+        let backends = self
+            .cfg
+            .track_backends
+            .as_ref()
+            .map(|tb| (tb.weight, !self.backends_bad));
+        combine_tracking(&scripts, backends)
     }
 
     fn probe_backends(&mut self) -> bool {
@@ -389,6 +382,7 @@ impl Instance {
         backends_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         let mut link_event = None;
+        let mut recv_pause = false;
         let result = loop {
             let deadline = self
                 .machine
@@ -414,11 +408,15 @@ impl Instance {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        if e.raw_os_error() == Some(libc::ENETDOWN) {
-                            debug!(error = %e, "receive on a down interface");
+                        // Errors queued on a raw socket (ENETDOWN while the link flaps, ...)
+                        // are transient: report them and go on, after a pause so that a
+                        // persistent one cannot spin.
+                        if self.link_up {
+                            warn!(error = %e, "receiving adverts");
                         } else {
-                            break Err(VrrpError::Socket { iface: self.iface.clone(), source: e });
+                            debug!(error = %e, "receiving adverts on a down interface");
                         }
+                        recv_pause = true;
                     }
                 },
                 Some(ev) = self.link_events.recv() => link_event = Some(ev),
@@ -436,6 +434,10 @@ impl Instance {
                         self.machine.set_tracking(Instant::now(), w, f);
                     }
                 }
+            }
+            if recv_pause {
+                recv_pause = false;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if let Some(ev) = link_event.take() {
                 self.on_link_event(ev).await;
@@ -572,6 +574,23 @@ impl Instance {
     }
 }
 
+/// keepalived's rules for tracked objects, each given as `(weight, good)`: weight 0 failing
+/// means FAULT; a positive weight is added while good, a negative one while failing. Returns
+/// the sum to add to the priority and whether the instance is in FAULT.
+fn combine_tracking(scripts: &[(i32, bool)], backends: Option<(i32, bool)>) -> (i32, bool) {
+    let mut weight = 0;
+    let mut fault = false;
+    for (w, good) in scripts.iter().copied().chain(backends) {
+        match (w, good) {
+            (0, false) => fault = true,
+            (w, true) if w > 0 => weight += w,
+            (w, false) if w < 0 => weight += w,
+            _ => {}
+        }
+    }
+    (weight, fault)
+}
+
 fn log_reject(m: &Machine, reason: Reject, from: Ipv4Addr) {
     let count = m.stats().rejected(reason);
     if reason == Reject::Vrid || reason == Reject::Own {
@@ -581,5 +600,34 @@ fn log_reject(m: &Machine, reason: Reject, from: Ipv4Addr) {
     // Log the first few and then every 100th, so a flood cannot flood the journal.
     if count <= 5 || count.is_multiple_of(100) {
         warn!(%from, reason = %reason, count, "dropped advert");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::combine_tracking;
+
+    #[test]
+    fn tracking_follows_keepalived() {
+        assert_eq!(combine_tracking(&[], None), (0, false));
+        // Weight 0 failing: FAULT; succeeding: nothing.
+        assert_eq!(combine_tracking(&[(0, false)], None), (0, true));
+        assert_eq!(combine_tracking(&[(0, true)], None), (0, false));
+        // Negative weights apply while failing, positive ones while good.
+        assert_eq!(
+            combine_tracking(&[(-30, false), (20, true)], None),
+            (-10, false)
+        );
+        assert_eq!(
+            combine_tracking(&[(-30, true), (20, false)], None),
+            (0, false)
+        );
+        // track_backends: (-50, no live server) lowers; weight 0 means FAULT.
+        assert_eq!(combine_tracking(&[], Some((-50, false))), (-50, false));
+        assert_eq!(combine_tracking(&[], Some((-50, true))), (0, false));
+        assert_eq!(
+            combine_tracking(&[(10, true)], Some((0, false))),
+            (10, true)
+        );
     }
 }
