@@ -63,7 +63,7 @@ done
 # --- HAProxy 2.6, mode tcp, the guide's frontend settings ----------------------------------------
 cat > "$work/haproxy.cfg" <<EOF
 global
-  maxconn 10000
+  maxconn 8000
 defaults
   mode tcp
   timeout connect 5s
@@ -80,7 +80,7 @@ backend maas
   server r2 127.0.0.1:15242
   server r3 127.0.0.1:15243
 EOF
-haproxy -f "$work/haproxy.cfg" -q &
+haproxy -f "$work/haproxy.cfg" -q 2>"$work/haproxy.log" &
 pids+=($!)
 
 # --- maas-vip, mode tcp ------------------------------------------------------------------------
@@ -90,7 +90,7 @@ name = "maas"
 bind = ["127.0.0.1:18081"]
 mode = "tcp"
 balance = "roundrobin"
-maxconn = 10000
+maxconn = 8000
 check = { kind = "tcp", interval = "2s" }
 [[frontend.server]]
 name = "r1"
@@ -114,6 +114,7 @@ wait_port() {
     sleep 0.1
   done
   echo "compare.sh: nothing listens on 127.0.0.1:$1" >&2
+  tail -n 5 "$work"/*.log >&2 || true
   exit 1
 }
 for p in 15241 15242 15243 18080 18081; do wait_port "$p"; done

@@ -41,6 +41,10 @@ pub(crate) struct AdminConfig {
     /// Address of the endpoint.
     #[serde(default = "default_admin_bind")]
     pub(crate) bind: Spanned<SocketAddr>,
+    /// Bearer token required on every request (`Authorization: Bearer <token>`); required when
+    /// `bind` is not a loopback address.
+    #[serde(default)]
+    pub(crate) token: Option<Spanned<String>>,
 }
 
 impl Default for AdminConfig {
@@ -48,6 +52,7 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             bind: default_admin_bind(),
+            token: None,
         }
     }
 }
@@ -338,6 +343,25 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
                     ),
                 );
             }
+        }
+    }
+    if admin.enabled && !admin.bind.get_ref().ip().is_loopback() && admin.token.is_none() {
+        error(
+            findings,
+            located(admin.bind.span()),
+            format!(
+                "admin bind {} is not loopback: set `token` too, or anyone who reaches it can drain servers",
+                admin.bind.get_ref()
+            ),
+        );
+    }
+    if let Some(t) = &admin.token {
+        if t.get_ref().len() < 16 || t.get_ref().bytes().any(|b| !b.is_ascii_graphic()) {
+            error(
+                findings,
+                located(t.span()),
+                "admin `token` must be at least 16 printable characters without spaces".into(),
+            );
         }
     }
     if admin.enabled {

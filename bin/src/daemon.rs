@@ -1,153 +1,495 @@
-//! Wiring of the daemon: listeners, health checks, proxy, VRRP, admin endpoint, signals.
+//! Wiring of the daemon: listeners, health checks, proxy, VRRP, admin endpoint, signals,
+//! live reload.
 //!
 //! Shutdown runs in a fixed order: VRRP first (priority 0 advert, VIPs removed, so a peer takes
 //! over while this host still serves), then listeners stop accepting and established
 //! connections get `shutdown_grace` to finish.
+//!
+//! Reload (SIGHUP) reads and validates the file; on any error the running config stays and the
+//! reason is logged. Otherwise it is applied without dropping established connections:
+//! servers are matched by name and address (a kept server keeps its health and counters),
+//! listeners by address (a kept address keeps its socket), VRRP instances by name (an
+//! unchanged one keeps running; a changed one is restarted, which releases its VIP first).
 
-use std::future::Future;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use healthcheck::registry::{Frontend as HealthFrontend, Registry, Server as HealthServer};
 use healthcheck::ServerState;
-use lb::Frontend;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tracing::{info, warn};
+use lb::{Frontend, FrontendConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+use vrrp::VrrpConfig;
 
-use crate::config::Config;
+use crate::config::{AdminConfig, Config};
 
-/// Resolves on SIGTERM or SIGINT. SIGHUP is caught and logged: live reload is not in this
-/// version yet, and the default action of SIGHUP would kill the daemon.
-pub(crate) async fn signals() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: stopping"); return; }
-            _ = int.recv() => { info!("SIGINT: stopping"); return; }
-            _ = hup.recv() => {
-                warn!("SIGHUP: live reload is not available in this version; restart to apply a new config");
-            }
-        }
-    }
+/// What the signal task asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// SIGHUP: re-read the config.
+    Reload,
+    /// SIGTERM or SIGINT: stop.
+    Stop,
 }
 
-/// Runs the daemon until `shutdown` resolves, then stops in order.
-pub(crate) async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    // Bind everything first: a port we cannot have is a startup failure, not a log line.
-    let mut bound = Vec::new();
-    for f in &cfg.frontend {
-        let mut listeners = Vec::new();
-        for addr in f.bind.get_ref() {
-            let l = lb::listener::bind(*addr)
-                .with_context(|| format!("frontend `{}`", f.name.get_ref()))?;
-            listeners.push(l);
+/// Forwards SIGHUP, SIGTERM and SIGINT to `tx`.
+pub(crate) fn signals(tx: mpsc::Sender<Signal>) -> anyhow::Result<JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let s = tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: stopping"); Signal::Stop }
+                _ = int.recv() => { info!("SIGINT: stopping"); Signal::Stop }
+                _ = hup.recv() => { info!("SIGHUP: reloading the config"); Signal::Reload }
+            };
+            if tx.send(s).await.is_err() {
+                return;
+            }
         }
-        bound.push(listeners);
-    }
-    let admin_listener = if cfg.admin.enabled {
-        let addr = *cfg.admin.bind.get_ref();
-        Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("admin endpoint: cannot bind {addr}"))?,
-        )
-    } else {
-        None
-    };
+    }))
+}
 
-    // One ServerState per server, shared by checks, proxy and admin endpoint.
-    let mut frontends = Vec::new();
-    let mut health = Vec::new();
-    for f in &cfg.frontend {
-        let states: Vec<Arc<ServerState>> = f
-            .server
-            .iter()
-            .map(|s| {
-                Arc::new(ServerState::new(
+struct ListenerTask {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+struct FrontendRt {
+    fe: Arc<Frontend>,
+    states: Vec<Arc<ServerState>>,
+    listeners: HashMap<SocketAddr, ListenerTask>,
+}
+
+struct VrrpRt {
+    cfg: VrrpConfig,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), vrrp::VrrpError>>,
+}
+
+struct AdminRt {
+    cfg: AdminConfig,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Everything running, keyed so that a reload can tell what changed.
+struct Daemon {
+    path: PathBuf,
+    cfg: Config,
+    frontends: HashMap<String, FrontendRt>,
+    /// Frontends removed by a reload whose connections may still be running.
+    retired: Vec<Arc<Frontend>>,
+    registry: Arc<Registry>,
+    checks: (watch::Sender<bool>, JoinHandle<()>),
+    vrrp: HashMap<String, VrrpRt>,
+    admin: Option<AdminRt>,
+}
+
+/// Server states for `cfg`, reusing those of `old` with the same name and address.
+fn server_states(cfg: &FrontendConfig, old: Option<&FrontendRt>) -> Vec<Arc<ServerState>> {
+    cfg.server
+        .iter()
+        .map(|s| {
+            let kept = old.and_then(|o| {
+                o.states
+                    .iter()
+                    .find(|st| st.name == *s.name.get_ref() && st.address == *s.address.get_ref())
+            });
+            match kept {
+                Some(st) => st.clone(),
+                None => Arc::new(ServerState::new(
                     s.name.get_ref().clone(),
                     *s.address.get_ref(),
                     s.disabled,
-                ))
+                )),
+            }
+        })
+        .collect()
+}
+
+fn health_frontend(cfg: &FrontendConfig, states: &[Arc<ServerState>]) -> HealthFrontend {
+    HealthFrontend::new(
+        cfg.name.get_ref().clone(),
+        cfg.check.clone(),
+        states
+            .iter()
+            .zip(&cfg.server)
+            .map(|(st, s)| {
+                HealthServer::new(st.clone(), s.check).with_override(s.check_override.clone())
             })
+            .collect(),
+    )
+}
+
+fn spawn_listener(fe: &Arc<Frontend>, l: TcpListener) -> ListenerTask {
+    let (stop, rx) = watch::channel(false);
+    ListenerTask {
+        stop,
+        task: tokio::spawn(fe.clone().accept(l, rx)),
+    }
+}
+
+fn spawn_vrrp(cfg: VrrpConfig, registry: &Arc<Registry>) -> VrrpRt {
+    let (stop, rx) = watch::channel(false);
+    let reg = registry.clone();
+    let probe: vrrp::BackendsProbe = Arc::new(move |name: &str| reg.any_available(name));
+    VrrpRt {
+        task: tokio::spawn(vrrp::run(vec![cfg.clone()], probe, rx)),
+        cfg,
+        stop,
+    }
+}
+
+async fn spawn_admin(
+    cfg: &AdminConfig,
+    registry: &Arc<Registry>,
+) -> anyhow::Result<Option<AdminRt>> {
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let addr = *cfg.bind.get_ref();
+    let l = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("admin endpoint: cannot bind {addr}"))?;
+    info!(bind = %addr, "admin endpoint up");
+    let (stop, rx) = watch::channel(false);
+    Ok(Some(AdminRt {
+        cfg: cfg.clone(),
+        stop,
+        task: tokio::spawn(crate::admin::serve(l, registry.clone(), rx)),
+    }))
+}
+
+async fn stop_vrrp(name: &str, v: VrrpRt) {
+    let _ = v.stop.send(true);
+    match tokio::time::timeout(Duration::from_secs(5), v.task).await {
+        Ok(Ok(Ok(()))) => info!(instance = name, "VRRP instance stopped, VIPs released"),
+        Ok(Ok(Err(e))) => warn!(instance = name, cause = %e, "VRRP instance stopped with an error"),
+        Ok(Err(e)) => warn!(instance = name, cause = %e, "VRRP task failed"),
+        Err(_) => warn!(instance = name, "VRRP instance did not stop within 5s"),
+    }
+}
+
+impl Daemon {
+    async fn start(path: PathBuf, cfg: Config) -> anyhow::Result<Daemon> {
+        // Bind everything first: a port we cannot have is a startup failure, not a log line.
+        let mut bound = Vec::new();
+        for f in &cfg.frontend {
+            let mut ls = Vec::new();
+            for addr in f.bind.get_ref() {
+                let l = lb::listener::bind(*addr)
+                    .with_context(|| format!("frontend `{}`", f.name.get_ref()))?;
+                ls.push((*addr, l));
+            }
+            bound.push(ls);
+        }
+        let mut frontends = HashMap::new();
+        let mut health = Vec::new();
+        for (f, ls) in cfg.frontend.iter().zip(bound) {
+            let states = server_states(f, None);
+            health.push(health_frontend(f, &states));
+            let fe = Arc::new(Frontend::new(f, states.clone()));
+            let listeners = ls
+                .into_iter()
+                .map(|(a, l)| (a, spawn_listener(&fe, l)))
+                .collect();
+            info!(frontend = %fe.name, servers = states.len(), mode = ?f.mode, "frontend up");
+            frontends.insert(
+                f.name.get_ref().clone(),
+                FrontendRt {
+                    fe,
+                    states,
+                    listeners,
+                },
+            );
+        }
+        let registry = Arc::new(Registry::new(health));
+        let admin = spawn_admin(&cfg.admin, &registry).await?;
+        let (checks_stop, rx) = watch::channel(false);
+        let checks = (checks_stop, healthcheck::spawn(&registry, rx));
+        let vrrp = cfg
+            .vrrp
+            .iter()
+            .map(|v| (v.name.get_ref().clone(), spawn_vrrp(v.clone(), &registry)))
             .collect();
-        health.push(HealthFrontend::new(
-            f.name.get_ref().clone(),
-            f.check.clone(),
-            states
-                .iter()
-                .zip(&f.server)
-                .map(|(st, s)| HealthServer::new(st.clone(), s.check))
-                .collect(),
-        ));
-        frontends.push(Arc::new(Frontend::new(f, states)));
-    }
-    let registry = Arc::new(Registry::new(health));
-
-    let (vrrp_stop_tx, vrrp_stop) = watch::channel(false);
-    let (proxy_stop_tx, proxy_stop) = watch::channel(false);
-
-    let checks = healthcheck::spawn(&registry, proxy_stop.clone());
-
-    let mut proxies = JoinSet::new();
-    let grace = cfg.global.shutdown_grace;
-    for (fe, listeners) in frontends.iter().zip(bound) {
-        info!(frontend = %fe.name, servers = fe.snapshot().pool.members().len(), "frontend up");
-        proxies.spawn(fe.clone().serve(listeners, proxy_stop.clone(), grace));
+        Ok(Daemon {
+            path,
+            cfg,
+            frontends,
+            retired: Vec::new(),
+            registry,
+            checks,
+            vrrp,
+            admin,
+        })
     }
 
-    let admin = admin_listener.map(|l| {
-        info!(bind = ?l.local_addr().ok(), "admin endpoint up");
-        tokio::spawn(crate::admin::serve(l, registry.clone(), proxy_stop.clone()))
-    });
-
-    let vrrp_task = if cfg.vrrp.is_empty() {
-        None
-    } else {
-        let reg = registry.clone();
-        let probe: vrrp::BackendsProbe = Arc::new(move |name: &str| reg.any_available(name));
-        Some(tokio::spawn(vrrp::run(cfg.vrrp.clone(), probe, vrrp_stop)))
-    };
-
-    // Run until a signal, or until VRRP fails on its own.
-    let mut vrrp_task = vrrp_task;
-    let vrrp_failed = tokio::select! {
-        _ = shutdown => None,
-        r = async { match vrrp_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
-            vrrp_task = None;
-            Some(r)
-        }
-    };
-
-    // 1. VRRP releases the VIP.
-    let _ = vrrp_stop_tx.send(true);
-    if let Some(t) = vrrp_task {
-        match tokio::time::timeout(Duration::from_secs(5), t).await {
-            Ok(Ok(Ok(()))) => info!("VRRP stopped, VIPs released"),
-            Ok(Ok(Err(e))) => warn!(cause = %e, "VRRP stopped with an error"),
-            Ok(Err(e)) => warn!(cause = %e, "VRRP task failed"),
-            Err(_) => warn!("VRRP did not stop within 5s"),
+    /// Re-reads the file and applies it; on any problem keeps the running config.
+    async fn reload(&mut self) {
+        crate::systemd::reloading();
+        let new = match crate::config::load(&self.path) {
+            Ok((c, report)) => {
+                for line in report.to_string().lines() {
+                    warn!("{line}");
+                }
+                c
+            }
+            Err(report) => {
+                for line in report.to_string().lines() {
+                    error!("{line}");
+                }
+                error!(
+                    "reload rejected: {} error(s) in {}; still running the previous config",
+                    report.errors(),
+                    self.path.display()
+                );
+                crate::systemd::reloaded("reload rejected; running the previous config");
+                return;
+            }
+        };
+        match self.apply(new).await {
+            Ok(summary) => {
+                info!("reload applied: {summary}");
+                crate::systemd::reloaded("running");
+            }
+            Err(e) => {
+                error!("reload rejected: {e:#}; still running the previous config");
+                crate::systemd::reloaded("reload rejected; running the previous config");
+            }
         }
     }
-    // 2. Listeners close, connections drain, checks and admin stop.
-    let _ = proxy_stop_tx.send(true);
-    while proxies.join_next().await.is_some() {}
-    let _ = tokio::time::timeout(Duration::from_secs(2), checks).await;
-    if let Some(a) = admin {
-        let _ = tokio::time::timeout(Duration::from_secs(1), a).await;
+
+    async fn apply(&mut self, new: Config) -> anyhow::Result<String> {
+        // 1. Bind the new addresses first; failing here changes nothing.
+        let mut fresh: HashMap<(String, SocketAddr), TcpListener> = HashMap::new();
+        for f in &new.frontend {
+            let old = self.frontends.get(f.name.get_ref());
+            for addr in f.bind.get_ref() {
+                let held_by_any = self
+                    .frontends
+                    .values()
+                    .any(|o| o.listeners.contains_key(addr));
+                let held_here = old.is_some_and(|o| o.listeners.contains_key(addr));
+                if held_here {
+                    continue;
+                }
+                if held_by_any {
+                    anyhow::bail!(
+                        "bind {addr} moves between frontends; remove it in one reload, add it in the next"
+                    );
+                }
+                let l = lb::listener::bind(*addr)
+                    .with_context(|| format!("frontend `{}`", f.name.get_ref()))?;
+                fresh.insert((f.name.get_ref().clone(), *addr), l);
+            }
+        }
+        let mut admin = None;
+        let admin_changed = self
+            .admin
+            .as_ref()
+            .map(|a| (a.cfg.enabled, *a.cfg.bind.get_ref()))
+            != Some((new.admin.enabled, *new.admin.bind.get_ref()))
+            && (new.admin.enabled || self.admin.is_some());
+        if admin_changed {
+            if let Some(old) = self.admin.take() {
+                let _ = old.stop.send(true);
+                let _ = old.task.await;
+            }
+            admin = spawn_admin(&new.admin, &self.registry).await?;
+        }
+
+        // 2. Frontends: update kept ones, start new ones, stop removed ones.
+        let (mut added, mut updated, mut removed) = (0, 0, 0);
+        let mut health = Vec::new();
+        let mut next = HashMap::new();
+        for f in &new.frontend {
+            let name = f.name.get_ref().clone();
+            let mut old = self.frontends.remove(&name);
+            let states = server_states(f, old.as_ref());
+            health.push(health_frontend(f, &states));
+            let (fe, mut listeners) = match old.take() {
+                Some(o) => {
+                    o.fe.update(f, states.clone());
+                    updated += 1;
+                    (o.fe, o.listeners)
+                }
+                None => {
+                    added += 1;
+                    (Arc::new(Frontend::new(f, states.clone())), HashMap::new())
+                }
+            };
+            // Listeners no longer wanted stop accepting; their connections go on.
+            listeners.retain(|addr, lt| {
+                let keep = f.bind.get_ref().contains(addr);
+                if !keep {
+                    let _ = lt.stop.send(true);
+                }
+                keep
+            });
+            for addr in f.bind.get_ref() {
+                if let Some(l) = fresh.remove(&(name.clone(), *addr)) {
+                    listeners.insert(*addr, spawn_listener(&fe, l));
+                }
+            }
+            next.insert(
+                name,
+                FrontendRt {
+                    fe,
+                    states,
+                    listeners,
+                },
+            );
+        }
+        for (_, old) in self.frontends.drain() {
+            removed += 1;
+            for lt in old.listeners.values() {
+                let _ = lt.stop.send(true);
+            }
+            info!(frontend = %old.fe.name, in_flight = old.fe.in_flight(),
+                "frontend removed; its connections finish on their own");
+            self.retired.push(old.fe);
+        }
+        self.retired.retain(|fe| fe.in_flight() > 0);
+        self.frontends = next;
+
+        // 3. Checks follow the new registry; health carries over in the kept ServerStates.
+        self.registry.store(health);
+        let (stop, rx) = watch::channel(false);
+        let old_checks = std::mem::replace(
+            &mut self.checks,
+            (stop, healthcheck::spawn(&self.registry, rx)),
+        );
+        let _ = old_checks.0.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), old_checks.1).await;
+
+        // 4. VRRP instances by name: unchanged ones keep running.
+        let mut restarted = 0;
+        let mut next_vrrp = HashMap::new();
+        for v in &new.vrrp {
+            let name = v.name.get_ref().clone();
+            match self.vrrp.remove(&name) {
+                Some(rt) if rt.cfg == *v && !rt.task.is_finished() => {
+                    next_vrrp.insert(name, rt);
+                }
+                Some(rt) => {
+                    info!(instance = %name, "VRRP instance changed: restarting it");
+                    stop_vrrp(&name, rt).await;
+                    restarted += 1;
+                    next_vrrp.insert(name, spawn_vrrp(v.clone(), &self.registry));
+                }
+                None => {
+                    next_vrrp.insert(name, spawn_vrrp(v.clone(), &self.registry));
+                }
+            }
+        }
+        for (name, rt) in self.vrrp.drain() {
+            info!(instance = %name, "VRRP instance removed");
+            stop_vrrp(&name, rt).await;
+        }
+        self.vrrp = next_vrrp;
+        if admin_changed {
+            self.admin = admin;
+        }
+        self.cfg = new;
+        Ok(format!(
+            "{added} frontend(s) added, {updated} updated, {removed} removed; {} VRRP instance(s), {restarted} restarted",
+            self.vrrp.len()
+        ))
     }
-    match vrrp_failed {
-        Some(Ok(Ok(()))) | None => Ok(()),
-        Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("VRRP failed")),
-        Some(Err(e)) => Err(anyhow::Error::new(e).context("VRRP task failed")),
+
+    /// Stops in order: VRRP, listeners, connections (up to the grace period), checks, admin.
+    async fn stop(mut self) {
+        crate::systemd::stopping();
+        for (name, rt) in self.vrrp.drain() {
+            stop_vrrp(&name, rt).await;
+        }
+        for rt in self.frontends.values() {
+            for lt in rt.listeners.values() {
+                let _ = lt.stop.send(true);
+            }
+        }
+        for rt in self.frontends.values_mut() {
+            for (_, lt) in rt.listeners.drain() {
+                let _ = lt.task.await;
+            }
+        }
+        let grace = self.cfg.global.shutdown_grace;
+        let all: Vec<Arc<Frontend>> = self
+            .frontends
+            .values()
+            .map(|r| r.fe.clone())
+            .chain(self.retired.iter().cloned())
+            .collect();
+        futures::future::join_all(all.iter().map(|fe| fe.drain(grace))).await;
+        let _ = self.checks.0.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.checks.1).await;
+        if let Some(a) = self.admin.take() {
+            let _ = a.stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(1), a.task).await;
+        }
+    }
+
+    /// A VRRP instance that ended on its own (it runs until told to stop), with why.
+    async fn failed_vrrp(&mut self) -> Option<String> {
+        let name = self
+            .vrrp
+            .iter()
+            .find(|(_, rt)| rt.task.is_finished())
+            .map(|(n, _)| n.clone())?;
+        let rt = self.vrrp.remove(&name)?;
+        let why = match rt.task.await {
+            Ok(Ok(())) => "ended without being asked to".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("task failed: {e}"),
+        };
+        Some(format!("VRRP instance `{name}`: {why}"))
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT arrive on `signals`, reloading on SIGHUP.
+pub(crate) async fn run(
+    path: PathBuf,
+    cfg: Config,
+    mut signals: mpsc::Receiver<Signal>,
+) -> anyhow::Result<()> {
+    let mut daemon = Daemon::start(path, cfg).await?;
+    crate::systemd::ready(&format!(
+        "{} frontend(s), {} vrrp instance(s)",
+        daemon.frontends.len(),
+        daemon.vrrp.len()
+    ));
+    let watchdog = crate::systemd::spawn_watchdog();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            s = signals.recv() => match s {
+                Some(Signal::Reload) => daemon.reload().await,
+                Some(Signal::Stop) | None => break,
+            },
+            _ = tick.tick() => {
+                if let Some(why) = daemon.failed_vrrp().await {
+                    failure = Some(why);
+                    break;
+                }
+            }
+        }
+    }
+    daemon.stop().await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    match failure {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!(why)),
     }
 }

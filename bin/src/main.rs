@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 mod admin;
 mod config;
 mod daemon;
+mod systemd;
 
 const DEFAULT_CONFIG: &str = "/etc/maas-vip/maas-vip.toml";
 
@@ -27,8 +28,10 @@ struct Cli {
 enum Command {
     /// Run the daemon: hold the VIP when elected, proxy to the regions, serve the admin endpoint.
     ///
-    /// Stops cleanly on SIGTERM or SIGINT: gives up the VIP first (priority 0 advert), then stops
-    /// accepting and lets established connections finish. Exit codes: 0 after a clean stop,
+    /// SIGHUP re-reads the config and applies it without dropping established connections (a bad
+    /// config is rejected with the reason logged, and the running one kept). SIGTERM or SIGINT
+    /// stop cleanly: the VIP is given up first (priority 0 advert), then listeners close and
+    /// established connections get `shutdown_grace` to finish. Exit codes: 0 after a clean stop,
     /// 2 for a bad config, 1 for a runtime failure (e.g. a port it cannot bind).
     Run {
         /// Config file.
@@ -121,7 +124,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(daemon::run(cfg, daemon::signals())) {
+            let result = runtime.block_on(async {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let _signals = daemon::signals(tx)?;
+                daemon::run(config.clone(), cfg, rx).await
+            });
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use healthcheck::CheckConfig;
+use healthcheck::{CheckConfig, CheckOverride};
 use serde::{Deserialize, Deserializer};
 use serde_spanned::Spanned;
 
@@ -105,6 +105,10 @@ pub struct ServerConfig {
     /// Starts out of service (HAProxy's `disabled`); the admin endpoint can enable it.
     #[serde(default)]
     pub disabled: bool,
+    /// This server's changes to the frontend's check, e.g. `{ port = 5241, interval = "5s" }`
+    /// (HAProxy's per-server `port`, `inter`, `fastinter`, `downinter`, `rise`, `fall`).
+    #[serde(default)]
+    pub check_override: CheckOverride,
 }
 
 impl FrontendConfig {
@@ -170,6 +174,12 @@ impl FrontendConfig {
                         s.name.get_ref(),
                         self.name.get_ref()
                     ),
+                ));
+            }
+            for msg in s.check_override.validate() {
+                out.push(Spanned::new(
+                    s.name.span(),
+                    format!("server `{}`: {msg}", s.name.get_ref()),
                 ));
             }
             let a = s.address.get_ref();

@@ -1,7 +1,7 @@
 //! A running frontend: its settings and server pool (swappable on reload), counters, listeners.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ pub struct Frontend {
     /// Counters.
     pub counters: FrontendCounters,
     limit: Arc<Semaphore>,
-    maxconn: u32,
+    maxconn: AtomicU32,
 }
 
 impl Frontend {
@@ -108,7 +108,7 @@ impl Frontend {
             snapshot: ArcSwap::from_pointee(snapshot(cfg, servers)),
             counters: FrontendCounters::default(),
             limit: Arc::new(Semaphore::new(cfg.maxconn as usize)),
-            maxconn: cfg.maxconn,
+            maxconn: AtomicU32::new(cfg.maxconn),
         }
     }
 
@@ -120,6 +120,13 @@ impl Frontend {
     /// Replaces settings and servers; connections already running keep the snapshot they have.
     pub fn update(&self, cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) {
         self.snapshot.store(Arc::new(snapshot(cfg, servers)));
+        let old = self.maxconn.swap(cfg.maxconn, Ordering::Relaxed);
+        if cfg.maxconn > old {
+            self.limit.add_permits((cfg.maxconn - old) as usize);
+        } else if cfg.maxconn < old {
+            // Only free permits can be withdrawn now; the limit tightens as connections end.
+            self.limit.forget_permits((old - cfg.maxconn) as usize);
+        }
     }
 
     /// Whether at least one server can take a new connection.
@@ -142,33 +149,48 @@ impl Frontend {
     ) {
         let mut loops = JoinSet::new();
         for l in listeners {
-            let fe = self.clone();
-            let sd = shutdown.clone();
-            let limit = self.limit.clone();
-            loops.spawn(async move {
-                listener::accept_loop(l, limit, sd, move |stream, peer, permit| {
-                    let fe = fe.clone();
-                    tokio::spawn(async move {
-                        fe.handle(stream, peer).await;
-                        drop(permit);
-                    });
-                })
-                .await
-            });
+            loops.spawn(self.clone().accept(l, shutdown.clone()));
         }
         while loops.join_next().await.is_some() {}
-        // Every permit back means every connection has ended.
-        let in_flight = self.maxconn as usize - self.limit.available_permits();
-        if in_flight > 0 {
-            info!(frontend = %self.name, in_flight, grace_ms = grace.as_millis() as u64,
-                "listeners closed, waiting for connections to finish");
-            let all = self.limit.acquire_many(self.maxconn);
-            if tokio::time::timeout(grace, all).await.is_err() {
-                warn!(frontend = %self.name,
-                    in_flight = self.maxconn as usize - self.limit.available_permits(),
-                    "grace period over, closing the remaining connections");
-            }
+        self.drain(grace).await;
+    }
+
+    /// Accepts connections on one listener until `shutdown` turns true; each runs in its own
+    /// task. The listener is closed when this returns; connections go on.
+    pub async fn accept(self: Arc<Self>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+        let limit = self.limit.clone();
+        listener::accept_loop(listener, limit, shutdown, move |stream, peer, permit| {
+            let fe = self.clone();
+            tokio::spawn(async move {
+                fe.handle(stream, peer).await;
+                drop(permit);
+            });
+        })
+        .await
+    }
+
+    /// Connections being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.counters.current.load(Ordering::Relaxed) as usize
+    }
+
+    /// Waits up to `grace` for the connections in flight to finish. Returns whether they did.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        if self.in_flight() == 0 {
+            return true;
         }
+        info!(frontend = %self.name, in_flight = self.in_flight(),
+            grace_ms = grace.as_millis() as u64, "waiting for connections to finish");
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.in_flight() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                warn!(frontend = %self.name, in_flight = self.in_flight(),
+                    "grace period over, closing the remaining connections");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     async fn handle(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
