@@ -32,6 +32,10 @@ fn keepalived_available(test: &str) -> bool {
 }
 
 fn maas_vip(lan: &Lan, dir: &Path, host: usize, prio: u8, pass: &str) -> Proc {
+    maas_vip_with(lan, dir, host, prio, &format!("auth_pass = \"{pass}\""))
+}
+
+fn maas_vip_with(lan: &Lan, dir: &Path, host: usize, prio: u8, extra: &str) -> Proc {
     let conf = dir.join(format!("maas-vip-h{host}.toml"));
     std::fs::write(
         &conf,
@@ -43,8 +47,8 @@ interface = "eth0"
 virtual_router_id = 51
 priority = {prio}
 advert_interval = "1s"
-auth_pass = "{pass}"
 virtual_ipaddresses = ["{VIP}/24"]
+{extra}
 "#
         ),
     )
@@ -61,6 +65,12 @@ virtual_ipaddresses = ["{VIP}/24"]
 }
 
 fn keepalived(lan: &Lan, dir: &Path, host: usize, prio: u8, pass: &str) -> Proc {
+    let auth =
+        format!("authentication {{\n        auth_type PASS\n        auth_pass {pass}\n    }}");
+    keepalived_with(lan, dir, host, prio, &auth, "")
+}
+
+fn keepalived_with(lan: &Lan, dir: &Path, host: usize, prio: u8, auth: &str, global: &str) -> Proc {
     let conf = dir.join(format!("keepalived-h{host}.conf"));
     std::fs::write(
         &conf,
@@ -68,6 +78,7 @@ fn keepalived(lan: &Lan, dir: &Path, host: usize, prio: u8, pass: &str) -> Proc 
             r#"
 global_defs {{
     router_id ka_h{host}
+    {global}
 }}
 vrrp_instance maas_region {{
     state BACKUP
@@ -75,10 +86,7 @@ vrrp_instance maas_region {{
     virtual_router_id 51
     priority {prio}
     advert_int 1
-    authentication {{
-        auth_type PASS
-        auth_pass {pass}
-    }}
+    {auth}
     virtual_ipaddress {{
         {VIP}/24
     }}
@@ -352,4 +360,138 @@ fn vrrp_keepalived_wrong_password_rejected() {
         mv.output()
     );
     drop(ka);
+}
+
+/// VRRPv3 (RFC 9568, no authentication, pseudo-header checksum) both ways with keepalived's
+/// `vrrp_version 3`.
+#[test]
+fn vrrp_keepalived_v3_interop() {
+    let name = "vrrp_keepalived_v3_interop";
+    if !check_or_skip(name) || !keepalived_available(name) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_keep, dir) = tempdir();
+    let lan = Lan::new(2);
+    let ka = keepalived_with(&lan, &dir, 1, 100, "", "vrrp_version 3");
+    holders_ok(
+        &lan,
+        &[1],
+        Duration::from_secs(10),
+        "keepalived alone",
+        &[&ka],
+    );
+    let mv = maas_vip_with(&lan, &dir, 0, 150, "version = 3");
+    holders_ok(
+        &lan,
+        &[0],
+        Duration::from_secs(10),
+        "maas-vip v3 preempts",
+        &[&mv, &ka],
+    );
+    assert_stable(&lan, &[0], Duration::from_secs(3), "maas-vip v3 master");
+    assert!(!mv.output().contains("dropped advert"), "{}", mv.output());
+    let out = ka.output();
+    assert!(!out.contains("checksum"), "keepalived complains: {out}");
+    mv.signal("TERM");
+    let t = holders_ok(
+        &lan,
+        &[1],
+        Duration::from_secs(5),
+        "keepalived v3 after SIGTERM",
+        &[&mv, &ka],
+    );
+    assert!(t <= TERM_BOUND, "{t:?}");
+}
+
+/// Takeover figures measured in one run: a keepalived pair and a maas-vip pair, same
+/// priorities (master 150, backup 100) as BASELINES.md's keepalived figures.
+#[test]
+fn vrrp_takeover_beside_keepalived() {
+    let name = "vrrp_takeover_beside_keepalived";
+    if !check_or_skip(name) || !keepalived_available(name) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_keep, dir) = tempdir();
+    const ROUNDS: usize = 3;
+    let mut table: Vec<(&str, Vec<Duration>, Vec<Duration>)> = Vec::new();
+    for daemon in ["keepalived", "maas-vip"] {
+        let lan = Lan::new(2);
+        let start = |host: usize, prio: u8| -> Proc {
+            if daemon == "keepalived" {
+                keepalived(&lan, &dir, host, prio, "s3cret")
+            } else {
+                maas_vip(&lan, &dir, host, prio, "s3cret")
+            }
+        };
+        let backup = start(1, 100);
+        let (mut kills, mut terms) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            for how in ["KILL", "TERM"] {
+                let master = start(0, 150);
+                holders_ok(
+                    &lan,
+                    &[0],
+                    Duration::from_secs(15),
+                    "master elected",
+                    &[&master, &backup],
+                );
+                assert_stable(&lan, &[0], Duration::from_millis(1500), "master settled");
+                let t0 = Instant::now();
+                if how == "KILL" {
+                    kill9_all(&lan.hosts[0].ns);
+                    holders_ok(
+                        &lan,
+                        &[0, 1],
+                        Duration::from_secs(10),
+                        "takeover after kill -9",
+                        &[&backup],
+                    );
+                    kills.push(t0.elapsed());
+                    // The dead master's stale VIP: keepalived leaves it; remove it by hand so
+                    // both daemons start the next round alike.
+                    lan.hosts[0]
+                        .ns
+                        .ip(&["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+                } else {
+                    master.signal("TERM");
+                    holders_ok(
+                        &lan,
+                        &[1],
+                        Duration::from_secs(5),
+                        "takeover after SIGTERM",
+                        &[&master, &backup],
+                    );
+                    terms.push(t0.elapsed());
+                }
+                drop(master);
+                // Wait for the namespace to be empty before the next start.
+                wait_for(Duration::from_secs(5), || lan.hosts[0].ns.pids().is_empty());
+            }
+        }
+        table.push((daemon, kills, terms));
+        drop(backup);
+    }
+    eprintln!("TAKEOVER TABLE (advert 1 s, master 150, backup 100; kill -9 RFC bound 3.61 s after the last advert, SIGTERM skew 0.61 s)");
+    for (daemon, kills, terms) in &table {
+        let fmt = |v: &Vec<Duration>| {
+            v.iter()
+                .map(|d| format!("{:.2}s", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        eprintln!(
+            "TAKEOVER {daemon:>10}: kill -9 [{}]  SIGTERM [{}]",
+            fmt(kills),
+            fmt(terms)
+        );
+    }
+    let (_, kills, terms) = &table[1];
+    for k in kills {
+        assert!(*k <= KILL_BOUND, "maas-vip kill -9 takeover {k:?}");
+    }
+    for t in terms {
+        assert!(*t <= TERM_BOUND, "maas-vip SIGTERM takeover {t:?}");
+    }
 }
