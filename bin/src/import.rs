@@ -1,0 +1,710 @@
+//! `maas-vip import`: an equivalent maas-vip.toml for an existing keepalived.conf + haproxy.cfg.
+//!
+//! Each file is parsed into its own small syntax tree ([`keepalived`], [`haproxy`]), translated
+//! into a plain model of the `[[vrrp]]` and `[[frontend]]` blocks, checked against the rules that
+//! `maas-vip check` enforces across blocks (unique names, non-overlapping binds, the admin port),
+//! and rendered as TOML text. Everything that is not carried over, or is changed on the way, is
+//! a note naming its file and line: the notes come back to the caller (for stderr) and head the
+//! TOML as comments. Nothing is dropped silently.
+//!
+//! The parsers are total: any text gives either a result or an [`ImportError`] naming the file
+//! and line, never a panic; nesting is bounded.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+mod haproxy;
+mod keepalived;
+#[cfg(test)]
+mod tests;
+
+/// What `import` produced.
+#[derive(Debug, Clone)]
+pub(crate) struct Imported {
+    /// The maas-vip.toml text, notes included as comments at the top.
+    pub(crate) toml: String,
+    /// Everything not carried over or changed on the way, each as `file:line: what and why`.
+    pub(crate) notes: Vec<String>,
+}
+
+/// Why an import failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ImportError {
+    /// A file that its own program would reject too.
+    #[error("{}:{line}: {message}", file.display())]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Neither file was given.
+    #[error("nothing to import: give --keepalived FILE, --haproxy FILE or both")]
+    NothingToImport,
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Reads the files, prints the TOML on stdout and the notes on stderr. Exit code 0 when a
+/// config was produced (notes or not), 2 when a file is unreadable or malformed.
+// Used by the `import` subcommand once main.rs wires it; tests call it meanwhile.
+#[allow(dead_code)]
+pub(crate) fn run(keepalived: Option<&Path>, haproxy: Option<&Path>) -> ExitCode {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| ImportError::Read {
+            file: p.to_owned(),
+            source,
+        })
+    };
+    let result = (|| {
+        let k = keepalived.map(read).transpose()?;
+        let h = haproxy.map(read).transpose()?;
+        import(keepalived.zip(k.as_deref()), haproxy.zip(h.as_deref()))
+    })();
+    match result {
+        Ok(imported) => {
+            for n in &imported.notes {
+                eprintln!("note: {n}");
+            }
+            print!("{}", imported.toml);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("maas-vip import: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Translates the given files (path for messages, text) into maas-vip.toml text.
+#[allow(dead_code)] // see `run`
+pub(crate) fn import(
+    keepalived: Option<(&Path, &str)>,
+    haproxy: Option<(&Path, &str)>,
+) -> Result<Imported, ImportError> {
+    if keepalived.is_none() && haproxy.is_none() {
+        return Err(ImportError::NothingToImport);
+    }
+    let mut notes = Notes::default();
+    let mut frontends = match haproxy {
+        Some((path, text)) => {
+            let file = path.display().to_string();
+            haproxy::import(&file, text, &mut notes).map_err(|(line, message)| {
+                ImportError::Syntax {
+                    file: path.to_owned(),
+                    line,
+                    message,
+                }
+            })?
+        }
+        None => Vec::new(),
+    };
+    let mut vrrps = match keepalived {
+        Some((path, text)) => {
+            let file = path.display().to_string();
+            keepalived::import(&file, text, &mut notes).map_err(|(line, message)| {
+                ImportError::Syntax {
+                    file: path.to_owned(),
+                    line,
+                    message,
+                }
+            })?
+        }
+        None => Vec::new(),
+    };
+    let admin = cross_checks(&mut frontends, &mut vrrps, &mut notes);
+    let files: Vec<String> = [keepalived, haproxy]
+        .iter()
+        .flatten()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    let notes = notes.finish(&files);
+    let toml = render(keepalived, haproxy, &vrrps, &frontends, admin, &notes);
+    Ok(Imported { toml, notes })
+}
+
+/// Notes collected while importing, each with the place it is about.
+#[derive(Debug, Default)]
+struct Notes(Vec<(Option<(String, usize)>, String)>);
+
+impl Notes {
+    /// `file:line: message`, with control characters made harmless for a TOML comment.
+    fn at(&mut self, file: &str, line: usize, message: impl fmt::Display) {
+        let text = one_line(&format!("{file}:{line}: {message}"));
+        self.0.push((Some((file.to_string(), line)), text));
+    }
+
+    /// A note about the result as a whole.
+    fn general(&mut self, message: impl fmt::Display) {
+        self.0.push((None, one_line(&message.to_string())));
+    }
+
+    /// In file order (files as given, then line), general notes last, each once.
+    fn finish(mut self, files: &[String]) -> Vec<String> {
+        let rank = |place: &Option<(String, usize)>| match place {
+            Some((f, line)) => (
+                files.iter().position(|g| g == f).unwrap_or(files.len()),
+                *line,
+            ),
+            None => (usize::MAX, 0),
+        };
+        self.0.sort_by_key(|(place, _)| rank(place));
+        let mut seen = std::collections::HashSet::new();
+        self.0
+            .into_iter()
+            .filter_map(|(_, text)| seen.insert(text.clone()).then_some(text))
+            .collect()
+    }
+}
+
+/// Replaces control characters so the text fits one comment line.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model: what will be written, already within the ranges maas-vip accepts.
+
+/// One `[[vrrp]]` block.
+#[derive(Debug, Clone)]
+struct Vrrp {
+    name: String,
+    file: String,
+    line: usize,
+    interface: String,
+    virtual_router_id: u8,
+    priority: Option<u8>,
+    master: bool,
+    advert_interval: Duration,
+    version: u8,
+    preempt: bool,
+    preempt_delay: Option<Duration>,
+    auth_pass: Option<String>,
+    vips: Vec<String>,
+    unicast_peers: Vec<Ipv4Addr>,
+    garp_master_delay: Option<Duration>,
+    garp_master_repeat: Option<u32>,
+    /// Weight of the `track_backends` that replaces a `chk_haproxy` script.
+    track_backends: Option<i32>,
+    /// The frontend it follows, chosen once both files are read.
+    track_frontend: Option<String>,
+    /// Commented out in the output: maas-vip passes other arguments than keepalived.
+    notify: Option<Vec<String>>,
+    track_scripts: Vec<TrackScript>,
+}
+
+/// One `[[vrrp.track_script]]`.
+#[derive(Debug, Clone)]
+struct TrackScript {
+    name: String,
+    command: Vec<String>,
+    interval: Duration,
+    timeout: Duration,
+    weight: i32,
+    rise: u32,
+    fall: u32,
+    /// Written above the block.
+    comment: Option<String>,
+}
+
+/// One `[[frontend]]` block.
+#[derive(Debug, Clone)]
+struct Frontend {
+    name: String,
+    file: String,
+    line: usize,
+    bind: Vec<SocketAddr>,
+    http: bool,
+    source: bool,
+    retries: u32,
+    redispatch: bool,
+    maxconn: Option<u32>,
+    timeout_connect: Option<Duration>,
+    timeout_client: Option<Duration>,
+    timeout_server: Option<Duration>,
+    timeout_tunnel: Option<Duration>,
+    http_server_close: bool,
+    forwardfor: bool,
+    check: Option<Check>,
+    servers: Vec<Server>,
+}
+
+/// The `check = { ... }` of a frontend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Check {
+    http: bool,
+    path: Option<String>,
+    expect_status: Option<u16>,
+    interval: Duration,
+    fast_interval: Option<Duration>,
+    down_interval: Option<Duration>,
+    timeout: Duration,
+    rise: u32,
+    fall: u32,
+}
+
+/// One `[[frontend.server]]`.
+#[derive(Debug, Clone)]
+struct Server {
+    name: String,
+    address: SocketAddr,
+    weight: u32,
+    check: bool,
+    backup: bool,
+    disabled: bool,
+}
+
+/// Default address of the admin endpoint.
+const ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5249);
+
+/// Applies the rules `maas-vip check` enforces across blocks, dropping what would break them
+/// with a note. Returns the admin address to write when the default one clashes.
+fn cross_checks(
+    frontends: &mut Vec<Frontend>,
+    vrrps: &mut Vec<Vrrp>,
+    notes: &mut Notes,
+) -> Option<SocketAddr> {
+    // Frontends: unique names, binds that do not overlap.
+    let mut kept: Vec<Frontend> = Vec::new();
+    for mut f in std::mem::take(frontends) {
+        if kept.iter().any(|k| k.name == f.name) {
+            notes.at(
+                &f.file,
+                f.line,
+                format!(
+                    "a second frontend named `{}` is not carried over (names must be unique)",
+                    f.name
+                ),
+            );
+            continue;
+        }
+        let mut binds = Vec::new();
+        for b in std::mem::take(&mut f.bind) {
+            let clash = kept
+                .iter()
+                .flat_map(|k| k.bind.iter().map(move |o| (o, &k.name)))
+                .chain(binds.iter().map(|o| (o, &f.name)))
+                .find(|(o, _)| overlaps(o, &b));
+            match clash {
+                Some((o, name)) => notes.at(
+                    &f.file,
+                    f.line,
+                    format!(
+                        "bind {b} of `{}` overlaps {o} of `{name}`: not carried over",
+                        f.name
+                    ),
+                ),
+                None => binds.push(b),
+            }
+        }
+        if binds.is_empty() {
+            notes.at(
+                &f.file,
+                f.line,
+                format!(
+                    "frontend `{}` is not carried over: none of its binds remains",
+                    f.name
+                ),
+            );
+            continue;
+        }
+        f.bind = binds;
+        kept.push(f);
+    }
+    *frontends = kept;
+
+    // The admin endpoint listens on 127.0.0.1:5249 unless told otherwise.
+    let admin_clashes = |a: &SocketAddr| {
+        frontends
+            .iter()
+            .flat_map(|f| f.bind.iter())
+            .any(|b| b.port() == a.port() && (b.ip() == a.ip() || b.ip().is_unspecified()))
+    };
+    let admin = if admin_clashes(&ADMIN) {
+        let free = (5250..=5299)
+            .map(|p| SocketAddr::new(ADMIN.ip(), p))
+            .find(|a| !admin_clashes(a));
+        match free {
+            Some(a) => notes.general(format!(
+                "a frontend binds port {}, the admin endpoint's default: [admin] moved to {a}",
+                ADMIN.port()
+            )),
+            None => notes.general(
+                "a frontend binds port 5249, the admin endpoint's default: [admin] disabled",
+            ),
+        }
+        Some(free.unwrap_or(SocketAddr::new(ADMIN.ip(), 0)))
+    } else {
+        None
+    };
+
+    // VRRP: unique names and (interface, VRID) pairs; track_backends needs a frontend.
+    let mut kept: Vec<Vrrp> = Vec::new();
+    let target = frontends
+        .iter()
+        .find(|f| f.bind.iter().any(|b| b.port() == 80))
+        .or(frontends.first())
+        .map(|f| f.name.clone());
+    for mut v in std::mem::take(vrrps) {
+        if kept.iter().any(|k| k.name == v.name) {
+            notes.at(
+                &v.file,
+                v.line,
+                format!(
+                    "a second vrrp_instance named `{}` is not carried over",
+                    v.name
+                ),
+            );
+            continue;
+        }
+        if kept
+            .iter()
+            .any(|k| k.interface == v.interface && k.virtual_router_id == v.virtual_router_id)
+        {
+            notes.at(
+                &v.file,
+                v.line,
+                format!(
+                    "vrrp_instance `{}` is not carried over: virtual_router_id {} is already \
+                     used on `{}`",
+                    v.name, v.virtual_router_id, v.interface
+                ),
+            );
+            continue;
+        }
+        if v.track_backends.is_some() && target.is_none() {
+            v.track_backends = None;
+            notes.at(
+                &v.file,
+                v.line,
+                format!(
+                    "vrrp_instance `{}`: no frontend was imported, so no track_backends \
+                     replaces the HAProxy check script; add `track_backends = {{ frontend = \
+                     \"...\", weight = -50 }}` once the config has a [[frontend]]",
+                    v.name
+                ),
+            );
+        }
+        kept.push(v);
+    }
+    *vrrps = kept;
+    if let Some(t) = &target {
+        if frontends.len() > 1 && vrrps.iter().any(|v| v.track_backends.is_some()) {
+            notes.general(format!(
+                "track_backends follows frontend `{t}` (of {} imported); change it if another \
+                 one matters more",
+                frontends.len()
+            ));
+        }
+        for v in vrrps.iter_mut() {
+            v.track_frontend = Some(t.clone());
+        }
+    }
+    admin
+}
+
+/// Whether two listen addresses would clash (`maas-vip check`'s rule).
+fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        && a.is_ipv4() == b.is_ipv4()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering.
+
+/// A TOML basic string, escaped by the toml crate.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// A TOML array of strings.
+fn q_list<S: AsRef<str>>(items: &[S]) -> String {
+    let parts: Vec<String> = items.iter().map(|s| q(s.as_ref())).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// A duration as maas-vip writes it: the largest unit that keeps it exact.
+fn dur(d: Duration) -> String {
+    let s = if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}us", d.as_micros())
+    } else if d.subsec_millis() != 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        let secs = d.as_secs();
+        if secs == 0 {
+            "0s".to_string()
+        } else if secs.is_multiple_of(3600) {
+            format!("{}h", secs / 3600)
+        } else if secs.is_multiple_of(60) {
+            format!("{}m", secs / 60)
+        } else {
+            format!("{secs}s")
+        }
+    };
+    q(&s)
+}
+
+fn render(
+    keepalived: Option<(&Path, &str)>,
+    haproxy: Option<(&Path, &str)>,
+    vrrps: &[Vrrp],
+    frontends: &[Frontend],
+    admin: Option<SocketAddr>,
+    notes: &[String],
+) -> String {
+    let mut out = String::new();
+    let from: Vec<String> = [keepalived, haproxy]
+        .iter()
+        .flatten()
+        .map(|(p, _)| one_line(&p.display().to_string()))
+        .collect();
+    out.push_str(&format!(
+        "# maas-vip.toml written by `maas-vip import` from {}.\n",
+        from.join(" and ")
+    ));
+    out.push_str("# Review it, then validate it with: maas-vip check -c FILE\n");
+    if notes.is_empty() {
+        out.push_str("#\n# Everything was carried over.\n");
+    } else {
+        out.push_str(&format!(
+            "#\n# Not carried over, or changed on the way ({}):\n",
+            notes.len()
+        ));
+        for n in notes {
+            out.push_str(&format!("#   {n}\n"));
+        }
+    }
+    if vrrps.is_empty() && frontends.is_empty() {
+        out.push_str("#\n# Nothing could be imported: no vrrp_instance and no frontend.\n");
+    }
+    for v in vrrps {
+        render_vrrp(&mut out, v);
+    }
+    for f in frontends {
+        render_frontend(&mut out, f);
+    }
+    if let Some(a) = admin {
+        out.push_str("\n[admin]\n");
+        if a.port() == 0 {
+            out.push_str("enabled = false                       # port 5249 is a frontend's\n");
+        } else {
+            out.push_str(&format!(
+                "bind = {}             # 5249 is a frontend's\n",
+                q(&a.to_string())
+            ));
+        }
+    }
+    out
+}
+
+fn render_vrrp(out: &mut String, v: &Vrrp) {
+    out.push_str("\n[[vrrp]]\n");
+    out.push_str(&format!("name = {}\n", q(&v.name)));
+    out.push_str(&format!("interface = {}\n", q(&v.interface)));
+    out.push_str(&format!("virtual_router_id = {}\n", v.virtual_router_id));
+    if let Some(p) = v.priority {
+        out.push_str(&format!("priority = {p}\n"));
+    }
+    out.push_str(&format!(
+        "state = {}\n",
+        q(if v.master { "MASTER" } else { "BACKUP" })
+    ));
+    out.push_str(&format!("advert_interval = {}\n", dur(v.advert_interval)));
+    if v.version != 2 {
+        out.push_str(&format!("version = {}\n", v.version));
+    }
+    if !v.preempt {
+        out.push_str("preempt = false                       # keepalived's nopreempt\n");
+    }
+    if let Some(d) = v.preempt_delay {
+        out.push_str(&format!("preempt_delay = {}\n", dur(d)));
+    }
+    if let Some(p) = &v.auth_pass {
+        out.push_str(&format!("auth_pass = {}\n", q(p)));
+    }
+    out.push_str(&format!("virtual_ipaddresses = {}\n", q_list(&v.vips)));
+    if !v.unicast_peers.is_empty() {
+        let peers: Vec<String> = v.unicast_peers.iter().map(|p| p.to_string()).collect();
+        out.push_str(&format!("unicast_peers = {}\n", q_list(&peers)));
+    }
+    if let Some(d) = v.garp_master_delay {
+        out.push_str(&format!("garp_master_delay = {}\n", dur(d)));
+    }
+    if let Some(r) = v.garp_master_repeat {
+        out.push_str(&format!("garp_master_repeat = {r}\n"));
+    }
+    if let (Some(w), Some(f)) = (v.track_backends, &v.track_frontend) {
+        out.push_str(
+            "# Replaces the HAProxy check script: proxy and VRRP share one process here, and the\n\
+             # priority drops by the weight while this frontend can reach no region.\n",
+        );
+        out.push_str(&format!(
+            "track_backends = {{ frontend = {}, weight = {w} }}\n",
+            q(f)
+        ));
+    }
+    if let Some(n) = &v.notify {
+        out.push_str(
+            "# keepalived's notify script. maas-vip runs it with instance, state and priority as\n\
+             # arguments (keepalived passed \"INSTANCE\" first): adapt the script, then uncomment.\n",
+        );
+        out.push_str(&format!("# notify = {}\n", one_line(&q_list(n))));
+    }
+    for t in &v.track_scripts {
+        out.push('\n');
+        if let Some(c) = &t.comment {
+            out.push_str(&format!("# {c}\n"));
+        }
+        out.push_str("[[vrrp.track_script]]\n");
+        out.push_str(&format!("name = {}\n", q(&t.name)));
+        out.push_str(&format!("command = {}\n", q_list(&t.command)));
+        out.push_str(&format!("interval = {}\n", dur(t.interval)));
+        out.push_str(&format!("timeout = {}\n", dur(t.timeout)));
+        out.push_str(&format!("weight = {}\n", t.weight));
+        out.push_str(&format!("rise = {}\n", t.rise));
+        out.push_str(&format!("fall = {}\n", t.fall));
+    }
+}
+
+fn render_frontend(out: &mut String, f: &Frontend) {
+    out.push_str("\n[[frontend]]\n");
+    out.push_str(&format!("name = {}\n", q(&f.name)));
+    let binds: Vec<String> = f.bind.iter().map(|b| b.to_string()).collect();
+    out.push_str(&format!("bind = {}\n", q_list(&binds)));
+    out.push_str(&format!(
+        "mode = {}\n",
+        q(if f.http { "http" } else { "tcp" })
+    ));
+    out.push_str(&format!(
+        "balance = {}\n",
+        q(if f.source { "source" } else { "roundrobin" })
+    ));
+    out.push_str(&format!("retries = {}\n", f.retries));
+    out.push_str(&format!("redispatch = {}\n", f.redispatch));
+    if let Some(m) = f.maxconn {
+        out.push_str(&format!("maxconn = {m}\n"));
+    }
+    for (key, d) in [
+        ("timeout_connect", f.timeout_connect),
+        ("timeout_client", f.timeout_client),
+        ("timeout_server", f.timeout_server),
+        ("timeout_tunnel", f.timeout_tunnel),
+    ] {
+        if let Some(d) = d {
+            out.push_str(&format!("{key} = {}\n", dur(d)));
+        }
+    }
+    if f.http {
+        out.push_str(&format!("http_server_close = {}\n", f.http_server_close));
+        out.push_str(&format!("forwardfor = {}\n", f.forwardfor));
+    }
+    if let Some(c) = &f.check {
+        let mut parts = vec![format!("kind = {}", q(if c.http { "http" } else { "tcp" }))];
+        if c.http {
+            if let Some(p) = &c.path {
+                parts.push(format!("path = {}", q(p)));
+            }
+            if let Some(s) = c.expect_status {
+                parts.push(format!("expect_status = {s}"));
+            }
+        }
+        parts.push(format!("interval = {}", dur(c.interval)));
+        if let Some(d) = c.fast_interval {
+            parts.push(format!("fast_interval = {}", dur(d)));
+        }
+        if let Some(d) = c.down_interval {
+            parts.push(format!("down_interval = {}", dur(d)));
+        }
+        parts.push(format!("timeout = {}", dur(c.timeout)));
+        parts.push(format!("rise = {}", c.rise));
+        parts.push(format!("fall = {}", c.fall));
+        if !c.http {
+            out.push_str(
+                "# A TCP check only proves the region's nginx is up; kind = \"http\" with\n\
+                 # path = \"/MAAS/api/2.0/version/\" also proves regiond and PostgreSQL.\n",
+            );
+        }
+        out.push_str(&format!("check = {{ {} }}\n", parts.join(", ")));
+    }
+    for s in &f.servers {
+        out.push_str("\n[[frontend.server]]\n");
+        out.push_str(&format!("name = {}\n", q(&s.name)));
+        out.push_str(&format!("address = {}\n", q(&s.address.to_string())));
+        if s.weight != 1 {
+            out.push_str(&format!("weight = {}\n", s.weight));
+        }
+        if !s.check {
+            out.push_str("check = false\n");
+        }
+        if s.backup {
+            out.push_str("backup = true\n");
+        }
+        if s.disabled {
+            out.push_str("disabled = true\n");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values shared by both parsers.
+
+/// keepalived's seconds: a decimal number such as `2`, `0.5` or `1.25`, at most 1000000.
+fn keepalived_secs(s: &str) -> Option<Duration> {
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (s, ""),
+    };
+    if int.is_empty() && frac.is_empty()
+        || int.len() > 7
+        || frac.len() > 6
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let secs: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let micros: u64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().ok()?
+    };
+    if secs > 1_000_000 {
+        return None;
+    }
+    Some(Duration::from_secs(secs) + Duration::from_micros(micros))
+}
+
+/// HAProxy's time: a number with an optional unit (`us`, `ms`, `s`, `m`, `h`, `d`); a bare
+/// number is milliseconds. At most 2^31-1 ms, HAProxy's own limit.
+fn haproxy_time(s: &str) -> Option<Duration> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = s.split_at(digits);
+    if num.is_empty() || num.len() > 12 {
+        return None;
+    }
+    let n: u64 = num.parse().ok()?;
+    let d = match unit {
+        "us" => Duration::from_micros(n),
+        "" | "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400)?),
+        _ => return None,
+    };
+    (d <= Duration::from_millis(i32::MAX as u64)).then_some(d)
+}

@@ -1,0 +1,962 @@
+//! keepalived.conf: tokenizer, block tree and translation into `[[vrrp]]` blocks.
+//!
+//! keepalived's syntax is line based: a statement is a keyword and its arguments up to the end
+//! of the line, optionally followed by a `{ ... }` block (which may open on the next line).
+//! Comments start at an unquoted `#` or `!`; strings are double quoted. `;` is accepted as a
+//! statement separator as well, since configs copied from documentation often use it.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::{keepalived_secs, Notes, TrackScript, Vrrp};
+
+/// Deepest block nesting accepted; keepalived's own grammar needs 3.
+const MAX_DEPTH: usize = 16;
+
+/// A statement and its block, if any.
+#[derive(Debug, Clone)]
+pub(super) struct Node {
+    pub(super) line: usize,
+    pub(super) key: String,
+    pub(super) args: Vec<String>,
+    pub(super) children: Option<Vec<Node>>,
+}
+
+#[derive(Debug)]
+enum Tok {
+    Word(String),
+    Open,
+    Close,
+    End,
+}
+
+/// Splits the text into words, braces and statement ends, each with its line.
+fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, (usize, String)> {
+    let mut toks = Vec::new();
+    for (i, text) in src.lines().enumerate() {
+        let line = i + 1;
+        let mut cur = String::new();
+        let mut in_word = false;
+        let mut chars = text.chars();
+        let flush = |toks: &mut Vec<(Tok, usize)>, cur: &mut String, in_word: &mut bool| {
+            if *in_word {
+                toks.push((Tok::Word(std::mem::take(cur)), line));
+                *in_word = false;
+            }
+        };
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => {
+                    in_word = true;
+                    loop {
+                        match chars.next() {
+                            Some('"') => break,
+                            Some(ch) => cur.push(ch),
+                            None => return Err((line, "unterminated quoted string".into())),
+                        }
+                    }
+                }
+                '#' | '!' => break,
+                '{' | '}' | ';' => {
+                    flush(&mut toks, &mut cur, &mut in_word);
+                    toks.push((
+                        match c {
+                            '{' => Tok::Open,
+                            '}' => Tok::Close,
+                            _ => Tok::End,
+                        },
+                        line,
+                    ));
+                }
+                c if c.is_whitespace() => flush(&mut toks, &mut cur, &mut in_word),
+                c => {
+                    cur.push(c);
+                    in_word = true;
+                }
+            }
+        }
+        flush(&mut toks, &mut cur, &mut in_word);
+        toks.push((Tok::End, line));
+    }
+    Ok(toks)
+}
+
+/// An open block: the statement that owns it and what it holds so far.
+struct Frame {
+    owner: Option<Node>,
+    items: Vec<Node>,
+}
+
+/// Parses the whole file into its statement tree.
+pub(super) fn parse(src: &str) -> Result<Vec<Node>, (usize, String)> {
+    let mut stack = vec![Frame {
+        owner: None,
+        items: Vec::new(),
+    }];
+    let mut words: Vec<String> = Vec::new();
+    let mut words_line = 0;
+    let finish = |words: &mut Vec<String>, line: usize| {
+        let mut w = std::mem::take(words).into_iter();
+        let key = w.next()?;
+        Some(Node {
+            line,
+            key,
+            args: w.collect(),
+            children: None,
+        })
+    };
+    for (tok, line) in tokenize(src)? {
+        match tok {
+            Tok::Word(w) => {
+                if words.is_empty() {
+                    words_line = line;
+                }
+                words.push(w);
+            }
+            Tok::End => {
+                if let Some(n) = finish(&mut words, words_line) {
+                    push(&mut stack, n);
+                }
+            }
+            Tok::Open => {
+                let owner = match finish(&mut words, words_line) {
+                    Some(n) => n,
+                    // `vrrp_instance X` with its `{` on the next line.
+                    None => match stack.last_mut().and_then(|f| {
+                        if f.items.last().is_some_and(|n| n.children.is_none()) {
+                            f.items.pop()
+                        } else {
+                            None
+                        }
+                    }) {
+                        Some(n) => n,
+                        None => return Err((line, "`{` without a keyword before it".into())),
+                    },
+                };
+                if stack.len() > MAX_DEPTH {
+                    return Err((line, format!("blocks nested deeper than {MAX_DEPTH}")));
+                }
+                stack.push(Frame {
+                    owner: Some(owner),
+                    items: Vec::new(),
+                });
+            }
+            Tok::Close => {
+                if let Some(n) = finish(&mut words, words_line) {
+                    push(&mut stack, n);
+                }
+                if stack.len() < 2 {
+                    return Err((line, "`}` without a matching `{`".into()));
+                }
+                if let Some(frame) = stack.pop() {
+                    if let Some(mut owner) = frame.owner {
+                        owner.children = Some(frame.items);
+                        push(&mut stack, owner);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(n) = finish(&mut words, words_line) {
+        push(&mut stack, n);
+    }
+    if stack.len() > 1 {
+        let (key, line) = stack
+            .last()
+            .and_then(|f| f.owner.as_ref())
+            .map_or((String::new(), 0), |o| (o.key.clone(), o.line));
+        return Err((line, format!("the block of `{key}` is never closed")));
+    }
+    Ok(stack.pop().map(|f| f.items).unwrap_or_default())
+}
+
+fn push(stack: &mut [Frame], node: Node) {
+    if let Some(top) = stack.last_mut() {
+        top.items.push(node);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Translation.
+
+/// A `vrrp_script` as declared.
+#[derive(Debug, Clone)]
+struct Script {
+    line: usize,
+    command: Option<String>,
+    interval: Duration,
+    timeout: Option<Duration>,
+    weight: i32,
+    rise: u32,
+    fall: u32,
+    used: bool,
+}
+
+/// Global defaults from `global_defs` that instances inherit.
+#[derive(Debug, Default)]
+struct Globals {
+    version: Option<u8>,
+    garp_delay: Option<Duration>,
+    garp_repeat: Option<u32>,
+}
+
+/// Translates a keepalived.conf into `[[vrrp]]` blocks, noting what is left behind.
+pub(super) fn import(
+    file: &str,
+    src: &str,
+    notes: &mut Notes,
+) -> Result<Vec<Vrrp>, (usize, String)> {
+    let tree = parse(src)?;
+    let mut globals = Globals::default();
+    let mut scripts: Vec<(String, Script)> = Vec::new();
+    // First pass: everything instances refer to, wherever it is in the file.
+    for node in &tree {
+        match node.key.as_str() {
+            "global_defs" => global_defs(file, node, &mut globals, notes),
+            "vrrp_script" => {
+                let Some(name) = node.args.first() else {
+                    notes.at(
+                        file,
+                        node.line,
+                        "`vrrp_script` without a name: not carried over",
+                    );
+                    continue;
+                };
+                if scripts.iter().any(|(n, _)| n == name) {
+                    notes.at(
+                        file,
+                        node.line,
+                        format!("vrrp_script `{name}` is defined twice: the first one is kept"),
+                    );
+                    continue;
+                }
+                scripts.push((name.clone(), script(file, node, notes)));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for node in &tree {
+        match node.key.as_str() {
+            "global_defs" | "vrrp_script" => {}
+            "vrrp_instance" => {
+                if let Some(v) = instance(file, node, &globals, &mut scripts, notes) {
+                    out.push(v);
+                }
+            }
+            "include" => notes.at(
+                file,
+                node.line,
+                format!(
+                    "`include {}` is not followed: merge that file in and import again",
+                    node.args.join(" ")
+                ),
+            ),
+            "vrrp_sync_group" => notes.at(
+                file,
+                node.line,
+                "`vrrp_sync_group` is not carried over: each [[vrrp]] instance runs on its own",
+            ),
+            "virtual_server" | "virtual_server_group" => notes.at(
+                file,
+                node.line,
+                format!(
+                    "`{}` (LVS) is not carried over: maas-vip's [[frontend]] is the proxy",
+                    node.key
+                ),
+            ),
+            k => notes.at(
+                file,
+                node.line,
+                format!("`{k}` is not supported by maas-vip: not carried over"),
+            ),
+        }
+    }
+    for (name, s) in &scripts {
+        if !s.used {
+            notes.at(
+                file,
+                s.line,
+                format!("vrrp_script `{name}` is tracked by no instance: not carried over"),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn global_defs(file: &str, node: &Node, g: &mut Globals, notes: &mut Notes) {
+    for c in node.children.iter().flatten() {
+        let arg = c.args.first().map(String::as_str).unwrap_or("");
+        match c.key.as_str() {
+            "vrrp_version" => match arg {
+                "2" => g.version = Some(2),
+                "3" => g.version = Some(3),
+                _ => notes.at(
+                    file,
+                    c.line,
+                    format!("vrrp_version `{arg}` ignored: 2 or 3"),
+                ),
+            },
+            "vrrp_garp_master_delay" => match keepalived_secs(arg) {
+                Some(d) => g.garp_delay = Some(d),
+                None => notes.at(file, c.line, format!("bad vrrp_garp_master_delay `{arg}`")),
+            },
+            "vrrp_garp_master_repeat" => match arg.parse::<u32>() {
+                Ok(n) => g.garp_repeat = Some(n),
+                Err(_) => notes.at(file, c.line, format!("bad vrrp_garp_master_repeat `{arg}`")),
+            },
+            "router_id" => notes.at(
+                file,
+                c.line,
+                "global_defs `router_id` is not needed: logs name the instance",
+            ),
+            "enable_script_security" | "script_user" => notes.at(
+                file,
+                c.line,
+                format!(
+                    "global_defs `{}` is not carried over: track scripts run as the daemon's \
+                     user, from the argv given (never a shell)",
+                    c.key
+                ),
+            ),
+            k => notes.at(
+                file,
+                c.line,
+                format!("global_defs `{k}` is not supported by maas-vip: not carried over"),
+            ),
+        }
+    }
+}
+
+fn script(file: &str, node: &Node, notes: &mut Notes) -> Script {
+    let mut s = Script {
+        line: node.line,
+        command: None,
+        // keepalived's defaults.
+        interval: Duration::from_secs(1),
+        timeout: None,
+        weight: 0,
+        rise: 1,
+        fall: 1,
+        used: false,
+    };
+    for c in node.children.iter().flatten() {
+        let arg = c.args.first().map(String::as_str).unwrap_or("");
+        match c.key.as_str() {
+            // keepalived joins the words of an unquoted script.
+            "script" => s.command = Some(c.args.join(" ")),
+            "interval" => match keepalived_secs(arg) {
+                Some(d) if !d.is_zero() => s.interval = d,
+                _ => notes.at(
+                    file,
+                    c.line,
+                    format!("bad script interval `{arg}`: 1s kept"),
+                ),
+            },
+            "timeout" => match keepalived_secs(arg) {
+                Some(d) if !d.is_zero() => s.timeout = Some(d),
+                _ => notes.at(file, c.line, format!("bad script timeout `{arg}` ignored")),
+            },
+            "weight" => {
+                match arg.parse::<i32>() {
+                    Ok(w) if (-253..=253).contains(&w) => s.weight = w,
+                    _ => notes.at(
+                        file,
+                        c.line,
+                        format!("script weight `{arg}` ignored: -253..=253"),
+                    ),
+                }
+                if c.args.get(1).is_some_and(|a| a == "reverse") {
+                    notes.at(
+                        file,
+                        c.line,
+                        "script weight `reverse` is not supported: the weight applies as written",
+                    );
+                }
+            }
+            "rise" | "fall" => match arg.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => {
+                    if c.key == "rise" {
+                        s.rise = n;
+                    } else {
+                        s.fall = n;
+                    }
+                }
+                _ => notes.at(file, c.line, format!("script {} `{arg}` ignored", c.key)),
+            },
+            "user" => notes.at(
+                file,
+                c.line,
+                "script `user` is not carried over: track scripts run as the daemon's user",
+            ),
+            k => notes.at(
+                file,
+                c.line,
+                format!("vrrp_script keyword `{k}` is not supported: not carried over"),
+            ),
+        }
+    }
+    s
+}
+
+/// A scalar statement's first argument, noting a block that does not belong there.
+fn arg<'a>(file: &str, c: &'a Node, notes: &mut Notes) -> &'a str {
+    if c.children.is_some() {
+        notes.at(
+            file,
+            c.line,
+            format!("the block after `{}` is not expected: ignored", c.key),
+        );
+    }
+    c.args.first().map(String::as_str).unwrap_or("")
+}
+
+fn instance(
+    file: &str,
+    node: &Node,
+    g: &Globals,
+    scripts: &mut [(String, Script)],
+    notes: &mut Notes,
+) -> Option<Vrrp> {
+    let Some(name) = node.args.first().filter(|n| !n.is_empty()) else {
+        notes.at(
+            file,
+            node.line,
+            "`vrrp_instance` without a name: not carried over",
+        );
+        return None;
+    };
+    let mut v = Vrrp {
+        name: name.clone(),
+        file: file.to_string(),
+        line: node.line,
+        interface: String::new(),
+        virtual_router_id: 0,
+        priority: None,
+        master: false,
+        advert_interval: Duration::from_secs(1),
+        version: g.version.unwrap_or(2),
+        preempt: true,
+        preempt_delay: None,
+        auth_pass: None,
+        vips: Vec::new(),
+        unicast_peers: Vec::new(),
+        garp_master_delay: g.garp_delay,
+        garp_master_repeat: g.garp_repeat,
+        track_backends: None,
+        track_frontend: None,
+        notify: None,
+        track_scripts: Vec::new(),
+    };
+    let mut auth_type_pass = None;
+    let mut auth_pass: Option<(String, usize)> = None;
+    let mut advert: Option<(Duration, usize)> = None;
+    let mut nopreempt_line = None;
+    for c in node.children.iter().flatten() {
+        let key = c.key.as_str();
+        match key {
+            "state" => match arg(file, c, notes) {
+                "MASTER" => v.master = true,
+                "BACKUP" => v.master = false,
+                a => notes.at(
+                    file,
+                    c.line,
+                    format!("state `{a}` ignored: MASTER or BACKUP"),
+                ),
+            },
+            "interface" => v.interface = arg(file, c, notes).to_string(),
+            "virtual_router_id" => match arg(file, c, notes).parse::<u8>() {
+                Ok(id) if id >= 1 => v.virtual_router_id = id,
+                _ => notes.at(file, c.line, "virtual_router_id must be 1..=255"),
+            },
+            "priority" => match arg(file, c, notes).parse::<u8>() {
+                Ok(p) if p >= 1 => v.priority = Some(p),
+                _ => notes.at(
+                    file,
+                    c.line,
+                    "priority must be 1..=255: keepalived's default 100 applies",
+                ),
+            },
+            "advert_int" => {
+                let a = arg(file, c, notes);
+                match keepalived_secs(a) {
+                    Some(d) if !d.is_zero() => advert = Some((d, c.line)),
+                    _ => notes.at(file, c.line, format!("bad advert_int `{a}`: 1s kept")),
+                }
+            }
+            "version" => match arg(file, c, notes) {
+                "2" => v.version = 2,
+                "3" => v.version = 3,
+                a => notes.at(file, c.line, format!("version `{a}` ignored: 2 or 3")),
+            },
+            "nopreempt" => {
+                v.preempt = false;
+                nopreempt_line = Some(c.line);
+            }
+            "preempt" => v.preempt = true,
+            "preempt_delay" => {
+                let a = arg(file, c, notes);
+                match keepalived_secs(a) {
+                    Some(d) if d <= Duration::from_secs(1000) => v.preempt_delay = Some(d),
+                    _ => notes.at(
+                        file,
+                        c.line,
+                        format!("preempt_delay `{a}` ignored: 0 to 1000 seconds"),
+                    ),
+                }
+            }
+            "garp_master_delay" => {
+                let a = arg(file, c, notes);
+                match keepalived_secs(a) {
+                    Some(d) => v.garp_master_delay = Some(d),
+                    None => notes.at(file, c.line, format!("bad garp_master_delay `{a}`")),
+                }
+            }
+            "garp_master_repeat" => {
+                let a = arg(file, c, notes);
+                match a.parse::<u32>() {
+                    Ok(n) => v.garp_master_repeat = Some(n),
+                    Err(_) => notes.at(file, c.line, format!("bad garp_master_repeat `{a}`")),
+                }
+            }
+            "authentication" => {
+                for a in c.children.iter().flatten() {
+                    let val = a.args.first().map(String::as_str).unwrap_or("");
+                    match a.key.as_str() {
+                        "auth_type" => auth_type_pass = Some((val == "PASS", a.line, val)),
+                        "auth_pass" => auth_pass = Some((val.to_string(), a.line)),
+                        k => notes.at(
+                            file,
+                            a.line,
+                            format!("authentication `{k}` is not supported: not carried over"),
+                        ),
+                    }
+                }
+            }
+            "virtual_ipaddress" => {
+                for a in c.children.iter().flatten() {
+                    vip(file, a, &mut v, notes);
+                }
+                if c.children.is_none() {
+                    notes.at(file, c.line, "`virtual_ipaddress` without a block: ignored");
+                }
+            }
+            "unicast_peer" => {
+                for a in c.children.iter().flatten() {
+                    match a.key.parse::<Ipv4Addr>() {
+                        Ok(ip) if !v.unicast_peers.contains(&ip) => v.unicast_peers.push(ip),
+                        Ok(_) => {}
+                        Err(_) => notes.at(
+                            file,
+                            a.line,
+                            format!(
+                                "unicast_peer `{}` is not an IPv4 address: not carried over",
+                                a.key
+                            ),
+                        ),
+                    }
+                    if !a.args.is_empty() {
+                        notes.at(
+                            file,
+                            a.line,
+                            format!(
+                                "unicast_peer options `{}` are not supported: not carried over",
+                                a.args.join(" ")
+                            ),
+                        );
+                    }
+                }
+            }
+            "track_script" => {
+                for a in c.children.iter().flatten() {
+                    track(file, a, &mut v, scripts, notes);
+                }
+            }
+            "notify" => {
+                let cmd = c.args.join(" ");
+                let (argv, shell) = split_command(&cmd);
+                if argv.is_empty() {
+                    notes.at(file, c.line, "empty `notify` ignored");
+                } else {
+                    v.notify = Some(if shell {
+                        vec!["/bin/sh".into(), "-c".into(), cmd]
+                    } else {
+                        argv
+                    });
+                    notes.at(
+                        file,
+                        c.line,
+                        "`notify` is written commented out: maas-vip passes instance, state, \
+                         priority (keepalived passed \"INSTANCE\" first); adapt the script",
+                    );
+                }
+            }
+            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => notes.at(
+                file,
+                c.line,
+                format!(
+                    "`{key}` is not carried over: maas-vip has one `notify` program that gets \
+                     the new state as an argument"
+                ),
+            ),
+            "unicast_src_ip" | "mcast_src_ip" => notes.at(
+                file,
+                c.line,
+                format!("`{key}` is not carried over: adverts go from the interface's address"),
+            ),
+            "virtual_ipaddress_excluded" => notes.at(
+                file,
+                c.line,
+                "`virtual_ipaddress_excluded` is not carried over: list every address in \
+                 virtual_ipaddresses (they are all advertised)",
+            ),
+            k => notes.at(
+                file,
+                c.line,
+                format!(
+                    "vrrp_instance keyword `{k}` is not supported by maas-vip: not carried over"
+                ),
+            ),
+        }
+    }
+    // Authentication.
+    match (auth_type_pass, auth_pass) {
+        (Some((true, _, _)), Some((pass, line))) | (None, Some((pass, line))) => {
+            if v.version == 3 {
+                notes.at(
+                    file,
+                    line,
+                    "auth_pass dropped: VRRPv3 has no authentication (RFC 9568)",
+                );
+            } else if pass.is_empty() {
+                notes.at(file, line, "empty auth_pass ignored");
+            } else {
+                let mut p = pass.clone();
+                while p.len() > 8 {
+                    p.pop();
+                }
+                if p != pass {
+                    notes.at(
+                        file,
+                        line,
+                        "auth_pass longer than 8 bytes: cut to 8, as keepalived sends it",
+                    );
+                }
+                if p.is_empty() {
+                    notes.at(file, line, "auth_pass could not be cut to 8 bytes: dropped");
+                } else {
+                    v.auth_pass = Some(p);
+                }
+            }
+        }
+        (Some((false, line, t)), _) => notes.at(
+            file,
+            line,
+            format!(
+                "auth_type `{t}` is not supported (only PASS): authentication not carried over"
+            ),
+        ),
+        (Some((true, line, _)), None) => {
+            notes.at(file, line, "auth_type PASS without auth_pass: ignored")
+        }
+        (None, None) => {}
+    }
+    // Advert interval: VRRPv2 counts whole seconds.
+    if let Some((d, line)) = advert {
+        if v.version == 2 && (d.subsec_nanos() != 0 || d.as_secs() > 255) {
+            // Rounded up: adverts may come less often, never more often, than configured.
+            let secs = (d.as_secs() + u64::from(d.subsec_nanos() != 0)).clamp(1, 255);
+            notes.at(
+                file,
+                line,
+                format!(
+                    "advert_int {}s is not whole seconds 1..=255 (VRRPv2): {secs}s",
+                    d.as_secs_f64()
+                ),
+            );
+            v.advert_interval = Duration::from_secs(secs);
+        } else if v.version == 3 {
+            let cs = (d.as_millis() / 10).clamp(1, 4095);
+            let fixed = Duration::from_millis(cs as u64 * 10);
+            if fixed != d {
+                notes.at(
+                    file,
+                    line,
+                    "advert_int rounded to centiseconds 0.01..=40.95s (VRRPv3)",
+                );
+            }
+            v.advert_interval = fixed;
+        } else {
+            v.advert_interval = d;
+        }
+    }
+    if let (Some(line), true) = (nopreempt_line, v.master) {
+        notes.at(
+            file,
+            line,
+            "nopreempt with state MASTER: keepalived wants state BACKUP for nopreempt; check \
+             the initial state",
+        );
+    }
+    // What maas-vip cannot run without.
+    let mut missing = Vec::new();
+    if v.interface.is_empty() || v.interface.len() > 15 {
+        missing.push("an interface name of 1 to 15 bytes");
+    }
+    if v.virtual_router_id == 0 {
+        missing.push("a virtual_router_id");
+    }
+    if v.vips.is_empty() {
+        missing.push("an IPv4 virtual_ipaddress");
+    }
+    if !missing.is_empty() {
+        notes.at(
+            file,
+            node.line,
+            format!(
+                "vrrp_instance `{}` is not carried over: it needs {}",
+                v.name,
+                missing.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(v)
+}
+
+fn vip(file: &str, a: &Node, v: &mut Vrrp, notes: &mut Notes) {
+    // keepalived: `<address>[/<prefix>] [brd ..] [dev ..] [scope ..] [label ..]`; /32 by default.
+    match a.key.parse::<vrrp::Vip>() {
+        Ok(ip) => {
+            let s = ip.to_string();
+            if !v.vips.contains(&s) {
+                v.vips.push(s);
+            }
+            if !a.args.is_empty() {
+                notes.at(
+                    file,
+                    a.line,
+                    format!(
+                        "virtual_ipaddress options `{}` are not supported: the address is \
+                         added to `{}`",
+                        a.args.join(" "),
+                        v.interface
+                    ),
+                );
+            }
+        }
+        Err(e) => notes.at(
+            file,
+            a.line,
+            format!("virtual_ipaddress not carried over: {e}"),
+        ),
+    }
+}
+
+fn track(file: &str, a: &Node, v: &mut Vrrp, scripts: &mut [(String, Script)], notes: &mut Notes) {
+    let name = a.key.as_str();
+    let Some((_, s)) = scripts.iter_mut().find(|(n, _)| n == name) else {
+        notes.at(
+            file,
+            a.line,
+            format!("track_script `{name}` names no vrrp_script: not carried over"),
+        );
+        return;
+    };
+    s.used = true;
+    let mut weight = s.weight;
+    match (a.args.first().map(String::as_str), a.args.get(1)) {
+        (None, _) => {}
+        (Some("weight"), Some(w)) => match w.parse::<i32>() {
+            Ok(w) if (-253..=253).contains(&w) => weight = w,
+            _ => notes.at(file, a.line, format!("track_script weight `{w}` ignored")),
+        },
+        _ => notes.at(
+            file,
+            a.line,
+            format!("track_script options `{}` ignored", a.args.join(" ")),
+        ),
+    }
+    if v.track_scripts.iter().any(|t| t.name == name) {
+        notes.at(
+            file,
+            a.line,
+            format!("`{name}` is tracked twice: once kept"),
+        );
+        return;
+    }
+    let Some(cmd) = s.command.clone().filter(|c| !c.trim().is_empty()) else {
+        notes.at(
+            file,
+            s.line,
+            format!("vrrp_script `{name}` has no script: not carried over"),
+        );
+        return;
+    };
+    let (argv, shell) = split_command(&cmd);
+    if !shell && checks_haproxy(&argv) {
+        let w = if weight == 0 {
+            -50
+        } else if weight > 0 {
+            notes.at(
+                file,
+                a.line,
+                format!(
+                    "`{name}` raised the priority by {weight} while HAProxy ran; \
+                     track_backends lowers it by {weight} while no region is reachable instead"
+                ),
+            );
+            -weight
+        } else {
+            weight
+        };
+        if v.track_backends.is_none() {
+            v.track_backends = Some(w);
+        }
+        notes.at(
+            file,
+            s.line,
+            format!(
+                "vrrp_script `{name}` (`{cmd}`) is dropped: maas-vip's own proxy makes it \
+                 unnecessary; track_backends (weight {w}) lowers the priority when this host \
+                 can reach no region"
+            ),
+        );
+        return;
+    }
+    let (command, comment) = if shell {
+        notes.at(
+            file,
+            s.line,
+            format!("vrrp_script `{name}` needs a shell: run as /bin/sh -c"),
+        );
+        (
+            vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
+            Some(
+                "Needs a shell (pipes, redirections, variables...): run through /bin/sh -c.".into(),
+            ),
+        )
+    } else {
+        (argv, None)
+    };
+    v.track_scripts.push(TrackScript {
+        name: name.to_string(),
+        command,
+        interval: s.interval,
+        // keepalived: a script's timeout defaults to its interval.
+        timeout: s.timeout.unwrap_or(s.interval),
+        weight,
+        rise: s.rise,
+        fall: s.fall,
+        comment,
+    });
+}
+
+/// Splits a script into argv as keepalived does (words, `'` and `"` quoting). The flag says
+/// whether it needs a shell: pipes, lists, redirections, expansions, globs, assignments.
+pub(super) fn split_command(cmd: &str) -> (Vec<String>, bool) {
+    let mut argv = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut shell = false;
+    let mut chars = cmd.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(ch) => cur.push(ch),
+                        None => {
+                            shell = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some(ch) => {
+                            if matches!(ch, '$' | '`' | '\\') {
+                                shell = true;
+                            }
+                            cur.push(ch);
+                        }
+                        None => {
+                            shell = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    if argv.is_empty() && cur.contains('=') {
+                        shell = true;
+                    }
+                    argv.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' | '\\' | '*' | '?' | '[' | ']'
+            | '{' | '}' | '~' => {
+                shell = true;
+                cur.push(c);
+                in_word = true;
+            }
+            '#' if !in_word => {
+                shell = true;
+                cur.push(c);
+                in_word = true;
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        if argv.is_empty() && cur.contains('=') {
+            shell = true;
+        }
+        argv.push(cur);
+    }
+    // An explicit `sh -c '...'` is already an argv.
+    if shell && argv.len() == 3 && argv[1] == "-c" && is_shell(&argv[0]) {
+        shell = false;
+    }
+    (argv, shell)
+}
+
+fn is_shell(prog: &str) -> bool {
+    matches!(
+        prog.rsplit('/').next().unwrap_or(prog),
+        "sh" | "bash" | "dash"
+    )
+}
+
+/// `killall -0 haproxy`, `pidof haproxy`, `pgrep haproxy`, `systemctl is-active haproxy`.
+fn checks_haproxy(argv: &[String]) -> bool {
+    let Some(prog) = argv.first() else {
+        return false;
+    };
+    let base = prog.rsplit('/').next().unwrap_or(prog);
+    let operands: Vec<&str> = argv[1..]
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    match base {
+        "killall" | "pidof" | "pgrep" => operands == ["haproxy"],
+        "systemctl" => {
+            operands.first() == Some(&"is-active")
+                && operands.len() == 2
+                && matches!(operands[1], "haproxy" | "haproxy.service")
+        }
+        _ => false,
+    }
+}
