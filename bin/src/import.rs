@@ -265,6 +265,19 @@ struct Server {
     check: bool,
     backup: bool,
     disabled: bool,
+    check_override: CheckOverride,
+}
+
+/// A server's `check_override = { ... }`: where its check differs from the frontend's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CheckOverride {
+    port: Option<u16>,
+    interval: Option<Duration>,
+    fast_interval: Option<Duration>,
+    down_interval: Option<Duration>,
+    timeout: Option<Duration>,
+    rise: Option<u32>,
+    fall: Option<u32>,
 }
 
 /// Default address of the admin endpoint.
@@ -655,6 +668,30 @@ fn render_frontend(out: &mut String, f: &Frontend) {
         }
         if s.disabled {
             out.push_str("disabled = true\n");
+        }
+        let o = &s.check_override;
+        if s.check && *o != CheckOverride::default() {
+            let mut parts = Vec::new();
+            if let Some(p) = o.port {
+                parts.push(format!("port = {p}"));
+            }
+            for (key, d) in [
+                ("interval", o.interval),
+                ("fast_interval", o.fast_interval),
+                ("down_interval", o.down_interval),
+                ("timeout", o.timeout),
+            ] {
+                if let Some(d) = d {
+                    parts.push(format!("{key} = {}", dur(d)));
+                }
+            }
+            if let Some(r) = o.rise {
+                parts.push(format!("rise = {r}"));
+            }
+            if let Some(f) = o.fall {
+                parts.push(format!("fall = {f}"));
+            }
+            out.push_str(&format!("check_override = {{ {} }}\n", parts.join(", ")));
         }
     }
 }

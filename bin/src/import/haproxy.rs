@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{haproxy_time, Check, Frontend, Notes, Server};
+use super::{haproxy_time, Check, CheckOverride, Frontend, Notes, Server};
 
 /// A setting with the line it was set on and whether it came from a `defaults` section.
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ struct ServerOpts {
     downinter: Option<Duration>,
     rise: Option<u32>,
     fall: Option<u32>,
+    port: Option<u16>,
 }
 
 impl ServerOpts {
@@ -49,6 +50,7 @@ impl ServerOpts {
             downinter: o.downinter.or(self.downinter),
             rise: o.rise.or(self.rise),
             fall: o.fall.or(self.fall),
+            port: o.port.or(self.port),
         }
     }
 }
@@ -56,7 +58,6 @@ impl ServerOpts {
 /// A server line, parsed.
 #[derive(Debug, Clone)]
 struct RawServer {
-    line: usize,
     name: String,
     address: SocketAddr,
     opts: ServerOpts,
@@ -1003,6 +1004,10 @@ fn server_opts(
                 },
                 _ => bad("at least 10ms"),
             },
+            "port" => match v.and_then(|v| v.parse::<u16>().ok()) {
+                Some(n) if n > 0 => o.port = Some(n),
+                _ => bad("a port 1..=65535"),
+            },
             "rise" | "fall" => match v.and_then(|v| v.parse::<u32>().ok()) {
                 Some(n) if (1..=1000).contains(&n) => {
                     if k == "rise" {
@@ -1085,7 +1090,6 @@ fn server(
         }
     };
     Some(RawServer {
-        line,
         name: name.clone(),
         address,
         opts: defaults.overlay(&o),
@@ -1360,6 +1364,7 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
                 check: s.opts.check.unwrap_or(false),
                 backup: s.opts.backup.unwrap_or(false),
                 disabled: s.opts.disabled.unwrap_or(false),
+                check_override: CheckOverride::default(),
             },
         ));
     }
@@ -1389,7 +1394,8 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
         }
     }
 
-    // One check per frontend: from the first checked server's parameters.
+    // One check per frontend, from the first checked server's parameters; the servers whose
+    // own differ get a `check_override`.
     let checked: Vec<&RawServer> = servers
         .iter()
         .filter(|(_, s)| s.check)
@@ -1398,22 +1404,6 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
     let check = checked.first().map(|first| {
         let o = &first.opts;
         let interval = o.inter.unwrap_or(Duration::from_secs(2));
-        for other in &checked[1..] {
-            let p = &other.opts;
-            if (p.inter, p.fastinter, p.downinter, p.rise, p.fall)
-                != (o.inter, o.fastinter, o.downinter, o.rise, o.fall)
-            {
-                notes.at(
-                    file,
-                    other.line,
-                    format!(
-                        "server `{}` has its own inter/rise/fall: maas-vip has one check per \
-                         frontend, `{}`'s is used",
-                        other.name, first.name
-                    ),
-                );
-            }
-        }
         let httpchk = back_side(&fs.httpchk, &bs.httpchk);
         let http = httpchk.as_ref().is_some_and(|h| h.v.is_some());
         let expect = back_side(&fs.expect_status, &bs.expect_status);
@@ -1441,6 +1431,29 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
             fall: o.fall.unwrap_or(3),
         }
     });
+    if let Some(c) = &check {
+        for (raw, srv) in servers.iter_mut().filter(|(_, s)| s.check) {
+            let p = &raw.opts;
+            let inter = p.inter.unwrap_or(Duration::from_secs(2));
+            // HAProxy falls back to `inter` for fastinter and downinter.
+            let fast = p.fastinter.or(c.fast_interval.map(|_| inter));
+            let down = p.downinter.or(c.down_interval.map(|_| inter));
+            let timeout = timeout_check
+                .unwrap_or(inter)
+                .max(Duration::from_millis(10));
+            let differs =
+                |a: Option<Duration>, b: Option<Duration>| (a != b).then_some(a).flatten();
+            srv.check_override = CheckOverride {
+                port: p.port,
+                interval: (inter != c.interval).then_some(inter),
+                fast_interval: differs(fast, c.fast_interval),
+                down_interval: differs(down, c.down_interval),
+                timeout: (timeout != c.timeout).then_some(timeout),
+                rise: p.rise.filter(|r| *r != c.rise),
+                fall: p.fall.filter(|f| *f != c.fall),
+            };
+        }
+    }
     let maxconn = fs.maxconn.as_ref().map(|m| m.v);
     Some(Frontend {
         name: f.name.clone(),

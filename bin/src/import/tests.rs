@@ -259,6 +259,19 @@ fn import_listen_section_with_weights_backup_disabled() {
             (0, true, false, false)
         ]
     );
+    // r2's own port, inter and fall become its check_override.
+    let o = &f.server[1].check_override;
+    assert_eq!(o.port, Some(5241));
+    assert_eq!(o.interval, Some(Duration::from_secs(5)));
+    assert_eq!(o.timeout, Some(Duration::from_secs(5)));
+    assert_eq!((o.rise, o.fall), (None, Some(4)));
+    assert_eq!(
+        f.server[0].check_override,
+        healthcheck::CheckOverride::default()
+    );
+    assert!(out.toml.contains(
+        "check_override = { port = 5241, interval = \"5s\", timeout = \"5s\", fall = 4 }"
+    ));
     assert!(out.toml.contains("mode = \"tcp\""));
     assert!(!out.toml.contains("http_server_close"));
 }
