@@ -193,6 +193,13 @@ fn vrrp_keepalived_backup_maas_vip_preempts() {
     );
     eprintln!("maas-vip (150) preempted keepalived (100) after {t:?}");
     assert_stable(&lan, &[0], Duration::from_secs(3), "maas-vip master");
+    // keepalived parsed our advert (checksum, TTL, auth, interval all accepted) and yielded.
+    assert!(
+        ka.output()
+            .contains("Master received advert from 10.99.0.11 with higher priority 150, ours 100"),
+        "{}",
+        ka.output()
+    );
     assert!(
         ka.output().contains("Entering BACKUP STATE"),
         "{}",

@@ -81,7 +81,7 @@ pub enum VrrpError {
 }
 
 /// What one instance looks like now, for `/status` and `/metrics`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InstanceStatus {
     /// Instance name.
     pub name: String,
@@ -288,6 +288,7 @@ impl Instance {
             primary,
             start_as_master: cfg.state == InitialState::Master,
             garp_delay: cfg.garp_master_delay,
+            unicast_peers: cfg.unicast_peers.clone(),
         };
         let (script_tx, script_rx) = mpsc::channel(16);
         info!(%primary, link_up = link.up, vips = ?vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(), "vrrp instance set up");

@@ -41,10 +41,13 @@ pub struct Params {
     pub start_as_master: bool,
     /// Delay before the second burst of gratuitous ARP.
     pub garp_delay: Duration,
+    /// Unicast mode: adverts are accepted from these sources only (as keepalived does).
+    pub unicast_peers: Vec<Ipv4Addr>,
 }
 
 /// Protocol state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum State {
     /// Not started, or shut down (RFC 3768 §6.4.1).
     Initialize,
@@ -181,13 +184,15 @@ pub enum Reject {
     AuthType,
     /// Password differs from ours.
     AuthPass,
+    /// Unicast mode: the source is not one of `unicast_peers`.
+    NotPeer,
     /// Advert interval differs from ours (VRRPv2, RFC 3768 §7.1).
     Interval,
 }
 
 impl Reject {
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::Own,
         Reject::Ttl,
         Reject::Version,
@@ -197,6 +202,7 @@ impl Reject {
         Reject::Vrid,
         Reject::AuthType,
         Reject::AuthPass,
+        Reject::NotPeer,
         Reject::Interval,
     ];
 
@@ -212,6 +218,7 @@ impl Reject {
             Reject::Vrid => "vrid",
             Reject::AuthType => "auth_type",
             Reject::AuthPass => "auth_pass",
+            Reject::NotPeer => "not_peer",
             Reject::Interval => "interval",
         }
     }
@@ -228,18 +235,28 @@ impl fmt::Display for Reject {
 }
 
 /// Counters of one instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Adverts accepted.
     pub rx_ok: u64,
     /// Adverts asked to be sent.
     pub tx: u64,
     /// Dropped packets, indexed like [`Reject::ALL`].
-    pub rejected: [u64; 10],
+    #[serde(serialize_with = "ser_rejected")]
+    pub rejected: [u64; 11],
     /// Accepted adverts whose address list differs from ours.
     pub vip_mismatch: u64,
     /// Transitions to master.
     pub became_master: u64,
+}
+
+fn ser_rejected<S: serde::Serializer>(v: &[u64; 11], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(v.len()))?;
+    for (r, n) in Reject::ALL.iter().zip(v) {
+        m.serialize_entry(r.as_str(), n)?;
+    }
+    m.end()
 }
 
 impl Stats {
@@ -587,6 +604,9 @@ impl Machine {
         // RFC 3768 §7.1: MUST verify that the VRID is configured on the interface.
         if repr.vrid != self.p.vrid {
             return Err(Reject::Vrid);
+        }
+        if !self.p.unicast_peers.is_empty() && !self.p.unicast_peers.contains(&meta.src) {
+            return Err(Reject::NotPeer);
         }
         if self.p.version == 2 {
             // RFC 3768 §7.1: the auth type must match ours, and so must the password

@@ -19,6 +19,7 @@ fn params(priority: u8, last_octet: u8) -> Params {
         primary: Ipv4Addr::new(10, 0, 0, last_octet),
         start_as_master: false,
         garp_delay: Duration::from_secs(5),
+        unicast_peers: Vec::new(),
     }
 }
 
@@ -788,4 +789,33 @@ fn shutdown_from_backup_sends_nothing() {
     s.stop(1);
     assert_eq!(s.r[1].adverts.len(), sent);
     assert_eq!(s.r[1].m.state(), State::Initialize);
+}
+
+#[test]
+fn unicast_mode_accepts_listed_peers_only() {
+    let now = Instant::now();
+    let (meta, good, _) = good_advert();
+    let mut p = params(100, 1);
+    p.unicast_peers = vec![Ipv4Addr::new(10, 0, 0, 8)];
+    let mut m = Machine::new(p.clone());
+    m.start(now);
+    assert_eq!(m.handle_packet(now, meta, &good), Err(Reject::NotPeer));
+    assert_eq!(m.stats().rejected(Reject::NotPeer), 1);
+    p.unicast_peers.push(meta.src);
+    let mut m = Machine::new(p);
+    m.start(now);
+    assert_eq!(m.handle_packet(now, meta, &good), Ok(()));
+}
+
+#[test]
+fn stats_serialize_with_reason_names() {
+    let mut st = Stats::default();
+    st.rejected[Reject::AuthPass as usize] = 3;
+    let v = serde_json::to_value(&st).expect("serializes");
+    assert_eq!(v["rejected"]["auth_pass"], 3);
+    assert_eq!(v["rejected"]["ttl"], 0);
+    assert_eq!(
+        serde_json::to_value(State::Master).expect("state"),
+        "MASTER"
+    );
 }
