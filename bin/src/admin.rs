@@ -1,48 +1,105 @@
-//! The admin HTTP endpoint (`[admin] bind`, default 127.0.0.1:5249).
+//! The admin HTTP endpoint (`[admin] bind`, default 127.0.0.1:5249): `GET /status` (JSON),
+//! `GET /metrics` (OpenMetrics text for Prometheus) and `POST /servers/{frontend}/{server}/
+//! {drain,disable,enable}`.
 //!
-//! A thin hyper wrapper: every answer is built by the `healthcheck` crate (where it is
-//! unit-tested); this module only routes. To add an endpoint (`/metrics`, `POST
-//! /servers/{frontend}/{server}/drain`, ...), add a line to [`ROUTES`]: `{name}` segments are
-//! captured in order into the handler's `params`. A path that matches no route answers 404; one
-//! that matches only with another method answers 405 with an `Allow` header.
+//! A thin hyper wrapper: `/status` is built by the `healthcheck` crate (where it is unit-tested)
+//! with the proxy's and VRRP's counters added here; `/metrics` by [`metrics`]. To add an
+//! endpoint, add a line to [`ROUTES`]: `{name}` segments are captured in order (percent-decoded)
+//! into the handler's `params`. A path that matches no route answers 404; one that matches only
+//! with another method answers 405 with an `Allow` header. With a token configured, every
+//! request needs `Authorization: Bearer <token>` first, else 401: nothing, not even which paths
+//! exist, is shown without it.
 
+mod metrics;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use healthcheck::Registry;
+use healthcheck::{Admin, Registry};
 
 /// Most admin connections served at once; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 64;
 /// A client that has not sent its request head by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the endpoint reads and acts on. The daemon swaps `frontends` on reload; the registry
+/// swaps its own frontends.
+pub(crate) struct AdminContext {
+    /// Servers: state, counters, health checks.
+    pub(crate) registry: Arc<Registry>,
+    /// Proxy frontends: connection and HTTP counters.
+    pub(crate) frontends: ArcSwap<Vec<Arc<lb::Frontend>>>,
+    /// `[admin] token`: required as `Authorization: Bearer <token>` when set.
+    pub(crate) token: Option<String>,
+}
+
 type Body = Full<Bytes>;
-type Handler = fn(&Registry, &[&str]) -> Response<Body>;
+type Handler = fn(&Call<'_>) -> Response<Body>;
+
+/// One routed request as a handler sees it.
+struct Call<'a> {
+    ctx: &'a AdminContext,
+    /// The `{name}` segments of the route, in order, percent-decoded.
+    params: Vec<Cow<'a, str>>,
+    /// Who asked (logged with actions).
+    peer: SocketAddr,
+}
 
 /// Method, path pattern (`{name}` matches one segment), handler.
 const ROUTES: &[(Method, &str, Handler)] = &[
     (Method::GET, "/status", status),
     (Method::HEAD, "/status", status),
+    (Method::GET, "/metrics", metrics),
+    (Method::HEAD, "/metrics", metrics),
+    (Method::POST, "/servers/{frontend}/{server}/drain", drain),
+    (
+        Method::POST,
+        "/servers/{frontend}/{server}/disable",
+        disable,
+    ),
+    (Method::POST, "/servers/{frontend}/{server}/enable", enable),
 ];
+
+/// Serve the admin endpoint on `listener` with only the registry (no proxy counters, no token).
+/// Kept until the daemon builds an [`AdminContext`] and calls [`serve_ctx`].
+pub(crate) async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let ctx = AdminContext {
+        registry,
+        frontends: ArcSwap::from_pointee(Vec::new()),
+        token: None,
+    };
+    serve_ctx(listener, Arc::new(ctx), shutdown).await
+}
 
 /// Serve the admin endpoint on `listener` until `shutdown` turns true (or its sender is
 /// dropped); requests in flight then finish. Accept errors (too many open files, ...) are
 /// logged and retried after a pause: the endpoint never takes the daemon down.
-pub(crate) async fn serve(
+pub(crate) async fn serve_ctx(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    ctx: Arc<AdminContext>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -62,12 +119,12 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let registry = Arc::clone(&registry);
+        let ctx = Arc::clone(&ctx);
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let svc = service_fn(move |req| {
-                let r = handle(&registry, &req);
+                let r = handle(&ctx, &req, peer);
                 async move { Ok::<_, Infallible>(r) }
             });
             let conn = http1::Builder::new()
@@ -94,8 +151,23 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|v| *v).await;
 }
 
-/// Route one request.
-fn handle(registry: &Registry, req: &Request<Incoming>) -> Response<Body> {
+/// Authorize, then route one request. Request bodies are never read (no endpoint takes one).
+fn handle<B>(ctx: &AdminContext, req: &Request<B>, peer: SocketAddr) -> Response<Body> {
+    if let Some(token) = &ctx.token {
+        if !authorized(req.headers(), token) {
+            if req.headers().contains_key(header::AUTHORIZATION) {
+                warn!(%peer, method = %req.method(), path = req.uri().path(),
+                    "admin request with a wrong token refused");
+            } else {
+                debug!(%peer, method = %req.method(), path = req.uri().path(),
+                    "admin request without a token refused");
+            }
+            let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
     let path = req.uri().path();
     let mut allowed: Vec<&str> = Vec::new();
     for (method, pattern, handler) in ROUTES {
@@ -103,7 +175,8 @@ fn handle(registry: &Registry, req: &Request<Incoming>) -> Response<Body> {
             continue;
         };
         if method == req.method() {
-            return handler(registry, &params);
+            let params = params.into_iter().map(percent_decode).collect();
+            return handler(&Call { ctx, params, peer });
         }
         allowed.push(method.as_str());
     }
@@ -115,6 +188,19 @@ fn handle(registry: &Registry, req: &Request<Incoming>) -> Response<Body> {
         r.headers_mut().insert(header::ALLOW, v);
     }
     r
+}
+
+/// `Authorization: Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1), compared in
+/// constant time so that timing does not reveal how much of a guess was right.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Some((scheme, presented)) = v.to_str().ok().and_then(|v| v.split_once(' ')) else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && bool::from(presented.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
 /// `pattern` like `/servers/{frontend}/{server}/drain` against a request path: the captured
@@ -135,11 +221,185 @@ fn match_path<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
     }
 }
 
-fn status(registry: &Registry, _: &[&str]) -> Response<Body> {
-    json(StatusCode::OK, registry.status_json())
+/// `%XX` escapes decoded, so that names with spaces or other characters can be addressed; a
+/// segment that does not decode to UTF-8 is kept as it came (and will name nothing).
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                // Two hex digits: at most 0xff.
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_or(Cow::Borrowed(s), Cow::Owned)
 }
 
-fn json(code: StatusCode, body: String) -> Response<Body> {
+fn status(c: &Call<'_>) -> Response<Body> {
+    let body = serde_json::to_string_pretty(&status_value(c.ctx))
+        .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string());
+    json_response(StatusCode::OK, body)
+}
+
+/// `/status`: the registry's view of frontends and servers, each frontend with the proxy's
+/// counters added (`counters`), and the VRRP instances (`vrrp`).
+fn status_value(ctx: &AdminContext) -> Value {
+    let mut v = serde_json::to_value(ctx.registry.status())
+        .unwrap_or_else(|e| json!({ "frontends": [], "error": e.to_string() }));
+    let proxies = ctx.frontends.load();
+    if let Some(fes) = v.get_mut("frontends").and_then(Value::as_array_mut) {
+        for f in fes {
+            let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+            if let (Some(p), Some(obj)) =
+                (proxies.iter().find(|p| &*p.name == name), f.as_object_mut())
+            {
+                obj.insert("counters".into(), proxy_counters(&p.counters));
+            }
+        }
+    }
+    let vrrp: Vec<VrrpView> = vrrp::status().iter().map(VrrpView::from).collect();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("vrrp".into(), json!(vrrp));
+    }
+    v
+}
+
+fn proxy_counters(c: &lb::FrontendCounters) -> Value {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let responses: BTreeMap<&str, u64> = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
+        .into_iter()
+        .zip(c.responses.iter().map(get))
+        .collect();
+    json!({
+        "current": get(&c.current),
+        "total": get(&c.total),
+        "bytes_in": get(&c.bytes_in),
+        "bytes_out": get(&c.bytes_out),
+        "no_server": get(&c.no_server),
+        "connect_failed": get(&c.connect_failed),
+        "retries": get(&c.retries),
+        "redispatches": get(&c.redispatches),
+        "requests": get(&c.requests),
+        "responses": responses,
+    })
+}
+
+/// One VRRP instance in `/status`.
+#[derive(Debug, Serialize)]
+struct VrrpView {
+    name: String,
+    interface: String,
+    vrid: u8,
+    /// "INIT", "BACKUP", "MASTER" or "FAULT" (as keepalived and `/metrics` name them).
+    state: &'static str,
+    /// Effective priority (configured plus track weights).
+    priority: u8,
+    adverts_sent: u64,
+    adverts_received: u64,
+    /// Dropped packets by reason (every reason, zeros included).
+    rejected: BTreeMap<&'static str, u64>,
+    vip_mismatch: u64,
+    became_master: u64,
+}
+
+impl From<&vrrp::InstanceStatus> for VrrpView {
+    fn from(i: &vrrp::InstanceStatus) -> Self {
+        VrrpView {
+            name: i.name.clone(),
+            interface: i.interface.clone(),
+            vrid: i.vrid,
+            state: i.state.as_str(),
+            priority: i.priority,
+            adverts_sent: i.stats.tx,
+            adverts_received: i.stats.rx_ok,
+            rejected: vrrp::machine::Reject::ALL
+                .iter()
+                .map(|r| (r.as_str(), i.stats.rejected(*r)))
+                .collect(),
+            vip_mismatch: i.stats.vip_mismatch,
+            became_master: i.stats.became_master,
+        }
+    }
+}
+
+fn metrics(c: &Call<'_>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(metrics::render(c.ctx))));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn drain(c: &Call<'_>) -> Response<Body> {
+    set_admin(c, "drain", Admin::Drain)
+}
+
+fn disable(c: &Call<'_>) -> Response<Body> {
+    set_admin(c, "disable", Admin::Maint)
+}
+
+fn enable(c: &Call<'_>) -> Response<Body> {
+    set_admin(c, "enable", Admin::Ready)
+}
+
+/// Set the admin state of the server named by the route; answer with its new state.
+fn set_admin(c: &Call<'_>, action: &'static str, to: Admin) -> Response<Body> {
+    let [frontend, server] = c.params.as_slice() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "route without names");
+    };
+    let Some(st) = c.ctx.registry.server(frontend, server) else {
+        let msg = if c.ctx.registry.frontend(frontend).is_none() {
+            format!("no frontend `{frontend}`")
+        } else {
+            format!("no server `{server}` in frontend `{frontend}`")
+        };
+        return error(StatusCode::NOT_FOUND, &msg);
+    };
+    let before = st.admin();
+    st.set_admin(to);
+    let state = metrics::server_state(&st);
+    info!(peer = %c.peer, frontend = %frontend, server = %server, action,
+        from = admin_name(before), state, "admin action");
+    let body = json!({
+        "frontend": frontend,
+        "server": server,
+        "action": action,
+        "admin": admin_name(to),
+        "previous_admin": admin_name(before),
+        "state": state,
+        "current": st.counters.current.load(Ordering::Relaxed),
+    });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+fn admin_name(a: Admin) -> &'static str {
+    match a {
+        Admin::Ready => "ready",
+        Admin::Drain => "drain",
+        Admin::Maint => "maint",
+    }
+}
+
+fn json_response(code: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = code;
     let h = r.headers_mut();
@@ -152,7 +412,7 @@ fn json(code: StatusCode, body: String) -> Response<Body> {
 }
 
 fn error(code: StatusCode, msg: &str) -> Response<Body> {
-    json(code, serde_json::json!({ "error": msg }).to_string())
+    json_response(code, json!({ "error": msg }).to_string())
 }
 
 #[cfg(test)]
@@ -220,7 +480,7 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.contains("content-type: application/json"), "{r}");
         let body = r.split("\r\n\r\n").nth(1).expect("a body");
-        let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        let v: Value = serde_json::from_str(body).expect("JSON");
         assert_eq!(v["frontends"][0]["servers"][0]["state"], "down");
 
         let r = request(
