@@ -329,7 +329,7 @@ pub(super) fn import(
                     ),
                     // Old syntax: `listen NAME ADDR:PORT`.
                     (Kind::Listen | Kind::Frontend, Some(_)) => {
-                        bind(file, line, &w[1..], &mut p, notes);
+                        bind(file, line, &w[2..], &mut p, notes);
                     }
                     (Kind::Backend, Some(_)) | (Kind::Defaults, Some(_)) => notes.at(
                         file,
@@ -1037,7 +1037,7 @@ fn server(
     defaults: &ServerOpts,
     notes: &mut Notes,
 ) -> Option<RawServer> {
-    let (Some(name), Some(addr)) = (w.get(1), w.get(2)) else {
+    let (Some(name), Some(addr)) = (w.get(1).filter(|n| !n.is_empty()), w.get(2)) else {
         notes.at(file, line, "`server` needs a name and an address: ignored");
         return None;
     };

@@ -575,7 +575,7 @@ fn instance(
             "notify" => {
                 let cmd = c.args.join(" ");
                 let (argv, shell) = split_command(&cmd);
-                if argv.is_empty() {
+                if argv.first().is_none_or(String::is_empty) {
                     notes.at(file, c.line, "empty `notify` ignored");
                 } else {
                     v.notify = Some(if shell {
@@ -728,9 +728,17 @@ fn vip(file: &str, a: &Node, v: &mut Vrrp, notes: &mut Notes) {
     // keepalived: `<address>[/<prefix>] [brd ..] [dev ..] [scope ..] [label ..]`; /32 by default.
     match a.key.parse::<vrrp::Vip>() {
         Ok(ip) => {
-            let s = ip.to_string();
-            if !v.vips.contains(&s) {
-                v.vips.push(s);
+            let same = format!("{}/", ip.addr);
+            match v.vips.iter().find(|o| o.starts_with(&same)) {
+                Some(o) => notes.at(
+                    file,
+                    a.line,
+                    format!(
+                        "virtual_ipaddress {ip}: {} is already listed as {o}",
+                        ip.addr
+                    ),
+                ),
+                None => v.vips.push(ip.to_string()),
             }
             if !a.args.is_empty() {
                 notes.at(
@@ -794,6 +802,14 @@ fn track(file: &str, a: &Node, v: &mut Vrrp, scripts: &mut [(String, Script)], n
         return;
     };
     let (argv, shell) = split_command(&cmd);
+    if !shell && argv.first().is_none_or(String::is_empty) {
+        notes.at(
+            file,
+            s.line,
+            format!("vrrp_script `{name}`: `{cmd}` names no program: not carried over"),
+        );
+        return;
+    }
     if !shell && checks_haproxy(&argv) {
         let w = if weight == 0 {
             -50

@@ -717,3 +717,229 @@ fn import_mutations_never_panic_and_stay_valid() {
         "most mutations should still import: {accepted}"
     );
 }
+
+#[test]
+fn import_edge_cases_stay_valid() {
+    // Old `listen NAME ADDR:PORT` syntax, an empty server name, a VIP listed twice with two
+    // prefixes, a script whose program is an empty word.
+    let h = "listen maas 0.0.0.0:8000\n mode tcp\n server \"\" 10.0.0.1:80\n \
+             server ok 10.0.0.2:80\n";
+    let k = "vrrp_script e {\n script \"'' x\"\n}\n\
+             vrrp_instance v {\n interface eth0\n virtual_router_id 1\n \
+             virtual_ipaddress {\n 10.0.0.1/24\n 10.0.0.1/32\n }\n track_script {\n e\n }\n}\n";
+    let (c, out) = valid(Some(k), Some(h));
+    assert_eq!(c.frontend[0].bind.get_ref()[0].to_string(), "0.0.0.0:8000");
+    assert_eq!(c.frontend[0].server.len(), 1);
+    assert_eq!(c.vrrp[0].virtual_ipaddresses.get_ref().len(), 1);
+    assert!(c.vrrp[0].track_script.is_empty());
+    has_note(&out, "haproxy.cfg:3: `server` needs a name and an address");
+    has_note(&out, "keepalived.conf:9: virtual_ipaddress 10.0.0.1/32: 10.0.0.1 is already listed as 10.0.0.1/24");
+    has_note(
+        &out,
+        "keepalived.conf:1: vrrp_script `e`: `'' x` names no program",
+    );
+}
+
+/// Random configs built from both programs' own words and edge values: whatever comes out
+/// must be an error or a config `check` accepts.
+#[test]
+fn import_random_keyword_soup_stays_valid() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let k_words: &[&str] = &[
+        "vrrp_instance",
+        "vrrp_script",
+        "global_defs",
+        "track_script",
+        "virtual_ipaddress",
+        "unicast_peer",
+        "authentication",
+        "auth_type",
+        "auth_pass",
+        "PASS",
+        "AH",
+        "state",
+        "MASTER",
+        "BACKUP",
+        "interface",
+        "eth0",
+        "lo",
+        "virtual_router_id",
+        "priority",
+        "advert_int",
+        "version",
+        "nopreempt",
+        "preempt_delay",
+        "garp_master_delay",
+        "garp_master_repeat",
+        "vrrp_version",
+        "vrrp_garp_master_delay",
+        "script",
+        "interval",
+        "timeout",
+        "weight",
+        "rise",
+        "fall",
+        "notify",
+        "chk",
+        "chk_haproxy",
+        "\"killall -0 haproxy\"",
+        "\"pidof named\"",
+        "\"a | b\"",
+        "\"\"",
+        "0",
+        "1",
+        "2",
+        "3",
+        "0.5",
+        "255",
+        "256",
+        "-1",
+        "-50",
+        "1000",
+        "10.0.0.1",
+        "10.0.0.1/24",
+        "10.0.0.2/33",
+        "0.0.0.0",
+        "224.0.0.18",
+        "::1",
+        "{",
+        "}",
+        "{",
+        "}",
+        ";",
+        "\n",
+        "\n",
+        "\n",
+        "#",
+        "!",
+        "averyveryverylongpassword",
+    ];
+    let h_words: &[&str] = &[
+        "\nglobal",
+        "\ndefaults",
+        "\nfrontend",
+        "\nbackend",
+        "\nlisten",
+        "\n bind",
+        "\n mode",
+        "\n balance",
+        "\n hash-type",
+        "\n retries",
+        "\n option",
+        "\n no option",
+        "\n timeout",
+        "\n maxconn",
+        "\n server",
+        "\n default-server",
+        "\n default_backend",
+        "\n use_backend",
+        "\n http-check",
+        "\n log",
+        "http",
+        "tcp",
+        "roundrobin",
+        "source",
+        "consistent",
+        "redispatch",
+        "http-server-close",
+        "forwardfor",
+        "httpchk",
+        "tcp-check",
+        "connect",
+        "client",
+        "server",
+        "tunnel",
+        "check",
+        "expect",
+        "status",
+        "200",
+        "0",
+        "1",
+        "3",
+        "101",
+        "1000001",
+        "5s",
+        "0ms",
+        "1d",
+        "30d",
+        "maas",
+        "b",
+        "s1",
+        "s1",
+        "*:80",
+        ":80",
+        ":5249",
+        "127.0.0.1:5249",
+        "[::]:80",
+        ":::80",
+        "10.0.0.1:5240",
+        "localhost:5240",
+        "host:1",
+        "10.0.0.1",
+        "0.0.0.0:1",
+        "10.0.0.1:0",
+        "weight",
+        "257",
+        "backup",
+        "disabled",
+        "inter",
+        "5ms",
+        "rise",
+        "fall",
+        "port",
+        "65536",
+        "ssl",
+        "GET",
+        "/MAAS/",
+        "x y",
+        "if",
+        "#",
+    ];
+    let (mut accepted, mut with_blocks) = (0, 0);
+    for round in 0..3000 {
+        // Braces balanced outside comments, so most inputs get past the parser.
+        let mut k = String::new();
+        let (mut depth, mut comment) = (0usize, false);
+        for _ in 0..next(160) {
+            let w = k_words[next(k_words.len())];
+            match w {
+                "}" if !comment && depth == 0 => continue,
+                "}" if !comment => depth -= 1,
+                "{" if !comment => depth += 1,
+                "#" | "!" => comment = true,
+                "\n" => comment = false,
+                _ => {}
+            }
+            k.push_str(w);
+            k.push(' ');
+        }
+        k.push('\n');
+        k.push_str(&"}\n".repeat(depth));
+        let mut h = String::from("frontend maas\n");
+        for _ in 0..next(160) {
+            h.push_str(h_words[next(h_words.len())]);
+            h.push(' ');
+        }
+        if let Ok(out) = imp(Some(&k), Some(&h)) {
+            accepted += 1;
+            if out.toml.contains("[[vrrp]]") || out.toml.contains("[[frontend]]") {
+                with_blocks += 1;
+            }
+            if let Err(report) = parse(Path::new("imported.toml"), out.toml.clone()) {
+                panic!(
+                    "round {round}: output rejected:\n{report}\n--- keepalived ---\n{k}\n\
+                     --- haproxy ---\n{h}\n--- output ---\n{}",
+                    out.toml
+                );
+            }
+        }
+    }
+    assert!(accepted > 1000, "{accepted}");
+    assert!(with_blocks > 50, "{with_blocks}");
+}
