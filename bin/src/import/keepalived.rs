@@ -2,7 +2,8 @@
 //!
 //! keepalived's syntax is line based: a statement is a keyword and its arguments up to the end
 //! of the line, optionally followed by a `{ ... }` block (which may open on the next line).
-//! Comments start at an unquoted `#` or `!`; strings are double quoted. `;` is accepted as a
+//! Comments start at an unquoted `#` or `!` (`\#` and `\!` escape them); strings are double
+//! quoted; a `\` ending a line continues the statement on the next. `;` is accepted as a
 //! statement separator as well, since configs copied from documentation often use it.
 
 use std::net::Ipv4Addr;
@@ -38,6 +39,7 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, (usize, String)> {
         let mut cur = String::new();
         let mut in_word = false;
         let mut chars = text.chars();
+        let mut continued = false;
         let flush = |toks: &mut Vec<(Tok, usize)>, cur: &mut String, in_word: &mut bool| {
             if *in_word {
                 toks.push((Tok::Word(std::mem::take(cur)), line));
@@ -56,6 +58,19 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, (usize, String)> {
                         }
                     }
                 }
+                // keepalived: `\#` and `\!` are literal, a final `\` continues the line.
+                '\\' => match chars.next() {
+                    Some(n @ ('#' | '!')) => {
+                        cur.push(n);
+                        in_word = true;
+                    }
+                    Some(n) => {
+                        cur.push('\\');
+                        cur.push(n);
+                        in_word = true;
+                    }
+                    None => continued = true,
+                },
                 '#' | '!' => break,
                 '{' | '}' | ';' => {
                     flush(&mut toks, &mut cur, &mut in_word);
@@ -76,7 +91,9 @@ fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, (usize, String)> {
             }
         }
         flush(&mut toks, &mut cur, &mut in_word);
-        toks.push((Tok::End, line));
+        if !continued {
+            toks.push((Tok::End, line));
+        }
     }
     Ok(toks)
 }

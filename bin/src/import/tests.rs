@@ -943,3 +943,18 @@ fn import_random_keyword_soup_stays_valid() {
     assert!(accepted > 1000, "{accepted}");
     assert!(with_blocks > 50, "{with_blocks}");
 }
+
+#[test]
+fn keepalived_escapes_and_continued_lines() {
+    let k = "vrrp_instance v {\n interface eth0 ! the LAN\n virtual_router_id \\\n 5\n \
+             authentication {\n auth_pass p\\#1\\!x # comment\n }\n \
+             virtual_ipaddress {\n 10.0.0.5/24\n }\n}\n";
+    let (c, _) = valid(Some(k), None);
+    let v = &c.vrrp[0];
+    assert_eq!(v.interface.get_ref(), "eth0");
+    assert_eq!(v.virtual_router_id, 5);
+    assert_eq!(
+        v.auth_pass.as_ref().map(|p| p.get_ref().as_str()),
+        Some("p#1!x")
+    );
+}
