@@ -193,6 +193,67 @@ fn push(stack: &mut [Frame], node: Node) {
     }
 }
 
+/// Most text definitions may expand to; beyond it the file is rejected.
+const MAX_EXPANDED: usize = 1 << 20;
+
+/// keepalived's `$NAME=value` definitions, replaced where `$NAME` or `${NAME}` is used. Each
+/// line stays one line, so line numbers still point into the original file.
+fn expand_definitions(file: &str, src: &str, notes: &mut Notes) -> Result<String, (usize, String)> {
+    if !src.lines().any(|l| l.trim_start().starts_with('$')) {
+        return Ok(src.to_string());
+    }
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut defs: Vec<(String, String)> = Vec::new();
+    let mut out = String::with_capacity(src.len());
+    for (i, line) in src.lines().enumerate() {
+        let t = line.trim_start();
+        if let Some((name, value)) = t.strip_prefix('$').and_then(|d| d.split_once('=')) {
+            if !name.is_empty() && name.chars().all(ident) {
+                notes.at(
+                    file,
+                    i + 1,
+                    format!("definition `${name}` expanded where it is used"),
+                );
+                defs.retain(|(n, _)| n != name);
+                defs.push((name.to_string(), value.trim().to_string()));
+                out.push('\n');
+                continue;
+            }
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            let (name, used) = match after.strip_prefix('{') {
+                Some(b) => match b.split_once('}') {
+                    Some((n, _)) => (n, n.len() + 2),
+                    None => ("", 0),
+                },
+                None => {
+                    let n = after.find(|c: char| !ident(c)).unwrap_or(after.len());
+                    (&after[..n], n)
+                }
+            };
+            match defs.iter().find(|(n, _)| n == name) {
+                Some((_, value)) if !name.is_empty() => {
+                    out.push_str(value);
+                    rest = &after[used..];
+                }
+                _ => {
+                    out.push('$');
+                    rest = after;
+                }
+            }
+            if out.len() > MAX_EXPANDED {
+                return Err((i + 1, "definitions expand beyond 1 MiB".into()));
+            }
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Translation.
 
@@ -223,7 +284,8 @@ pub(super) fn import(
     src: &str,
     notes: &mut Notes,
 ) -> Result<Vec<Vrrp>, (usize, String)> {
-    let tree = parse(src)?;
+    let src = expand_definitions(file, src, notes)?;
+    let tree = parse(&src)?;
     let mut globals = Globals::default();
     let mut scripts: Vec<(String, Script)> = Vec::new();
     // First pass: everything instances refer to, wherever it is in the file.

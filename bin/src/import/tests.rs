@@ -958,3 +958,29 @@ fn keepalived_escapes_and_continued_lines() {
         Some("p#1!x")
     );
 }
+
+#[test]
+fn keepalived_definitions_are_expanded() {
+    let k =
+        "$IF=ens4\n$VIP=10.9.9.9/24\nvrrp_instance v {\n interface $IF\n virtual_router_id 3\n \
+             virtual_ipaddress {\n ${VIP}\n }\n notify \"/x $UNKNOWN\"\n}\n";
+    let (c, out) = valid(Some(k), None);
+    assert_eq!(c.vrrp[0].interface.get_ref(), "ens4");
+    assert_eq!(
+        c.vrrp[0].virtual_ipaddresses.get_ref()[0].to_string(),
+        "10.9.9.9/24"
+    );
+    has_note(&out, "keepalived.conf:1: definition `$IF` expanded");
+    assert!(
+        out.toml.contains("$UNKNOWN"),
+        "unknown names are left as written"
+    );
+    // Expansion is bounded.
+    let bomb = format!(
+        "$A={}\n{}",
+        "x".repeat(10_000),
+        "$A$A$A$A$A$A$A$A$A$A\n".repeat(20)
+    );
+    let e = imp(Some(&bomb), None).expect_err("too big");
+    assert!(e.to_string().contains("beyond 1 MiB"), "{e}");
+}
