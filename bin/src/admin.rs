@@ -12,6 +12,13 @@
 
 mod metrics;
 
+// `maas-vip status` (the client of this endpoint) is `crate::status_cmd` once main.rs declares
+// it; until then its tests are compiled from here. Remove these lines then.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "status_cmd.rs"]
+mod status_cmd;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -420,10 +427,232 @@ mod tests {
     use std::net::SocketAddr;
 
     use healthcheck::{CheckConfig, Frontend, Health, Server, ServerState};
+    use http_body_util::BodyExt as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
+    use super::metrics::tests::{lb_frontend, parse, value};
     use super::*;
+
+    const TOKEN: &str = "0123456789abcdef-token";
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:40000".parse().expect("literal")
+    }
+
+    /// A context with frontend `maas` (servers `r1`, `maas api 2`) in the registry and the proxy.
+    fn context(token: Option<&str>) -> (AdminContext, Vec<Arc<ServerState>>) {
+        let states = vec![
+            Arc::new(ServerState::new(
+                "r1",
+                "10.0.0.11:5240".parse().expect("literal"),
+                false,
+            )),
+            Arc::new(ServerState::new(
+                "maas api 2",
+                "10.0.0.12:5240".parse().expect("literal"),
+                false,
+            )),
+        ];
+        let registry = Arc::new(Registry::new(vec![Frontend::new(
+            "maas",
+            CheckConfig::default(),
+            states
+                .iter()
+                .map(|s| Server::new(s.clone(), true))
+                .collect(),
+        )]));
+        let ctx = AdminContext {
+            registry,
+            frontends: ArcSwap::from_pointee(vec![lb_frontend("maas", &states)]),
+            token: token.map(String::from),
+        };
+        (ctx, states)
+    }
+
+    fn call(ctx: &AdminContext, method: Method, path: &str, auth: Option<&str>) -> Response<Body> {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        handle(ctx, &req.body(()).expect("request"), peer())
+    }
+
+    async fn body(r: Response<Body>) -> String {
+        let b = r.into_body().collect().await.expect("full body").to_bytes();
+        String::from_utf8(b.to_vec()).expect("UTF-8 body")
+    }
+
+    async fn json_body(r: Response<Body>) -> Value {
+        serde_json::from_str(&body(r).await).expect("JSON body")
+    }
+
+    #[tokio::test]
+    async fn token_required_when_set() {
+        let (ctx, _) = context(Some(TOKEN));
+        let good = format!("Bearer {TOKEN}");
+        let lower = format!("bearer {TOKEN}");
+        for (path, auth) in [
+            ("/status", None),
+            ("/status", Some("Bearer")),
+            ("/status", Some("Bearer wrong-token-of-some-length")),
+            ("/status", Some(&format!("Bearer {TOKEN}x")[..])),
+            ("/status", Some(&format!("Basic {TOKEN}")[..])),
+            ("/metrics", None),
+            ("/nope", None),
+            ("/servers/maas/r1/drain", None),
+        ] {
+            let method = if path.starts_with("/servers") {
+                Method::POST
+            } else {
+                Method::GET
+            };
+            let r = call(&ctx, method, path, auth);
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} {auth:?}");
+            assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        }
+        let r = call(&ctx, Method::GET, "/status", Some(&good));
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = call(&ctx, Method::GET, "/metrics", Some(&lower));
+        assert_eq!(r.status(), StatusCode::OK, "the scheme is case-insensitive");
+        let r = call(&ctx, Method::GET, "/nope", Some(&good));
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+        let (open, _) = context(None);
+        let r = call(&open, Method::GET, "/status", None);
+        assert_eq!(r.status(), StatusCode::OK, "no token configured: open");
+    }
+
+    #[tokio::test]
+    async fn actions_change_the_admin_state() {
+        let (ctx, states) = context(None);
+        let r1 = &states[0];
+
+        let r = call(&ctx, Method::POST, "/servers/maas/r1/drain", None);
+        assert_eq!(r.status(), StatusCode::OK);
+        let v = json_body(r).await;
+        assert_eq!(v["state"], "drain");
+        assert_eq!(v["admin"], "drain");
+        assert_eq!(v["previous_admin"], "ready");
+        assert_eq!(v["frontend"], "maas");
+        assert_eq!(v["server"], "r1");
+        assert_eq!(r1.admin(), Admin::Drain);
+        assert!(
+            !r1.is_available(),
+            "a drained server takes no new connections"
+        );
+
+        let v = json_body(call(&ctx, Method::POST, "/servers/maas/r1/disable", None)).await;
+        assert_eq!(v["state"], "maint");
+        assert_eq!(r1.admin(), Admin::Maint);
+
+        let v = json_body(call(&ctx, Method::POST, "/servers/maas/r1/enable", None)).await;
+        assert_eq!(v["state"], "up");
+        assert_eq!(r1.admin(), Admin::Ready);
+        assert!(r1.is_available());
+
+        // Enabled but failing its checks: shown down.
+        r1.set_health(Health::Down);
+        let v = json_body(call(&ctx, Method::POST, "/servers/maas/r1/enable", None)).await;
+        assert_eq!(v["state"], "down");
+
+        // Percent-encoded names.
+        let v = json_body(call(
+            &ctx,
+            Method::POST,
+            "/servers/maas/maas%20api%202/drain",
+            None,
+        ))
+        .await;
+        assert_eq!(v["server"], "maas api 2");
+        assert_eq!(states[1].admin(), Admin::Drain);
+
+        // The state shows in /status.
+        let v = json_body(call(&ctx, Method::GET, "/status", None)).await;
+        assert_eq!(v["frontends"][0]["servers"][1]["state"], "drain");
+
+        for path in [
+            "/servers/nope/r1/drain",
+            "/servers/maas/nope/drain",
+            "/servers/maas/r1/nope",
+            "/servers/maas/r1",
+        ] {
+            let r = call(&ctx, Method::POST, path, None);
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+            let v = json_body(r).await;
+            assert!(v["error"].is_string(), "{path}: {v}");
+        }
+        let v = json_body(call(&ctx, Method::POST, "/servers/nope/r1/drain", None)).await;
+        assert_eq!(v["error"], "no frontend `nope`");
+        let v = json_body(call(&ctx, Method::POST, "/servers/maas/nope/drain", None)).await;
+        assert_eq!(v["error"], "no server `nope` in frontend `maas`");
+
+        for action in ["drain", "disable", "enable"] {
+            let path = format!("/servers/maas/r1/{action}");
+            let r = call(&ctx, Method::GET, &path, None);
+            assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert_eq!(r.headers()[header::ALLOW], "POST");
+        }
+        assert_eq!(r1.admin(), Admin::Ready, "a GET changes nothing");
+    }
+
+    #[tokio::test]
+    async fn status_has_proxy_counters_and_vrrp() {
+        let (ctx, _) = context(None);
+        let fe = Arc::clone(&ctx.frontends.load()[0]);
+        fe.counters.total.fetch_add(3, Ordering::Relaxed);
+        fe.counters.count_status(502);
+        let v = json_body(call(&ctx, Method::GET, "/status", None)).await;
+        let c = &v["frontends"][0]["counters"];
+        assert_eq!(c["total"], 3);
+        assert_eq!(c["current"], 0);
+        assert_eq!(c["responses"]["5xx"], 1);
+        assert!(v["vrrp"].is_array(), "{v}");
+        // A reload swaps the proxy frontends: a frontend the proxy no longer has shows no
+        // proxy counters.
+        ctx.frontends.store(Arc::new(Vec::new()));
+        let v = json_body(call(&ctx, Method::GET, "/status", None)).await;
+        assert!(v["frontends"][0].get("counters").is_none(), "{v}");
+    }
+
+    #[tokio::test]
+    async fn metrics_endpoint() {
+        let (ctx, states) = context(None);
+        states[0].counters.total.fetch_add(11, Ordering::Relaxed);
+        let r = call(&ctx, Method::GET, "/metrics", None);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        let samples = parse(&body(r).await);
+        let r1 = [("frontend", "maas"), ("server", "r1")];
+        assert_eq!(
+            value(&samples, "maas_vip_server_connections_total", &r1),
+            11.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "maas_vip_frontend_connections_total",
+                &[("frontend", "maas")]
+            ),
+            0.0
+        );
+        let r = call(&ctx, Method::POST, "/metrics", None);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("r1"), "r1");
+        assert_eq!(percent_decode("maas%20api%2d1"), "maas api-1");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%ff"), "%ff", "not UTF-8: kept");
+        assert_eq!(percent_decode("caf%C3%A9"), "café");
+    }
 
     #[test]
     fn patterns() {
@@ -513,6 +742,57 @@ mod tests {
         .await;
         assert!(r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{r}");
         assert!(r.contains("allow: GET, HEAD"), "{r}");
+
+        tx.send(true).expect("serve listens");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops on shutdown")
+            .expect("no panic")
+            .expect("no error");
+    }
+
+    #[tokio::test]
+    async fn serve_ctx_over_tcp_with_token() {
+        let (ctx, states) = context(Some(TOKEN));
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("bound");
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(serve_ctx(l, Arc::new(ctx), rx));
+
+        let r = request(
+            addr,
+            "POST /servers/maas/r1/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{r}");
+        assert!(r.contains("www-authenticate: Bearer\r\n"), "{r}");
+        assert_eq!(states[0].admin(), Admin::Ready);
+
+        let r = request(
+            addr,
+            &format!(
+                "POST /servers/maas/r1/drain HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert_eq!(states[0].admin(), Admin::Drain);
+
+        let r = request(
+            addr,
+            &format!(
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        let text = r.split("\r\n\r\n").nth(1).expect("a body");
+        let samples = parse(text);
+        let drain = [("frontend", "maas"), ("server", "r1"), ("state", "drain")];
+        assert_eq!(value(&samples, "maas_vip_server_state", &drain), 1.0);
 
         tx.send(true).expect("serve listens");
         tokio::time::timeout(Duration::from_secs(5), task)

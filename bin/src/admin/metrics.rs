@@ -424,7 +424,7 @@ fn escape(v: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::BTreeMap;
     use std::time::{Duration, SystemTime};
 

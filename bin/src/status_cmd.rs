@@ -1,0 +1,609 @@
+//! `maas-vip status`: asks the running daemon's admin endpoint for `/status` and prints it for
+//! a human (or as the raw JSON with `--json`).
+//!
+//! A plain blocking HTTP/1.1 exchange over `std::net`: one request, `Connection: close`, read to
+//! the end. The table is built from the JSON leniently: a field a future (or older) daemon does
+//! not send shows as `-` instead of failing.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// For the connect, and for each read and write.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// A `/status` larger than this is not a status.
+const MAX_RESPONSE: u64 = 16 << 20;
+
+/// Why `/status` could not be had.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// Nothing answered at the address.
+    #[error(
+        "cannot reach the admin endpoint at {addr}: {source} \
+         (is maas-vip running, with [admin] enabled on this address?)"
+    )]
+    Connect {
+        /// Where we tried.
+        addr: SocketAddr,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection broke or timed out.
+    #[error("talking to the admin endpoint at {addr}: {source}")]
+    Io {
+        /// Where.
+        addr: SocketAddr,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The endpoint wants a token we do not have or refused ours.
+    #[error(
+        "the admin endpoint at {addr} refused the request: {why} \
+         (the daemon and this command must read the same [admin] token)"
+    )]
+    Unauthorized {
+        /// Where.
+        addr: SocketAddr,
+        /// Token missing or wrong.
+        why: &'static str,
+    },
+    /// Any other non-200 answer.
+    #[error("the admin endpoint at {addr} answered {status}: {body}")]
+    Status {
+        /// Where.
+        addr: SocketAddr,
+        /// The status line's code and reason.
+        status: String,
+        /// What it said.
+        body: String,
+    },
+    /// Not HTTP, or not what `/status` sends.
+    #[error("the admin endpoint at {addr} sent a malformed answer: {what}")]
+    Malformed {
+        /// Where.
+        addr: SocketAddr,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// Runs `maas-vip status`: 0 when the status was printed, 1 when the endpoint could not be
+/// reached or answered with an error (the reason goes to stderr). `admin` is `[admin] bind`;
+/// an unspecified address (0.0.0.0, [::]) is asked on loopback.
+pub(crate) fn status_command(admin: SocketAddr, token: Option<String>, json: bool) -> ExitCode {
+    let addr = reachable(admin);
+    let body = match fetch_status(addr, token.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("maas-vip status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let out = if json {
+        let mut b = body;
+        if !b.ends_with('\n') {
+            b.push('\n');
+        }
+        b
+    } else {
+        match serde_json::from_str::<Value>(&body) {
+            Ok(v) => render(&v, now_unix_ms()),
+            Err(e) => {
+                eprintln!(
+                    "maas-vip status: {}",
+                    FetchError::Malformed {
+                        addr,
+                        what: format!("/status is not JSON: {e}"),
+                    }
+                );
+                return ExitCode::from(1);
+            }
+        }
+    };
+    // A closed pipe (`maas-vip status | head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    ExitCode::SUCCESS
+}
+
+/// Where to connect for a bind address: a wildcard bind listens on loopback too.
+fn reachable(bind: SocketAddr) -> SocketAddr {
+    match bind.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => (Ipv4Addr::LOCALHOST, bind.port()).into(),
+        IpAddr::V6(a) if a.is_unspecified() => (Ipv6Addr::LOCALHOST, bind.port()).into(),
+        _ => bind,
+    }
+}
+
+/// `GET /status` and its body.
+fn fetch_status(addr: SocketAddr, token: Option<&str>) -> Result<String, FetchError> {
+    let io = |source| FetchError::Io { addr, source };
+    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .map_err(|source| FetchError::Connect { addr, source })?;
+    s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+    s.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+    let mut req = format!(
+        "GET /status HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
+         User-Agent: maas-vip-status\r\nConnection: close\r\n"
+    );
+    if let Some(t) = token {
+        // The config allows printable characters only; never let one end the header early.
+        if t.contains(['\r', '\n']) {
+            return Err(FetchError::Unauthorized {
+                addr,
+                why: "the configured token contains a line break",
+            });
+        }
+        let _ = write!(req, "Authorization: Bearer {t}\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).map_err(io)?;
+    let mut raw = Vec::new();
+    s.take(MAX_RESPONSE).read_to_end(&mut raw).map_err(io)?;
+    let resp = parse_response(&raw).map_err(|what| FetchError::Malformed { addr, what })?;
+    match resp.code {
+        200 => Ok(resp.body),
+        401 => Err(FetchError::Unauthorized {
+            addr,
+            why: if token.is_some() {
+                "wrong token"
+            } else {
+                "it requires a token and none is configured"
+            },
+        }),
+        _ => Err(FetchError::Status {
+            addr,
+            status: resp.status,
+            body: error_text(&resp.body),
+        }),
+    }
+}
+
+/// The `error` of a JSON error answer, else the body itself (shortened).
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
+        .unwrap_or_else(|| body.chars().take(200).collect::<String>().trim().to_owned())
+}
+
+/// An HTTP/1.1 response read to its end.
+#[derive(Debug, PartialEq)]
+struct HttpResponse {
+    /// Status code.
+    code: u16,
+    /// Code and reason phrase, for messages.
+    status: String,
+    /// The body, de-chunked.
+    body: String,
+}
+
+fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "headers are not UTF-8")?;
+    let mut body = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+        return Err(format!("bad status line {status_line:?}"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not HTTP/1.x: {status_line:?}"));
+    }
+    let code: u16 = code
+        .parse()
+        .map_err(|_| format!("bad status code in {status_line:?}"))?;
+    let status = status_line
+        .split_once(' ')
+        .map_or(status_line, |(_, rest)| rest)
+        .to_owned();
+    let mut chunked = false;
+    let mut length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("bad header line {line:?}"));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+        } else if name.eq_ignore_ascii_case("content-length") {
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| format!("bad Content-Length {value:?}"))?,
+            );
+        }
+    }
+    let decoded;
+    if chunked {
+        decoded = dechunk(body)?;
+        body = &decoded;
+    } else if let Some(n) = length {
+        body = body
+            .get(..n)
+            .ok_or("body shorter than its Content-Length")?;
+    }
+    let body = String::from_utf8(body.to_vec()).map_err(|_| "body is not UTF-8")?;
+    Ok(HttpResponse { code, status, body })
+}
+
+/// A `Transfer-Encoding: chunked` body (RFC 9112 §7.1), extensions and trailers ignored.
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("chunk size line without end")?;
+        let line = std::str::from_utf8(&b[..eol]).map_err(|_| "chunk size is not ASCII")?;
+        let hex = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(hex, 16).map_err(|_| format!("bad chunk size {hex:?}"))?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = b.get(..size).ok_or("chunk cut short")?;
+        out.extend_from_slice(chunk);
+        b = b.get(size + 2..).ok_or("chunk without its line end")?;
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The human view of a `/status` JSON document at wall-clock time `now_ms`.
+fn render(v: &Value, now_ms: u64) -> String {
+    let mut out = String::new();
+    let frontends = v
+        .get("frontends")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if frontends.is_empty() {
+        out.push_str("no frontends\n");
+    } else {
+        let mut rows = vec![row([
+            "FRONTEND",
+            "SERVER",
+            "ADDRESS",
+            "STATE",
+            "LAST CHECK",
+            "CURRENT",
+            "TOTAL",
+        ])];
+        for f in frontends {
+            let fname = text(f, "name");
+            let servers = f
+                .get("servers")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if servers.is_empty() {
+                rows.push(vec![fname.clone(), "(no servers)".into()]);
+            }
+            for s in servers {
+                let mut state = text(s, "state");
+                if let Some(p) = s.get("progress").and_then(Value::as_str) {
+                    let _ = write!(state, " ({p})");
+                }
+                rows.push(vec![
+                    fname.clone(),
+                    text(s, "name"),
+                    text(s, "address"),
+                    state,
+                    last_check(s, now_ms),
+                    number(s.get("counters"), "current"),
+                    number(s.get("counters"), "total"),
+                ]);
+            }
+        }
+        table(&mut out, &rows);
+        for f in frontends {
+            let up = number(Some(f), "servers_up");
+            let total = number(Some(f), "servers_total");
+            let _ = write!(
+                out,
+                "frontend {}: {up} of {total} servers take connections",
+                text(f, "name")
+            );
+            if let Some(c) = f.get("counters") {
+                let _ = write!(
+                    out,
+                    "; {} connections now, {} since start",
+                    number(Some(c), "current"),
+                    number(Some(c), "total")
+                );
+            }
+            out.push('\n');
+        }
+    }
+    if let Some(instances) = v.get("vrrp").and_then(Value::as_array) {
+        out.push('\n');
+        if instances.is_empty() {
+            out.push_str("no VRRP instances\n");
+        } else {
+            let mut rows = vec![row([
+                "VRRP INSTANCE",
+                "INTERFACE",
+                "VRID",
+                "STATE",
+                "PRIORITY",
+                "ADVERTS SENT",
+                "RECEIVED",
+                "REJECTED",
+            ])];
+            for i in instances {
+                rows.push(vec![
+                    text(i, "name"),
+                    text(i, "interface"),
+                    number(Some(i), "vrid"),
+                    text(i, "state"),
+                    number(Some(i), "priority"),
+                    number(Some(i), "adverts_sent"),
+                    number(Some(i), "adverts_received"),
+                    rejected(i.get("rejected")),
+                ]);
+            }
+            table(&mut out, &rows);
+        }
+    }
+    out
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| (*c).to_owned()).collect()
+}
+
+/// Left-aligned columns two spaces apart; trailing blanks trimmed.
+fn table(out: &mut String, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (cell, w) in r.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<w$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+/// A string field, or `-`.
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("-").to_owned()
+}
+
+/// A number field, or `-`.
+fn number(v: Option<&Value>, key: &str) -> String {
+    match v.and_then(|v| v.get(key)) {
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// "ok: HTTP status 200 in 1.5ms, 2s ago", "not checked", or "-" before the first check.
+fn last_check(s: &Value, now_ms: u64) -> String {
+    if s.get("check").and_then(Value::as_bool) == Some(false) {
+        return "not checked".into();
+    }
+    let Some(c) = s.get("last_check").filter(|c| c.is_object()) else {
+        return "-".into();
+    };
+    let verdict = match c.get("passed").and_then(Value::as_bool) {
+        Some(true) => "ok",
+        Some(false) => "failed",
+        None => "?",
+    };
+    let mut out = format!("{verdict}: {}", text(c, "detail"));
+    if let Some(ms) = c.get("duration_ms").and_then(Value::as_f64) {
+        let _ = write!(out, " in {}", millis(ms));
+    }
+    if let Some(at) = c.get("at_unix_ms").and_then(Value::as_u64) {
+        let _ = write!(out, ", {} ago", age(now_ms.saturating_sub(at)));
+    }
+    out
+}
+
+/// 0.4ms, 12.5ms, 1.25s.
+fn millis(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.2}s", ms / 1000.0)
+    } else {
+        format!("{ms:.1}ms")
+    }
+}
+
+/// <1s, 42s, 3m12s, 2h05m, 3d04h.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => "<1s".into(),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// Non-zero rejection counters as `reason=n`, or `0`.
+fn rejected(v: Option<&Value>) -> String {
+    let Some(m) = v.and_then(Value::as_object) else {
+        return "-".into();
+    };
+    let parts: Vec<String> = m
+        .iter()
+        .filter_map(|(k, n)| n.as_u64().filter(|n| *n > 0).map(|n| format!("{k}={n}")))
+        .collect();
+    if parts.is_empty() {
+        "0".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn response_parsing() {
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .expect("parses");
+        assert_eq!(
+            r,
+            HttpResponse {
+                code: 200,
+                status: "200 OK".into(),
+                body: "{}".into()
+            }
+        );
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4;x=y\r\n\":1}\r\n0\r\n\r\n",
+        )
+        .expect("chunked");
+        assert_eq!(r.body, "{\"a\":1}");
+        let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\nnope").expect("no length");
+        assert_eq!((r.code, r.body.as_str()), (404, "nope"));
+        for bad in [
+            &b""[..],
+            b"HTTP/1.1 200 OK\r\n",
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+        ] {
+            assert!(
+                parse_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn wildcard_binds_are_asked_on_loopback() {
+        let a = |s: &str| s.parse::<SocketAddr>().expect("literal");
+        assert_eq!(reachable(a("0.0.0.0:5249")), a("127.0.0.1:5249"));
+        assert_eq!(reachable(a("[::]:5249")), a("[::1]:5249"));
+        assert_eq!(reachable(a("10.0.0.1:5249")), a("10.0.0.1:5249"));
+    }
+
+    #[test]
+    fn table_for_humans() {
+        let now = 1_700_000_010_000u64;
+        let v = json!({
+            "frontends": [{
+                "name": "maas",
+                "servers_up": 1,
+                "servers_total": 3,
+                "counters": { "current": 4, "total": 1234 },
+                "servers": [
+                    {
+                        "name": "maas-api-1", "address": "10.0.0.11:5240", "state": "up",
+                        "check": true, "progress": null,
+                        "last_check": { "passed": true, "detail": "HTTP status 200",
+                            "duration_ms": 1.5, "at_unix_ms": now - 2_000 },
+                        "counters": { "current": 3, "total": 1200 }
+                    },
+                    {
+                        "name": "maas-api-2", "address": "10.0.0.12:5240", "state": "down",
+                        "check": true, "progress": "going up 1/2",
+                        "last_check": { "passed": false, "detail": "connection refused",
+                            "duration_ms": 0.25, "at_unix_ms": now - 200_000 },
+                        "counters": { "current": 0, "total": 34 }
+                    },
+                    {
+                        "name": "maas-api-3", "address": "10.0.0.13:5240", "state": "maint",
+                        "check": false, "progress": null, "last_check": null,
+                        "counters": { "current": 0, "total": 0 }
+                    }
+                ]
+            }],
+            "vrrp": [{
+                "name": "maas_region", "interface": "eth0", "vrid": 51, "state": "MASTER",
+                "priority": 150, "adverts_sent": 120, "adverts_received": 3,
+                "rejected": { "auth_pass": 2, "ttl": 0 }
+            }]
+        });
+        let got = render(&v, now);
+        let want = "\
+FRONTEND  SERVER      ADDRESS         STATE                LAST CHECK                                      CURRENT  TOTAL
+maas      maas-api-1  10.0.0.11:5240  up                   ok: HTTP status 200 in 1.5ms, 2s ago            3        1200
+maas      maas-api-2  10.0.0.12:5240  down (going up 1/2)  failed: connection refused in 0.2ms, 3m20s ago  0        34
+maas      maas-api-3  10.0.0.13:5240  maint                not checked                                     0        0
+frontend maas: 1 of 3 servers take connections; 4 connections now, 1234 since start
+
+VRRP INSTANCE  INTERFACE  VRID  STATE   PRIORITY  ADVERTS SENT  RECEIVED  REJECTED
+maas_region    eth0       51    MASTER  150       120           3         auth_pass=2
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn table_tolerates_missing_fields() {
+        let got = render(&json!({}), 0);
+        assert_eq!(got, "no frontends\n");
+        let got = render(
+            &json!({ "frontends": [{ "name": "x", "servers": [{ "name": "a" }] }], "vrrp": [] }),
+            0,
+        );
+        assert!(
+            got.contains("x         a       -        -      -           -        -"),
+            "{got}"
+        );
+        assert!(got.ends_with("\nno VRRP instances\n"), "{got}");
+    }
+
+    #[test]
+    fn ages_and_durations() {
+        assert_eq!(age(999), "<1s");
+        assert_eq!(age(59_999), "59s");
+        assert_eq!(age(61_000), "1m01s");
+        assert_eq!(age(2 * 3_600_000 + 5 * 60_000), "2h05m");
+        assert_eq!(age(3 * 86_400_000 + 4 * 3_600_000), "3d04h");
+        assert_eq!(millis(0.44), "0.4ms");
+        assert_eq!(millis(1250.0), "1.25s");
+    }
+
+    #[test]
+    fn unreachable_endpoint_is_exit_1() {
+        // Bound and dropped at once: nothing listens there.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let e = fetch_status(addr, None).expect_err("refused");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("cannot reach the admin endpoint at {addr}")),
+            "{msg}"
+        );
+        assert_eq!(status_command(addr, None, false), ExitCode::from(1));
+    }
+}
