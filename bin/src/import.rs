@@ -238,6 +238,7 @@ struct Frontend {
     timeout_tunnel: Option<Duration>,
     http_server_close: bool,
     forwardfor: bool,
+    redirect_root: Option<String>,
     check: Option<Check>,
     servers: Vec<Server>,
 }
@@ -624,6 +625,9 @@ fn render_frontend(out: &mut String, f: &Frontend) {
     if f.http {
         out.push_str(&format!("http_server_close = {}\n", f.http_server_close));
         out.push_str(&format!("forwardfor = {}\n", f.forwardfor));
+        if let Some(r) = &f.redirect_root {
+            out.push_str(&format!("redirect_root = {}\n", q(r)));
+        }
     }
     if let Some(c) = &f.check {
         let mut parts = vec![format!("kind = {}", q(if c.http { "http" } else { "tcp" }))];

@@ -69,6 +69,7 @@ struct Settings {
     http: Opt<bool>,
     source: Opt<bool>,
     hash_type: Opt<String>,
+    redirect_root: Opt<String>,
     retries: Opt<u32>,
     redispatch: Opt<bool>,
     maxconn: Opt<u32>,
@@ -100,6 +101,7 @@ impl Settings {
             http: inh(&self.http),
             source: inh(&self.source),
             hash_type: inh(&self.hash_type),
+            redirect_root: inh(&self.redirect_root),
             retries: inh(&self.retries),
             redispatch: inh(&self.redispatch),
             maxconn: inh(&self.maxconn),
@@ -664,6 +666,23 @@ fn keyword(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Not
                 ));
             }
         }
+        "redirect" | "http-request" if kw == "redirect" || a1 == "redirect" => {
+            let rest = if kw == "redirect" { &w[1..] } else { &w[2..] };
+            match root_redirect(rest) {
+                Some(to) if kind.front() => {
+                    s.redirect_root = set(to, line);
+                    if rest.iter().any(|r| r == "code") {
+                        note(format!(
+                            "`{whole}`: the status code is maas-vip's own (redirect_root)"
+                        ));
+                    }
+                }
+                _ => note(format!(
+                    "`{whole}` is not supported by maas-vip (only a redirect of `/` maps, to \
+                     redirect_root): not carried over"
+                )),
+            }
+        }
         "log" | "capture" => note(format!(
             "`{whole}` not carried over: maas-vip writes one access-log line per connection \
              or request through tracing (journald)"
@@ -788,6 +807,24 @@ fn option(
             "`{whole}` is not supported by maas-vip: not carried over"
         )),
     }
+}
+
+/// `location X [code N] if { path / }`: the redirect of `/` that `redirect_root` does.
+fn root_redirect(rest: &[String]) -> Option<String> {
+    let r: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let (to, cond) = match r.as_slice() {
+        ["location", to, "code", _, cond @ ..] | ["location", to, cond @ ..] => (*to, cond),
+        _ => return None,
+    };
+    let root = matches!(
+        cond,
+        ["if", "{", "path", "/", "}"] | ["if", "{", "path", "-m", "str", "/", "}"]
+    );
+    let plain = (to.starts_with('/') || to.starts_with("http://") || to.starts_with("https://"))
+        && !to
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+    (root && plain).then(|| to.to_string())
 }
 
 /// HAProxy keywords of `bind` and `server` lines that take a value (so it is skipped too).
@@ -1327,6 +1364,21 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
             },
         );
     }
+    if let (Some(b), None) = (
+        back_side(&fs.source, &bs.source).filter(|b| b.v),
+        back_side(&fs.hash_type, &bs.hash_type),
+    ) {
+        notes.at(
+            file,
+            b.line,
+            "`balance source` without hash-type is map-based in HAProxy; maas-vip's source is \
+             a consistent hash (a server going down moves only its own clients)",
+        );
+    }
+    let redirect_root = fs.redirect_root.as_ref().map(|r| r.v.clone());
+    if let (Some(r), false) = (&fs.redirect_root, http) {
+        notes.at(file, r.line, "a redirect needs mode http: not carried over");
+    }
     let retries = back_side(&fs.retries, &bs.retries).map_or(3, |s| s.v);
     let redispatch = back_side(&fs.redispatch, &bs.redispatch).is_some_and(|s| s.v);
     let timeout = |fo: &Opt<Duration>, bo: &Opt<Duration>| back_side(fo, bo).map(|s| s.v);
@@ -1470,6 +1522,7 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
         timeout_server,
         timeout_tunnel,
         http_server_close: server_close.is_some_and(|s| s.v),
+        redirect_root: if http { redirect_root } else { None },
         forwardfor: forwardfor.is_some_and(|s| s.v),
         check,
         servers: servers.into_iter().map(|(_, s)| s).collect(),

@@ -289,6 +289,10 @@ fn import_httpchk_and_units() {
     assert_eq!(f.check.kind, healthcheck::CheckKind::Http);
     assert_eq!(f.check.path, "/MAAS/api/2.0/version/");
     assert_eq!(f.check.expect_status, Some(200));
+    assert_eq!(
+        f.redirect_root.as_ref().map(|r| r.get_ref().as_str()),
+        Some("/MAAS/")
+    );
     assert_eq!(f.check.interval, Duration::from_secs(3));
     assert_eq!(f.check.fast_interval, Some(Duration::from_secs(1)));
     assert_eq!(f.check.down_interval, Some(Duration::from_secs(5)));
@@ -305,15 +309,20 @@ fn import_httpchk_and_units() {
         "haproxy.cfg:13: `use_backend maas if is_api`: conditional backend choice",
     );
     has_note(&out, "haproxy.cfg:14: `http-request set-header");
-    has_note(&out, "haproxy.cfg:19: `option httpchk GET /MAAS/api/2.0/version/ HTTP/1.1`: version and headers `HTTP/1.1`");
+    has_note(&out, "haproxy.cfg:15: `http-request redirect location /MAAS/ code 301 if { path / }`: the status code");
     has_note(
         &out,
-        "haproxy.cfg:24: server `maas-api-2` options `maxconn 100` not carried over",
+        "haproxy.cfg:16: `redirect prefix /x if { path /y }` is not supported",
     );
-    has_note(&out, "haproxy.cfg:25: server `maas-api-3` not carried over: `maas-api-3.example.com` is a host name");
+    has_note(&out, "haproxy.cfg:21: `option httpchk GET /MAAS/api/2.0/version/ HTTP/1.1`: version and headers `HTTP/1.1`");
     has_note(
         &out,
-        "haproxy.cfg:27: backend `unused` is used by no frontend",
+        "haproxy.cfg:26: server `maas-api-2` options `maxconn 100` not carried over",
+    );
+    has_note(&out, "haproxy.cfg:27: server `maas-api-3` not carried over: `maas-api-3.example.com` is a host name");
+    has_note(
+        &out,
+        "haproxy.cfg:29: backend `unused` is used by no frontend",
     );
 }
 
@@ -900,6 +909,18 @@ fn import_random_keyword_soup_stays_valid() {
         "x y",
         "if",
         "#",
+        "\n redirect",
+        "\n http-request redirect",
+        "location",
+        "code",
+        "301",
+        "{ path / }",
+        "path",
+        "/",
+        "{",
+        "}",
+        "https://x",
+        "/a b",
     ];
     let (mut accepted, mut with_blocks) = (0, 0);
     for round in 0..3000 {
