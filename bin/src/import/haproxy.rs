@@ -371,7 +371,10 @@ fn end_section(
         } => notes.at(
             file,
             line,
-            format!("section `{keyword}` ({lines} line(s)) is not supported by maas-vip: not carried over"),
+            format!(
+                "section `{keyword}` ({lines} line(s)) is not supported by maas-vip: not \
+                 carried over"
+            ),
         ),
         Current::Proxy(p) => match p.kind {
             Kind::Defaults => *defaults = p.s,
@@ -379,8 +382,7 @@ fn end_section(
                 if proxies.iter().any(|o| {
                     o.name == p.name
                         && (o.kind == p.kind || o.kind == Kind::Listen || p.kind == Kind::Listen)
-                })
-                {
+                }) {
                     notes.at(
                         file,
                         p.line,
