@@ -6,6 +6,7 @@
 #
 #   benches/compare.sh                 # 10 s per measurement, 2 rounds, best of rounds
 #   DURATION=5 ROUNDS=1 benches/compare.sh
+#   ONLY=keepalive TARGETS="haproxy maas-vip" benches/compare.sh   # a subset while iterating
 #
 # Needs: nginx, haproxy, wrk (apt-get install nginx-light haproxy wrk). Everything listens on
 # 127.0.0.1 only; all processes are stopped on exit.
@@ -30,12 +31,18 @@ for tool in nginx haproxy wrk; do
   command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not installed" >&2; exit 2; }
 done
 
-echo "building maas-vip (release)..." >&2
-(cd "$here" && cargo build --release -q -p maas-vip)
-bin="$here/target/release/maas-vip"
+bin=${MAAS_VIP_BIN:-}
+if [ -z "$bin" ]; then
+  echo "building maas-vip (release)..." >&2
+  (cd "$here" && cargo build --release -q -p maas-vip)
+  bin="$here/target/release/maas-vip"
+fi
 
 # --- three stand-in regions -------------------------------------------------------------------
+# nginx workers run unprivileged: the files they serve must be readable to them.
+chmod 755 "$work"
 head -c $((1024 * 1024)) /dev/zero > "$work/1m.bin"
+chmod 644 "$work/1m.bin"
 for i in 1 2 3; do
   port=$((15240 + i))
   mkdir -p "$work/nginx$i"
@@ -130,13 +137,23 @@ measure() { # url conns extra-args... -> "rps bytes_per_s"
       else n = substr(v, 1, length(v) - 1) + 0
       bps = n
     }
-    /Non-2xx|Socket errors/ { err = err " " $0 }
-    END { printf "%s %s\n", rps + 0, bps + 0; if (err != "") print "wrk:" err > "/dev/stderr" }'
+    /Socket errors/ { err = err " " $0 }
+    /Non-2xx/ { err = err " " $0; bad = 1 }
+    END {
+      # A run with errors measures the errors, not the proxy: report it as 0 and say why.
+      if (bad) { print "wrk:" err > "/dev/stderr"; rps = 0; bps = 0 }
+      printf "%s %s\n", rps + 0, bps + 0 }'
 }
 
 declare -A best
-workloads=("keepalive:/tiny:50" "close:/tiny:50" "1mib:/1m:8")
-targets=("direct:15241" "haproxy:18080" "maas-vip:18081")
+workloads=()
+for w in "keepalive:/tiny:50" "close:/tiny:50" "1mib:/1m:8"; do
+  [[ -z "${ONLY:-}" || " $ONLY " == *" ${w%%:*} "* ]] && workloads+=("$w")
+done
+targets=()
+for t in "direct:15241" "haproxy:18080" "maas-vip:18081"; do
+  [[ -z "${TARGETS:-}" || " $TARGETS " == *" ${t%%:*} "* ]] && targets+=("$t")
+done
 for round in $(seq "$ROUNDS"); do
   for w in "${workloads[@]}"; do
     IFS=: read -r wname path conns <<<"$w"
@@ -166,7 +183,7 @@ for w in "${workloads[@]}"; do
   esac
   vals=()
   for t in direct haproxy maas-vip; do
-    v=$(echo "${best[$wname/$t]}" | awk -v c="$col" '{ print $c }')
+    v=$(echo "${best[$wname/$t]:-0 0}" | awk -v c="$col" '{ print $c }')
     vals+=("$v")
   done
   awk -v l="$label" -v u="$unit" -v d="${vals[0]}" -v h="${vals[1]}" -v m="${vals[2]}" 'BEGIN {

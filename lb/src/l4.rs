@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use healthcheck::ServerState;
 use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::info;
@@ -256,6 +257,30 @@ fn give_buffer(b: Box<[u8]>) {
     });
 }
 
+/// Reads once. A short read (less than the buffer) almost always means the socket is drained,
+/// so readiness is cleared with it: the next wait goes to epoll instead of costing one more
+/// recv(2) that would only say EAGAIN. tokio clears readiness only if no newer readiness event
+/// arrived since this one, so data arriving meanwhile is not missed.
+fn read_drained(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let len = buf.len();
+    let mut got = None;
+    let r = src.try_io(Interest::READABLE, || {
+        let n = (&*SockRef::from(src)).read(buf)?;
+        got = Some(n);
+        if n < len && n > 0 {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match (r, got) {
+        (Ok(n), _) => Ok(n),
+        (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock => Ok(n),
+        (Err(e), _) => Err(e),
+    }
+}
+
 /// One direction of the copy.
 #[derive(Default)]
 struct Half {
@@ -290,7 +315,7 @@ impl Half {
     /// Returns whether anything moved.
     fn read_then_write(&mut self, src: &TcpStream, dst: &TcpStream) -> Step {
         let mut buf = take_buffer();
-        match src.try_read(&mut buf) {
+        match read_drained(src, &mut buf) {
             Ok(0) => {
                 give_buffer(buf);
                 self.eof = true;
