@@ -35,7 +35,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -259,52 +259,86 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
 }
 
 fn status(c: &Call<'_>) -> Response<Body> {
-    let body = serde_json::to_string_pretty(&status_value(c.ctx))
+    let body = serde_json::to_string_pretty(&status_view(c.ctx))
         .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string());
     json_response(StatusCode::OK, body)
 }
 
-/// `/status`: the registry's view of frontends and servers, each frontend with the proxy's
-/// counters added (`counters`), and the VRRP instances (`vrrp`).
-fn status_value(ctx: &AdminContext) -> Value {
-    let mut v = serde_json::to_value(ctx.registry.status())
-        .unwrap_or_else(|e| json!({ "frontends": [], "error": e.to_string() }));
-    let proxies = ctx.frontends.load();
-    if let Some(fes) = v.get_mut("frontends").and_then(Value::as_array_mut) {
-        for f in fes {
-            let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
-            if let (Some(p), Some(obj)) =
-                (proxies.iter().find(|p| &*p.name == name), f.as_object_mut())
-            {
-                obj.insert("counters".into(), proxy_counters(&p.counters));
-            }
-        }
-    }
-    let vrrp: Vec<VrrpView> = vrrp::status().iter().map(VrrpView::from).collect();
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("vrrp".into(), json!(vrrp));
-    }
-    v
+/// `GET /status`: the registry's view of frontends and servers (in config order, fields in
+/// a fixed order), each frontend with the proxy's counters added, and the VRRP instances.
+#[derive(Debug, Serialize)]
+struct StatusView {
+    frontends: Vec<FrontendView>,
+    vrrp: Vec<VrrpView>,
 }
 
-fn proxy_counters(c: &lb::FrontendCounters) -> Value {
-    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let responses: BTreeMap<&str, u64> = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
-        .into_iter()
-        .zip(c.responses.iter().map(get))
-        .collect();
-    json!({
-        "current": get(&c.current),
-        "total": get(&c.total),
-        "bytes_in": get(&c.bytes_in),
-        "bytes_out": get(&c.bytes_out),
-        "no_server": get(&c.no_server),
-        "connect_failed": get(&c.connect_failed),
-        "retries": get(&c.retries),
-        "redispatches": get(&c.redispatches),
-        "requests": get(&c.requests),
-        "responses": responses,
-    })
+/// One frontend in `/status`.
+#[derive(Debug, Serialize)]
+struct FrontendView {
+    #[serde(flatten)]
+    status: healthcheck::registry::FrontendStatus,
+    /// The proxy's counters; absent while the proxy has no frontend of that name (a reload
+    /// in progress).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<ProxyCounters>,
+}
+
+/// A frontend's connection counters in `/status` (see [`lb::FrontendCounters`]).
+#[derive(Debug, Serialize)]
+struct ProxyCounters {
+    current: u64,
+    total: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    no_server: u64,
+    connect_failed: u64,
+    retries: u64,
+    redispatches: u64,
+    /// http mode.
+    requests: u64,
+    /// http mode: responses by status class, "1xx" .. "5xx", "other".
+    responses: BTreeMap<&'static str, u64>,
+}
+
+fn status_view(ctx: &AdminContext) -> StatusView {
+    let proxies = ctx.frontends.load();
+    StatusView {
+        frontends: ctx
+            .registry
+            .status()
+            .frontends
+            .into_iter()
+            .map(|status| FrontendView {
+                counters: proxies
+                    .iter()
+                    .find(|p| *p.name == *status.name)
+                    .map(|p| ProxyCounters::from(&p.counters)),
+                status,
+            })
+            .collect(),
+        vrrp: vrrp::status().iter().map(VrrpView::from).collect(),
+    }
+}
+
+impl From<&lb::FrontendCounters> for ProxyCounters {
+    fn from(c: &lb::FrontendCounters) -> Self {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        ProxyCounters {
+            current: get(&c.current),
+            total: get(&c.total),
+            bytes_in: get(&c.bytes_in),
+            bytes_out: get(&c.bytes_out),
+            no_server: get(&c.no_server),
+            connect_failed: get(&c.connect_failed),
+            retries: get(&c.retries),
+            redispatches: get(&c.redispatches),
+            requests: get(&c.requests),
+            responses: ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
+                .into_iter()
+                .zip(c.responses.iter().map(get))
+                .collect(),
+        }
+    }
 }
 
 /// One VRRP instance in `/status`.
@@ -386,16 +420,35 @@ fn set_admin(c: &Call<'_>, action: &'static str, to: Admin) -> Response<Body> {
     let state = metrics::server_state(&st);
     info!(peer = %c.peer, frontend = %frontend, server = %server, action,
         from = admin_name(before), state, "admin action");
-    let body = json!({
-        "frontend": frontend,
-        "server": server,
-        "action": action,
-        "admin": admin_name(to),
-        "previous_admin": admin_name(before),
-        "state": state,
-        "current": st.counters.current.load(Ordering::Relaxed),
-    });
-    json_response(StatusCode::OK, body.to_string())
+    let answer = ActionAnswer {
+        frontend,
+        server,
+        action,
+        state,
+        admin: admin_name(to),
+        previous_admin: admin_name(before),
+        current: st.counters.current.load(Ordering::Relaxed),
+    };
+    let body = serde_json::to_string(&answer)
+        .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string());
+    json_response(StatusCode::OK, body)
+}
+
+/// The answer to a server action.
+#[derive(Debug, Serialize)]
+struct ActionAnswer<'a> {
+    frontend: &'a str,
+    server: &'a str,
+    /// "drain", "disable" or "enable".
+    action: &'static str,
+    /// As `/status` shows it: "up", "down", "drain" or "maint".
+    state: &'static str,
+    /// "ready", "drain" or "maint".
+    admin: &'static str,
+    previous_admin: &'static str,
+    /// Connections (L4) or requests (L7) still in flight to the server (those a drain waits
+    /// for).
+    current: u64,
 }
 
 fn admin_name(a: Admin) -> &'static str {
@@ -428,6 +481,7 @@ mod tests {
 
     use healthcheck::{CheckConfig, Frontend, Health, Server, ServerState};
     use http_body_util::BodyExt as _;
+    use serde_json::Value;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 

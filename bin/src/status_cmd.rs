@@ -606,4 +606,64 @@ maas_region    eth0       51    MASTER  150       120           3         auth_p
         );
         assert_eq!(status_command(addr, None, false), ExitCode::from(1));
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fetches_from_the_admin_endpoint() {
+        use std::sync::Arc;
+
+        use healthcheck::{CheckConfig, Frontend, Registry, Server, ServerState};
+
+        const TOKEN: &str = "status-test-token-0123";
+        let st = Arc::new(ServerState::new(
+            "r1",
+            "10.0.0.11:5240".parse().expect("literal"),
+            false,
+        ));
+        let registry = Arc::new(Registry::new(vec![Frontend::new(
+            "maas",
+            CheckConfig::default(),
+            vec![Server::new(st, true)],
+        )]));
+        let ctx = crate::admin::AdminContext {
+            registry,
+            frontends: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            token: Some(TOKEN.into()),
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("bound");
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(crate::admin::serve_ctx(l, Arc::new(ctx), rx));
+
+        let (good, none, wrong) = tokio::task::spawn_blocking(move || {
+            (
+                fetch_status(addr, Some(TOKEN)),
+                fetch_status(addr, None),
+                fetch_status(addr, Some("not-the-token-0123456")),
+            )
+        })
+        .await
+        .expect("client thread");
+        let body = good.expect("status with the token");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        let table = render(&v, now_unix_ms());
+        assert!(
+            table.contains("maas      r1      10.0.0.11:5240  up"),
+            "{table}"
+        );
+        let none = none.expect_err("401").to_string();
+        assert!(
+            none.contains("refused the request: it requires a token and none is configured"),
+            "{none}"
+        );
+        let wrong = wrong.expect_err("401").to_string();
+        assert!(
+            wrong.contains("refused the request: wrong token"),
+            "{wrong}"
+        );
+
+        tx.send(true).expect("serving");
+        task.await.expect("no panic").expect("no error");
+    }
 }
