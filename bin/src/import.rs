@@ -58,8 +58,6 @@ pub(crate) enum ImportError {
 
 /// Reads the files, prints the TOML on stdout and the notes on stderr. Exit code 0 when a
 /// config was produced (notes or not), 2 when a file is unreadable or malformed.
-// Used by the `import` subcommand once main.rs wires it; tests call it meanwhile.
-#[allow(dead_code)]
 pub(crate) fn run(keepalived: Option<&Path>, haproxy: Option<&Path>) -> ExitCode {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|source| ImportError::Read {
@@ -88,7 +86,6 @@ pub(crate) fn run(keepalived: Option<&Path>, haproxy: Option<&Path>) -> ExitCode
 }
 
 /// Translates the given files (path for messages, text) into maas-vip.toml text.
-#[allow(dead_code)] // see `run`
 pub(crate) fn import(
     keepalived: Option<(&Path, &str)>,
     haproxy: Option<(&Path, &str)>,

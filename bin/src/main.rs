@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 mod admin;
 mod config;
 mod daemon;
+mod import;
 mod systemd;
 
 const DEFAULT_CONFIG: &str = "/etc/maas-vip/maas-vip.toml";
@@ -37,6 +38,18 @@ enum Command {
         /// Config file.
         #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Print a maas-vip.toml equivalent to an existing keepalived.conf and/or haproxy.cfg.
+    ///
+    /// The config goes to stdout; everything that cannot be carried over is listed as comments
+    /// at its top and as notes on stderr, with file and line. Review it, then `check` it.
+    Import {
+        /// keepalived.conf of this host.
+        #[arg(long, value_name = "FILE")]
+        keepalived: Option<PathBuf>,
+        /// haproxy.cfg of this host.
+        #[arg(long, value_name = "FILE")]
+        haproxy: Option<PathBuf>,
     },
     /// Validate a config file and print every problem with its line and column.
     ///
@@ -72,6 +85,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Import {
+            keepalived,
+            haproxy,
+        } => import::run(keepalived.as_deref(), haproxy.as_deref()),
         Command::Check { config } => match config::load(&config) {
             Ok((c, report)) => {
                 print!("{report}");
@@ -114,10 +131,23 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            // Experiment knob (see benches/compare.sh): MAAS_VIP_THREADS=1 runs one thread.
+            let threads: usize = std::env::var("MAAS_VIP_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let built = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                if threads > 1 {
+                    b.worker_threads(threads);
+                }
+                b.enable_all().build()
+            };
+            let runtime = match built {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("maas-vip: cannot start the runtime: {e}");

@@ -203,3 +203,36 @@ fn check_exit_codes() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn import_of_the_guide_setup_passes_check() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/import");
+    let out = Command::new(maas_vip_bin())
+        .arg("import")
+        .arg("--keepalived")
+        .arg(fixtures.join("guide-keepalived.conf"))
+        .arg("--haproxy")
+        .arg(fixtures.join("guide-haproxy.cfg"))
+        .output()
+        .expect("run import");
+    assert_eq!(out.status.code(), Some(0));
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        notes.contains("HAProxy ignores `retries 3` in a frontend"),
+        "{notes}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("imported.toml");
+    std::fs::write(&path, &out.stdout).expect("write");
+    let check = Command::new(maas_vip_bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
