@@ -699,6 +699,40 @@ mod tests {
     }
 
     #[test]
+    fn vrrp_view() {
+        let mut stats = vrrp::machine::Stats {
+            tx: 7,
+            rx_ok: 2,
+            became_master: 1,
+            ..Default::default()
+        };
+        stats.rejected[vrrp::machine::Reject::Ttl as usize] = 4;
+        let i = vrrp::InstanceStatus {
+            name: "maas_region".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            state: vrrp::machine::State::Initialize,
+            priority: 100,
+            stats,
+        };
+        let v = json!(VrrpView::from(&i));
+        assert_eq!(v["name"], "maas_region");
+        assert_eq!(v["interface"], "eth0");
+        assert_eq!(v["vrid"], 51);
+        assert_eq!(v["state"], "INIT", "keepalived's name, as in /metrics");
+        assert_eq!(v["priority"], 100);
+        assert_eq!(v["adverts_sent"], 7);
+        assert_eq!(v["adverts_received"], 2);
+        assert_eq!(v["became_master"], 1);
+        assert_eq!(v["rejected"]["ttl"], 4);
+        assert_eq!(v["rejected"]["auth_pass"], 0);
+        assert_eq!(
+            v["rejected"].as_object().map(|m| m.len()),
+            Some(vrrp::machine::Reject::ALL.len())
+        );
+    }
+
+    #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("r1"), "r1");
         assert_eq!(percent_decode("maas%20api%2d1"), "maas api-1");
@@ -742,18 +776,12 @@ mod tests {
 
     #[tokio::test]
     async fn status_404_405_and_shutdown() {
-        let a: SocketAddr = "10.0.0.11:5240".parse().expect("literal");
-        let st = Arc::new(ServerState::new("r1", a, false));
-        st.set_health(Health::Down);
-        let reg = Arc::new(Registry::new(vec![Frontend::new(
-            "maas",
-            CheckConfig::default(),
-            vec![Server::new(st, true)],
-        )]));
+        let (ctx, states) = context(None);
+        states[0].set_health(Health::Down);
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("bound");
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve(l, reg, rx));
+        let task = tokio::spawn(serve_ctx(l, Arc::new(ctx), rx));
 
         let r = request(
             addr,
