@@ -12,13 +12,6 @@
 
 mod metrics;
 
-// `maas-vip status` (the client of this endpoint) is `crate::status_cmd` once main.rs declares
-// it; until then its tests are compiled from here. Remove these lines then.
-#[cfg(test)]
-#[allow(dead_code)]
-#[path = "status_cmd.rs"]
-mod status_cmd;
-
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -86,25 +79,10 @@ const ROUTES: &[(Method, &str, Handler)] = &[
     (Method::POST, "/servers/{frontend}/{server}/enable", enable),
 ];
 
-/// Serve the admin endpoint on `listener` with only the registry (no proxy counters, no token).
-/// Kept until the daemon builds an [`AdminContext`] and calls [`serve_ctx`].
-pub(crate) async fn serve(
-    listener: TcpListener,
-    registry: Arc<Registry>,
-    shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let ctx = AdminContext {
-        registry,
-        frontends: ArcSwap::from_pointee(Vec::new()),
-        token: None,
-    };
-    serve_ctx(listener, Arc::new(ctx), shutdown).await
-}
-
 /// Serve the admin endpoint on `listener` until `shutdown` turns true (or its sender is
 /// dropped); requests in flight then finish. Accept errors (too many open files, ...) are
 /// logged and retried after a pause: the endpoint never takes the daemon down.
-pub(crate) async fn serve_ctx(
+pub(crate) async fn serve(
     listener: TcpListener,
     ctx: Arc<AdminContext>,
     mut shutdown: watch::Receiver<bool>,
@@ -781,7 +759,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("bound");
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve_ctx(l, Arc::new(ctx), rx));
+        let task = tokio::spawn(serve(l, Arc::new(ctx), rx));
 
         let r = request(
             addr,
@@ -834,12 +812,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serve_ctx_over_tcp_with_token() {
+    async fn serve_over_tcp_with_token() {
         let (ctx, states) = context(Some(TOKEN));
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("bound");
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve_ctx(l, Arc::new(ctx), rx));
+        let task = tokio::spawn(serve(l, Arc::new(ctx), rx));
 
         let r = request(
             addr,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use healthcheck::registry::{Frontend as HealthFrontend, Registry, Server as HealthServer};
 use healthcheck::ServerState;
 use lb::{Frontend, FrontendConfig};
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use vrrp::VrrpConfig;
 
+use crate::admin::AdminContext;
 use crate::config::{AdminConfig, Config};
 
 /// What the signal task asks of the daemon.
@@ -77,6 +79,7 @@ struct VrrpRt {
 
 struct AdminRt {
     cfg: AdminConfig,
+    ctx: Arc<AdminContext>,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -92,6 +95,12 @@ struct Daemon {
     checks: (watch::Sender<bool>, JoinHandle<()>),
     vrrp: HashMap<String, VrrpRt>,
     admin: Option<AdminRt>,
+}
+
+fn fe_list(frontends: &HashMap<String, FrontendRt>) -> Vec<Arc<Frontend>> {
+    let mut v: Vec<Arc<Frontend>> = frontends.values().map(|r| r.fe.clone()).collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
 }
 
 /// Server states for `cfg`, reusing those of `old` with the same name and address.
@@ -152,6 +161,7 @@ fn spawn_vrrp(cfg: VrrpConfig, registry: &Arc<Registry>) -> VrrpRt {
 async fn spawn_admin(
     cfg: &AdminConfig,
     registry: &Arc<Registry>,
+    frontends: Vec<Arc<Frontend>>,
 ) -> anyhow::Result<Option<AdminRt>> {
     if !cfg.enabled {
         return Ok(None);
@@ -162,10 +172,16 @@ async fn spawn_admin(
         .with_context(|| format!("admin endpoint: cannot bind {addr}"))?;
     info!(bind = %addr, "admin endpoint up");
     let (stop, rx) = watch::channel(false);
+    let ctx = Arc::new(AdminContext {
+        registry: registry.clone(),
+        frontends: ArcSwap::from_pointee(frontends),
+        token: cfg.token.as_ref().map(|t| t.get_ref().clone()),
+    });
     Ok(Some(AdminRt {
         cfg: cfg.clone(),
+        ctx: ctx.clone(),
         stop,
-        task: tokio::spawn(crate::admin::serve(l, registry.clone(), rx)),
+        task: tokio::spawn(crate::admin::serve(l, ctx, rx)),
     }))
 }
 
@@ -213,7 +229,7 @@ impl Daemon {
             );
         }
         let registry = Arc::new(Registry::new(health));
-        let admin = spawn_admin(&cfg.admin, &registry).await?;
+        let admin = spawn_admin(&cfg.admin, &registry, fe_list(&frontends)).await?;
         let (checks_stop, rx) = watch::channel(false);
         let checks = (checks_stop, healthcheck::spawn(&registry, rx));
         let vrrp = cfg
@@ -292,20 +308,15 @@ impl Daemon {
                 fresh.insert((f.name.get_ref().clone(), *addr), l);
             }
         }
-        let mut admin = None;
-        let admin_changed = self
-            .admin
-            .as_ref()
-            .map(|a| (a.cfg.enabled, *a.cfg.bind.get_ref()))
-            != Some((new.admin.enabled, *new.admin.bind.get_ref()))
+        let key = |a: &AdminConfig| {
+            (
+                a.enabled,
+                *a.bind.get_ref(),
+                a.token.as_ref().map(|t| t.get_ref().clone()),
+            )
+        };
+        let admin_changed = self.admin.as_ref().map(|a| key(&a.cfg)) != Some(key(&new.admin))
             && (new.admin.enabled || self.admin.is_some());
-        if admin_changed {
-            if let Some(old) = self.admin.take() {
-                let _ = old.stop.send(true);
-                let _ = old.task.await;
-            }
-            admin = spawn_admin(&new.admin, &self.registry).await?;
-        }
 
         // 2. Frontends: update kept ones, start new ones, stop removed ones.
         let (mut added, mut updated, mut removed) = (0, 0, 0);
@@ -396,8 +407,19 @@ impl Daemon {
             stop_vrrp(&name, rt).await;
         }
         self.vrrp = next_vrrp;
+        // 5. The admin endpoint: restarted if its address or token changed, else told the new
+        // frontends.
         if admin_changed {
-            self.admin = admin;
+            if let Some(old) = self.admin.take() {
+                let _ = old.stop.send(true);
+                let _ = old.task.await;
+            }
+            match spawn_admin(&new.admin, &self.registry, fe_list(&self.frontends)).await {
+                Ok(a) => self.admin = a,
+                Err(e) => error!("{e:#}; the admin endpoint is off until the next reload"),
+            }
+        } else if let Some(a) = &self.admin {
+            a.ctx.frontends.store(Arc::new(fe_list(&self.frontends)));
         }
         self.cfg = new;
         Ok(format!(

@@ -12,6 +12,7 @@ mod admin;
 mod config;
 mod daemon;
 mod import;
+mod status_cmd;
 mod systemd;
 
 const DEFAULT_CONFIG: &str = "/etc/maas-vip/maas-vip.toml";
@@ -51,6 +52,18 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         haproxy: Option<PathBuf>,
     },
+    /// Show the state of a running daemon: frontends, servers, VRRP instances.
+    ///
+    /// Asks the admin endpoint named in the config (`[admin] bind`, with its token).
+    /// Exit code 1 if it cannot be reached.
+    Status {
+        /// Config file (to find the admin endpoint).
+        #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the raw JSON of /status.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and print every problem with its line and column.
     ///
     /// Exit code 0 if the file is usable (warnings about this host, such as a missing interface,
@@ -89,6 +102,24 @@ fn main() -> ExitCode {
             keepalived,
             haproxy,
         } => import::run(keepalived.as_deref(), haproxy.as_deref()),
+        Command::Status { config, json } => match config::load(&config) {
+            Ok((c, _)) if c.admin.enabled => status_cmd::status_command(
+                *c.admin.bind.get_ref(),
+                c.admin.token.as_ref().map(|t| t.get_ref().clone()),
+                json,
+            ),
+            Ok(_) => {
+                eprintln!(
+                    "maas-vip status: the admin endpoint is off in {} ([admin] enabled = false)",
+                    config.display()
+                );
+                ExitCode::from(2)
+            }
+            Err(report) => {
+                eprint!("{report}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check { config } => match config::load(&config) {
             Ok((c, report)) => {
                 print!("{report}");

@@ -634,7 +634,7 @@ maas_region    eth0       51    MASTER  150       120           3         auth_p
             .expect("bind");
         let addr = l.local_addr().expect("bound");
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(crate::admin::serve_ctx(l, Arc::new(ctx), rx));
+        let task = tokio::spawn(crate::admin::serve(l, Arc::new(ctx), rx));
 
         let (good, none, wrong) = tokio::task::spawn_blocking(move || {
             (
