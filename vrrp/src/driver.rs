@@ -426,7 +426,8 @@ impl Instance {
                         *s = good;
                     }
                     let (w, f) = self.tracking();
-                    info!(script = %self.cfg.track_script[i].name.get_ref(), good, weight = w, fault = f, "tracking changed");
+                    let script = self.cfg.track_script.get(i).map(|t| t.name.get_ref().as_str()).unwrap_or("?");
+                    info!(script, good, weight = w, fault = f, "tracking changed");
                     self.machine.set_tracking(Instant::now(), w, f);
                 }
                 _ = backends_tick.tick() => {

@@ -307,3 +307,36 @@ fn checksum_rfc1071_example() {
     );
     assert_eq!(checksum::sum(&[0xff]), 0xff00);
 }
+
+#[test]
+fn v3_reserved_bits_are_ignored_and_sent_as_zero() {
+    // Found by the `packet` fuzz target: RFC 9568 §5.2.5 reserved bits, ignored on receipt.
+    let (_, pair, _, msg) = vrrp_frames()
+        .into_iter()
+        .find(|(f, ..)| f.summary.contains("version=3 vrid=9 prio=120"))
+        .expect("keepalived v3 frame");
+    let mut odd = msg.clone();
+    odd[4] |= 0x60;
+    Packet::new_unchecked(&mut odd[..]).fill_checksum(&pair);
+    let repr = Repr::parse(&Packet::new_checked(&odd[..]).expect("header"), &pair).expect("ok");
+    assert_eq!(repr.adver_int, 10);
+    assert_eq!(repr.to_bytes(&pair), msg);
+}
+
+#[test]
+fn checksum_negative_zero_verifies() {
+    // Found by the `packet` fuzz target: a message whose checksum is 0xffff (one's-complement
+    // "negative zero") verifies; we emit 0x0000 for it.
+    let msg = [
+        0x21, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0x5e, 0, 0, 0,
+    ];
+    let pair = IpPair {
+        src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        dst: IpAddr::V4(MULTICAST_V4),
+    };
+    let repr = Repr::parse(&Packet::new_checked(&msg[..]).expect("header"), &pair).expect("ok");
+    let out = repr.to_bytes(&pair);
+    assert_eq!(out[6..8], [0, 0]);
+    assert_eq!(out[..6], msg[..6]);
+    assert_eq!(out[8..], msg[8..]);
+}
