@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 mod admin;
 mod config;
 mod daemon;
+mod demo;
 mod import;
 mod status_cmd;
 mod systemd;
@@ -73,6 +74,9 @@ enum Command {
         #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// A self-contained try-out on this machine (needs root): network namespaces, three region
+    /// hosts with maas-vip, election, traffic, failover.
+    Demo(demo::DemoArgs),
 }
 
 fn init_tracing() {
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Import {
             keepalived,
             haproxy,
