@@ -239,6 +239,19 @@ impl Lan {
         Lan { hosts, bridge }
     }
 
+    /// Cuts host `i` off the LAN without touching its carrier (its bridge port leaves the
+    /// bridge but stays up): a partition, not a link failure.
+    pub fn isolate(&self, i: usize) {
+        self.bridge
+            .ip(&["link", "set", &format!("p{i}"), "nomaster"]);
+    }
+
+    /// Puts host `i` back on the LAN (the bridge runs no STP: forwarding at once).
+    pub fn rejoin(&self, i: usize) {
+        self.bridge
+            .ip(&["link", "set", &format!("p{i}"), "master", "br0"]);
+    }
+
     /// Indices of the hosts that carry `addr`.
     pub fn holders(&self, addr: Ipv4Addr) -> Vec<usize> {
         (0..self.hosts.len())

@@ -635,3 +635,64 @@ address = "127.0.0.1:5240"
         &[&d0, &d1],
     );
 }
+
+#[test]
+fn vrrp_partition_and_heal_one_master_within_one_interval() {
+    if !check_or_skip("vrrp_partition_and_heal_one_master_within_one_interval") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let d0 = start(&lan, dir.path(), 0, 150, "");
+    let d1 = start(&lan, dir.path(), 1, 120, "");
+    wait_holders(&lan, &[0], Duration::from_secs(10), "election", &[&d0, &d1]);
+
+    lan.isolate(0);
+    wait_holders(
+        &lan,
+        &[0, 1],
+        Duration::from_secs(8),
+        "split brain while partitioned",
+        &[&d0, &d1],
+    );
+    let (mut cap, pcap) = capture(&lan, 1, dir.path());
+    std::thread::sleep(Duration::from_millis(1500));
+    lan.rejoin(0);
+    let t = wait_holders(
+        &lan,
+        &[0],
+        Duration::from_secs(5),
+        "one master after healing",
+        &[&d0, &d1],
+    );
+    eprintln!("partition healed: one VIP holder after {t:?}");
+    assert!(
+        t <= Duration::from_millis(1500),
+        "two holders for {t:?} after healing"
+    );
+    assert_stable(&lan, &[0], Duration::from_secs(2), "after healing");
+    assert!(
+        d1.output()
+            .contains("reason=higher priority advert from 10.99.0.11 (150)"),
+        "{}",
+        d1.output()
+    );
+    // Whichever advert crossed first: if host 0 heard host 1's (lower) one while master, it
+    // re-asserted at once with an advert and gratuitous ARP (keepalived's split-brain answer).
+    cap.signal("INT");
+    cap.wait_exit(Duration::from_secs(5));
+    let garps = pcap_frames(&pcap)
+        .iter()
+        .filter_map(|f| vrrp::arp::Garp::parse(f))
+        .filter(|g| g.addr == VIP)
+        .count();
+    let reasserted = d0.output().contains("re-asserting");
+    eprintln!("partition healed: host 0 re-asserted: {reasserted}, gratuitous ARP seen by host 1: {garps}");
+    if reasserted {
+        assert!(
+            garps >= 1,
+            "split-brain re-assertion without gratuitous ARP"
+        );
+    }
+}
