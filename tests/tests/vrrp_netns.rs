@@ -696,3 +696,68 @@ fn vrrp_partition_and_heal_one_master_within_one_interval() {
         );
     }
 }
+
+#[test]
+fn vrrp_address_owner_claims_at_once_and_keeps_its_address() {
+    if !check_or_skip("vrrp_address_owner_claims_at_once_and_keeps_its_address") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    // The virtual address is one of host 0's own addresses (RFC 3768 §3: the IP address
+    // owner, priority 255). Not its primary one: adverts come from the primary address, and a
+    // backup holding that very address would drop them as martians.
+    let owned = Ipv4Addr::new(10, 99, 0, 50);
+    lan.hosts[0]
+        .ns
+        .ip(&["addr", "add", &format!("{owned}/24"), "dev", "eth0"]);
+    let block = |prio: u8| {
+        format!(
+            r#"
+[[vrrp]]
+name = "owner_test"
+interface = "eth0"
+virtual_router_id = 52
+priority = {prio}
+virtual_ipaddresses = ["{owned}/24"]
+"#
+        )
+    };
+    let d1 = start_raw(&lan, dir.path(), 1, &block(100));
+    assert!(
+        wait_for(Duration::from_secs(8), || lan.holders(owned) == [0, 1]).is_some(),
+        "backup claims while the owner is not running: {:?}",
+        lan.holders(owned)
+    );
+    let started = Instant::now();
+    let mut d0 = start_raw(&lan, dir.path(), 0, &block(255));
+    assert!(
+        wait_for(Duration::from_secs(3), || lan.holders(owned) == [0]).is_some(),
+        "owner did not take over at once: {:?}\n{}\n{}",
+        lan.holders(owned),
+        d0.output(),
+        d1.output()
+    );
+    eprintln!("owner took over {:?} after its start", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        d0.output().contains("reason=address owner"),
+        "{}",
+        d0.output()
+    );
+    d0.signal("TERM");
+    assert_eq!(
+        d0.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(
+        wait_for(Duration::from_secs(3), || lan.holders(owned) == [0, 1]).is_some(),
+        "backup after the owner stopped: {:?}",
+        lan.holders(owned)
+    );
+    assert!(
+        lan.hosts[0].has(owned),
+        "the owner's own address is never removed"
+    );
+}

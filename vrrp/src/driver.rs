@@ -229,6 +229,8 @@ struct Instance {
     cfg: VrrpConfig,
     vips: Vec<Vip>,
     primary: Ipv4Addr,
+    /// Virtual addresses that are the owner's own (priority 255): never removed.
+    owned: Vec<Ipv4Addr>,
     machine: Machine,
     sock: VrrpSocket,
     nl: Netlink,
@@ -256,13 +258,30 @@ impl Instance {
         // Subscribe before reading the state so no change falls in between.
         let link = nl.link(&iface).await?;
         let link_events = netlink::monitor(link.index)?;
+        let owner = *cfg.priority.get_ref() == 255;
+        // The address owner (priority 255, RFC 3768 §3) has the virtual addresses as its own:
+        // they are neither stale nor ever removed, and one of them may be the primary.
+        let owned: Vec<Ipv4Addr> = if owner {
+            let present = nl.addresses(link.index, &iface).await?;
+            vips.iter()
+                .map(|v| v.addr)
+                .filter(|a| present.iter().any(|p| p.addr == *a))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let not_primary: Vec<Vip> = vips
+            .iter()
+            .filter(|v| !owned.contains(&v.addr))
+            .copied()
+            .collect();
         let primary = nl
-            .primary(link.index, &iface, &vips)
+            .primary(link.index, &iface, &not_primary)
             .await?
             .ok_or_else(|| VrrpError::NoAddress(iface.clone()))?;
         // Stale VIPs of ours, left by a crash (kill -9), go before anything else: we are not
         // master yet, and another router may be.
-        for v in &vips {
+        for v in vips.iter().filter(|v| !owned.contains(&v.addr)) {
             let n = nl.remove(link.index, &iface, v.addr).await?;
             if n > 0 {
                 warn!(vip = %v, "removed a stale virtual address left on the interface");
@@ -299,6 +318,7 @@ impl Instance {
             index: link.index,
             vips,
             primary,
+            owned,
             machine: Machine::new(params),
             sock,
             nl,
@@ -313,6 +333,14 @@ impl Instance {
             garp: None,
             cfg,
         })
+    }
+
+    fn not_owned(&self) -> Vec<Vip> {
+        self.vips
+            .iter()
+            .filter(|v| !self.owned.contains(&v.addr))
+            .copied()
+            .collect()
     }
 
     /// Sum of the weights that apply and whether a weight-0 tracker fails.
@@ -468,8 +496,10 @@ impl Instance {
                     self.link_up = up;
                     if up {
                         // The primary address may have changed while down.
-                        if let Ok(Some(p)) =
-                            self.nl.primary(self.index, &self.iface, &self.vips).await
+                        if let Ok(Some(p)) = self
+                            .nl
+                            .primary(self.index, &self.iface, &self.not_owned())
+                            .await
                         {
                             if p != self.primary {
                                 warn!(old = %self.primary, new = %p, "primary address changed; adverts keep the old source until restart");
@@ -505,7 +535,12 @@ impl Instance {
                     }
                 }
                 Action::RemoveVips => {
-                    for v in self.vips.clone() {
+                    for v in self
+                        .vips
+                        .clone()
+                        .into_iter()
+                        .filter(|v| !self.owned.contains(&v.addr))
+                    {
                         if let Err(e) = self.nl.remove(self.index, &self.iface, v.addr).await {
                             error!(vip = %v, error = %e, "removing a virtual address");
                         }
