@@ -761,3 +761,42 @@ virtual_ipaddresses = ["{owned}/24"]
         "the owner's own address is never removed"
     );
 }
+
+#[test]
+fn vrrp_nopreempt_and_preempt_delay() {
+    if !check_or_skip("vrrp_nopreempt_and_preempt_delay") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(3);
+    let d0 = start(&lan, dir.path(), 0, 100, "");
+    wait_holders(&lan, &[0], Duration::from_secs(10), "first master", &[&d0]);
+    // preempt = false at a higher priority: stays backup under a live master.
+    let d1 = start(&lan, dir.path(), 1, 200, "preempt = false");
+    assert_stable(&lan, &[0], Duration::from_secs(6), "nopreempt stays backup");
+    assert!(d1.output().contains("to=BACKUP"), "{}", d1.output());
+    drop(d1);
+    // preempt_delay: takes over only after the delay.
+    let joined = Instant::now();
+    let d2 = start(&lan, dir.path(), 2, 150, r#"preempt_delay = "6s""#);
+    let t = wait_holders(
+        &lan,
+        &[2],
+        Duration::from_secs(12),
+        "preempt after the delay",
+        &[&d0, &d2],
+    );
+    let waited = joined.elapsed();
+    eprintln!("preempt_delay 6s: took over after {waited:?} (poll {t:?})");
+    assert!(
+        waited >= Duration::from_secs(6),
+        "preempted early: {waited:?}"
+    );
+    assert!(
+        d2.output()
+            .contains("reason=preempting lower-priority master 10.99.0.11 (100)"),
+        "{}",
+        d2.output()
+    );
+}
