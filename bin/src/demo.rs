@@ -167,7 +167,7 @@ async fn guarded(exe: PathBuf) -> ExitCode {
     }
     let started = Instant::now();
     let prefix = lab::run_prefix();
-    let mut run = Box::pin(scenario(&exe, &prefix, started));
+    let mut run = Box::pin(scenario(&exe, &prefix));
     let outcome = tokio::select! {
         r = &mut run => Ok(r),
         _ = int.recv() => Err(("SIGINT", 130)),
@@ -245,14 +245,14 @@ check = {{ kind = "http", path = "{URL_PATH}", interval = "1s", timeout = "1s", 
 
 /// Builds the lab, runs the steps, and tears the lab down (also when a step fails: the log
 /// tails of the daemons are printed first).
-async fn scenario(exe: &Path, prefix: &str, started: Instant) -> anyhow::Result<()> {
+async fn scenario(exe: &Path, prefix: &str) -> anyhow::Result<()> {
     say!(
         "maas-vip demo: three MAAS region hosts sharing one virtual IP, and a client, in network\n\
          namespaces on this machine. Nothing outside them is touched, and all of it is removed\n\
          at the end (or on Ctrl-C)."
     );
     let mut w = World::build(exe, prefix)?;
-    let result = w.steps(started).await;
+    let result = w.steps().await;
     if result.is_err() {
         for (i, d) in w.daemons.iter().enumerate() {
             if let Some(d) = d {
@@ -286,14 +286,28 @@ struct Watched {
 }
 
 impl Watched {
-    /// Requests up to the switch, and how many of them failed.
+    /// Of the requests answered (or failed) before the switch: how many failed, how many.
     fn failed_until_switch(&self) -> (usize, usize) {
-        let upto: Vec<&Sample> = self
-            .samples
-            .iter()
-            .filter(|s| self.switched.is_none_or(|t| s.at <= t))
-            .collect();
-        (upto.iter().filter(|s| !s.reply.ok()).count(), upto.len())
+        Self::count(
+            self.samples
+                .iter()
+                .filter(|s| self.switched.is_none_or(|t| s.at < t)),
+        )
+    }
+
+    /// The same from the switch on.
+    fn failed_after_switch(&self) -> (usize, usize) {
+        Self::count(
+            self.samples
+                .iter()
+                .filter(|s| self.switched.is_some_and(|t| s.at >= t)),
+        )
+    }
+
+    fn count<'a>(samples: impl Iterator<Item = &'a Sample>) -> (usize, usize) {
+        samples.fold((0, 0), |(failed, all), s| {
+            (failed + usize::from(!s.reply.ok()), all + 1)
+        })
     }
 
     /// The first failure's reason.
@@ -507,7 +521,7 @@ impl World {
             .map_or("an unknown host", |r| r.name)
     }
 
-    async fn steps(&mut self, started: Instant) -> anyhow::Result<()> {
+    async fn steps(&mut self) -> anyhow::Result<()> {
         // 2. Election.
         say!("\n2. Election: every maas-vip starts as BACKUP and listens for adverts (VRRP, every 1 s).");
         if poll(PHASE_LIMIT, || self.holders().len() == 1)
@@ -596,6 +610,10 @@ impl World {
         );
         let before = self.watch(Instant::now(), |_| true, |_| true).await?;
         let ok_before = before.samples.iter().filter(|s| s.reply.ok()).count();
+        say!(
+            "   {ok_before} of {} requests answered; now: kill -9 maas-vip on {master}",
+            before.samples.len()
+        );
         let killed = Instant::now();
         if let Some(d) = self.daemons[0].as_mut() {
             d.kill9().await;
@@ -608,24 +626,14 @@ impl World {
                 |h| h.iter().any(|i| *i != 0),
             )
             .await?;
-        say!(
-            "   before the kill: {ok_before} of {} requests answered",
-            before.samples.len()
-        );
-        if let Some(t) = w.holders_when(|h| h.iter().any(|i| *i != 0)) {
-            let who: Vec<&str> = w
-                .holders
+        if let Some((t, h)) = w.holders.iter().find(|(_, h)| h.iter().any(|i| *i != 0)) {
+            let who: Vec<&str> = h
                 .iter()
-                .find(|(x, _)| *x == t)
-                .map(|(_, h)| {
-                    h.iter()
-                        .filter(|i| **i != 0)
-                        .map(|i| REGIONS[*i].name)
-                        .collect()
-                })
-                .unwrap_or_default();
+                .filter(|i| **i != 0)
+                .map(|i| REGIONS[*i].name)
+                .collect();
             say!(
-                "   +{:.2} s  {} added the VIP ({master}'s kernel still has its copy: nothing removed it)",
+                "   +{:.2} s  {} added the VIP ({master}'s kernel keeps its copy: nobody removed it)",
                 t.as_secs_f64(),
                 who.join(", ")
             );
@@ -643,15 +651,23 @@ impl World {
             takeover.as_secs_f64()
         );
         let (failed, total) = w.failed_until_switch();
+        let (failed_after, after) = w.failed_after_switch();
         say!(
             "   Takeover time: {:.2} s (from the kill to the client's first answer via the new master)",
             takeover.as_secs_f64()
         );
-        say!("   Failed requests during the switch: {failed} of {total}");
+        say!(
+            "   Failed requests during the switch: {failed} of {total} (then {failed_after} of {after} failed)"
+        );
         if let Some(e) = w.first_error() {
             say!(
-                "   ({e}:\n   until the new master's gratuitous ARP the client still reached {master}, whose\n   \
-                 kernel has the address but whose proxy is gone)"
+                "   Each failed with \"{e}\":\n   \
+                 until the new master's gratuitous ARP reached the client, it still sent to {master},\n   \
+                 whose kernel keeps the address but whose proxy is gone. VRRP's part is the\n   \
+                 Master_Down_Interval of the next priority, 3 x 1 s + (256 - {}) / 256 s = {:.2} s,\n   \
+                 counted from {master}'s last advert (sent up to 1 s before the kill).",
+                REGIONS[1].priority,
+                3.0 + f64::from(256 - u16::from(REGIONS[1].priority)) / 256.0
             );
         }
         say!("   Now:");
@@ -732,7 +748,6 @@ impl World {
                 ),
             }
         }
-        say!("   ({:.1} s so far)", started.elapsed().as_secs_f64());
         Ok(())
     }
 

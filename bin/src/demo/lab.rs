@@ -33,10 +33,13 @@ pub(super) fn run_prefix() -> String {
     format!("{PREFIX}{}", std::process::id())
 }
 
+/// Runs `ip args...` in a process group of its own, so that a Ctrl-C on the terminal does not
+/// kill it halfway: the demo sees the signal at its next step and cleans up.
 fn ip(args: &[&str]) -> anyhow::Result<Output> {
     Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
+        .process_group(0)
         .output()
         .with_context(|| format!("running `ip {}`", args.join(" ")))
 }
@@ -45,8 +48,9 @@ fn ip_ok(args: &[&str]) -> anyhow::Result<()> {
     let out = ip(args)?;
     if !out.status.success() {
         bail!(
-            "`ip {}` failed: {}",
+            "`ip {}` failed ({}): {}",
             args.join(" "),
+            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -141,6 +145,7 @@ pub(super) fn send_signal(pid: u32, sig: &str) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .status();
 }
 
