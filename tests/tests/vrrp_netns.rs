@@ -800,3 +800,52 @@ fn vrrp_nopreempt_and_preempt_delay() {
         d2.output()
     );
 }
+
+#[test]
+fn vrrp_primary_address_change_is_followed() {
+    if !check_or_skip("vrrp_primary_address_change_is_followed") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let d0 = start(&lan, dir.path(), 0, 150, "");
+    let d1 = start(&lan, dir.path(), 1, 120, "");
+    wait_holders(&lan, &[0], Duration::from_secs(10), "election", &[&d0, &d1]);
+    let (mut cap, pcap) = capture(&lan, 1, dir.path());
+    // Renumber host 0: a new address (its own /25, so it is a primary), then the old one goes
+    // (taking the VIP, a secondary of the old /24, with it: the master adds it back).
+    let h0 = &lan.hosts[0].ns;
+    h0.ip(&["addr", "add", "10.99.0.21/25", "dev", "eth0"]);
+    h0.ip(&["addr", "del", "10.99.0.11/24", "dev", "eth0"]);
+    assert!(
+        wait_for(Duration::from_secs(3), || d0
+            .output()
+            .contains("primary address changed"))
+        .is_some(),
+        "{}",
+        d0.output()
+    );
+    wait_holders(
+        &lan,
+        &[0],
+        Duration::from_secs(3),
+        "VIP back on host 0",
+        &[&d0, &d1],
+    );
+    assert_stable(&lan, &[0], Duration::from_secs(4), "after renumbering");
+    cap.signal("INT");
+    cap.wait_exit(Duration::from_secs(5));
+    let sources: Vec<Ipv4Addr> = pcap_frames(&pcap)
+        .into_iter()
+        .filter(|f| f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == 112)
+        .map(|f| Ipv4Addr::new(f[26], f[27], f[28], f[29]))
+        .collect();
+    let last = sources.last().copied();
+    assert_eq!(
+        last,
+        Some(Ipv4Addr::new(10, 99, 0, 21)),
+        "advert sources: {sources:?}"
+    );
+    assert!(!d1.output().contains("to=MASTER"), "{}", d1.output());
+}

@@ -496,15 +496,7 @@ impl Instance {
                     self.link_up = up;
                     if up {
                         // The primary address may have changed while down.
-                        if let Ok(Some(p)) = self
-                            .nl
-                            .primary(self.index, &self.iface, &self.not_owned())
-                            .await
-                        {
-                            if p != self.primary {
-                                warn!(old = %self.primary, new = %p, "primary address changed; adverts keep the old source until restart");
-                            }
-                        }
+                        self.refresh_primary().await;
                     }
                     self.machine.set_link(Instant::now(), up);
                 }
@@ -518,7 +510,44 @@ impl Instance {
                         }
                     }
                 }
+                if a == self.primary {
+                    self.refresh_primary().await;
+                }
             }
+            LinkEvent::AddrAdded(a) => {
+                if !self.vips.iter().any(|v| v.addr == a) {
+                    self.refresh_primary().await;
+                }
+            }
+        }
+    }
+
+    /// Re-reads the interface's primary address; adverts follow it (DHCP renew, renumbering).
+    async fn refresh_primary(&mut self) {
+        match self
+            .nl
+            .primary(self.index, &self.iface, &self.not_owned())
+            .await
+        {
+            Ok(Some(p)) if p != self.primary => {
+                let multicast = self.cfg.unicast_peers.is_empty();
+                match self.sock.set_src(p, multicast) {
+                    Ok(()) => {
+                        warn!(old = %self.primary, new = %p, "primary address changed: adverts now come from the new one");
+                        self.primary = p;
+                        self.machine.set_primary(p);
+                    }
+                    Err(e) => {
+                        error!(new = %p, error = %e, "cannot send from the new primary address")
+                    }
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => warn!(
+                old = %self.primary,
+                "no IPv4 address of its own left on the interface; adverts keep the old source"
+            ),
+            Err(e) => warn!(error = %e, "re-reading the primary address"),
         }
     }
 

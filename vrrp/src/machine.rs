@@ -723,6 +723,12 @@ impl Machine {
         }
     }
 
+    /// The interface's primary address changed: the source of our adverts and the
+    /// tie-breaker of RFC 3768 §6.4.3.
+    pub fn set_primary(&mut self, primary: Ipv4Addr) {
+        self.p.primary = primary;
+    }
+
     /// Interface carrier and admin state.
     pub fn set_link(&mut self, now: Instant, up: bool) {
         if self.link_up == up {

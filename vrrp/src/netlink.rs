@@ -23,6 +23,8 @@ pub(crate) enum LinkEvent {
     },
     /// An IPv4 address was removed.
     AddrDeleted(Ipv4Addr),
+    /// An IPv4 address was added.
+    AddrAdded(Ipv4Addr),
 }
 
 /// A link's state and identity.
@@ -204,13 +206,16 @@ pub(crate) fn monitor(index: u32) -> Result<mpsc::Receiver<LinkEvent>, VrrpError
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a))
                     if a.header.index == index =>
                 {
-                    let addr = a.attributes.iter().find_map(|x| match x {
-                        AddressAttribute::Local(IpAddr::V4(a))
-                        | AddressAttribute::Address(IpAddr::V4(a)) => Some(*a),
-                        _ => None,
-                    });
-                    match addr {
+                    match ipv4_of(&a) {
                         Some(a) => LinkEvent::AddrDeleted(a),
+                        None => continue,
+                    }
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a))
+                    if a.header.index == index =>
+                {
+                    match ipv4_of(&a) {
+                        Some(a) => LinkEvent::AddrAdded(a),
                         None => continue,
                     }
                 }
@@ -222,4 +227,13 @@ pub(crate) fn monitor(index: u32) -> Result<mpsc::Receiver<LinkEvent>, VrrpError
         }
     });
     Ok(rx)
+}
+
+fn ipv4_of(m: &AddressMessage) -> Option<Ipv4Addr> {
+    m.attributes.iter().find_map(|x| match x {
+        AddressAttribute::Local(IpAddr::V4(a)) | AddressAttribute::Address(IpAddr::V4(a)) => {
+            Some(*a)
+        }
+        _ => None,
+    })
 }

@@ -50,6 +50,15 @@ impl VrrpSocket {
         })
     }
 
+    /// The source address of our adverts (the interface's primary address) changed.
+    pub(crate) fn set_src(&mut self, src: Ipv4Addr, multicast: bool) -> io::Result<()> {
+        if multicast {
+            socket2::SockRef::from(&self.fd).set_multicast_if_v4(&src)?;
+        }
+        self.src = src;
+        Ok(())
+    }
+
     /// Sends one VRRP message to `dst` inside an IPv4 header of ours.
     pub(crate) fn send(&mut self, dst: Ipv4Addr, vrrp: &[u8]) -> io::Result<()> {
         self.id = self.id.wrapping_add(1);
