@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tracing::info;
 
 use crate::balance::Tried;
 use crate::frontend::{Frontend, Snapshot};
+use crate::splice::Pipe;
 
 /// How a proxied connection ended (the access log's `end` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +289,12 @@ struct Half {
     buf: Option<Box<[u8]>>,
     start: usize,
     end: usize,
+    /// Bulk mode: payload moves by splice(2) through this pipe.
+    pipe: Option<Pipe>,
+    /// Set once a read fills a whole buffer: the direction carries bulk data.
+    bulk: bool,
+    /// Bulk mode: the pipe took no more; reading waits until it is drained.
+    paused: bool,
     /// The source sent FIN.
     eof: bool,
     /// FIN passed on to the destination.
@@ -300,11 +308,58 @@ type Step = Result<bool, bool>;
 
 impl Half {
     fn wants_read(&self) -> bool {
-        !self.eof && self.buf.is_none()
+        !self.eof
+            && !self.paused
+            && self.buf.is_none()
+            && self.pipe.as_ref().is_none_or(|p| p.room() > 0)
     }
 
     fn pending(&self) -> bool {
-        self.buf.is_some()
+        self.buf.is_some() || self.pipe.as_ref().is_some_and(|p| p.len > 0)
+    }
+
+    /// Bulk mode: splices what the source has into the pipe, then on to the destination.
+    fn splice_then_write(&mut self, src: &TcpStream, dst: &TcpStream) -> Step {
+        let pipe = match self.pipe.as_mut() {
+            Some(p) => p,
+            None => match Pipe::take() {
+                Ok(p) => self.pipe.insert(p),
+                Err(_) => {
+                    // No pipe (out of descriptors): copying still works.
+                    self.bulk = false;
+                    return self.read_then_write(src, dst);
+                }
+            },
+        };
+        // EAGAIN from a splice into a pipe that already holds data may mean the pipe is out of
+        // slots, not that the socket is empty: then readiness must stay as it is, and reading
+        // pauses until the pipe is drained. Into an empty pipe, EAGAIN can only be the socket's,
+        // and tokio clears its readiness.
+        let had = pipe.len;
+        let filled = if had == 0 {
+            src.try_io(Interest::READABLE, || pipe.fill(src.as_raw_fd()))
+        } else {
+            pipe.fill(src.as_raw_fd())
+        };
+        match filled {
+            Ok(0) => {
+                self.eof = true;
+                self.write(dst)?;
+                Ok(true)
+            }
+            Ok(_) => {
+                self.write(dst)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if had > 0 {
+                    self.paused = true;
+                }
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(_) => Err(true),
+        }
     }
 
     fn done(&self) -> bool {
@@ -314,6 +369,9 @@ impl Half {
     /// Reads what the source has and writes as much as the destination takes.
     /// Returns whether anything moved.
     fn read_then_write(&mut self, src: &TcpStream, dst: &TcpStream) -> Step {
+        if self.bulk {
+            return self.splice_then_write(src, dst);
+        }
         let mut buf = take_buffer();
         match read_drained(src, &mut buf) {
             Ok(0) => {
@@ -323,6 +381,8 @@ impl Half {
                 Ok(true)
             }
             Ok(n) => {
+                // A full buffer means bulk data: the next reads go by splice.
+                self.bulk = n == buf.len();
                 self.buf = Some(buf);
                 self.start = 0;
                 self.end = n;
@@ -346,10 +406,29 @@ impl Half {
 
     /// Writes what is pending; frees the buffer once it is all written.
     fn write(&mut self, dst: &TcpStream) -> Step {
-        let Some(buf) = self.buf.as_ref() else {
-            return Ok(false);
-        };
         let mut moved = false;
+        if let Some(pipe) = self.pipe.as_mut() {
+            while pipe.len > 0 {
+                match dst.try_io(Interest::WRITABLE, || pipe.drain(dst.as_raw_fd())) {
+                    Ok(n) => {
+                        self.bytes += n as u64;
+                        moved = true;
+                        if pipe.len == 0 {
+                            self.paused = false;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(false),
+                }
+            }
+        }
+        let Some(buf) = self.buf.as_ref() else {
+            if self.eof {
+                self.pass_fin(dst)?;
+            }
+            return Ok(moved);
+        };
         while self.start < self.end {
             match dst.try_write(&buf[self.start..self.end]) {
                 Ok(n) => {
@@ -372,7 +451,7 @@ impl Half {
     }
 
     fn pass_fin(&mut self, dst: &TcpStream) -> Result<(), bool> {
-        if self.buf.is_none() && !self.shut {
+        if !self.pending() && !self.shut {
             self.shut = true;
             // ENOTCONN when the peer is already gone: the write side will notice on its own.
             let _ = SockRef::from(dst).shutdown(Shutdown::Write);
@@ -462,6 +541,9 @@ pub async fn copy_bidirectional(
     };
     for b in [up.buf.take(), down.buf.take()].into_iter().flatten() {
         give_buffer(b);
+    }
+    for p in [up.pipe.take(), down.pipe.take()].into_iter().flatten() {
+        p.give();
     }
     CopyOutcome {
         to_server: up.bytes,

@@ -15,5 +15,6 @@ pub mod frontend;
 pub mod l4;
 pub mod l7;
 pub mod listener;
+mod splice;
 
 pub use frontend::{Frontend, FrontendCounters, Settings, Snapshot};
