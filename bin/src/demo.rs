@@ -180,27 +180,27 @@ async fn guarded(exe: PathBuf) -> ExitCode {
     // Dropping an unfinished run drops its guards: processes, namespaces, files.
     drop(run);
     let left = lab::namespaces_with_prefix(&format!("{prefix}-"));
-    if !left.is_empty() {
+    let gone = if left.is_empty() {
+        "every namespace, process and temporary file is gone."
+    } else {
         eprintln!(
             "maas-vip demo: could not remove namespace(s) {}; try `ip netns del NAME`",
             left.join(" ")
         );
-    }
+        "but some namespaces are left (above)."
+    };
     match outcome {
         Ok(Ok(())) => {
-            say!(
-                "\nDone in {:.1} s; every namespace, process and temporary file is gone.",
-                started.elapsed().as_secs_f64()
-            );
+            say!("\nDone in {:.1} s; {gone}", started.elapsed().as_secs_f64());
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {
             eprintln!("maas-vip demo failed: {e:#}");
-            say!("Cleaned up: every namespace, process and temporary file is gone.");
+            say!("Cleaned up; {gone}");
             ExitCode::from(1)
         }
         Err((_, code)) => {
-            say!("Cleaned up: every namespace, process and temporary file is gone.");
+            say!("Cleaned up; {gone}");
             ExitCode::from(code)
         }
     }
