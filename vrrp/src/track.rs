@@ -202,21 +202,34 @@ mod tests {
     async fn timeout_kills_the_whole_group_and_reaps() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("pid");
-        // The script starts a grandchild that would outlive it, then hangs.
+        let shfile = dir.path().join("sh");
+        // The script notes its own pid, starts a grandchild that would outlive it, then hangs.
         let script = format!(
-            "sleep 30 & echo $! > {}; wait",
+            "echo $$ > {}; sleep 30 & echo $! > {}; wait",
+            shfile.to_str().expect("utf8 path"),
             pidfile.to_str().expect("utf8 path")
         );
         let t = std::time::Instant::now();
         let out = run_once(&argv(&["sh", "-c", &script]), Duration::from_millis(500)).await;
         assert!(matches!(out, Outcome::TimedOut), "{out:?}");
         assert!(t.elapsed() < Duration::from_secs(5));
-        let pid = std::fs::read_to_string(&pidfile).expect("grandchild pid");
-        let pid = pid.trim();
-        // The grandchild is gone (or a zombie reaped by its parent's death: not ours).
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p)
+                .expect("pid file")
+                .trim()
+                .to_string()
+        };
+        let (sh, grandchild) = (read(&shfile), read(&pidfile));
+        // Our child was reaped before run_once returned: no zombie, its pid is gone.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{sh}")).exists(),
+            "child {sh} still in /proc (zombie?)"
+        );
+        // The grandchild was killed with the group (it may linger briefly as a zombie of init).
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let stat =
+                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
             let state = stat
                 .rsplit(')')
                 .next()
@@ -226,23 +239,9 @@ mod tests {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "grandchild {pid} survived: {stat}"
+                "grandchild {grandchild} survived: {stat}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // No zombie child of ours.
-        let me = std::process::id().to_string();
-        for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            if fields.len() > 1 && fields[1] == me {
-                assert_ne!(fields[0], "Z", "zombie child: {stat}");
-            }
         }
     }
 
