@@ -10,6 +10,13 @@
 //!
 //! This crate depends on neither the proxy nor the health checks: `track_backends` asks the
 //! binary through a [`BackendsProbe`].
+//!
+//! # What it is not
+//! - IPv4 only: VRRPv3 messages with IPv6 addresses are parsed and emitted by [`packet`], but
+//!   the driver sends and receives over IPv4 and adds IPv4 addresses.
+//! - No virtual MAC (keepalived's `use_vmac`), no sync groups, no `garp_master_refresh`.
+//! - Not a general keepalived: one `[[vrrp]]` block is one `vrrp_instance`, and what the MAAS
+//!   guide uses is what is implemented.
 
 pub mod arp;
 pub mod config;
