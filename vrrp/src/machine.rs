@@ -2,7 +2,7 @@
 //!
 //! Every entry point takes `now`; what the router must do comes out as [`Action`]s pulled with
 //! [`Machine::poll_action`], and when it next needs to be woken is [`Machine::poll_timeout`].
-//! The Linux driver ([`crate::driver`]) and the simulated network of the tests are both thin
+//! The Linux driver ([`crate::run`]) and the simulated network of the tests are both thin
 //! loops around it.
 //!
 //! States and events follow RFC 3768 §6 (Initialize, Backup, Master) plus keepalived's FAULT:
