@@ -192,8 +192,8 @@ impl Demo {
     }
 
     /// Nothing of the run is left: no namespace with its prefix, none of the processes seen
-    /// in its namespaces, no temporary directory.
-    fn assert_clean(&self) {
+    /// in its namespaces (at least `min_pids` of them seen), no temporary directory.
+    fn assert_clean(&self, min_pids: usize) {
         let left: Vec<String> = netns_list()
             .into_iter()
             .filter(|n| n.starts_with(&self.prefix))
@@ -205,7 +205,7 @@ impl Demo {
         );
         let pids = self.pids.lock().unwrap_or_else(|p| p.into_inner()).clone();
         assert!(
-            pids.len() >= 10,
+            pids.len() >= min_pids,
             "saw only {} processes in the namespaces: {pids:?}",
             pids.len()
         );
@@ -275,7 +275,7 @@ fn demo_runs_and_leaves_nothing_behind() {
             "{r} stopped cleanly"
         );
     }
-    demo.assert_clean();
+    demo.assert_clean(10);
 }
 
 #[test]
@@ -299,7 +299,7 @@ fn demo_interrupted_by_sigint_leaves_nothing_behind() {
         !out.contains("Takeover time"),
         "interrupted before the failover"
     );
-    demo.assert_clean();
+    demo.assert_clean(10);
 }
 
 #[test]
@@ -331,4 +331,39 @@ fn demo_without_root_says_why() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("needs root"), "{err}");
     assert!(err.contains("sudo maas-vip demo"), "{err}");
+}
+
+#[test]
+fn demo_removes_what_a_killed_demo_left() {
+    if !check_or_skip("demo_removes_what_a_killed_demo_left") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // SIGKILL cannot be caught: the namespaces and processes of `killed` stay behind...
+    let mut killed = Demo::start();
+    let seen = killed.wait_line("Master: ", Duration::from_secs(30));
+    assert!(seen.is_some(), "no master named:\n{}", killed.output());
+    std::thread::sleep(Duration::from_millis(500));
+    killed.signal("KILL");
+    killed.wait_exit(Duration::from_secs(10));
+    let left = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&killed.prefix))
+        .count();
+    assert_eq!(left, 5, "the killed demo's namespaces are still there");
+
+    // ...until the next demo starts: it removes them (and what runs in them) first.
+    let mut next = Demo::start();
+    let line = next.wait_line("removed", Duration::from_secs(20));
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.contains("namespace(s) left behind by an earlier demo")),
+        "{line:?}\n{}",
+        next.output()
+    );
+    next.signal("INT");
+    let st = next.wait_exit(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(130), "{}", next.output());
+    killed.assert_clean(10);
+    next.assert_clean(0);
 }
