@@ -366,6 +366,24 @@ fn vrrp_keepalived_wrong_password_rejected() {
         "{}",
         mv.output()
     );
+    // The counter is in /status (and /metrics), read with the binary's own client.
+    let conf = dir.join("maas-vip-h0.toml");
+    let out = lan.hosts[0]
+        .ns
+        .command(maas_vip_bin())
+        .args(["status", "--json", "-c", conf.to_str().expect("utf8 path")])
+        .output()
+        .expect("maas-vip status in the namespace");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "maas-vip status --json: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let rejected = v["vrrp"][0]["rejected"]["auth_pass"].as_u64();
+    eprintln!("maas-vip status: vrrp rejected auth_pass = {rejected:?}");
+    assert!(rejected >= Some(3), "{v}");
     drop(ka);
 }
 
