@@ -30,7 +30,9 @@ fn v4_pair() -> IpPair {
 
 fn v6_pair() -> IpPair {
     IpPair {
-        src: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0xd6ca, 0x6dff, 0xfe66, 0xcf60)),
+        src: IpAddr::V6(Ipv6Addr::new(
+            0xfe80, 0, 0, 0, 0xd6ca, 0x6dff, 0xfe66, 0xcf60,
+        )),
         dst: IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)),
     }
 }
@@ -86,7 +88,9 @@ fn round_trip(payload: &[u8], ip: &IpPair) {
 
 /// The receive path of a router (version from the packet, PASS auth for v2).
 fn machine(meta: RxMeta, payload: &[u8]) {
-    let version = payload.first().map_or(2, |b| if b >> 4 == 3 { 3 } else { 2 });
+    let version = payload
+        .first()
+        .map_or(2, |b| if b >> 4 == 3 { 3 } else { 2 });
     let mut m = Machine::new(Params {
         vrid: 51,
         priority: 150,
