@@ -713,11 +713,12 @@ impl World {
             "   +{:.2} s  first answer through {master}'s proxy",
             back.as_secs_f64()
         );
-        let failed = w.samples.iter().filter(|s| !s.reply.ok()).count();
-        say!(
-            "   Failed requests during the switch back: {failed} of {} (both proxies were up)",
-            w.samples.len()
-        );
+        let (failed, total) = Watched::count(w.samples.iter());
+        let why = match w.first_error() {
+            None => "both proxies were up while the VIP moved".to_string(),
+            Some(e) => format!("the first with \"{e}\""),
+        };
+        say!("   Failed requests during the switch back: {failed} of {total} ({why})");
         say!("   Now:");
         let masters = self.print_roles().await;
         say!("   Master again: {}", masters.join(", "));
