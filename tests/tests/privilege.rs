@@ -247,3 +247,33 @@ fn check_warns_when_a_file_with_auth_pass_is_world_readable() {
     assert_eq!(closed.status.code(), Some(0), "{text}");
     assert!(!text.contains("readable by every user"), "{text}");
 }
+
+/// The admin endpoint (it can drain and disable servers) refuses a non-loopback bind without a
+/// token, and takes one with a token. No root needed.
+#[test]
+fn admin_on_a_non_loopback_address_needs_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("maas-vip.toml");
+    let base = "[[frontend]]\nname = \"maas\"\nbind = [\"127.0.0.1:8080\"]\n\
+                [[frontend.server]]\nname = \"r1\"\naddress = \"127.0.0.1:5240\"\n";
+    std::fs::write(&path, format!("{base}[admin]\nbind = \"0.0.0.0:5249\"\n")).expect("write");
+    let open = check(&path);
+    let text =
+        String::from_utf8_lossy(&open.stdout).to_string() + &String::from_utf8_lossy(&open.stderr);
+    assert_eq!(open.status.code(), Some(2), "{text}");
+    assert!(text.contains("not loopback"), "{text}");
+
+    std::fs::write(
+        &path,
+        format!("{base}[admin]\nbind = \"0.0.0.0:5249\"\ntoken = \"0123456789abcdefXYZ\"\n"),
+    )
+    .expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let with_token = check(&path);
+    assert_eq!(
+        with_token.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&with_token.stdout)
+    );
+}
