@@ -20,6 +20,10 @@ case $1 in
 esac
 secs=$2
 export RUSTC_BOOTSTRAP=${RUSTC_BOOTSTRAP:-1}
+command -v cargo-fuzz >/dev/null || {
+    echo "$0: cargo-fuzz is not installed: cargo install cargo-fuzz (about 1.5 min)" >&2
+    exit 2
+}
 cd "$here" || exit 2
 [ -d seeds/vrrp_packet ] || ./seed.sh >/dev/null
 # One build for all targets (debug assertions on, as cargo-fuzz does by default).
