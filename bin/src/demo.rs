@@ -353,7 +353,7 @@ impl World {
         say!("\n1. A LAN 10.123.0.0/24 on a bridge, in namespaces {prefix}-*:");
         for r in &REGIONS {
             say!(
-                "     {:<9} {:<12}  a stand-in region on :5240 (answers its name) + maas-vip, VRRP priority {}",
+                "     {:<9} {:<12}  stand-in region on :5240 (answers its name), maas-vip with priority {}",
                 r.name,
                 r.addr,
                 r.priority
@@ -361,8 +361,8 @@ impl World {
         }
         say!("     {:<9} {:<12}  sends the requests", "client", CLIENT);
         say!(
-            "   maas-vip on the VRRP master holds the virtual IP {VIP} and spreads http://{VIP}/ over\n   \
-             the three regions' :5240. The config of {} (the others differ only in priority):",
+            "   The VRRP master holds the virtual IP {VIP}; its maas-vip spreads http://{VIP}/\n   \
+             over the three regions' :5240. The config of {} (the others differ only in priority):",
             REGIONS[0].name
         );
         let conf = |r: &Region| dir.path().join(format!("{}.toml", r.name));
