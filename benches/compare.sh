@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Side-by-side proxy benchmark: three nginx stand-in regions on loopback, HAProxy (mode tcp, the
-# MAAS guide's frontend settings) and maas-vip (mode tcp) in front of them, and wrk against each
-# proxy and directly against a region. Prints requests/s and bytes/s with ratios measured in the
-# same run (the machine is shared and noisy: only ratios from one run mean anything).
+# Side-by-side proxy benchmark: three nginx stand-in regions on loopback, HAProxy and maas-vip in
+# front of them with the MAAS guide's settings, and wrk against each proxy and directly against a
+# region. Prints requests/s, bytes/s and latency with ratios measured in the same run (the
+# machine is shared and noisy: only ratios from one run mean anything).
 #
-#   benches/compare.sh                 # 10 s per measurement, 2 rounds, best of rounds
+#   benches/compare.sh                                   # 10 s per measurement, best of 2 rounds
 #   DURATION=5 ROUNDS=1 benches/compare.sh
-#   ONLY=keepalive TARGETS="haproxy maas-vip" benches/compare.sh   # a subset while iterating
+#   ONLY="keepalive l7" TARGETS="haproxy maas-vip" benches/compare.sh   # a subset while iterating
+#   MAAS_VIP_BIN=/path/to/maas-vip benches/compare.sh    # skip the build
+#
+# Workloads: keepalive (L4, tiny body, 50 keep-alive connections), close (L4, one connection per
+# request), 1mib (L4, 1 MiB bodies, 8 connections), l7 (http mode, tiny body, 50 keep-alive
+# client connections), dying (L4, one connection per request, one of three regions killed a third
+# of the way through; throughput as a ratio of the same run without the kill).
 #
 # Needs: nginx, haproxy, wrk (apt-get install nginx-light haproxy wrk). Everything listens on
 # 127.0.0.1 only; all processes are stopped on exit.
@@ -14,11 +20,15 @@ set -euo pipefail
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
+ONLY=${ONLY:-keepalive close 1mib l7 dying}
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/maas-vip-bench.XXXXXX)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for i in 1 2 3; do
+    [ -f "$work/nginx$i/nginx.pid" ] && kill "$(cat "$work/nginx$i/nginx.pid")" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -43,12 +53,11 @@ fi
 chmod 755 "$work"
 head -c $((1024 * 1024)) /dev/zero > "$work/1m.bin"
 chmod 644 "$work/1m.bin"
-for i in 1 2 3; do
-  port=$((15240 + i))
+start_region() { # i
+  local i=$1 port=$((15240 + $1))
   mkdir -p "$work/nginx$i"
   cat > "$work/nginx$i/nginx.conf" <<EOF
 worker_processes 1;
-daemon off;
 pid $work/nginx$i/nginx.pid;
 error_log $work/nginx$i/error.log warn;
 events { worker_connections 4096; }
@@ -57,49 +66,69 @@ http {
   keepalive_requests 1000000;
   sendfile on;
   server {
-    listen 127.0.0.1:$port backlog=4096;
+    listen 127.0.0.1:$port backlog=4096 reuseport;
     location = /tiny { return 200 "ok\n"; }
     location = /1m { alias $work/1m.bin; }
   }
 }
 EOF
-  nginx -c "$work/nginx$i/nginx.conf" -p "$work/nginx$i" &
-  pids+=($!)
-done
+  # Daemonized: its master and worker are stopped together through the pid file.
+  nginx -c "$work/nginx$i/nginx.conf" -p "$work/nginx$i"
+}
+kill_region() { # i: SIGKILL master and worker, as a crashed host would vanish
+  local pid
+  pid=$(cat "$work/nginx$1/nginx.pid")
+  pkill -9 -P "$pid" 2>/dev/null || true
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$work/nginx$1/nginx.pid"
+}
+for i in 1 2 3; do start_region "$i"; done
 
-# --- HAProxy 2.6, mode tcp, the guide's frontend settings ----------------------------------------
+# --- HAProxy 2.6: the guide's settings, in tcp and http mode ------------------------------------
+servers="  server r1 127.0.0.1:15241 check inter 1s fall 2 rise 2
+  server r2 127.0.0.1:15242 check inter 1s fall 2 rise 2
+  server r3 127.0.0.1:15243 check inter 1s fall 2 rise 2"
 cat > "$work/haproxy.cfg" <<EOF
 global
   maxconn 8000
 defaults
-  mode tcp
   timeout connect 5s
   timeout client 30s
   timeout server 90s
   retries 3
   option redispatch
-frontend maas
+frontend maas_tcp
+  mode tcp
   bind 127.0.0.1:18080
-  default_backend maas
-backend maas
+  default_backend tcp
+backend tcp
+  mode tcp
   balance roundrobin
-  server r1 127.0.0.1:15241
-  server r2 127.0.0.1:15242
-  server r3 127.0.0.1:15243
+$servers
+frontend maas_http_close
+  mode http
+  bind 127.0.0.1:18082
+  option http-server-close
+  default_backend http_close
+backend http_close
+  mode http
+  balance roundrobin
+  option http-server-close
+$servers
+frontend maas_http_ka
+  mode http
+  bind 127.0.0.1:18083
+  default_backend http_ka
+backend http_ka
+  mode http
+  balance roundrobin
+$servers
 EOF
 haproxy -f "$work/haproxy.cfg" -q 2>"$work/haproxy.log" &
 pids+=($!)
 
-# --- maas-vip, mode tcp ------------------------------------------------------------------------
-cat > "$work/maas-vip.toml" <<EOF
-[[frontend]]
-name = "maas"
-bind = ["127.0.0.1:18081"]
-mode = "tcp"
-balance = "roundrobin"
-maxconn = 8000
-check = { kind = "tcp", interval = "2s" }
-[[frontend.server]]
+# --- maas-vip: the same, tcp and http mode -----------------------------------------------------
+mv_servers='[[frontend.server]]
 name = "r1"
 address = "127.0.0.1:15241"
 [[frontend.server]]
@@ -107,7 +136,30 @@ name = "r2"
 address = "127.0.0.1:15242"
 [[frontend.server]]
 name = "r3"
-address = "127.0.0.1:15243"
+address = "127.0.0.1:15243"'
+cat > "$work/maas-vip.toml" <<EOF
+[[frontend]]
+name = "tcp"
+bind = ["127.0.0.1:18081"]
+mode = "tcp"
+maxconn = 8000
+check = { kind = "tcp", interval = "1s", rise = 2, fall = 2 }
+$mv_servers
+[[frontend]]
+name = "http"
+bind = ["127.0.0.1:18084"]
+mode = "http"
+maxconn = 8000
+check = { kind = "tcp", interval = "1s", rise = 2, fall = 2 }
+$mv_servers
+[[frontend]]
+name = "http_close"
+bind = ["127.0.0.1:18085"]
+mode = "http"
+http_server_close = true
+maxconn = 8000
+check = { kind = "tcp", interval = "1s", rise = 2, fall = 2 }
+$mv_servers
 [admin]
 enabled = false
 EOF
@@ -124,12 +176,16 @@ wait_port() {
   tail -n 5 "$work"/*.log >&2 || true
   exit 1
 }
-for p in 15241 15242 15243 18080 18081; do wait_port "$p"; done
+for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085; do wait_port "$p"; done
 
-# wrk prints "Requests/sec: N" and "Transfer/sec: N[KMG]B"
-measure() { # url conns extra-args... -> "rps bytes_per_s"
-  local url=$1 conns=$2; shift 2
-  wrk -t1 -c"$conns" -d"${DURATION}s" "$@" "$url" 2>&1 | awk '
+# wrk: "Requests/sec: N", "Transfer/sec: N[KMG]B", latency percentiles with --latency.
+measure() { # port path conns seconds [wrk args] -> "rps bytes_per_s p50_ms p99_ms errors"
+  local port=$1 path=$2 conns=$3 secs=$4; shift 4
+  wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "http://127.0.0.1:$port$path" 2>&1 | awk '
+    function ms(v,  n, u) {
+      n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+      if (u == "us") return n / 1000; if (u == "s") return n * 1000; return n
+    }
     /Requests\/sec/ { rps = $2 }
     /Transfer\/sec/ {
       v = $2; u = substr(v, length(v) - 1); n = substr(v, 1, length(v) - 2) + 0
@@ -137,59 +193,99 @@ measure() { # url conns extra-args... -> "rps bytes_per_s"
       else n = substr(v, 1, length(v) - 1) + 0
       bps = n
     }
-    /Socket errors/ { err = err " " $0 }
-    /Non-2xx/ { err = err " " $0; bad = 1 }
-    END {
-      # A run with errors measures the errors, not the proxy: report it as 0 and say why.
-      if (bad) { print "wrk:" err > "/dev/stderr"; rps = 0; bps = 0 }
-      printf "%s %s\n", rps + 0, bps + 0 }'
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Socket errors/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+    /Non-2xx/ { err += $5 }
+    END { printf "%s %s %s %s %d\n", rps + 0, bps + 0, p50 + 0, p99 + 0, err + 0 }'
 }
 
 declare -A best
-workloads=()
-for w in "keepalive:/tiny:50" "close:/tiny:50" "1mib:/1m:8"; do
-  [[ -z "${ONLY:-}" || " $ONLY " == *" ${w%%:*} "* ]] && workloads+=("$w")
-done
-targets=()
-for t in "direct:15241" "haproxy:18080" "maas-vip:18081"; do
-  [[ -z "${TARGETS:-}" || " $TARGETS " == *" ${t%%:*} "* ]] && targets+=("$t")
-done
+keep_best() { # key "rps bps p50 p99 err": keeps the run with the most requests/s
+  local prev=${best[$1]:-"0 0 0 0 0"}
+  if awk -v a="${2%% *}" -v b="${prev%% *}" 'BEGIN { exit !(a > b) }'; then best[$1]=$2; fi
+}
+wants() { [[ " $ONLY " == *" $1 "* ]]; }
+targets() { # the targets of a workload, filtered by $TARGETS
+  local t
+  for t in "$@"; do
+    [[ -z "${TARGETS:-}" || " $TARGETS " == *" ${t%%:*} "* ]] && echo "$t"
+  done
+}
+
 for round in $(seq "$ROUNDS"); do
-  for w in "${workloads[@]}"; do
-    IFS=: read -r wname path conns <<<"$w"
-    extra=()
-    [ "$wname" = close ] && extra=(-H "Connection: close")
-    for t in "${targets[@]}"; do
-      IFS=: read -r tname port <<<"$t"
-      read -r rps bps < <(measure "http://127.0.0.1:$port$path" "$conns" "${extra[@]}")
-      echo "round $round $wname $tname: $rps req/s $bps B/s" >&2
-      key="$wname/$tname"
-      prev=${best[$key]:-0 0}
-      if awk -v a="$rps" -v b="${prev%% *}" 'BEGIN { exit !(a > b) }'; then best[$key]="$rps $bps"; fi
+  for w in keepalive close 1mib l7; do
+    wants "$w" || continue
+    case $w in
+      keepalive) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
+      close) path=/tiny conns=50 extra=(-H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
+      1mib) path=/1m conns=8 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
+      l7) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy-close:18082 haproxy-ka:18083 maas-vip:18084 maas-vip-close:18085);;
+    esac
+    for t in $list; do
+      r=$(measure "${t#*:}" "$path" "$conns" "$DURATION" "${extra[@]}")
+      echo "round $round $w ${t%%:*}: $r (req/s B/s p50ms p99ms errors)" >&2
+      keep_best "$w/${t%%:*}" "$r"
     done
   done
 done
 
-echo
-echo "| workload | direct | HAProxy 2.6 tcp | maas-vip tcp | maas-vip / HAProxy | maas-vip / direct | HAProxy / direct |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
-for w in "${workloads[@]}"; do
-  IFS=: read -r wname path conns <<<"$w"
-  col=1 unit="req/s" label=""
-  case $wname in
-    keepalive) label="keep-alive, $conns conns, tiny body";;
-    close) label="one connection per request, $conns conns";;
-    1mib) label="1 MiB bodies, $conns conns"; col=2; unit="MB/s";;
-  esac
-  vals=()
-  for t in direct haproxy maas-vip; do
-    v=$(echo "${best[$wname/$t]:-0 0}" | awk -v c="$col" '{ print $c }')
-    vals+=("$v")
+# A region dies under load: connection-per-request throughput with r3 killed a third of the way
+# through, over the same load without the kill.
+if wants dying; then
+  for t in $(targets haproxy:18080 maas-vip:18081); do
+    r=$(measure "${t#*:}" /tiny 50 "$DURATION" -H "Connection: close")
+    best["normal/${t%%:*}"]=$r
+    (sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 3 }')"; kill_region 3) &
+    killer=$!
+    r=$(measure "${t#*:}" /tiny 50 "$DURATION" -H "Connection: close")
+    wait "$killer"
+    best["dying/${t%%:*}"]=$r
+    echo "dying ${t%%:*}: normal ${best[normal/${t%%:*}]} killed $r" >&2
+    start_region 3
+    wait_port 15243
+    sleep 3 # checks see it up again (rise 2 x 1s)
   done
-  awk -v l="$label" -v u="$unit" -v d="${vals[0]}" -v h="${vals[1]}" -v m="${vals[2]}" 'BEGIN {
-    s = (u == "MB/s") ? 1048576 : 1
-    printf "| %s | %.0f %s | %.0f %s | %.0f %s | %.2f | %.2f | %.2f |\n", l, d/s, u, h/s, u, m/s, u,
-      (h > 0 ? m/h : 0), (d > 0 ? m/d : 0), (d > 0 ? h/d : 0) }'
-done
+fi
+
+col() { echo "${best[$1]:-0 0 0 0 0}" | awk -v c="$2" '{ print $c }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
+
 echo
-echo "$(date -u +%Y-%m-%d), $(nproc) cores, wrk -t1 -d${DURATION}s, best of $ROUNDS round(s); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(nginx -v 2>&1 | cut -d' ' -f3)"
+echo "| workload | direct | HAProxy 2.6 | maas-vip | maas-vip / HAProxy | maas-vip / direct |"
+echo "| --- | --- | --- | --- | --- | --- |"
+row() { # label unit column key-direct key-haproxy key-maas-vip
+  local d h m s=1
+  [ "$2" = "MB/s" ] && s=1048576
+  d=$(col "$4" "$3"); h=$(col "$5" "$3"); m=$(col "$6" "$3")
+  printf "| %s | %s | %s | %s | %s | %s |\n" "$1" \
+    "$(awk -v v="$d" -v s=$s -v u="$2" 'BEGIN { if (v > 0) printf "%.0f %s", v/s, u; else printf "-" }')" \
+    "$(awk -v v="$h" -v s=$s -v u="$2" 'BEGIN { if (v > 0) printf "%.0f %s", v/s, u; else printf "-" }')" \
+    "$(awk -v v="$m" -v s=$s -v u="$2" 'BEGIN { if (v > 0) printf "%.0f %s", v/s, u; else printf "-" }')" \
+    "$(ratio "$m" "$h")" "$(ratio "$m" "$d")"
+}
+wants keepalive && row "L4 keep-alive, 50 conns, tiny body (tcp)" "req/s" 1 keepalive/direct keepalive/haproxy keepalive/maas-vip
+wants close && row "L4 one connection per request, 50 conns (tcp)" "req/s" 1 close/direct close/haproxy close/maas-vip
+wants 1mib && row "L4 1 MiB bodies, 8 conns (tcp)" "MB/s" 2 1mib/direct 1mib/haproxy 1mib/maas-vip
+if wants l7; then
+  row "L7 per request, 50 conns: HAProxy http-server-close vs maas-vip pooled" "req/s" 1 l7/direct l7/haproxy-close l7/maas-vip
+  row "L7 per request, 50 conns: both http-server-close" "req/s" 1 l7/direct l7/haproxy-close l7/maas-vip-close
+  row "L7 per request, 50 conns: both keep-alive to servers" "req/s" 1 l7/direct l7/haproxy-ka l7/maas-vip
+fi
+echo
+if wants keepalive || wants l7; then
+  echo "| latency at 50 conns (p50 / p99 ms) | direct | HAProxy 2.6 | maas-vip |"
+  echo "| --- | --- | --- | --- |"
+  lat() { echo "$(col "$1" 3) / $(col "$1" 4)"; }
+  wants keepalive && echo "| L4 keep-alive | $(lat keepalive/direct) | $(lat keepalive/haproxy) | $(lat keepalive/maas-vip) |"
+  wants l7 && echo "| L7 (HAProxy keep-alive) | $(lat l7/direct) | $(lat l7/haproxy-ka) | $(lat l7/maas-vip) |"
+  echo
+fi
+if wants dying; then
+  echo "| one of three regions killed under load (L4, connection per request) | HAProxy 2.6 | maas-vip |"
+  echo "| --- | --- | --- |"
+  echo "| throughput, ratio to the same load without the kill | $(ratio "$(col dying/haproxy 1)" "$(col normal/haproxy 1)") | $(ratio "$(col dying/maas-vip 1)" "$(col normal/maas-vip 1)") |"
+  echo "| failed requests (wrk errors) | $(col dying/haproxy 5) | $(col dying/maas-vip 5) |"
+  echo
+fi
+echo "$(date -u +%Y-%m-%d), $(nproc) cores, wrk -t1 -d${DURATION}s, best of $ROUNDS round(s); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(nginx -v 2>&1 | cut -d' ' -f3); maas-vip $("$bin" --version | cut -d' ' -f2)"
