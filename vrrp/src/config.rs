@@ -157,6 +157,69 @@ pub struct TrackScript {
 }
 
 impl VrrpConfig {
+    /// Why `new` cannot be applied to a running instance of `self` (see
+    /// [`crate::run_with_updates`]) and the instance must be restarted instead; `None`: it
+    /// can be updated in place. A new name, interface, virtual_router_id or version is
+    /// another router; the address owner (priority 255) keeps addresses of its own.
+    pub fn restart_reason(&self, new: &VrrpConfig) -> Option<&'static str> {
+        if self.name != new.name {
+            Some("name changed")
+        } else if self.interface != new.interface {
+            Some("interface changed")
+        } else if self.virtual_router_id != new.virtual_router_id {
+            Some("virtual_router_id changed")
+        } else if self.version != new.version {
+            Some("version changed")
+        } else if (*self.priority.get_ref() == 255) != (*new.priority.get_ref() == 255) {
+            Some("priority moved to or from 255 (address owner)")
+        } else {
+            None
+        }
+    }
+
+    /// The keys whose values differ between `self` and `new`, for logs.
+    pub fn changed_fields(&self, new: &VrrpConfig) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut diff = |changed: bool, key: &'static str| {
+            if changed {
+                out.push(key);
+            }
+        };
+        diff(self.name != new.name, "name");
+        diff(self.interface != new.interface, "interface");
+        diff(
+            self.virtual_router_id != new.virtual_router_id,
+            "virtual_router_id",
+        );
+        diff(self.priority != new.priority, "priority");
+        diff(self.state != new.state, "state");
+        diff(
+            self.advert_interval != new.advert_interval,
+            "advert_interval",
+        );
+        diff(self.version != new.version, "version");
+        diff(self.preempt != new.preempt, "preempt");
+        diff(self.preempt_delay != new.preempt_delay, "preempt_delay");
+        diff(self.auth_pass != new.auth_pass, "auth_pass");
+        diff(
+            self.virtual_ipaddresses != new.virtual_ipaddresses,
+            "virtual_ipaddresses",
+        );
+        diff(self.unicast_peers != new.unicast_peers, "unicast_peers");
+        diff(
+            self.garp_master_delay != new.garp_master_delay,
+            "garp_master_delay",
+        );
+        diff(
+            self.garp_master_repeat != new.garp_master_repeat,
+            "garp_master_repeat",
+        );
+        diff(self.track_backends != new.track_backends, "track_backends");
+        diff(self.notify != new.notify, "notify");
+        diff(self.track_script != new.track_script, "track_script");
+        out
+    }
+
     /// Checks that relate several values of this block. Returns every problem found.
     pub fn validate(&self) -> Vec<Problem> {
         let mut out = Vec::new();

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn, Instrument as _};
 
-use crate::config::{InitialState, Vip, VrrpConfig};
+use crate::config::{InitialState, TrackScript, Vip, VrrpConfig};
 use crate::machine::{Action, Machine, Params, Reject, RxMeta, State};
 use crate::netlink::{self, LinkEvent, Netlink};
 use crate::packet::{IpPair, MULTICAST_V4};
@@ -124,9 +124,48 @@ fn unpublish(name: &str) {
 pub async fn run(
     configs: Vec<VrrpConfig>,
     backends: BackendsProbe,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), VrrpError> {
+    run_all(
+        configs.into_iter().map(|c| (c, None)).collect(),
+        backends,
+        shutdown,
+    )
+    .await
+}
+
+/// Runs one instance as [`run`] does, and applies each config sent on `updates` to it while
+/// it runs, without restarting it (live reload): no priority-0 advert, the VIPs stay where
+/// they are unless the new config moves them.
+///
+/// What changes, and when, is [`Machine::reconfigure`]'s: priority from the next advert
+/// (preemption follows the RFC), VIPs added (with gratuitous ARP) and removed at once while
+/// master, track scripts added, removed or changed (those restart from a good state;
+/// unchanged ones keep running and keep their state), track_backends, advert interval (from
+/// the next advert), password, preempt, preempt_delay, notify, garp settings and unicast
+/// peers (the socket is reopened when switching between multicast and unicast).
+///
+/// A new config that does not validate, or that [`VrrpConfig::restart_reason`] says needs a
+/// restart (name, interface, virtual_router_id, version, priority to or from 255), is logged
+/// and ignored: the instance keeps its config. Restarting it is the caller's job. The value
+/// already in `updates` when this starts is taken as seen (`cfg` is the one that runs).
+/// When every sender of `updates` is gone the instance simply runs on.
+pub async fn run_with_updates(
+    cfg: VrrpConfig,
+    backends: BackendsProbe,
+    shutdown: watch::Receiver<bool>,
+    mut updates: watch::Receiver<VrrpConfig>,
+) -> Result<(), VrrpError> {
+    updates.mark_unchanged();
+    run_all(vec![(cfg, Some(updates))], backends, shutdown).await
+}
+
+async fn run_all(
+    configs: Vec<(VrrpConfig, Option<watch::Receiver<VrrpConfig>>)>,
+    backends: BackendsProbe,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), VrrpError> {
-    for c in &configs {
+    for (c, _) in &configs {
         let problems = c.validate();
         if !problems.is_empty() {
             return Err(VrrpError::Config {
@@ -139,8 +178,8 @@ pub async fn run(
             });
         }
     }
-    for (i, a) in configs.iter().enumerate() {
-        for b in &configs[i + 1..] {
+    for (i, (a, _)) in configs.iter().enumerate() {
+        for (b, _) in &configs[i + 1..] {
             if a.interface.get_ref() == b.interface.get_ref()
                 && a.virtual_router_id == b.virtual_router_id
             {
@@ -160,14 +199,14 @@ pub async fn run(
     let nl = Netlink::new()?;
     // Set every instance up before running any: a bad interface fails the start.
     let mut instances = Vec::new();
-    for c in configs {
+    for (c, updates) in configs {
         let span = tracing::info_span!(
             "vrrp",
             instance = %c.name.get_ref(),
             vrid = c.virtual_router_id,
             iface = %c.interface.get_ref()
         );
-        let inst = Instance::setup(c, nl.clone(), backends.clone())
+        let inst = Instance::setup(c, updates, nl.clone(), backends.clone())
             .instrument(span.clone())
             .await?;
         instances.push((inst, span));
@@ -239,16 +278,59 @@ struct Instance {
     backends: BackendsProbe,
     backends_bad: bool,
     backends_unknown_logged: bool,
-    scripts_good: Vec<bool>,
+    /// The running track scripts, in config order.
+    scripts: Vec<ScriptRt>,
+    next_script_id: usize,
+    /// `(ScriptRt::id, good)` from the script tasks.
     script_rx: mpsc::Receiver<(usize, bool)>,
     script_tx: mpsc::Sender<(usize, bool)>,
-    script_tasks: Vec<JoinHandle<()>>,
     garp: Option<JoinHandle<()>>,
+    updates: Option<watch::Receiver<VrrpConfig>>,
+    rejects: RejectLog,
+}
+
+/// One track script and its task. Aborted on drop.
+struct ScriptRt {
+    cfg: TrackScript,
+    /// Unique for the instance's lifetime, so that a verdict from a replaced task cannot land
+    /// on its successor.
+    id: usize,
+    good: bool,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ScriptRt {
+    fn drop(&mut self) {
+        // The task's GroupChild kills the script's process group as it is dropped.
+        self.task.abort();
+    }
+}
+
+/// The machine's parameters for `cfg`.
+fn params(cfg: &VrrpConfig, vips: &[Vip], primary: Ipv4Addr) -> Params {
+    Params {
+        vrid: cfg.virtual_router_id,
+        priority: *cfg.priority.get_ref(),
+        version: *cfg.version.get_ref(),
+        advert_interval: *cfg.advert_interval.get_ref(),
+        preempt: cfg.preempt,
+        preempt_delay: cfg.preempt_delay,
+        auth_pass: cfg
+            .auth_pass
+            .as_ref()
+            .map(|p| p.get_ref().as_bytes().to_vec()),
+        vips: vips.iter().map(|v| v.addr).collect(),
+        primary,
+        start_as_master: cfg.state == InitialState::Master,
+        garp_delay: cfg.garp_master_delay,
+        unicast_peers: cfg.unicast_peers.clone(),
+    }
 }
 
 impl Instance {
     async fn setup(
         cfg: VrrpConfig,
+        updates: Option<watch::Receiver<VrrpConfig>>,
         nl: Netlink,
         backends: BackendsProbe,
     ) -> Result<Instance, VrrpError> {
@@ -292,27 +374,12 @@ impl Instance {
                 iface: iface.clone(),
                 source,
             })?;
-        let params = Params {
-            vrid: cfg.virtual_router_id,
-            priority: *cfg.priority.get_ref(),
-            version: *cfg.version.get_ref(),
-            advert_interval: *cfg.advert_interval.get_ref(),
-            preempt: cfg.preempt,
-            preempt_delay: cfg.preempt_delay,
-            auth_pass: cfg
-                .auth_pass
-                .as_ref()
-                .map(|p| p.get_ref().as_bytes().to_vec()),
-            vips: vips.iter().map(|v| v.addr).collect(),
-            primary,
-            start_as_master: cfg.state == InitialState::Master,
-            garp_delay: cfg.garp_master_delay,
-            unicast_peers: cfg.unicast_peers.clone(),
-        };
+        let params = params(&cfg, &vips, primary);
         let (script_tx, script_rx) = mpsc::channel(16);
         info!(%primary, link_up = link.up, vips = ?vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(), "vrrp instance set up");
         Ok(Instance {
-            scripts_good: vec![true; cfg.track_script.len()],
+            scripts: Vec::new(),
+            next_script_id: 0,
             name,
             iface,
             index: link.index,
@@ -329,10 +396,125 @@ impl Instance {
             backends_unknown_logged: false,
             script_rx,
             script_tx,
-            script_tasks: Vec::new(),
             garp: None,
+            updates,
+            rejects: RejectLog::new(Instant::now()),
             cfg,
         })
+    }
+
+    fn spawn_script(&mut self, ts: TrackScript) -> ScriptRt {
+        let id = self.next_script_id;
+        self.next_script_id += 1;
+        let task = track::spawn_script(id, ts.clone(), self.script_tx.clone());
+        ScriptRt {
+            cfg: ts,
+            id,
+            good: true,
+            task,
+        }
+    }
+
+    /// Applies a new config to the running instance (see [`run_with_updates`]).
+    async fn reconfigure(&mut self, new: VrrpConfig) {
+        if new == self.cfg {
+            return;
+        }
+        let problems = new.validate();
+        if !problems.is_empty() {
+            let problems: Vec<&str> = problems.iter().map(|p| p.get_ref().as_str()).collect();
+            error!(
+                problems = %problems.join("; "),
+                "new config rejected; the instance keeps running the previous one"
+            );
+            return;
+        }
+        if let Some(why) = self.cfg.restart_reason(&new) {
+            error!(
+                why,
+                "new config needs a restart of the instance; it keeps running the previous one"
+            );
+            return;
+        }
+        let now = Instant::now();
+        let changed = self.cfg.changed_fields(&new);
+        let old_prio = *self.cfg.priority.get_ref();
+        // Switching between multicast and unicast: a socket with or without the group.
+        let multicast = new.unicast_peers.is_empty();
+        if multicast != self.cfg.unicast_peers.is_empty() {
+            match VrrpSocket::open(&self.iface, self.index, self.primary, multicast) {
+                Ok(sock) => self.sock = sock,
+                Err(e) => {
+                    error!(error = %e, "reopening the VRRP socket for the new unicast_peers; the instance keeps running the previous config");
+                    return;
+                }
+            }
+        }
+        let new_vips = new.virtual_ipaddresses.get_ref().clone();
+        // A kept address with another prefix is re-added with it (while master).
+        let reprefixed: Vec<Vip> = new_vips
+            .iter()
+            .filter(|v| {
+                self.vips
+                    .iter()
+                    .any(|o| o.addr == v.addr && o.prefix != v.prefix)
+            })
+            .copied()
+            .collect();
+        self.vips = new_vips;
+        self.owned
+            .retain(|a| self.vips.iter().any(|v| v.addr == *a));
+        if self.machine.state() == State::Master {
+            for v in reprefixed.iter().filter(|v| !self.owned.contains(&v.addr)) {
+                if let Err(e) = self.nl.remove(self.index, &self.iface, v.addr).await {
+                    error!(vip = %v, error = %e, "removing a virtual address to change its prefix");
+                }
+                if let Err(e) = self.nl.add(self.index, &self.iface, *v).await {
+                    error!(vip = %v, error = %e, "adding a virtual address with its new prefix");
+                }
+            }
+        }
+        // Track scripts: unchanged ones keep running with their state; new or changed ones
+        // start afresh (good until they fail, as at start); removed ones are stopped.
+        let mut old: Vec<Option<ScriptRt>> = std::mem::take(&mut self.scripts)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for ts in &new.track_script {
+            let kept = old
+                .iter_mut()
+                .find(|o| o.as_ref().is_some_and(|o| o.cfg == *ts))
+                .and_then(Option::take);
+            let s = match kept {
+                Some(s) => s,
+                None => self.spawn_script(ts.clone()),
+            };
+            self.scripts.push(s);
+        }
+        drop(old);
+        if new.track_backends != self.cfg.track_backends {
+            self.backends_bad = false;
+            self.backends_unknown_logged = false;
+        }
+        let p = params(&new, &self.vips, self.primary);
+        if let Err(e) = self.machine.reconfigure(now, p) {
+            // restart_reason() said no restart was needed: not reached.
+            error!(error = %e, "the state machine refused the new config");
+            return;
+        }
+        self.cfg = new;
+        self.probe_backends();
+        let (w, f) = self.tracking();
+        self.machine.set_tracking(now, w, f);
+        info!(
+            changed = %changed.join(","),
+            priority = *self.cfg.priority.get_ref(),
+            old_priority = old_prio,
+            effective_priority = self.machine.priority(),
+            state = %self.machine.state(),
+            vips = ?self.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+            "config updated in place (no restart)"
+        );
     }
 
     fn not_owned(&self) -> Vec<Vip> {
@@ -346,11 +528,9 @@ impl Instance {
     /// Sum of the weights that apply and whether a weight-0 tracker fails.
     fn tracking(&self) -> (i32, bool) {
         let scripts: Vec<(i32, bool)> = self
-            .cfg
-            .track_script
+            .scripts
             .iter()
-            .zip(&self.scripts_good)
-            .map(|(ts, good)| (ts.weight, *good))
+            .map(|s| (s.cfg.weight, s.good))
             .collect();
         let backends = self
             .cfg
@@ -395,9 +575,9 @@ impl Instance {
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), VrrpError> {
-        for (i, ts) in self.cfg.track_script.clone().into_iter().enumerate() {
-            self.script_tasks
-                .push(track::spawn_script(i, ts, self.script_tx.clone()));
+        for ts in self.cfg.track_script.clone() {
+            let s = self.spawn_script(ts);
+            self.scripts.push(s);
         }
         let now = Instant::now();
         self.probe_backends();
@@ -431,8 +611,9 @@ impl Instance {
                 r = self.sock.recv(&mut buf) => match r {
                     Ok(Some((meta, payload))) => {
                         let rx = RxMeta { src: meta.src, dst: meta.dst, ttl: meta.ttl };
-                        if let Err(reason) = self.machine.handle_packet(Instant::now(), rx, payload) {
-                            log_reject(&self.machine, reason, meta.src);
+                        let now = Instant::now();
+                        if let Err(reason) = self.machine.handle_packet(now, rx, payload) {
+                            self.rejects.rejected(now, reason, meta.src);
                         }
                     }
                     Ok(None) => {}
@@ -449,20 +630,26 @@ impl Instance {
                     }
                 },
                 Some(ev) = self.link_events.recv() => link_event = Some(ev),
-                Some((i, good)) = self.script_rx.recv() => {
-                    if let Some(s) = self.scripts_good.get_mut(i) {
-                        *s = good;
+                Some((id, good)) = self.script_rx.recv() => {
+                    // A verdict from a script replaced by a reload finds no owner: dropped.
+                    if let Some(s) = self.scripts.iter_mut().find(|s| s.id == id) {
+                        s.good = good;
+                        let script = s.cfg.name.get_ref().clone();
+                        let (w, f) = self.tracking();
+                        info!(script, good, weight = w, fault = f, "tracking changed");
+                        self.machine.set_tracking(Instant::now(), w, f);
                     }
-                    let (w, f) = self.tracking();
-                    let script = self.cfg.track_script.get(i).map(|t| t.name.get_ref().as_str()).unwrap_or("?");
-                    info!(script, good, weight = w, fault = f, "tracking changed");
-                    self.machine.set_tracking(Instant::now(), w, f);
                 }
+                r = next_update(&mut self.updates) => match r {
+                    Some(cfg) => self.reconfigure(cfg).await,
+                    None => self.updates = None,
+                },
                 _ = backends_tick.tick() => {
                     if self.probe_backends() {
                         let (w, f) = self.tracking();
                         self.machine.set_tracking(Instant::now(), w, f);
                     }
+                    self.rejects.flush(Instant::now());
                 }
             }
             if recv_pause {
@@ -474,9 +661,8 @@ impl Instance {
             }
             self.carry_out().await;
         };
-        for t in &self.script_tasks {
-            t.abort();
-        }
+        self.scripts.clear();
+        self.rejects.flush_now();
         // RFC 3768 §6.4.3 Shutdown: priority 0 advert, then the addresses go.
         self.machine.shutdown(Instant::now());
         self.carry_out().await;
@@ -575,7 +761,33 @@ impl Instance {
                         }
                     }
                 }
-                Action::SendGarp => self.send_garps(),
+                Action::SendGarp => {
+                    let all: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
+                    self.send_garps(all);
+                }
+                Action::VipsChanged { added, removed } => {
+                    for a in removed {
+                        if self.owned.contains(&a) {
+                            continue;
+                        }
+                        match self.nl.remove(self.index, &self.iface, a).await {
+                            Ok(_) => info!(vip = %a, "virtual address removed by reload"),
+                            Err(e) => error!(vip = %a, error = %e, "removing a virtual address"),
+                        }
+                    }
+                    for a in &added {
+                        let Some(v) = self.vips.iter().find(|v| v.addr == *a).copied() else {
+                            continue;
+                        };
+                        match self.nl.add(self.index, &self.iface, v).await {
+                            Ok(()) => info!(vip = %v, "virtual address added by reload"),
+                            Err(e) => error!(vip = %v, error = %e, "adding a virtual address"),
+                        }
+                    }
+                    if !added.is_empty() {
+                        self.send_garps(added);
+                    }
+                }
                 Action::StateChanged {
                     from,
                     to,
@@ -622,9 +834,8 @@ impl Instance {
         }
     }
 
-    fn send_garps(&mut self) {
+    fn send_garps(&mut self, addrs: Vec<Ipv4Addr>) {
         let iface = self.iface.clone();
-        let addrs: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
         let repeat = self.cfg.garp_master_repeat;
         if repeat == 0 {
             return;
@@ -657,21 +868,117 @@ fn combine_tracking(scripts: &[(i32, bool)], backends: Option<(i32, bool)>) -> (
     (weight, fault)
 }
 
-fn log_reject(m: &Machine, reason: Reject, from: Ipv4Addr) {
-    let count = m.stats().rejected(reason);
-    if reason == Reject::Vrid || reason == Reject::Own {
-        // Other virtual routers on the LAN are normal.
-        return;
+/// The next config sent to the instance; `None` once every sender is gone; never ready
+/// without a receiver.
+async fn next_update(updates: &mut Option<watch::Receiver<VrrpConfig>>) -> Option<VrrpConfig> {
+    match updates {
+        Some(u) => match u.changed().await {
+            Ok(()) => Some(u.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
     }
-    // Log the first few and then every 100th, so a flood cannot flood the journal.
-    if count <= 5 || count.is_multiple_of(100) {
-        warn!(%from, reason = %reason, count, "dropped advert");
+}
+
+/// Dropped adverts logged one by one, per reason, in each window.
+const LOG_FIRST: u32 = 3;
+/// The window after which the drops not logged are summed up in one line.
+const LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// Rate limit of the `dropped advert` log lines, so that a flood of bad packets (a
+/// misconfigured neighbour, an attack) cannot flood the journal: in each [`LOG_WINDOW`], the
+/// first [`LOG_FIRST`] drops of each reason are logged with their source, the others only
+/// counted, and one line at the end of the window sums them up. The metrics count every one.
+struct RejectLog {
+    window_start: Instant,
+    logged: [u32; Reject::ALL.len()],
+    suppressed: [u64; Reject::ALL.len()],
+}
+
+impl RejectLog {
+    fn new(now: Instant) -> RejectLog {
+        RejectLog {
+            window_start: now,
+            logged: [0; Reject::ALL.len()],
+            suppressed: [0; Reject::ALL.len()],
+        }
+    }
+
+    fn rejected(&mut self, now: Instant, reason: Reject, from: Ipv4Addr) {
+        if reason == Reject::Vrid || reason == Reject::Own {
+            // Other virtual routers on the LAN, and our own looped-back adverts, are normal.
+            return;
+        }
+        self.flush(now);
+        let i = reason as usize;
+        if self.logged[i] < LOG_FIRST {
+            self.logged[i] += 1;
+            if self.logged[i] == LOG_FIRST {
+                warn!(%from, reason = %reason, "dropped advert (more of this reason are summed up every {}s)", LOG_WINDOW.as_secs());
+            } else {
+                warn!(%from, reason = %reason, "dropped advert");
+            }
+        } else {
+            self.suppressed[i] += 1;
+        }
+    }
+
+    /// Ends the window if it is over.
+    fn flush(&mut self, now: Instant) {
+        if now.duration_since(self.window_start) >= LOG_WINDOW {
+            self.flush_now();
+            self.window_start = now;
+        }
+    }
+
+    /// Sums up the drops not logged so far, if any, in one line.
+    fn flush_now(&mut self) {
+        let total: u64 = self.suppressed.iter().sum();
+        if total > 0 {
+            let by_reason: Vec<String> = Reject::ALL
+                .iter()
+                .zip(&self.suppressed)
+                .filter(|(_, n)| **n > 0)
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect();
+            warn!(
+                total,
+                by_reason = %by_reason.join(","),
+                "dropped adverts not logged one by one since the last summary"
+            );
+        }
+        self.logged = [0; Reject::ALL.len()];
+        self.suppressed = [0; Reject::ALL.len()];
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::combine_tracking;
+    use super::{combine_tracking, RejectLog, LOG_FIRST, LOG_WINDOW};
+    use crate::machine::Reject;
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn reject_log_is_rate_limited_per_reason_and_window() {
+        let t0 = Instant::now();
+        let mut log = RejectLog::new(t0);
+        let from = Ipv4Addr::new(10, 0, 0, 66);
+        for i in 0..1000u32 {
+            let r = [Reject::Ttl, Reject::Checksum, Reject::Vrid][i as usize % 3];
+            log.rejected(t0 + Duration::from_millis(u64::from(i)), r, from);
+        }
+        // 3 one by one per logged reason; other routers (vrid) are never logged.
+        assert_eq!(log.logged[Reject::Ttl as usize], LOG_FIRST);
+        assert_eq!(log.logged[Reject::Checksum as usize], LOG_FIRST);
+        assert_eq!(log.logged[Reject::Vrid as usize], 0);
+        assert_eq!(log.suppressed[Reject::Ttl as usize], 334 - 3);
+        assert_eq!(log.suppressed[Reject::Vrid as usize], 0);
+        // A new window: the summary went out, counting starts again.
+        log.rejected(t0 + LOG_WINDOW + Duration::from_secs(1), Reject::Ttl, from);
+        assert_eq!(log.logged[Reject::Ttl as usize], 1);
+        assert_eq!(log.suppressed.iter().sum::<u64>(), 0);
+    }
 
     #[test]
     fn tracking_follows_keepalived() {

@@ -6,7 +6,8 @@
 //! - [`arp`]: gratuitous ARP frames.
 //! - [`machine`]: the sans-IO state machine of RFC 3768 §6 (time in, actions out).
 //! - [`run`]: the Linux driver: raw socket of protocol 112, VIPs and link state through
-//!   rtnetlink, gratuitous ARP through the datalink, track scripts, notify.
+//!   rtnetlink, gratuitous ARP through the datalink, track scripts, notify;
+//!   [`run_with_updates`]: one instance that takes new configs while it runs (live reload).
 //!
 //! This crate depends on neither the proxy nor the health checks: `track_backends` asks the
 //! binary through a [`BackendsProbe`].
@@ -29,4 +30,4 @@ mod sys;
 mod track;
 
 pub use config::{InitialState, TrackBackends, TrackScript, Vip, VrrpConfig};
-pub use driver::{run, status, BackendsProbe, InstanceStatus, VrrpError};
+pub use driver::{run, run_with_updates, status, BackendsProbe, InstanceStatus, VrrpError};

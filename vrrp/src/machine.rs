@@ -16,7 +16,9 @@ use subtle::ConstantTimeEq;
 
 use crate::packet::{Auth, IpPair, Packet, Repr, Version, WireError, AUTH_LEN};
 
-/// Everything the machine needs to know about its instance, fixed for its lifetime.
+/// Everything the machine needs to know about its instance. `vrid`, `version` and whether it
+/// is the address owner (priority 255) are fixed for its lifetime; the rest can change while
+/// it runs ([`Machine::reconfigure`]).
 #[derive(Debug, Clone)]
 pub struct Params {
     /// Virtual router identifier.
@@ -150,6 +152,14 @@ pub enum Action {
     RemoveVips,
     /// Send one burst of gratuitous ARP for every address.
     SendGarp,
+    /// A reconfiguration changed the address list while master: add `added` to the interface
+    /// and send gratuitous ARP for them; remove `removed`.
+    VipsChanged {
+        /// Addresses now ours.
+        added: Vec<Ipv4Addr>,
+        /// Addresses ours no more.
+        removed: Vec<Ipv4Addr>,
+    },
     /// The state changed (log it, run notify).
     StateChanged {
         /// Previous state.
@@ -161,6 +171,20 @@ pub enum Action {
         /// Effective priority at the time.
         priority: u8,
     },
+}
+
+/// Why [`Machine::reconfigure`] refused a new configuration: the instance must be restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NeedsRestart {
+    /// Another virtual router id: another router altogether.
+    #[error("virtual_router_id changed")]
+    Vrid,
+    /// Another protocol version.
+    #[error("version changed")]
+    Version,
+    /// Priority moved to or from 255: the address owner keeps addresses of its own.
+    #[error("priority moved to or from 255 (address owner)")]
+    Owner,
 }
 
 /// Why a received packet was dropped, in the order keepalived checks.
@@ -780,6 +804,96 @@ impl Machine {
             }
             _ => {}
         }
+    }
+
+    /// A new configuration for the running router (live reload), applied as keepalived does
+    /// on reload, without leaving the current state:
+    /// - priority: carried by the next advert. A master that now has a lower priority than a
+    ///   preempting backup is taken over by it (RFC 3768 §6.4.2: the backup discards the lower
+    ///   advert and its Master_Down_Timer runs out); a backup that now has a higher priority
+    ///   than the master preempts it at its next advert (after `preempt_delay`).
+    /// - addresses: while master, [`Action::VipsChanged`] adds the new ones (with gratuitous
+    ///   ARP) and removes the old ones at once; the next advert lists them.
+    /// - advert interval: the running Adver_Timer keeps its deadline, the next one uses the
+    ///   new interval (VRRPv2 backups drop adverts of another interval: reload them together).
+    /// - preempt, preempt_delay, password, gratuitous ARP delay, unicast peers: from now on;
+    ///   turning preempt off cancels a pending preemption.
+    ///
+    /// `primary` is the machine's own (the driver follows the interface) and
+    /// `start_as_master` only matters at start. A new `vrid`, `version`, or a priority moving
+    /// to or from 255 is refused: such an instance is another router and must be restarted.
+    pub fn reconfigure(&mut self, now: Instant, mut new: Params) -> Result<(), NeedsRestart> {
+        if new.vrid != self.p.vrid {
+            return Err(NeedsRestart::Vrid);
+        }
+        if new.version != self.p.version {
+            return Err(NeedsRestart::Version);
+        }
+        if (new.priority == 255) != (self.p.priority == 255) {
+            return Err(NeedsRestart::Owner);
+        }
+        new.primary = self.p.primary;
+        let old = std::mem::replace(&mut self.p, new);
+        self.auth_data = [0u8; AUTH_LEN];
+        if let Some(pass) = &self.p.auth_pass {
+            let n = pass.len().min(AUTH_LEN);
+            self.auth_data[..n].copy_from_slice(&pass[..n]);
+        }
+        if self.p.version == 2 || self.state == State::Master {
+            // VRRPv2: Master_Adver_Interval is our own Advertisement_Interval. VRRPv3: a
+            // backup keeps the one learnt from the master's adverts.
+            self.master_adver_interval = self.p.advert_interval;
+        }
+        match self.state {
+            State::Master => {
+                let added: Vec<Ipv4Addr> = self
+                    .p
+                    .vips
+                    .iter()
+                    .filter(|a| !old.vips.contains(a))
+                    .copied()
+                    .collect();
+                let removed: Vec<Ipv4Addr> = old
+                    .vips
+                    .iter()
+                    .filter(|a| !self.p.vips.contains(a))
+                    .copied()
+                    .collect();
+                if !added.is_empty() || !removed.is_empty() {
+                    self.actions
+                        .push_back(Action::VipsChanged { added, removed });
+                }
+                if self.p.garp_delay.is_zero() {
+                    self.timers.stop(Timer::Garp);
+                }
+            }
+            State::Backup => {
+                let mine = self.priority();
+                let still_lower = |p: u8| self.p.preempt && p < mine;
+                if let Some((_, theirs)) = self.preempting {
+                    if !still_lower(theirs) {
+                        // The master is no longer one to preempt (preempt off, or our
+                        // priority fell): follow it again.
+                        self.timers.stop(Timer::Preempt);
+                        self.preempting = None;
+                    } else if self.p.preempt_delay.is_zero() {
+                        // No delay any more: the next lower advert is discarded and
+                        // Master_Down_Timer runs out (RFC 3768 §6.4.2).
+                        self.timers.stop(Timer::Preempt);
+                        self.preempting = None;
+                    }
+                }
+                if let Reason::Preempt { priority, .. } = self.down_reason {
+                    if !still_lower(priority) {
+                        // Lower adverts were being discarded to let Master_Down_Timer run
+                        // out; now they would not be: the master stays until it is silent.
+                        self.arm_master_down(now, self.master_down_interval(), Reason::MasterDown);
+                    }
+                }
+            }
+            State::Initialize | State::Fault => {}
+        }
+        Ok(())
     }
 
     /// The Shutdown event (RFC 3768 §6.4.2, §6.4.3).

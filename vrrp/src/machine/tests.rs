@@ -36,6 +36,7 @@ struct Router {
     alive: bool,
     holds_vips: bool,
     garp_bursts: u32,
+    vips_changed: Vec<(Vec<Ipv4Addr>, Vec<Ipv4Addr>)>,
     adverts: Vec<(Instant, u8)>,
     transitions: Vec<(Instant, State, Reason)>,
 }
@@ -67,6 +68,7 @@ impl Sim {
                     alive: false,
                     holds_vips: false,
                     garp_bursts: 0,
+                    vips_changed: Vec::new(),
                     adverts: Vec::new(),
                     transitions: Vec::new(),
                 })
@@ -128,6 +130,10 @@ impl Sim {
                         Action::AddVips => r.holds_vips = true,
                         Action::RemoveVips => r.holds_vips = false,
                         Action::SendGarp => r.garp_bursts += 1,
+                        Action::VipsChanged { added, removed } => {
+                            r.vips_changed.push((added, removed));
+                            r.garp_bursts += 1;
+                        }
                         Action::StateChanged { to, reason, .. } => {
                             r.transitions.push((self.now, to, reason))
                         }
@@ -818,4 +824,215 @@ fn stats_serialize_with_reason_names() {
         serde_json::to_value(State::Master).expect("state"),
         "MASTER"
     );
+}
+
+// Live reconfiguration (reload without restart).
+
+/// Reconfigures router `i` with `f` applied to its current parameters.
+fn reconfigure(s: &mut Sim, i: usize, f: impl FnOnce(&mut Params)) {
+    let mut p = s.r[i].m.params().clone();
+    f(&mut p);
+    let now = s.now;
+    s.r[i].m.reconfigure(now, p).expect("same router");
+    s.flush();
+}
+
+fn two_started() -> Sim {
+    let mut s = Sim::new(vec![params(150, 1), params(120, 2)]);
+    s.start(0);
+    s.start(1);
+    s.run_for(10 * SEC);
+    assert_eq!(s.masters(), vec![0]);
+    s
+}
+
+#[test]
+fn reconfigure_master_priority_below_backup_is_preempted_without_priority_zero() {
+    let mut s = two_started();
+    s.run_for(SEC / 4);
+    let at = s.now;
+    let adverts_before = s.r[0].adverts.len();
+    reconfigure(&mut s, 0, |p| p.priority = 100);
+    // Nothing at once: the next advert carries the new priority.
+    assert_eq!(s.r[0].adverts.len(), adverts_before);
+    assert_eq!(s.r[0].m.priority(), 100);
+    s.run_for(10 * SEC);
+    assert_eq!(s.masters(), vec![1]);
+    assert_eq!(s.vip_holders(), vec![1]);
+    let (t, reason) = s.became_master(1).expect("backup preempted");
+    assert!(
+        matches!(reason, Reason::Preempt { priority: 100, .. }),
+        "{reason:?}"
+    );
+    // RFC 3768 §6.4.2: the backup discards the lower adverts; Master_Down_Timer was last
+    // reset by the old master's last advert at 150, at most one interval before the change.
+    assert!(t - at <= mdi(120), "took over after {:?}", t - at);
+    assert!(t - at >= mdi(120) - SEC, "took over after {:?}", t - at);
+    // The old master never said priority 0: it yielded to a higher advert.
+    assert!(
+        s.r[0].adverts.iter().all(|(_, p)| *p != 0),
+        "{:?}",
+        s.r[0].adverts
+    );
+    assert_eq!(s.r[0].m.state(), State::Backup);
+    assert!(matches!(
+        s.r[0].transitions.last(),
+        Some((
+            _,
+            State::Backup,
+            Reason::HigherPriority { priority: 120, .. }
+        ))
+    ));
+}
+
+#[test]
+fn reconfigure_backup_priority_above_master_preempts_after_delay() {
+    let mut s = two_started();
+    let at = s.now;
+    reconfigure(&mut s, 1, |p| {
+        p.priority = 200;
+        p.preempt_delay = 3 * SEC;
+    });
+    s.run_for(10 * SEC);
+    assert_eq!(s.masters(), vec![1]);
+    let (t, reason) = s.became_master(1).expect("preempted");
+    // The next advert of the master (at most one interval) starts preempt_delay.
+    let waited = t - at;
+    assert!(
+        waited >= 3 * SEC && waited <= 4 * SEC,
+        "preempted after {waited:?}"
+    );
+    assert!(matches!(reason, Reason::Preempt { priority: 150, .. }));
+}
+
+#[test]
+fn reconfigure_backup_priority_above_master_without_preempt_stays_backup() {
+    let mut s = two_started();
+    reconfigure(&mut s, 1, |p| {
+        p.priority = 200;
+        p.preempt = false;
+    });
+    s.run_for(30 * SEC);
+    assert_eq!(s.masters(), vec![0]);
+}
+
+#[test]
+fn reconfigure_preempt_off_cancels_a_pending_preemption() {
+    let mut p1 = params(200, 2);
+    p1.preempt_delay = 10 * SEC;
+    let mut s = Sim::new(vec![params(150, 1), p1]);
+    s.start(0);
+    s.run_for(10 * SEC);
+    s.start(1);
+    s.run_for(3 * SEC);
+    assert_eq!(s.masters(), vec![0], "still within preempt_delay");
+    reconfigure(&mut s, 1, |p| p.preempt = false);
+    s.run_for(30 * SEC);
+    assert_eq!(s.masters(), vec![0]);
+    assert_eq!(s.r[1].m.state(), State::Backup);
+}
+
+#[test]
+fn reconfigure_backup_priority_falling_below_a_preempted_master_follows_it() {
+    // r1 (200) discards r0's (150) adverts to preempt it; its priority falls to 100 before
+    // Master_Down_Timer runs out: no takeover.
+    let mut s = Sim::new(vec![params(150, 1), params(200, 2)]);
+    s.start(0);
+    s.run_for(10 * SEC);
+    s.start(1);
+    s.run_for(2 * SEC);
+    assert_eq!(s.masters(), vec![0]);
+    reconfigure(&mut s, 1, |p| p.priority = 100);
+    s.run_for(30 * SEC);
+    assert_eq!(s.masters(), vec![0]);
+    assert_eq!(s.r[1].m.state(), State::Backup);
+}
+
+#[test]
+fn reconfigure_vips_while_master_adds_and_removes_at_once() {
+    let mut s = two_started();
+    let (a, b, c) = (
+        Ipv4Addr::new(10, 0, 0, 100),
+        Ipv4Addr::new(10, 0, 0, 101),
+        Ipv4Addr::new(10, 0, 0, 102),
+    );
+    reconfigure(&mut s, 0, |p| p.vips = vec![a, b]);
+    assert_eq!(s.r[0].vips_changed, vec![(vec![b], vec![])]);
+    reconfigure(&mut s, 0, |p| p.vips = vec![b, c]);
+    assert_eq!(s.r[0].vips_changed[1], (vec![c], vec![a]));
+    // The backup is told nothing to do; it learns the list from the next advert (a different
+    // list is counted, not dropped).
+    reconfigure(&mut s, 1, |p| p.vips = vec![b, c]);
+    assert!(s.r[1].vips_changed.is_empty());
+    s.run_for(10 * SEC);
+    assert_eq!(s.masters(), vec![0]);
+    let ad = s.r[0].m.advert(150);
+    assert_eq!(ad.addresses, vec![IpAddr::V4(b), IpAddr::V4(c)]);
+    assert_eq!(s.r[1].m.stats().vip_mismatch, 0);
+    // Same list again: nothing to do.
+    reconfigure(&mut s, 0, |p| p.vips = vec![b, c]);
+    assert_eq!(s.r[0].vips_changed.len(), 2);
+}
+
+#[test]
+fn reconfigure_advert_interval_applies_at_the_next_advert() {
+    let mut s = Sim::new(vec![params(150, 1)]);
+    s.start(0);
+    s.run_for(10 * SEC);
+    s.run_for(SEC / 2);
+    let last = s.last_advert(0);
+    reconfigure(&mut s, 0, |p| p.advert_interval = 3 * SEC);
+    s.run_for(8 * SEC);
+    let times: Vec<Duration> = s.r[0]
+        .adverts
+        .iter()
+        .filter(|(t, _)| *t > last)
+        .map(|(t, _)| *t - last)
+        .collect();
+    // The running Adver_Timer keeps its deadline (1s), the next ones are 3s apart.
+    assert_eq!(times, vec![SEC, 4 * SEC, 7 * SEC]);
+}
+
+#[test]
+fn reconfigure_password_is_checked_from_now_on() {
+    let mut s = two_started();
+    reconfigure(&mut s, 1, |p| p.auth_pass = Some(b"n3w".to_vec()));
+    // r1 now drops r0's adverts (old password) and takes over: reload both together.
+    let meta = RxMeta {
+        src: Ipv4Addr::new(10, 0, 0, 1),
+        dst: MULTICAST_V4,
+        ttl: 255,
+    };
+    let pair = IpPair {
+        src: IpAddr::V4(meta.src),
+        dst: IpAddr::V4(MULTICAST_V4),
+    };
+    let old = s.r[0].m.advert(150).to_bytes(&pair);
+    let now = s.now;
+    assert_eq!(
+        s.r[1].m.handle_packet(now, meta, &old),
+        Err(Reject::AuthPass)
+    );
+    reconfigure(&mut s, 0, |p| p.auth_pass = Some(b"n3w".to_vec()));
+    let new = s.r[0].m.advert(150).to_bytes(&pair);
+    assert_eq!(s.r[1].m.handle_packet(now, meta, &new), Ok(()));
+}
+
+#[test]
+fn reconfigure_refuses_what_needs_a_restart() {
+    let mut m = Machine::new(params(150, 1));
+    let now = Instant::now();
+    m.start(now);
+    let mut p = params(150, 1);
+    p.vrid = 52;
+    assert_eq!(m.reconfigure(now, p), Err(NeedsRestart::Vrid));
+    let mut p = params(150, 1);
+    p.version = 3;
+    p.auth_pass = None;
+    assert_eq!(m.reconfigure(now, p), Err(NeedsRestart::Version));
+    assert_eq!(m.reconfigure(now, params(255, 1)), Err(NeedsRestart::Owner));
+    // The primary address stays the machine's own.
+    assert_eq!(m.reconfigure(now, params(100, 9)), Ok(()));
+    assert_eq!(m.params().primary, Ipv4Addr::new(10, 0, 0, 1));
+    assert_eq!(m.priority(), 100);
 }
