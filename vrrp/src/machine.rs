@@ -720,6 +720,13 @@ impl Machine {
                     // RFC 3768 §6.4.3: greater priority, or equal and a greater primary
                     // address -> cancel Adver_Timer, Master_Down_Timer = Master_Down_Interval,
                     // transition to Backup.
+                    //
+                    // Beyond the RFC: one last advert with our own (lower) priority on the
+                    // way out. After a partition heals, hosts that resolved the VIP to us
+                    // must learn the winner's MAC; the winner re-asserts with gratuitous ARP
+                    // when it hears a lower master (below, as keepalived does), but would
+                    // never hear us if its advert reached us first.
+                    self.send_advert(mine);
                     self.leave_master(false);
                     self.transition(
                         State::Backup,

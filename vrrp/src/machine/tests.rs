@@ -1036,3 +1036,34 @@ fn reconfigure_refuses_what_needs_a_restart() {
     assert_eq!(m.params().primary, Ipv4Addr::new(10, 0, 0, 1));
     assert_eq!(m.priority(), 100);
 }
+
+#[test]
+fn healed_partition_one_master_within_an_interval_and_garp_whichever_advert_crosses_first() {
+    // Whatever the phase of the two masters' adverts when the partition heals, the winner
+    // ends up re-sending gratuitous ARP within one interval: either it hears the loser's
+    // advert, or the loser, yielding to it, sends one last advert of its own priority.
+    for offset_ms in (0..1000).step_by(125) {
+        let mut s = Sim::new(vec![params(150, 1), params(120, 2)]);
+        s.start(0);
+        s.start(1);
+        s.run_for(10 * SEC);
+        s.partition(&[0]);
+        s.run_for(10 * SEC + Duration::from_millis(offset_ms));
+        assert_eq!(s.masters(), vec![0, 1]);
+        let garp_before = s.r[0].garp_bursts;
+        let healed = s.now;
+        s.heal();
+        s.run_for(SEC + SEC / 10);
+        assert_eq!(s.masters(), vec![0], "offset {offset_ms} ms");
+        assert_eq!(s.vip_holders(), vec![0]);
+        let single = s
+            .last_time_not_single_master(healed)
+            .map(|t| t - healed)
+            .unwrap_or_default();
+        assert!(single <= SEC, "two masters for {single:?} after healing");
+        assert!(
+            s.r[0].garp_bursts > garp_before,
+            "offset {offset_ms} ms: no gratuitous ARP after healing"
+        );
+    }
+}
