@@ -64,12 +64,27 @@ pub(crate) struct GlobalConfig {
     /// How long established connections may run on after SIGTERM.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub(crate) shutdown_grace: std::time::Duration,
+    /// Threads that run the proxy, each with its own listening sockets (SO_REUSEPORT); 0: one
+    /// per CPU.
+    #[serde(default, deserialize_with = "de_workers")]
+    pub(crate) workers: usize,
+}
+
+fn de_workers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = i64::deserialize(d)?;
+    match usize::try_from(v) {
+        Ok(n) if n <= 256 => Ok(n),
+        _ => Err(serde::de::Error::custom(format!(
+            "workers must be 0 (one per CPU) to 256, got {v}"
+        ))),
+    }
 }
 
 impl Default for GlobalConfig {
     fn default() -> Self {
         GlobalConfig {
             shutdown_grace: default_grace(),
+            workers: 0,
         }
     }
 }

@@ -21,7 +21,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use healthcheck::registry::{Frontend as HealthFrontend, Registry, Server as HealthServer};
 use healthcheck::ServerState;
-use lb::{Frontend, FrontendConfig};
+use lb::{Frontend, FrontendConfig, Workers};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -60,9 +60,10 @@ pub(crate) fn signals(tx: mpsc::Sender<Signal>) -> anyhow::Result<JoinHandle<()>
     }))
 }
 
+/// The accept loops of one bind address, one per worker, stopped together.
 struct ListenerTask {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 struct FrontendRt {
@@ -88,6 +89,7 @@ struct AdminRt {
 struct Daemon {
     path: PathBuf,
     cfg: Config,
+    workers: Workers,
     frontends: HashMap<String, FrontendRt>,
     /// Frontends removed by a reload whose connections may still be running.
     retired: Vec<Arc<Frontend>>,
@@ -139,11 +141,15 @@ fn health_frontend(cfg: &FrontendConfig, states: &[Arc<ServerState>]) -> HealthF
     )
 }
 
-fn spawn_listener(fe: &Arc<Frontend>, l: TcpListener) -> ListenerTask {
+fn spawn_listener(
+    workers: &Workers,
+    fe: &Arc<Frontend>,
+    ls: Vec<std::net::TcpListener>,
+) -> ListenerTask {
     let (stop, rx) = watch::channel(false);
     ListenerTask {
         stop,
-        task: tokio::spawn(fe.clone().accept(l, rx)),
+        tasks: workers.accept(fe, ls, &rx),
     }
 }
 
@@ -197,13 +203,15 @@ async fn stop_vrrp(name: &str, v: VrrpRt) {
 
 impl Daemon {
     async fn start(path: PathBuf, cfg: Config) -> anyhow::Result<Daemon> {
+        let workers = Workers::start(cfg.global.workers).context("starting the proxy threads")?;
         // Bind everything first: a port we cannot have is a startup failure, not a log line.
         let mut bound = Vec::new();
         for f in &cfg.frontend {
             let mut ls = Vec::new();
             for addr in f.bind.get_ref() {
-                let l = lb::listener::bind(*addr)
-                    .with_context(|| format!("frontend `{}`", f.name.get_ref()))?;
+                let l = lb::listener::bind_shared(*addr, workers.len()).with_context(|| {
+                    format!("frontend `{}`: cannot bind {addr}", f.name.get_ref())
+                })?;
                 ls.push((*addr, l));
             }
             bound.push(ls);
@@ -216,7 +224,7 @@ impl Daemon {
             let fe = Arc::new(Frontend::new(f, states.clone()));
             let listeners = ls
                 .into_iter()
-                .map(|(a, l)| (a, spawn_listener(&fe, l)))
+                .map(|(a, l)| (a, spawn_listener(&workers, &fe, l)))
                 .collect();
             info!(frontend = %fe.name, servers = states.len(), mode = ?f.mode, "frontend up");
             frontends.insert(
@@ -237,9 +245,11 @@ impl Daemon {
             .iter()
             .map(|v| (v.name.get_ref().clone(), spawn_vrrp(v.clone(), &registry)))
             .collect();
+        info!(threads = workers.len(), "proxy threads up");
         Ok(Daemon {
             path,
             cfg,
+            workers,
             frontends,
             retired: Vec::new(),
             registry,
@@ -286,7 +296,7 @@ impl Daemon {
 
     async fn apply(&mut self, new: Config) -> anyhow::Result<String> {
         // 1. Bind the new addresses first; failing here changes nothing.
-        let mut fresh: HashMap<(String, SocketAddr), TcpListener> = HashMap::new();
+        let mut fresh: HashMap<(String, SocketAddr), Vec<std::net::TcpListener>> = HashMap::new();
         for f in &new.frontend {
             let old = self.frontends.get(f.name.get_ref());
             for addr in f.bind.get_ref() {
@@ -303,8 +313,10 @@ impl Daemon {
                         "bind {addr} moves between frontends; remove it in one reload, add it in the next"
                     );
                 }
-                let l = lb::listener::bind(*addr)
-                    .with_context(|| format!("frontend `{}`", f.name.get_ref()))?;
+                let l =
+                    lb::listener::bind_shared(*addr, self.workers.len()).with_context(|| {
+                        format!("frontend `{}`: cannot bind {addr}", f.name.get_ref())
+                    })?;
                 fresh.insert((f.name.get_ref().clone(), *addr), l);
             }
         }
@@ -348,7 +360,7 @@ impl Daemon {
             });
             for addr in f.bind.get_ref() {
                 if let Some(l) = fresh.remove(&(name.clone(), *addr)) {
-                    listeners.insert(*addr, spawn_listener(&fe, l));
+                    listeners.insert(*addr, spawn_listener(&self.workers, &fe, l));
                 }
             }
             next.insert(
@@ -441,7 +453,9 @@ impl Daemon {
         }
         for rt in self.frontends.values_mut() {
             for (_, lt) in rt.listeners.drain() {
-                let _ = lt.task.await;
+                for t in lt.tasks {
+                    let _ = t.await;
+                }
             }
         }
         let grace = self.cfg.global.shutdown_grace;
@@ -458,6 +472,8 @@ impl Daemon {
             let _ = a.stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(1), a.task).await;
         }
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     }
 
     /// A VRRP instance that ended on its own (it runs until told to stop), with why.

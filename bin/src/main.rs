@@ -167,22 +167,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            // Experiment knob (see benches/compare.sh): MAAS_VIP_THREADS=1 runs one thread.
-            let threads: usize = std::env::var("MAAS_VIP_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let built = if threads == 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            } else {
-                let mut b = tokio::runtime::Builder::new_multi_thread();
-                if threads > 1 {
-                    b.worker_threads(threads);
-                }
-                b.enable_all().build()
-            };
+            // The proxy runs on its own threads (`workers`); this runtime carries the health
+            // checks, VRRP, the admin endpoint and signals.
+            let built = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("control")
+                .enable_all()
+                .build();
             let runtime = match built {
                 Ok(r) => r,
                 Err(e) => {

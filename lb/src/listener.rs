@@ -13,9 +13,22 @@ use tracing::{debug, warn};
 /// Opens a listening socket on `addr` with IP_FREEBIND, so that a listener on the VIP works
 /// before this host holds the VIP (no `net.ipv4.ip_nonlocal_bind` sysctl needed).
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr, false)?)
+}
+
+/// Opens `n` listening sockets on `addr` with SO_REUSEPORT, one per worker thread: the kernel
+/// spreads new connections over them, so each connection stays on one thread.
+pub fn bind_shared(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    (0..n.max(1)).map(|_| bind_std(addr, true)).collect()
+}
+
+fn bind_std(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     match addr {
         SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
         SocketAddr::V6(_) => {
@@ -28,7 +41,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         .bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Errors of accept(2) that mean "out of a resource": waiting helps, spinning does not.

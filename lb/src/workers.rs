@@ -1,0 +1,102 @@
+//! Proxy worker threads: one current-thread tokio runtime per thread.
+//!
+//! Each worker accepts on its own SO_REUSEPORT socket of every bind address and runs the
+//! connections it accepted to their end, so a connection never moves between threads and its
+//! wake-ups stay on one core. Health checks, VRRP and the admin endpoint run elsewhere.
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::frontend::Frontend;
+
+/// The worker threads.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Workers {
+    /// Starts `n` workers (0: one per CPU).
+    pub fn start(n: usize) -> io::Result<Workers> {
+        let n = if n == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            n
+        };
+        let (stop, rx) = watch::channel(false);
+        let mut handles = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let mut rx = rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("proxy-{i}"))
+                    .spawn(move || {
+                        rt.block_on(async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        });
+                    })?,
+            );
+        }
+        Ok(Workers {
+            handles,
+            threads,
+            stop,
+        })
+    }
+
+    /// Number of workers.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Whether there are no workers (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Accepts on `listeners` (one per worker, from [`crate::listener::bind_shared`]) for `fe`
+    /// until `shutdown` turns true.
+    pub fn accept(
+        &self,
+        fe: &Arc<Frontend>,
+        listeners: Vec<std::net::TcpListener>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        listeners
+            .into_iter()
+            .zip(self.handles.iter().cycle())
+            .map(|(l, h)| {
+                let fe = fe.clone();
+                let rx = shutdown.clone();
+                h.spawn(async move {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => fe.accept(l, rx).await,
+                        Err(e) => {
+                            warn!(frontend = %fe.name, cause = %e, "cannot register a listener")
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Stops the workers; connections still running on them are closed.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
