@@ -46,24 +46,44 @@ type Sender = client_http1::SendRequest<ReqBody>;
 /// Idle connections kept per server.
 const POOL_MAX_IDLE: usize = 256;
 
+/// Pools per server, one per worker thread (see [`crate::workers::current`]): a pooled
+/// connection's task runs on the thread that opened it, so requests on that thread reach it
+/// without waking another thread.
+const POOL_SLOTS: usize = 16;
+
 /// Idle keep-alive connections to one server.
-#[derive(Default)]
 pub struct ServerPool {
-    idle: Mutex<Vec<Sender>>,
+    slots: [Mutex<Vec<Sender>>; POOL_SLOTS],
+}
+
+impl Default for ServerPool {
+    fn default() -> Self {
+        ServerPool {
+            slots: std::array::from_fn(|_| Mutex::new(Vec::new())),
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.idle.lock().map(|v| v.len()).unwrap_or(0);
+        let n: usize = self
+            .slots
+            .iter()
+            .map(|s| s.lock().map(|v| v.len()).unwrap_or(0))
+            .sum();
         f.debug_struct("ServerPool").field("idle", &n).finish()
     }
 }
 
 impl ServerPool {
+    fn slot(&self) -> &Mutex<Vec<Sender>> {
+        &self.slots[crate::workers::current() % POOL_SLOTS]
+    }
+
     /// A connection ready for a request, if one is idle. Closed ones are dropped; one still
     /// busy with a response body stays for later.
     fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.slot().lock().ok()?;
         idle.retain(|s| !s.is_closed());
         let pos = idle.iter().rposition(|s| s.is_ready())?;
         Some(idle.swap_remove(pos))
@@ -73,7 +93,7 @@ impl ServerPool {
         if s.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Ok(mut idle) = self.slot().lock() {
             if idle.len() < POOL_MAX_IDLE {
                 idle.push(s);
             }

@@ -4,6 +4,7 @@
 //! connections it accepted to their end, so a connection never moves between threads and its
 //! wake-ups stay on one core. Health checks, VRRP and the admin endpoint run elsewhere.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::Arc;
 
@@ -13,6 +14,16 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::frontend::Frontend;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Index of the worker thread this runs on (0 on any other thread). Per-worker state (the L7
+/// connection pools) is indexed by it, so a connection and its requests stay on one thread.
+pub fn current() -> usize {
+    WORKER.with(Cell::get)
+}
 
 /// The worker threads.
 #[derive(Debug)]
@@ -43,6 +54,7 @@ impl Workers {
                 std::thread::Builder::new()
                     .name(format!("proxy-{i}"))
                     .spawn(move || {
+                        WORKER.with(|w| w.set(i));
                         rt.block_on(async move {
                             let _ = rx.wait_for(|s| *s).await;
                         });
