@@ -1,0 +1,308 @@
+//! Live reload of VRRP settings (issue 6 item 2) with the real `maas-vip` binary: a SIGHUP
+//! after the config file is rewritten changes a running instance in place. The VIP list
+//! changes on the master without a failover; a lower priority hands the VIP to the backup
+//! by preemption, without the master ever sending priority 0.
+//!
+//! Needs root, `ip netns` and tcpdump; skips with a message otherwise, unless
+//! MAAS_VIP_REQUIRE_NETNS=1.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use maas_vip_tests::maas_vip_bin;
+use maas_vip_tests::netns::{check_or_skip, wait_for, Lan, Proc};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+const VIP_B: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 101);
+const VIP_C: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 102);
+const H0: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
+
+fn config(prio: u8, vips: &[Ipv4Addr]) -> String {
+    let vips: Vec<String> = vips.iter().map(|v| format!("\"{v}/24\"")).collect();
+    format!(
+        r#"
+[[vrrp]]
+name = "maas_region"
+interface = "eth0"
+virtual_router_id = 51
+priority = {prio}
+advert_interval = "1s"
+auth_pass = "s3cret"
+virtual_ipaddresses = [{}]
+garp_master_delay = "1s"
+garp_master_repeat = 2
+"#,
+        vips.join(", ")
+    )
+}
+
+struct Daemon {
+    proc: Proc,
+    conf: PathBuf,
+}
+
+impl Daemon {
+    fn start(lan: &Lan, dir: &Path, host: usize, text: &str) -> Daemon {
+        let bin = maas_vip_bin();
+        assert!(bin.exists(), "{} not built", bin.display());
+        let conf = dir.join(format!("h{host}.toml"));
+        std::fs::write(&conf, text).expect("config");
+        let proc = Proc::spawn(
+            &lan.hosts[host].ns,
+            bin,
+            &["run", "-c", conf.to_str().expect("utf8 path")],
+            &[("RUST_LOG", "info")],
+            dir.join(format!("h{host}.log")),
+        );
+        Daemon { proc, conf }
+    }
+
+    /// Rewrites the config and sends SIGHUP; returns once the reload is logged as applied.
+    fn reload(&self, text: &str) {
+        let applied_before = self.proc.output().matches("reload applied").count();
+        std::fs::write(&self.conf, text).expect("config");
+        self.proc.signal("HUP");
+        assert!(
+            wait_for(Duration::from_secs(5), || self
+                .proc
+                .output()
+                .matches("reload applied")
+                .count()
+                > applied_before)
+            .is_some(),
+            "reload not applied:\n{}",
+            self.proc.output()
+        );
+    }
+}
+
+fn capture(lan: &Lan, host: usize, dir: &Path) -> (Proc, PathBuf) {
+    let file = dir.join(format!("cap-h{host}.pcap"));
+    let p = Proc::spawn(
+        &lan.hosts[host].ns,
+        "tcpdump",
+        &[
+            "-i",
+            "eth0",
+            "-U",
+            "-n",
+            "-w",
+            file.to_str().expect("utf8 path"),
+            "arp or ip proto 112",
+        ],
+        &[],
+        dir.join(format!("tcpdump-h{host}.log")),
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || p
+            .output()
+            .contains("listening on"))
+        .is_some(),
+        "tcpdump did not start: {}",
+        p.output()
+    );
+    (p, file)
+}
+
+/// The frames of a pcap file (tcpdump -w).
+fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
+    let b = std::fs::read(path).unwrap_or_default();
+    let mut out = Vec::new();
+    if b.len() < 24 {
+        return out;
+    }
+    let le = b[0..4] == [0xd4, 0xc3, 0xb2, 0xa1] || b[0..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let rd = |x: &[u8]| {
+        let a = [x[0], x[1], x[2], x[3]];
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let mut at = 24;
+    while at + 16 <= b.len() {
+        let incl = rd(&b[at + 8..at + 12]) as usize;
+        let start = at + 16;
+        if start + incl > b.len() {
+            break;
+        }
+        out.push(b[start..start + incl].to_vec());
+        at = start + incl;
+    }
+    out
+}
+
+/// (source, priority, addresses) of every VRRP advert among `frames` (Ethernet, IPv4).
+fn adverts(frames: &[Vec<u8>]) -> Vec<(Ipv4Addr, u8, Vec<Ipv4Addr>)> {
+    frames
+        .iter()
+        .filter(|f| f.len() >= 14 + 20 + 8 && f[12..14] == [0x08, 0x00] && f[23] == 112)
+        .map(|f| {
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            let v = &f[14 + ihl..];
+            let count = usize::from(v[3]);
+            let addrs = (0..count)
+                .filter_map(|i| v.get(8 + 4 * i..12 + 4 * i))
+                .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+                .collect();
+            (Ipv4Addr::new(f[26], f[27], f[28], f[29]), v[2], addrs)
+        })
+        .collect()
+}
+
+fn assert_holders_stable(lan: &Lan, vip: Ipv4Addr, want: &[usize], d: Duration, what: &str) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        assert_eq!(lan.holders(vip), want, "{what}: holders of {vip}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn vrrp_reload_changes_vips_and_priority_without_restart() {
+    let name = "vrrp_reload_changes_vips_and_priority_without_restart";
+    if !check_or_skip(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let (mut cap, pcap) = capture(&lan, 1, dir.path());
+    let d0 = Daemon::start(&lan, dir.path(), 0, &config(150, &[VIP, VIP_B]));
+    let d1 = Daemon::start(&lan, dir.path(), 1, &config(120, &[VIP, VIP_B]));
+    let logs = || format!("{}\n----\n{}", d0.proc.output(), d1.proc.output());
+    assert!(
+        wait_for(Duration::from_secs(10), || lan.holders(VIP) == [0]
+            && lan.holders(VIP_B) == [0])
+        .is_some(),
+        "election:\n{}",
+        logs()
+    );
+    assert_holders_stable(&lan, VIP, &[0], Duration::from_secs(1), "after election");
+
+    // 1. Another VIP list, on both (the backup first): the new address appears on the master,
+    // the removed one goes, the kept one never moves.
+    d1.reload(&config(120, &[VIP, VIP_C]));
+    let reloaded = Instant::now();
+    d0.reload(&config(150, &[VIP, VIP_C]));
+    let t = wait_for(Duration::from_secs(3), || {
+        lan.holders(VIP_C) == [0] && lan.holders(VIP_B).is_empty()
+    });
+    assert!(
+        t.is_some(),
+        "VIP list not applied: {:?}\n{}",
+        lan.hosts[0].addrs(),
+        logs()
+    );
+    eprintln!(
+        "RELOAD VIP list applied on the master {:?} after SIGHUP",
+        reloaded.elapsed()
+    );
+    assert_holders_stable(
+        &lan,
+        VIP,
+        &[0],
+        Duration::from_secs(3),
+        "after the VIP reload",
+    );
+    assert_eq!(lan.holders(VIP_C), [0]);
+    let out0 = d0.proc.output();
+    assert!(
+        !out0.contains("restarting it"),
+        "the daemon restarted the instance instead of updating it: does bin/src/daemon.rs \
+         run instances with vrrp::run_with_updates?\n{out0}"
+    );
+    assert!(out0.contains("config updated in place"), "{out0}");
+    assert!(!out0.contains("restarting it"), "{out0}");
+    assert_eq!(out0.matches("to=MASTER").count(), 1, "{out0}");
+    assert!(!d1.proc.output().contains("to=MASTER"), "{}", logs());
+
+    // 2. The master's priority below the backup's: the backup preempts it; the master never
+    // says priority 0 and the VIP is never on no host.
+    let lowered = Instant::now();
+    d0.reload(&config(100, &[VIP, VIP_C]));
+    let mut empty_samples = 0;
+    let t = wait_for(Duration::from_secs(8), || {
+        let h = lan.holders(VIP);
+        if h.is_empty() {
+            empty_samples += 1;
+        }
+        h == [1]
+    });
+    let takeover = lowered.elapsed();
+    assert!(
+        t.is_some(),
+        "no takeover after lowering the priority:\n{}",
+        logs()
+    );
+    eprintln!(
+        "RELOAD priority 150 -> 100 (backup 120): backup holds the VIP {takeover:?} after SIGHUP"
+    );
+    // RFC 3768 §6.4.2: the backup discards the lower adverts, so its Master_Down_Interval
+    // (3 x 1 s + skew 0.53 s) runs out after the last advert at 150.
+    assert!(takeover <= Duration::from_millis(4600), "{takeover:?}");
+    assert_eq!(empty_samples, 0, "the VIP was on no host for a while");
+    assert_holders_stable(
+        &lan,
+        VIP,
+        &[1],
+        Duration::from_secs(2),
+        "after the takeover",
+    );
+    assert_eq!(lan.holders(VIP_C), [1]);
+    let out0 = d0.proc.output();
+    assert!(!out0.contains("restarting it"), "{out0}");
+    assert!(
+        out0.contains("reason=higher priority advert from 10.99.0.12 (120)"),
+        "{out0}"
+    );
+    assert!(
+        d1.proc
+            .output()
+            .contains("reason=preempting lower-priority master 10.99.0.11 (100)"),
+        "{}",
+        logs()
+    );
+
+    // On the wire, seen from the backup: host 0 sent 150, then 100, never 0; its adverts
+    // listed the new addresses after the first reload; gratuitous ARP for the added one.
+    cap.signal("INT");
+    cap.wait_exit(Duration::from_secs(5));
+    let frames = pcap_frames(&pcap);
+    let from0: Vec<(u8, Vec<Ipv4Addr>)> = adverts(&frames)
+        .into_iter()
+        .filter(|(src, _, _)| *src == H0)
+        .map(|(_, p, a)| (p, a))
+        .collect();
+    let prios: Vec<u8> = from0.iter().map(|(p, _)| *p).collect();
+    assert!(!prios.contains(&0), "priority 0 from host 0: {prios:?}");
+    assert!(prios.contains(&150) && prios.contains(&100), "{prios:?}");
+    let first_100 = prios
+        .iter()
+        .position(|p| *p == 100)
+        .expect("an advert at 100");
+    assert!(prios[first_100..].iter().all(|p| *p == 100), "{prios:?}");
+    assert_eq!(
+        from0.last().map(|(_, a)| a.clone()),
+        Some(vec![VIP, VIP_C]),
+        "addresses in host 0's adverts"
+    );
+    let mac0 = frames
+        .iter()
+        .find(|f| {
+            f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == 112 && f[26..30] == H0.octets()
+        })
+        .map(|f| f[6..12].to_vec())
+        .expect("an advert from host 0");
+    let garp_c = frames
+        .iter()
+        .filter_map(|f| vrrp::arp::Garp::parse(f))
+        .filter(|g| g.addr == VIP_C && g.mac[..] == mac0[..])
+        .count();
+    assert!(
+        garp_c >= 2,
+        "{garp_c} gratuitous ARP from host 0 for the added VIP"
+    );
+    drop(d1);
+}
