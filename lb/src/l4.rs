@@ -157,7 +157,7 @@ pub async fn connect<'a>(
 /// Handles one client connection in tcp mode, from connect to access-log line.
 pub async fn proxy(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
     let start = Instant::now();
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listener (see `listener::bind`).
     let connected = connect(fe, snap, peer).await;
     let connect_time = start.elapsed();
     let conn = match connected {
@@ -297,8 +297,10 @@ struct Half {
     paused: bool,
     /// The source sent FIN.
     eof: bool,
-    /// FIN passed on to the destination.
+    /// FIN passed on to the destination (or to be, see `fin_pending`).
     shut: bool,
+    /// The FIN still has to be sent with shutdown(2) unless the connection is about to close.
+    fin_pending: bool,
     bytes: u64,
 }
 
@@ -450,13 +452,25 @@ impl Half {
         Ok(true)
     }
 
-    fn pass_fin(&mut self, dst: &TcpStream) -> Result<(), bool> {
+    fn pass_fin(&mut self, _dst: &TcpStream) -> Result<(), bool> {
         if !self.pending() && !self.shut {
             self.shut = true;
-            // ENOTCONN when the peer is already gone: the write side will notice on its own.
-            let _ = SockRef::from(dst).shutdown(Shutdown::Write);
+            self.fin_pending = true;
         }
         Ok(())
+    }
+
+    /// Sends the FIN with shutdown(2), unless `closing`: the other direction is over too, so
+    /// both sockets are closed next and close(2) sends the FIN (their receive buffers are
+    /// drained, so it is a FIN, not a reset).
+    fn flush_fin(&mut self, dst: &TcpStream, closing: bool) {
+        if self.fin_pending {
+            self.fin_pending = false;
+            if !closing {
+                // ENOTCONN when the peer is already gone: the write side will notice.
+                let _ = SockRef::from(dst).shutdown(Shutdown::Write);
+            }
+        }
     }
 }
 
@@ -525,6 +539,9 @@ pub async fn copy_bidirectional(
         };
         // For `up`, Err(true) means the client side failed; `down`'s errors were mapped so
         // that Err(true) also means the client side.
+        let closing = up.done() && down.done();
+        up.flush_fin(server, closing);
+        down.flush_fin(client, closing);
         match step {
             Ok(true) => {
                 last_activity = Instant::now();

@@ -103,7 +103,7 @@ impl ServerPool {
 
 /// Serves one client connection in http mode.
 pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listener (see `listener::bind`).
     let io = TokioIo::new(client);
     let svc = service_fn(|req: Request<Incoming>| async move {
         Ok::<_, Infallible>(handle(fe, snap, req, peer).await)

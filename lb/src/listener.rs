@@ -36,6 +36,9 @@ fn bind_std(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
             socket.set_freebind_v6(true)?;
         }
     }
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt per
+    // listener instead of one per connection.
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket
         .bind(&addr.into())
@@ -99,5 +102,28 @@ pub async fn accept_loop<F>(
                 debug!(listener = ?local, cause = %e, "accept error");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let l = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let _c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (s, _) = l.accept().await.expect("accept");
+        assert!(s.nodelay().expect("getsockopt"));
+    }
+
+    #[tokio::test]
+    async fn shared_listeners_all_accept() {
+        let ls = bind_shared(SocketAddr::from(([127, 0, 0, 1], 0)), 2).expect("bind");
+        assert_eq!(ls.len(), 2);
+        // Both sockets hold the same port: SO_REUSEPORT.
+        let a = ls[0].local_addr().expect("addr");
+        assert_eq!(ls[1].local_addr().expect("addr"), a);
     }
 }
