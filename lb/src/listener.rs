@@ -113,17 +113,23 @@ mod tests {
     async fn accepted_sockets_inherit_nodelay_from_the_listener() {
         let l = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
         let addr = l.local_addr().expect("addr");
-        let _c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let _c = TcpStream::connect(addr).await.expect("connect");
         let (s, _) = l.accept().await.expect("accept");
         assert!(s.nodelay().expect("getsockopt"));
     }
 
     #[tokio::test]
     async fn shared_listeners_all_accept() {
-        let ls = bind_shared(SocketAddr::from(([127, 0, 0, 1], 0)), 2).expect("bind");
+        // Port 0 would give each socket its own port; configs always name one.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let a = SocketAddr::from(([127, 0, 0, 1], port));
+        let ls = bind_shared(a, 2).expect("two sockets on one port (SO_REUSEPORT)");
         assert_eq!(ls.len(), 2);
-        // Both sockets hold the same port: SO_REUSEPORT.
-        let a = ls[0].local_addr().expect("addr");
-        assert_eq!(ls[1].local_addr().expect("addr"), a);
+        // A plain bind of the same port fails: only SO_REUSEPORT sockets share it.
+        assert!(bind(a).is_err());
+        drop(ls);
     }
 }
