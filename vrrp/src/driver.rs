@@ -613,7 +613,8 @@ impl Instance {
                         let rx = RxMeta { src: meta.src, dst: meta.dst, ttl: meta.ttl };
                         let now = Instant::now();
                         if let Err(reason) = self.machine.handle_packet(now, rx, payload) {
-                            self.rejects.rejected(now, reason, meta.src);
+                            let count = self.machine.stats().rejected(reason);
+                            self.rejects.rejected(now, reason, meta.src, count);
                         }
                     }
                     Ok(None) => {}
@@ -904,7 +905,8 @@ impl RejectLog {
         }
     }
 
-    fn rejected(&mut self, now: Instant, reason: Reject, from: Ipv4Addr) {
+    /// One drop; `count` is the instance's total for this reason, this one included.
+    fn rejected(&mut self, now: Instant, reason: Reject, from: Ipv4Addr, count: u64) {
         if reason == Reject::Vrid || reason == Reject::Own {
             // Other virtual routers on the LAN, and our own looped-back adverts, are normal.
             return;
@@ -914,9 +916,9 @@ impl RejectLog {
         if self.logged[i] < LOG_FIRST {
             self.logged[i] += 1;
             if self.logged[i] == LOG_FIRST {
-                warn!(%from, reason = %reason, "dropped advert (more of this reason are summed up every {}s)", LOG_WINDOW.as_secs());
+                warn!(%from, reason = %reason, count, "dropped advert (more of this reason are summed up every {}s)", LOG_WINDOW.as_secs());
             } else {
-                warn!(%from, reason = %reason, "dropped advert");
+                warn!(%from, reason = %reason, count, "dropped advert");
             }
         } else {
             self.suppressed[i] += 1;
@@ -966,7 +968,7 @@ mod tests {
         let from = Ipv4Addr::new(10, 0, 0, 66);
         for i in 0..1000u32 {
             let r = [Reject::Ttl, Reject::Checksum, Reject::Vrid][i as usize % 3];
-            log.rejected(t0 + Duration::from_millis(u64::from(i)), r, from);
+            log.rejected(t0 + Duration::from_millis(u64::from(i)), r, from, 1);
         }
         // 3 one by one per logged reason; other routers (vrid) are never logged.
         assert_eq!(log.logged[Reject::Ttl as usize], LOG_FIRST);
@@ -975,7 +977,12 @@ mod tests {
         assert_eq!(log.suppressed[Reject::Ttl as usize], 334 - 3);
         assert_eq!(log.suppressed[Reject::Vrid as usize], 0);
         // A new window: the summary went out, counting starts again.
-        log.rejected(t0 + LOG_WINDOW + Duration::from_secs(1), Reject::Ttl, from);
+        log.rejected(
+            t0 + LOG_WINDOW + Duration::from_secs(1),
+            Reject::Ttl,
+            from,
+            1,
+        );
         assert_eq!(log.logged[Reject::Ttl as usize], 1);
         assert_eq!(log.suppressed.iter().sum::<u64>(), 0);
     }
