@@ -204,7 +204,37 @@ pub(crate) fn load(path: &Path) -> Result<(Config, Report), Report> {
             })
         }
     };
-    parse(path, source)
+    match parse(path, source) {
+        Ok((c, mut report)) => {
+            if let Some(w) = world_readable_secret(path, &c) {
+                report.findings.insert(0, w);
+            }
+            Ok((c, report))
+        }
+        Err(r) => Err(r),
+    }
+}
+
+/// A config that holds a secret (`auth_pass`, the admin `token`) should not be readable by
+/// every user of the host: a warning, as `check` judges the file, not the host.
+fn world_readable_secret(path: &Path, c: &Config) -> Option<Finding> {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = if c.vrrp.iter().any(|v| v.auth_pass.is_some()) {
+        "auth_pass"
+    } else if c.admin.token.is_some() {
+        "the admin token"
+    } else {
+        return None;
+    };
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o004 != 0).then(|| Finding {
+        severity: Severity::Warning,
+        span: None,
+        message: format!(
+            "the file holds {secret} and every user can read it (mode {:o}): chmod o-r it",
+            mode & 0o777
+        ),
+    })
 }
 
 /// Validates config text as if read from `path`.

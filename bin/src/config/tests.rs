@@ -191,3 +191,23 @@ fn proxy_only_and_vrrp_only_configs() {
     let vrrp_only = "[[vrrp]]\nname = \"x\"\ninterface = \"lo\"\nvirtual_router_id = 1\nvirtual_ipaddresses = [\"10.0.0.1/32\"]\n[admin]\nenabled = false\n";
     assert!(report(vrrp_only).starts_with("OK"), "{}", report(vrrp_only));
 }
+
+#[test]
+fn a_world_readable_file_with_a_secret_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("maas-vip-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("maas-vip.toml");
+    std::fs::write(&path, GOOD).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (_, r) = load(&path).expect("valid");
+    assert!(
+        r.to_string()
+            .contains("holds auth_pass and every user can read it (mode 644)"),
+        "{r}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let (_, r) = load(&path).expect("valid");
+    assert!(!r.to_string().contains("every user can read it"), "{r}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
