@@ -8,10 +8,14 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use maas_vip_tests::maas_vip_bin;
 use maas_vip_tests::netns::{check_or_skip, wait_for, Lan, Proc};
+
+/// The tests of this file run one at a time: they measure takeover times.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 const VIP_B: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 101);
@@ -166,6 +170,7 @@ fn vrrp_reload_changes_vips_and_priority_without_restart() {
     if !check_or_skip(name) {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
     let (mut cap, pcap) = capture(&lan, 1, dir.path());
@@ -305,4 +310,79 @@ fn vrrp_reload_changes_vips_and_priority_without_restart() {
         "{garp_c} gratuitous ARP from host 0 for the added VIP"
     );
     drop(d1);
+}
+
+/// Track scripts added and removed by a reload: a failing one lowers the master below the
+/// backup, which takes over; removing it gives the master its priority back, and it preempts
+/// again. The instance is never restarted.
+#[test]
+fn vrrp_reload_adds_and_removes_track_scripts_in_place() {
+    let name = "vrrp_reload_adds_and_removes_track_scripts_in_place";
+    if !check_or_skip(name) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let ok_script = r#"
+[[vrrp.track_script]]
+name = "chk_ok"
+command = ["true"]
+interval = "200ms"
+weight = 10
+"#;
+    let failing = r#"
+[[vrrp.track_script]]
+name = "chk_fails"
+command = ["false"]
+interval = "200ms"
+weight = -50
+"#;
+    let with = |prio: u8, scripts: &str| format!("{}{scripts}", config(prio, &[VIP]));
+    let d0 = Daemon::start(&lan, dir.path(), 0, &with(150, ok_script));
+    let d1 = Daemon::start(&lan, dir.path(), 1, &config(150, &[VIP]));
+    let logs = || format!("{}\n----\n{}", d0.proc.output(), d1.proc.output());
+    // 150 + 10 (chk_ok good) beats 150.
+    assert!(
+        wait_for(Duration::from_secs(10), || lan.holders(VIP) == [0]).is_some(),
+        "election:\n{}",
+        logs()
+    );
+
+    // 160 - 50 = 110 < 150: host 1 preempts.
+    let added = Instant::now();
+    d0.reload(&with(150, &format!("{ok_script}{failing}")));
+    assert!(
+        wait_for(Duration::from_secs(8), || lan.holders(VIP) == [1]).is_some(),
+        "failing script added:\n{}",
+        logs()
+    );
+    eprintln!(
+        "RELOAD failing track script added: backup holds the VIP {:?} after SIGHUP",
+        added.elapsed()
+    );
+    assert!(
+        d0.proc.output().contains("script=chk_fails good=false"),
+        "{}",
+        logs()
+    );
+
+    // Removed again: 160 > 150, host 0 preempts back.
+    let removed = Instant::now();
+    d0.reload(&with(150, ok_script));
+    assert!(
+        wait_for(Duration::from_secs(8), || lan.holders(VIP) == [0]).is_some(),
+        "failing script removed:\n{}",
+        logs()
+    );
+    eprintln!(
+        "RELOAD failing track script removed: host 0 holds the VIP {:?} after SIGHUP",
+        removed.elapsed()
+    );
+    let out0 = d0.proc.output();
+    assert!(!out0.contains("restarting it"), "{out0}");
+    assert_eq!(out0.matches("config updated in place").count(), 2, "{out0}");
+    // chk_ok kept running through both reloads: it reported good once, at start.
+    assert_eq!(out0.matches("script=chk_ok good=true").count(), 0, "{out0}");
+    assert!(!out0.contains("reason=shutdown"), "{out0}");
 }

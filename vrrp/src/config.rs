@@ -468,6 +468,54 @@ mod tests {
     }
 
     #[test]
+    fn what_needs_a_restart() {
+        let base = r#"
+            name = "maas_region"
+            interface = "eth0"
+            virtual_router_id = 51
+            priority = 150
+            virtual_ipaddresses = ["10.0.0.100/24"]
+            "#;
+        let old: VrrpConfig = toml::from_str(base).expect("parses");
+        let with = |from: &str, to: &str| -> VrrpConfig {
+            toml::from_str(&base.replace(from, to)).expect("parses")
+        };
+        // Updated in place.
+        for (from, to) in [
+            ("priority = 150", "priority = 90"),
+            ("\"10.0.0.100/24\"", "\"10.0.0.101/24\", \"10.0.0.102/25\""),
+            ("priority = 150", "priority = 150\nadvert_interval = \"3s\""),
+            ("priority = 150", "priority = 150\nauth_pass = \"x\""),
+        ] {
+            let new = with(from, to);
+            assert_eq!(old.restart_reason(&new), None, "{to}");
+            assert_eq!(old.changed_fields(&new).len(), 1, "{to}");
+        }
+        // Restarted.
+        for (from, to, why) in [
+            ("maas_region", "other", "name changed"),
+            ("eth0", "eth1", "interface changed"),
+            ("= 51", "= 52", "virtual_router_id changed"),
+            (
+                "priority = 150",
+                "priority = 150\nversion = 3",
+                "version changed",
+            ),
+            (
+                "priority = 150",
+                "priority = 255",
+                "priority moved to or from 255 (address owner)",
+            ),
+        ] {
+            assert_eq!(old.restart_reason(&with(from, to)), Some(why));
+        }
+        // Spans (where a value sits in the file) are not changes.
+        let moved: VrrpConfig = toml::from_str(&format!("\n\n{base}")).expect("parses");
+        assert!(old.changed_fields(&moved).is_empty());
+        assert_eq!(old, moved);
+    }
+
+    #[test]
     fn defaults_follow_keepalived() {
         let c: VrrpConfig = toml::from_str(
             r#"

@@ -637,7 +637,7 @@ impl Instance {
                         s.good = good;
                         let script = s.cfg.name.get_ref().clone();
                         let (w, f) = self.tracking();
-                        info!(script, good, weight = w, fault = f, "tracking changed");
+                        info!(script = %script, good, weight = w, fault = f, "tracking changed");
                         self.machine.set_tracking(Instant::now(), w, f);
                     }
                 }
