@@ -147,16 +147,16 @@ pub async fn run(
 ///
 /// A new config that does not validate, or that [`VrrpConfig::restart_reason`] says needs a
 /// restart (name, interface, virtual_router_id, version, priority to or from 255), is logged
-/// and ignored: the instance keeps its config. Restarting it is the caller's job. The value
-/// already in `updates` when this starts is taken as seen (`cfg` is the one that runs).
-/// When every sender of `updates` is gone the instance simply runs on.
+/// and ignored: the instance keeps its config. Restarting it is the caller's job. A value
+/// of `updates` not yet seen when the instance starts is applied at once (one equal to `cfg`
+/// changes nothing), so none sent before the task first runs is lost. When every sender of
+/// `updates` is gone the instance simply runs on.
 pub async fn run_with_updates(
     cfg: VrrpConfig,
     backends: BackendsProbe,
     shutdown: watch::Receiver<bool>,
-    mut updates: watch::Receiver<VrrpConfig>,
+    updates: watch::Receiver<VrrpConfig>,
 ) -> Result<(), VrrpError> {
-    updates.mark_unchanged();
     run_all(vec![(cfg, Some(updates))], backends, shutdown).await
 }
 
