@@ -78,6 +78,12 @@ impl Daemon {
             "reload not applied:\n{}",
             self.proc.output()
         );
+        let out = self.proc.output();
+        assert!(
+            !out.contains("VRRP instance changed: restarting it"),
+            "the daemon restarted the VRRP instance instead of updating it in place: does \
+             bin/src/daemon.rs run instances with vrrp::run_with_updates?\n{out}"
+        );
     }
 }
 
