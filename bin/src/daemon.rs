@@ -8,8 +8,10 @@
 //! Reload (SIGHUP) reads and validates the file; on any error the running config stays and the
 //! reason is logged. Otherwise it is applied without dropping established connections:
 //! servers are matched by name and address (a kept server keeps its health and counters),
-//! listeners by address (a kept address keeps its socket), VRRP instances by name (an
-//! unchanged one keeps running; a changed one is restarted, which releases its VIP first).
+//! listeners by address (a kept address keeps its sockets), VRRP instances by name (an
+//! unchanged one keeps running; a changed one is updated in place — priority, VIPs, track
+//! scripts, timers, auth — and restarted only when its name, interface, VRID or version change,
+//! which releases its VIP first).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -75,6 +77,8 @@ struct FrontendRt {
 struct VrrpRt {
     cfg: VrrpConfig,
     stop: watch::Sender<bool>,
+    /// New configs for the running instance (live reload without restart).
+    updates: watch::Sender<VrrpConfig>,
     task: JoinHandle<Result<(), vrrp::VrrpError>>,
 }
 
@@ -157,10 +161,12 @@ fn spawn_vrrp(cfg: VrrpConfig, registry: &Arc<Registry>) -> VrrpRt {
     let (stop, rx) = watch::channel(false);
     let reg = registry.clone();
     let probe: vrrp::BackendsProbe = Arc::new(move |name: &str| reg.any_available(name));
+    let (updates, updates_rx) = watch::channel(cfg.clone());
     VrrpRt {
-        task: tokio::spawn(vrrp::run(vec![cfg.clone()], probe, rx)),
+        task: tokio::spawn(vrrp::run_with_updates(cfg.clone(), probe, rx, updates_rx)),
         cfg,
         stop,
+        updates,
     }
 }
 
@@ -394,8 +400,9 @@ impl Daemon {
         let _ = old_checks.0.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), old_checks.1).await;
 
-        // 4. VRRP instances by name: unchanged ones keep running.
-        let mut restarted = 0;
+        // 4. VRRP instances by name: unchanged ones keep running, changed ones are updated in
+        // place (no priority 0, the VIP stays) unless the change needs a restart.
+        let (mut restarted, mut updated_in_place) = (0, 0);
         let mut next_vrrp = HashMap::new();
         for v in &new.vrrp {
             let name = v.name.get_ref().clone();
@@ -403,8 +410,17 @@ impl Daemon {
                 Some(rt) if rt.cfg == *v && !rt.task.is_finished() => {
                     next_vrrp.insert(name, rt);
                 }
+                Some(mut rt) if rt.cfg.restart_reason(v).is_none() && !rt.task.is_finished() => {
+                    info!(instance = %name, changed = %rt.cfg.changed_fields(v).join(","),
+                        "VRRP instance changed: updating it in place");
+                    rt.updates.send_replace(v.clone());
+                    rt.cfg = v.clone();
+                    updated_in_place += 1;
+                    next_vrrp.insert(name, rt);
+                }
                 Some(rt) => {
-                    info!(instance = %name, "VRRP instance changed: restarting it");
+                    let why = rt.cfg.restart_reason(v).unwrap_or("its task ended");
+                    info!(instance = %name, why, "VRRP instance changed: restarting it");
                     stop_vrrp(&name, rt).await;
                     restarted += 1;
                     next_vrrp.insert(name, spawn_vrrp(v.clone(), &self.registry));
@@ -435,7 +451,7 @@ impl Daemon {
         }
         self.cfg = new;
         Ok(format!(
-            "{added} frontend(s) added, {updated} updated, {removed} removed; {} VRRP instance(s), {restarted} restarted",
+            "{added} frontend(s) added, {updated} updated, {removed} removed; {} VRRP instance(s), {updated_in_place} updated in place, {restarted} restarted",
             self.vrrp.len()
         ))
     }
