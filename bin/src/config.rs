@@ -538,6 +538,15 @@ fn remove_key_at(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> bool 
 /// Facts of the host this runs on: warnings, never errors (`check` judges the file alone).
 fn host_facts(c: &Config, findings: &mut Vec<Finding>) {
     for v in &c.vrrp {
+        if let Some(user) = &v.script_user {
+            if let Err(e) = vrrp::resolve_user(user.get_ref()) {
+                findings.push(Finding {
+                    severity: Severity::Warning,
+                    span: located(user.span()),
+                    message: format!("{e}: track scripts and notify would fail"),
+                });
+            }
+        }
         let iface = v.interface.get_ref();
         if !Path::new("/sys/class/net").join(iface).exists() {
             findings.push(Finding {

@@ -67,6 +67,11 @@ pub struct VrrpConfig {
     /// Scripts whose result moves the priority or puts the instance in FAULT.
     #[serde(default)]
     pub track_script: Vec<TrackScript>,
+    /// Run track scripts and `notify` as this user (keepalived's `script_user`): a name from
+    /// /etc/passwd (with its primary group) or a numeric "uid" / "uid:gid". Default: the
+    /// daemon's own user.
+    #[serde(default)]
+    pub script_user: Option<Spanned<String>>,
 }
 
 /// keepalived's `state` keyword.

@@ -406,7 +406,8 @@ impl Instance {
     fn spawn_script(&mut self, ts: TrackScript) -> ScriptRt {
         let id = self.next_script_id;
         self.next_script_id += 1;
-        let task = track::spawn_script(id, ts.clone(), self.script_tx.clone());
+        let user = self.cfg.script_user.as_ref().map(|u| u.get_ref().clone());
+        let task = track::spawn_script(id, ts.clone(), user, self.script_tx.clone());
         ScriptRt {
             cfg: ts,
             id,
@@ -800,6 +801,7 @@ impl Instance {
                         if to != State::Initialize {
                             track::notify(
                                 argv.get_ref().clone(),
+                                self.cfg.script_user.as_ref().map(|u| u.get_ref().clone()),
                                 self.name.clone(),
                                 to.as_str(),
                                 priority,

@@ -31,3 +31,4 @@ mod track;
 
 pub use config::{InitialState, TrackBackends, TrackScript, Vip, VrrpConfig};
 pub use driver::{run, run_with_updates, status, BackendsProbe, InstanceStatus, VrrpError};
+pub use track::resolve_user;

@@ -36,12 +36,45 @@ struct GroupChild {
     pgid: Option<u32>,
 }
 
+/// Resolves `script_user`: "uid", "uid:gid", or a name looked up in /etc/passwd (its primary
+/// group). Read at each run, so a user added later is found without a reload.
+pub fn resolve_user(spec: &str) -> std::io::Result<(u32, u32)> {
+    let not_found = || {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("script_user `{spec}`: no such user in /etc/passwd"),
+        )
+    };
+    if let Some((u, g)) = spec.split_once(':') {
+        if let (Ok(u), Ok(g)) = (u.parse(), g.parse()) {
+            return Ok((u, g));
+        }
+        return Err(not_found());
+    }
+    if let Ok(u) = spec.parse::<u32>() {
+        return Ok((u, u));
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[0] == spec)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .ok_or_else(not_found)
+}
+
 impl GroupChild {
-    fn spawn(argv: &[String]) -> std::io::Result<GroupChild> {
+    fn spawn(argv: &[String], user: Option<&str>) -> std::io::Result<GroupChild> {
         let (prog, args) = argv
             .split_first()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv"))?;
-        let child = Command::new(prog)
+        let mut cmd = Command::new(prog);
+        if let Some(user) = user {
+            // std drops the supplementary groups when root changes uid (setgroups(0)).
+            let (uid, gid) = resolve_user(user)?;
+            cmd.uid(uid).gid(gid);
+        }
+        let child = cmd
             .args(args)
             .process_group(0)
             .stdin(Stdio::null())
@@ -92,8 +125,8 @@ impl Drop for GroupChild {
 }
 
 /// Runs `argv` once with a deadline.
-pub(crate) async fn run_once(argv: &[String], timeout: Duration) -> Outcome {
-    match GroupChild::spawn(argv) {
+pub(crate) async fn run_once(argv: &[String], timeout: Duration, user: Option<&str>) -> Outcome {
+    match GroupChild::spawn(argv, user) {
         Ok(mut c) => c.wait(timeout).await,
         Err(e) => Outcome::SpawnError(e),
     }
@@ -104,6 +137,7 @@ pub(crate) async fn run_once(argv: &[String], timeout: Duration) -> Outcome {
 pub(crate) fn spawn_script(
     index: usize,
     ts: TrackScript,
+    user: Option<String>,
     tx: mpsc::Sender<(usize, bool)>,
 ) -> JoinHandle<()> {
     let span = tracing::info_span!("track_script", script = %ts.name.get_ref());
@@ -116,7 +150,7 @@ pub(crate) fn spawn_script(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let out = run_once(&argv, ts.timeout).await;
+                let out = run_once(&argv, ts.timeout, user.as_deref()).await;
                 let ok = out.good();
                 if ok == good {
                     streak = 0;
@@ -150,11 +184,17 @@ pub(crate) fn spawn_script(
 }
 
 /// Runs a notify program with instance, state and priority as arguments, in the background.
-pub(crate) fn notify(argv: Vec<String>, instance: String, state: &'static str, priority: u8) {
+pub(crate) fn notify(
+    argv: Vec<String>,
+    user: Option<String>,
+    instance: String,
+    state: &'static str,
+    priority: u8,
+) {
     tokio::spawn(async move {
         let mut full = argv;
         full.extend([instance, state.to_string(), priority.to_string()]);
-        match run_once(&full, Duration::from_secs(30)).await {
+        match run_once(&full, Duration::from_secs(30), user.as_deref()).await {
             Outcome::Ok => debug!(?full, "notify ran"),
             other => warn!(?full, outcome = ?other, "notify failed"),
         }
@@ -171,15 +211,15 @@ mod tests {
 
     #[tokio::test]
     async fn exit_status_decides() {
-        assert!(run_once(&argv(&["true"]), Duration::from_secs(5))
+        assert!(run_once(&argv(&["true"]), Duration::from_secs(5), None)
             .await
             .good());
         assert!(matches!(
-            run_once(&argv(&["false"]), Duration::from_secs(5)).await,
+            run_once(&argv(&["false"]), Duration::from_secs(5), None).await,
             Outcome::Failed(_)
         ));
         assert!(matches!(
-            run_once(&argv(&["/nonexistent/prog"]), Duration::from_secs(5)).await,
+            run_once(&argv(&["/nonexistent/prog"]), Duration::from_secs(5), None).await,
             Outcome::SpawnError(_)
         ));
     }
@@ -192,6 +232,7 @@ mod tests {
         let out = run_once(
             &argv(&["echo", "; touch", marker.to_str().expect("utf8 path")]),
             Duration::from_secs(5),
+            None,
         )
         .await;
         assert!(out.good());
@@ -210,7 +251,12 @@ mod tests {
             pidfile.to_str().expect("utf8 path")
         );
         let t = std::time::Instant::now();
-        let out = run_once(&argv(&["sh", "-c", &script]), Duration::from_millis(500)).await;
+        let out = run_once(
+            &argv(&["sh", "-c", &script]),
+            Duration::from_millis(500),
+            None,
+        )
+        .await;
         assert!(matches!(out, Outcome::TimedOut), "{out:?}");
         assert!(t.elapsed() < Duration::from_secs(5));
         let read = |p: &std::path::Path| {
@@ -263,7 +309,7 @@ mod tests {
         ))
         .expect("track script");
         let (tx, mut rx) = mpsc::channel(4);
-        let h = spawn_script(0, ts, tx);
+        let h = spawn_script(0, ts, None, tx);
         std::fs::remove_file(&flag).expect("rm");
         let t = std::time::Instant::now();
         let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -280,5 +326,57 @@ mod tests {
             .expect("rose");
         assert_eq!(got, Some((0, true)));
         h.abort();
+    }
+
+    #[test]
+    fn script_user_resolves_names_and_numbers() {
+        assert_eq!(
+            resolve_user("root").expect("root is in /etc/passwd"),
+            (0, 0)
+        );
+        assert_eq!(resolve_user("65534").expect("numeric"), (65534, 65534));
+        assert_eq!(resolve_user("1000:1001").expect("uid:gid"), (1000, 1001));
+        let e = resolve_user("no-such-user-here").expect_err("unknown user");
+        assert!(e.to_string().contains("no such user"), "{e}");
+        assert!(resolve_user("12:x").is_err());
+    }
+
+    #[tokio::test]
+    async fn scripts_run_as_script_user() {
+        // Only root can switch users.
+        if !std::fs::read_to_string("/proc/self/status")
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+            })
+            .unwrap_or(false)
+        {
+            eprintln!("skipped: not root");
+            return;
+        }
+        let check = |uid: &str| {
+            argv(&[
+                "sh",
+                "-c",
+                &format!("test \"$(id -u)\" = {uid} && test \"$(id -G)\" = 65534"),
+            ])
+        };
+        assert!(
+            run_once(&check("65534"), Duration::from_secs(5), Some("65534"))
+                .await
+                .good()
+        );
+        // Without script_user, the daemon's own user.
+        assert!(!run_once(&check("65534"), Duration::from_secs(5), None)
+            .await
+            .good());
+        // An unknown user fails the script (closed, not open).
+        assert!(!run_once(
+            &argv(&["true"]),
+            Duration::from_secs(5),
+            Some("no-such-user-here")
+        )
+        .await
+        .good());
     }
 }

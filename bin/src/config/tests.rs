@@ -74,7 +74,7 @@ fn unknown_key_names_line_and_column() {
         "error: maas-vip.toml:7:1: unknown field `prioirty`, expected one of `name`, `interface`, \
 `virtual_router_id`, `priority`, `state`, `advert_interval`, `version`, `preempt`, \
 `preempt_delay`, `auth_pass`, `virtual_ipaddresses`, `unicast_peers`, `garp_master_delay`, \
-`garp_master_repeat`, `track_backends`, `notify`, `track_script`
+`garp_master_repeat`, `track_backends`, `notify`, `track_script`, `script_user`
      7 | prioirty = 100
        | ^^^^^^^^
 "
@@ -210,4 +210,18 @@ fn a_world_readable_file_with_a_secret_gets_a_warning() {
     let (_, r) = load(&path).expect("valid");
     assert!(!r.to_string().contains("every user can read it"), "{r}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unknown_script_user_is_a_warning() {
+    let text = GOOD.replace(
+        "priority = 150",
+        "priority = 150\nscript_user = \"no-such-user-here\"",
+    );
+    let r = report(&text);
+    assert!(r.starts_with("OK"), "{r}");
+    assert!(
+        r.contains(":7:15: script_user `no-such-user-here`: no such user"),
+        "{r}"
+    );
 }
