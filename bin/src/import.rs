@@ -194,6 +194,8 @@ struct Vrrp {
     unicast_peers: Vec<Ipv4Addr>,
     garp_master_delay: Option<Duration>,
     garp_master_repeat: Option<u32>,
+    /// keepalived's global `script_user`.
+    script_user: Option<String>,
     /// Weight of the `track_backends` that replaces a `chk_haproxy` script.
     track_backends: Option<i32>,
     /// The frontend it follows, chosen once both files are read.
@@ -557,6 +559,9 @@ fn render_vrrp(out: &mut String, v: &Vrrp) {
     }
     if let Some(r) = v.garp_master_repeat {
         out.push_str(&format!("garp_master_repeat = {r}\n"));
+    }
+    if let Some(u) = &v.script_user {
+        out.push_str(&format!("script_user = {}\n", q(u)));
     }
     if let (Some(w), Some(f)) = (v.track_backends, &v.track_frontend) {
         out.push_str(

@@ -276,6 +276,7 @@ struct Globals {
     version: Option<u8>,
     garp_delay: Option<Duration>,
     garp_repeat: Option<u32>,
+    script_user: Option<String>,
 }
 
 /// Translates a keepalived.conf into `[[vrrp]]` blocks, noting what is left behind.
@@ -389,14 +390,24 @@ fn global_defs(file: &str, node: &Node, g: &mut Globals, notes: &mut Notes) {
                 c.line,
                 "global_defs `router_id` is not needed: logs name the instance",
             ),
-            "enable_script_security" | "script_user" => notes.at(
+            "script_user" => {
+                g.script_user = Some(arg.to_string());
+                if let Some(group) = c.args.get(1) {
+                    notes.at(
+                        file,
+                        c.line,
+                        format!(
+                            "global_defs `script_user {arg} {group}`: the group is not carried \
+                             over, scripts run with the user's primary group"
+                        ),
+                    );
+                }
+            }
+            "enable_script_security" => notes.at(
                 file,
                 c.line,
-                format!(
-                    "global_defs `{}` is not carried over: track scripts run as the daemon's \
-                     user, from the argv given (never a shell)",
-                    c.key
-                ),
+                "global_defs `enable_script_security` is not needed: maas-vip runs scripts from \
+                 their argv, never through a shell",
             ),
             k => notes.at(
                 file,
@@ -522,6 +533,7 @@ fn instance(
         unicast_peers: Vec::new(),
         garp_master_delay: g.garp_delay,
         garp_master_repeat: g.garp_repeat,
+        script_user: g.script_user.clone(),
         track_backends: None,
         track_frontend: None,
         notify: None,

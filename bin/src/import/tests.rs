@@ -1005,3 +1005,19 @@ fn keepalived_definitions_are_expanded() {
     let e = imp(Some(&bomb), None).expect_err("too big");
     assert!(e.to_string().contains("beyond 1 MiB"), "{e}");
 }
+
+#[test]
+fn import_script_user() {
+    let conf = "global_defs {\n    script_user nobody nogroup\n}\n\
+                vrrp_instance maas_region {\n    interface eth0\n    virtual_router_id 51\n    \
+                virtual_ipaddress {\n        10.0.0.100/24\n    }\n}\n";
+    let (c, out) = valid(Some(conf), None);
+    assert_eq!(
+        c.vrrp[0].script_user.as_ref().map(|u| u.get_ref().as_str()),
+        Some("nobody")
+    );
+    has_note(
+        &out,
+        "keepalived.conf:2: global_defs `script_user nobody nogroup`: the group is not carried",
+    );
+}
