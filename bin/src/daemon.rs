@@ -103,6 +103,35 @@ struct Daemon {
     admin: Option<AdminRt>,
 }
 
+/// The soft RLIMIT_NOFILE, from /proc/self/limits.
+fn nofile_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Each proxied connection takes two descriptors: warn when `maxconn` cannot be reached, since
+/// clients beyond what the limit allows are then reset instead of queued.
+fn warn_if_nofile_too_low(cfg: &Config) {
+    let needed: u64 = cfg
+        .frontend
+        .iter()
+        .map(|f| 2 * u64::from(f.maxconn))
+        .sum::<u64>()
+        + 64;
+    if let Some(limit) = nofile_limit() {
+        if needed > limit {
+            warn!(
+                rlimit_nofile = limit,
+                needed,
+                "the frontends' maxconn needs {needed} file descriptors (2 per connection) but \
+                 RLIMIT_NOFILE is {limit}: raise it (LimitNOFILE= in the unit, ulimit -n) or \
+                 lower maxconn"
+            );
+        }
+    }
+}
+
 fn fe_list(frontends: &HashMap<String, FrontendRt>) -> Vec<Arc<Frontend>> {
     let mut v: Vec<Arc<Frontend>> = frontends.values().map(|r| r.fe.clone()).collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -209,6 +238,7 @@ async fn stop_vrrp(name: &str, v: VrrpRt) {
 
 impl Daemon {
     async fn start(path: PathBuf, cfg: Config) -> anyhow::Result<Daemon> {
+        warn_if_nofile_too_low(&cfg);
         let workers = Workers::start(cfg.global.workers).context("starting the proxy threads")?;
         // Bind everything first: a port we cannot have is a startup failure, not a log line.
         let mut bound = Vec::new();

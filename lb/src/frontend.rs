@@ -63,6 +63,8 @@ pub struct FrontendCounters {
     pub no_server: AtomicU64,
     /// Connections given up after every connect attempt failed.
     pub connect_failed: AtomicU64,
+    /// Connections given up because this host ran out of descriptors, buffers or local ports.
+    pub local_shortage: AtomicU64,
     /// Connect retries.
     pub retries: AtomicU64,
     /// Retries sent to another server.

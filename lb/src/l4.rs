@@ -49,6 +49,8 @@ pub enum End {
     NoServer,
     /// Every connect attempt was refused or timed out.
     ConnectFailed,
+    /// This host ran out of descriptors, buffers or local ports for the server connection.
+    LocalShortage,
 }
 
 impl End {
@@ -64,6 +66,7 @@ impl End {
             End::ServerError => "server_error",
             End::NoServer => "no_server",
             End::ConnectFailed => "connect_failed",
+            End::LocalShortage => "local_shortage",
         }
     }
 }
@@ -138,6 +141,15 @@ pub async fn connect<'a>(
                     retries: attempt,
                 });
             }
+            // Out of descriptors, buffers or local ports: this host's shortage, not the
+            // server's fault, and no other server would do better now.
+            Ok(Err(e)) if crate::listener::is_local_shortage(&e) => {
+                fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
+                return Err(ConnectError {
+                    end: End::LocalShortage,
+                    retries: attempt,
+                });
+            }
             Ok(Err(_)) | Err(_) => {
                 server.observe_connect_failure();
                 tried.mark(idx);
@@ -163,11 +175,15 @@ pub async fn proxy(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: Sock
     let conn = match connected {
         Ok(c) => c,
         Err(e) => {
-            let counter = match e.end {
-                End::NoServer => &fe.counters.no_server,
-                _ => &fe.counters.connect_failed,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            match e.end {
+                End::NoServer => {
+                    fe.counters.no_server.fetch_add(1, Ordering::Relaxed);
+                }
+                End::LocalShortage => {}
+                _ => {
+                    fe.counters.connect_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             // Nothing fails open: the client is closed at once (a reset, so it does not wait).
             let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
             drop(client);

@@ -484,6 +484,18 @@ async fn handle(
             Some(sender) => sender,
             None => match connect(server.address, s.timeout_connect).await {
                 Ok(sender) => sender,
+                // This host's shortage (descriptors, buffers, local ports), not the server's.
+                Err(e) if crate::listener::is_local_shortage(&e) => {
+                    log.retries = attempt;
+                    log.end = "local_shortage";
+                    fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
+                    return answer(
+                        fe,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "503 Service Unavailable: the proxy is out of resources\n",
+                        log,
+                    );
+                }
                 Err(_) => {
                     server.observe_connect_failure();
                     tried.mark(idx);

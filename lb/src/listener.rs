@@ -55,6 +55,12 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
+/// Errors of socket(2)/connect(2) that are this host's shortage (descriptors, buffers, local
+/// ports), not a sign that the server is down.
+pub fn is_local_shortage(e: &io::Error) -> bool {
+    is_resource_exhaustion(e) || e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+}
+
 /// Accepts connections until `shutdown` turns true, at most `limit`'s permits at once; each
 /// accepted connection is handed to `handle` with its permit, which it holds until it ends.
 pub async fn accept_loop<F>(
@@ -67,6 +73,9 @@ pub async fn accept_loop<F>(
 {
     let local = listener.local_addr().ok();
     let mut backoff = Duration::from_millis(5);
+    // Out-of-resource warnings: at most one a second, with the count of those not logged.
+    let mut last_warn: Option<tokio::time::Instant> = None;
+    let mut unlogged = 0u64;
     loop {
         // maxconn: with every permit taken, stop accepting; clients wait in the kernel's queue.
         let permit = tokio::select! {
@@ -88,8 +97,15 @@ pub async fn accept_loop<F>(
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors or memory: back off instead of spinning on an error
                 // that the next accept would return at once.
-                warn!(listener = ?local, cause = %e, backoff_ms = backoff.as_millis() as u64,
-                    "accept failed, backing off");
+                let now = tokio::time::Instant::now();
+                if last_warn.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                    warn!(listener = ?local, cause = %e, backoff_ms = backoff.as_millis() as u64,
+                        not_logged = unlogged, "accept failed, backing off");
+                    last_warn = Some(now);
+                    unlogged = 0;
+                } else {
+                    unlogged += 1;
+                }
                 drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
