@@ -8,6 +8,7 @@
 #   DURATION=5 ROUNDS=1 benches/compare.sh
 #   ONLY="keepalive l7" TARGETS="haproxy maas-vip" benches/compare.sh   # a subset while iterating
 #   MAAS_VIP_BIN=/path/to/maas-vip benches/compare.sh    # skip the build
+#   KEEP=1 benches/compare.sh                            # keep the work directory (logs)
 #
 # Workloads: keepalive (L4, tiny body, 50 keep-alive connections), close (L4, one connection per
 # request), 1mib (L4, 1 MiB bodies, 8 connections), l7 (http mode, tiny body, 50 keep-alive
@@ -27,15 +28,27 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for i in 1 2 3; do
-    [ -f "$work/nginx$i/nginx.pid" ] && kill "$(cat "$work/nginx$i/nginx.pid")" 2>/dev/null || true
+    if [ -f "$work/nginx$i/nginx.pid" ]; then
+      pid=$(cat "$work/nginx$i/nginx.pid")
+      kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    fi
   done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "compare.sh: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
 # HAProxy needs 2 x maxconn descriptors.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# Anything left on these ports (a stale nginx from an interrupted run) would answer in place of
+# the regions and spoil the figures: refuse to start.
+for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "compare.sh: 127.0.0.1:$p is already in use; stop what listens there first" >&2
+    exit 2
+  fi
+done
 
 for tool in nginx haproxy wrk; do
   command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not installed" >&2; exit 2; }
@@ -66,7 +79,7 @@ http {
   keepalive_requests 1000000;
   sendfile on;
   server {
-    listen 127.0.0.1:$port backlog=4096 reuseport;
+    listen 127.0.0.1:$port backlog=4096;
     location = /tiny { return 200 "ok\n"; }
     location = /1m { alias $work/1m.bin; }
   }
@@ -75,12 +88,13 @@ EOF
   # Daemonized: its master and worker are stopped together through the pid file.
   nginx -c "$work/nginx$i/nginx.conf" -p "$work/nginx$i"
 }
-kill_region() { # i: SIGKILL master and worker, as a crashed host would vanish
+kill_region() { # i: SIGKILL master and worker together, as a crashed host would vanish
   local pid
   pid=$(cat "$work/nginx$1/nginx.pid")
-  pkill -9 -P "$pid" 2>/dev/null || true
-  kill -9 "$pid" 2>/dev/null || true
+  # A daemonized nginx master leads its own process group, workers included.
+  kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
   rm -f "$work/nginx$1/nginx.pid"
+  while (exec 3<>"/dev/tcp/127.0.0.1/$((15240 + $1))") 2>/dev/null; do sleep 0.05; done
 }
 for i in 1 2 3; do start_region "$i"; done
 
