@@ -19,13 +19,21 @@ pub fn maas_vip_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MAAS_VIP_BIN") {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test binary> -> target/<profile>/maas-vip
+    // target/<profile>/deps/<test binary> -> target/<profile>/maas-vip. `cargo test --workspace`
+    // builds it (bin/tests/cli.rs makes cargo build the binary); `cargo test -p maas-vip-tests`
+    // alone does not, so say how to get it.
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(|d| d.parent())
         .expect("target directory");
-    dir.join("maas-vip")
+    let bin = dir.join("maas-vip");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` or `cargo build -p maas-vip` first",
+        bin.display()
+    );
+    bin
 }
 
 /// A loopback server that writes its name to every connection and closes it.
