@@ -354,3 +354,69 @@ impl Drop for Proc {
         self.kill9();
     }
 }
+
+impl Lan {
+    /// Starts tcpdump on host `host`'s eth0, writing VRRP and ARP frames to
+    /// `dir/cap-{tag}.pcap` (its output in `dir/tcpdump-{tag}.log`), and waits until it listens.
+    pub fn capture(
+        &self,
+        host: usize,
+        dir: &std::path::Path,
+        tag: &str,
+    ) -> (Proc, std::path::PathBuf) {
+        let file = dir.join(format!("cap-{tag}.pcap"));
+        let p = Proc::spawn(
+            &self.hosts[host].ns,
+            "tcpdump",
+            &[
+                "-i",
+                "eth0",
+                "-U",
+                "-n",
+                "-w",
+                file.to_str().expect("utf8 path"),
+                "arp or ip proto 112",
+            ],
+            &[],
+            dir.join(format!("tcpdump-{tag}.log")),
+        );
+        assert!(
+            wait_for(Duration::from_secs(5), || p
+                .output()
+                .contains("listening on"))
+            .is_some(),
+            "tcpdump did not start: {}",
+            p.output()
+        );
+        (p, file)
+    }
+}
+
+/// The frames of a pcap file written by `tcpdump -w` (either byte order).
+pub fn pcap_frames(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let b = std::fs::read(path).unwrap_or_default();
+    let mut out = Vec::new();
+    if b.len() < 24 {
+        return out;
+    }
+    let le = b[0..4] == [0xd4, 0xc3, 0xb2, 0xa1] || b[0..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let rd = |x: &[u8]| {
+        let a = [x[0], x[1], x[2], x[3]];
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let mut at = 24;
+    while at + 16 <= b.len() {
+        let incl = rd(&b[at + 8..at + 12]) as usize;
+        let start = at + 16;
+        if start + incl > b.len() {
+            break;
+        }
+        out.push(b[start..start + incl].to_vec());
+        at = start + incl;
+    }
+    out
+}

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use maas_vip_tests::maas_vip_bin;
-use maas_vip_tests::netns::{check_or_skip, wait_for, Lan, Proc};
+use maas_vip_tests::netns::{check_or_skip, pcap_frames, wait_for, Lan, Proc};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -107,63 +107,6 @@ fn neigh_mac(lan: &Lan, i: usize) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn capture(lan: &Lan, host: usize, dir: &Path, tag: &str) -> (Proc, PathBuf) {
-    let file = dir.join(format!("cap-{tag}.pcap"));
-    let p = Proc::spawn(
-        &lan.hosts[host].ns,
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-U",
-            "-n",
-            "-w",
-            file.to_str().expect("utf8 path"),
-            "arp or ip proto 112",
-        ],
-        &[],
-        dir.join(format!("tcpdump-{tag}.log")),
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || p
-            .output()
-            .contains("listening on"))
-        .is_some(),
-        "tcpdump did not start: {}",
-        p.output()
-    );
-    (p, file)
-}
-
-/// The frames of a pcap file (tcpdump -w).
-fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
-    let b = std::fs::read(path).unwrap_or_default();
-    let mut out = Vec::new();
-    if b.len() < 24 {
-        return out;
-    }
-    let le = b[0..4] == [0xd4, 0xc3, 0xb2, 0xa1] || b[0..4] == [0x4d, 0x3c, 0xb2, 0xa1];
-    let rd = |x: &[u8]| {
-        let a = [x[0], x[1], x[2], x[3]];
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    let mut at = 24;
-    while at + 16 <= b.len() {
-        let incl = rd(&b[at + 8..at + 12]) as usize;
-        let start = at + 16;
-        if start + incl > b.len() {
-            break;
-        }
-        out.push(b[start..start + incl].to_vec());
-        at = start + incl;
-    }
-    out
-}
-
 /// Partition the master from the LAN, let both sides run their own master, heal: within one
 /// advert interval exactly one master is left, and the winner re-sends gratuitous ARP, so a
 /// client that resolved the VIP to the loser during the partition follows. Three rounds, at
@@ -211,7 +154,7 @@ fn vrrp_fault_partition_heals_to_one_master_with_gratuitous_arp() {
         // Past host 1's second GARP burst and the neighbour table's locktime (1 s), at a
         // different advert phase each round.
         std::thread::sleep(Duration::from_millis(1600 + 300 * round));
-        let (mut cap, pcap) = capture(&lan, 2, dir.path(), &format!("round{round}"));
+        let (mut cap, pcap) = lan.capture(2, dir.path(), &format!("round{round}"));
         let healed = Instant::now();
         lan.rejoin(0);
         let t = wait_holders(

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use maas_vip_tests::maas_vip_bin;
-use maas_vip_tests::netns::{check_or_skip, wait_for, Lan, Proc};
+use maas_vip_tests::netns::{check_or_skip, pcap_frames, wait_for, Lan, Proc};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -103,63 +103,6 @@ fn wait_holders(
     }
 }
 
-/// Reads a pcap file (tcpdump -w): the frames.
-fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
-    let b = std::fs::read(path).unwrap_or_default();
-    let mut out = Vec::new();
-    if b.len() < 24 {
-        return out;
-    }
-    let le = b[0..4] == [0xd4, 0xc3, 0xb2, 0xa1] || b[0..4] == [0x4d, 0x3c, 0xb2, 0xa1];
-    let rd = |x: &[u8]| {
-        let a = [x[0], x[1], x[2], x[3]];
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    let mut at = 24;
-    while at + 16 <= b.len() {
-        let incl = rd(&b[at + 8..at + 12]) as usize;
-        let start = at + 16;
-        if start + incl > b.len() {
-            break;
-        }
-        out.push(b[start..start + incl].to_vec());
-        at = start + incl;
-    }
-    out
-}
-
-fn capture(lan: &Lan, host: usize, dir: &Path) -> (Proc, PathBuf) {
-    let file = dir.join(format!("cap-h{host}.pcap"));
-    let p = Proc::spawn(
-        &lan.hosts[host].ns,
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-U",
-            "-n",
-            "-w",
-            file.to_str().expect("utf8 path"),
-            "arp or ip proto 112",
-        ],
-        &[],
-        dir.join(format!("tcpdump-h{host}.log")),
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || p
-            .output()
-            .contains("listening on"))
-        .is_some(),
-        "tcpdump did not start: {}",
-        p.output()
-    );
-    (p, file)
-}
-
 #[test]
 fn vrrp_three_hosts_elect_fail_over_and_recover() {
     if !check_or_skip("vrrp_three_hosts_elect_fail_over_and_recover") {
@@ -168,7 +111,7 @@ fn vrrp_three_hosts_elect_fail_over_and_recover() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(3);
-    let (mut cap, pcap) = capture(&lan, 2, dir.path());
+    let (mut cap, pcap) = lan.capture(2, dir.path(), "h2");
     let notify_file = dir.path().join("notify.txt");
     let notify = format!(
         r#"notify = ["sh", "-c", "echo \"$@\" >> {}", "notify"]"#,
@@ -530,7 +473,7 @@ fn vrrp_unicast_peers() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
-    let (mut cap, pcap) = capture(&lan, 1, dir.path());
+    let (mut cap, pcap) = lan.capture(1, dir.path(), "h1");
     let d0 = start(
         &lan,
         dir.path(),
@@ -674,7 +617,7 @@ fn vrrp_partition_and_heal_one_master_within_one_interval() {
         "split brain while partitioned",
         &[&d0, &d1],
     );
-    let (mut cap, pcap) = capture(&lan, 1, dir.path());
+    let (mut cap, pcap) = lan.capture(1, dir.path(), "h1");
     std::thread::sleep(Duration::from_millis(1500));
     lan.rejoin(0);
     let t = wait_holders(
@@ -830,7 +773,7 @@ fn vrrp_primary_address_change_is_followed() {
     let d0 = start(&lan, dir.path(), 0, 150, "");
     let d1 = start(&lan, dir.path(), 1, 120, "");
     wait_holders(&lan, &[0], Duration::from_secs(10), "election", &[&d0, &d1]);
-    let (mut cap, pcap) = capture(&lan, 1, dir.path());
+    let (mut cap, pcap) = lan.capture(1, dir.path(), "h1");
     // Renumber host 0: a new address (its own /25, so it is a primary), then the old one goes
     // (taking the VIP, a secondary of the old /24, with it: the master adds it back).
     let h0 = &lan.hosts[0].ns;

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use maas_vip_tests::maas_vip_bin;
-use maas_vip_tests::netns::{check_or_skip, wait_for, Lan, Proc};
+use maas_vip_tests::netns::{check_or_skip, pcap_frames, wait_for, Lan, Proc};
 
 /// The tests of this file run one at a time: they measure takeover times.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -87,63 +87,6 @@ impl Daemon {
     }
 }
 
-fn capture(lan: &Lan, host: usize, dir: &Path) -> (Proc, PathBuf) {
-    let file = dir.join(format!("cap-h{host}.pcap"));
-    let p = Proc::spawn(
-        &lan.hosts[host].ns,
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-U",
-            "-n",
-            "-w",
-            file.to_str().expect("utf8 path"),
-            "arp or ip proto 112",
-        ],
-        &[],
-        dir.join(format!("tcpdump-h{host}.log")),
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || p
-            .output()
-            .contains("listening on"))
-        .is_some(),
-        "tcpdump did not start: {}",
-        p.output()
-    );
-    (p, file)
-}
-
-/// The frames of a pcap file (tcpdump -w).
-fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
-    let b = std::fs::read(path).unwrap_or_default();
-    let mut out = Vec::new();
-    if b.len() < 24 {
-        return out;
-    }
-    let le = b[0..4] == [0xd4, 0xc3, 0xb2, 0xa1] || b[0..4] == [0x4d, 0x3c, 0xb2, 0xa1];
-    let rd = |x: &[u8]| {
-        let a = [x[0], x[1], x[2], x[3]];
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    let mut at = 24;
-    while at + 16 <= b.len() {
-        let incl = rd(&b[at + 8..at + 12]) as usize;
-        let start = at + 16;
-        if start + incl > b.len() {
-            break;
-        }
-        out.push(b[start..start + incl].to_vec());
-        at = start + incl;
-    }
-    out
-}
-
 /// (source, priority, addresses) of every VRRP advert among `frames` (Ethernet, IPv4).
 fn adverts(frames: &[Vec<u8>]) -> Vec<(Ipv4Addr, u8, Vec<Ipv4Addr>)> {
     frames
@@ -179,7 +122,7 @@ fn vrrp_reload_changes_vips_and_priority_without_restart() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
-    let (mut cap, pcap) = capture(&lan, 1, dir.path());
+    let (mut cap, pcap) = lan.capture(1, dir.path(), "h1");
     let d0 = Daemon::start(&lan, dir.path(), 0, &config(150, &[VIP, VIP_B]));
     let d1 = Daemon::start(&lan, dir.path(), 1, &config(120, &[VIP, VIP_B]));
     let logs = || format!("{}\n----\n{}", d0.proc.output(), d1.proc.output());
