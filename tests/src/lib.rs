@@ -194,3 +194,17 @@ pub async fn connect(target: SocketAddr) -> TcpStream {
         .await
         .expect("connect to frontend")
 }
+
+/// Waits until `s` reports `h`, failing the test after `limit`; returns how long it took.
+pub async fn health_within(s: &ServerState, h: healthcheck::Health, limit: Duration) -> Duration {
+    let t0 = tokio::time::Instant::now();
+    while s.health() != h {
+        assert!(
+            t0.elapsed() <= limit,
+            "{} not {h:?} within {limit:?}",
+            s.name
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t0.elapsed()
+}

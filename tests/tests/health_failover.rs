@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use healthcheck::{CheckConfig, CheckKind, Frontend, Health, Registry, Server, ServerState};
-use maas_vip_tests::{fetch, TestFrontend};
+use healthcheck::{CheckConfig, CheckKind, Frontend, Health, Registry, Server};
+use maas_vip_tests::{fetch, health_within, TestFrontend};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,19 +44,6 @@ impl Region {
         let _ = self.task.await;
         self.addr
     }
-}
-
-async fn within(s: &ServerState, h: Health, limit: Duration) -> Duration {
-    let t0 = Instant::now();
-    while s.health() != h {
-        assert!(
-            t0.elapsed() <= limit,
-            "{} not {h:?} within {limit:?}",
-            s.name
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    t0.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,12 +96,12 @@ async fn killed_region_is_ejected_without_client_errors_and_rejoins() {
     let s2 = Arc::clone(&fe.servers[1]);
     let killed_at = Instant::now();
     let addr = r2.kill().await;
-    let took = within(&s2, Health::Down, Duration::from_millis(1500)).await;
+    let took = health_within(&s2, Health::Down, Duration::from_millis(1500)).await;
     eprintln!("r2 down {took:?} after kill");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let r2 = Region::start("r2", addr).await;
-    let took = within(&s2, Health::Up, Duration::from_millis(1500)).await;
+    let took = health_within(&s2, Health::Up, Duration::from_millis(1500)).await;
     eprintln!("r2 up {took:?} after restart");
 
     running.store(false, Ordering::Relaxed);

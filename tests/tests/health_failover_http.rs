@@ -12,15 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use healthcheck::{CheckConfig, CheckKind, Frontend, Health, Registry, Server, ServerState};
+use healthcheck::{CheckConfig, CheckKind, Frontend, Health, Registry, Server};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
-use maas_vip_tests::TestFrontend;
+use maas_vip_tests::{health_within, TestFrontend};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
 
 /// A keep-alive HTTP region answering its name; `kill` drops its listener and connections.
 struct Region {
@@ -56,19 +55,6 @@ impl Region {
         let _ = self.task.await;
         self.addr
     }
-}
-
-async fn within(s: &ServerState, h: Health, limit: Duration) -> Duration {
-    let t0 = Instant::now();
-    while s.health() != h {
-        assert!(
-            t0.elapsed() <= limit,
-            "{} not {h:?} within {limit:?}",
-            s.name
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    t0.elapsed()
 }
 
 type Client = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
@@ -151,11 +137,11 @@ async fn killed_region_costs_keep_alive_http_clients_nothing() {
 
     let s2 = Arc::clone(&fe.servers[1]);
     let addr = r2.kill().await;
-    let took = within(&s2, Health::Down, Duration::from_millis(1500)).await;
+    let took = health_within(&s2, Health::Down, Duration::from_millis(1500)).await;
     eprintln!("r2 down {took:?} after kill");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r2 = Region::start("r2", addr).await;
-    let took = within(&s2, Health::Up, Duration::from_millis(1500)).await;
+    let took = health_within(&s2, Health::Up, Duration::from_millis(1500)).await;
     eprintln!("r2 up {took:?} after restart");
 
     running.store(false, Ordering::Relaxed);
