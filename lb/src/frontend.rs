@@ -52,6 +52,24 @@ pub struct Snapshot {
     pub pools: Box<[crate::l7::ServerPool]>,
 }
 
+impl Snapshot {
+    /// The server for the next connect attempt of a client: without `redispatch`, the server
+    /// that just failed while it is still available; otherwise a pick that skips `tried`.
+    pub fn next_server(
+        &self,
+        client: std::net::IpAddr,
+        tried: crate::balance::Tried,
+        previous: Option<usize>,
+    ) -> Option<usize> {
+        match previous {
+            Some(p) if !self.settings.redispatch && self.pool.members()[p].state.is_available() => {
+                Some(p)
+            }
+            _ => self.pool.pick(client, tried),
+        }
+    }
+}
+
 /// Frontend-wide counters.
 #[derive(Debug, Default)]
 pub struct FrontendCounters {
@@ -128,6 +146,26 @@ impl Frontend {
         } else if cfg.maxconn < old {
             // Only free permits can be withdrawn now; the limit tightens as connections end.
             self.limit.forget_permits((old - cfg.maxconn) as usize);
+        }
+    }
+
+    /// Counts a retry going to server `idx` after a failure on `previous`: a redispatch when
+    /// it is another server.
+    pub fn count_retry(&self, snap: &Snapshot, idx: usize, previous: Option<usize>) {
+        let members = snap.pool.members();
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        members[idx]
+            .state
+            .counters
+            .retries
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = previous.filter(|&p| p != idx) {
+            self.counters.redispatches.fetch_add(1, Ordering::Relaxed);
+            members[p]
+                .state
+                .counters
+                .redispatches
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -102,10 +102,7 @@ pub async fn connect<'a>(
     let mut previous: Option<usize> = None;
     let mut attempt = 0u32;
     loop {
-        let idx = match previous {
-            Some(p) if !s.redispatch && snap.pool.members()[p].state.is_available() => Some(p),
-            _ => snap.pool.pick(peer.ip(), tried),
-        };
+        let idx = snap.next_server(peer.ip(), tried, previous);
         let Some(idx) = idx else {
             let end = if attempt == 0 {
                 End::NoServer
@@ -119,18 +116,7 @@ pub async fn connect<'a>(
         };
         let server = &*snap.pool.members()[idx].state;
         if attempt > 0 {
-            fe.counters.retries.fetch_add(1, Ordering::Relaxed);
-            server.counters.retries.fetch_add(1, Ordering::Relaxed);
-            if previous != Some(idx) {
-                fe.counters.redispatches.fetch_add(1, Ordering::Relaxed);
-                if let Some(p) = previous {
-                    snap.pool.members()[p]
-                        .state
-                        .counters
-                        .redispatches
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            fe.count_retry(snap, idx, previous);
         }
         match tokio::time::timeout(s.timeout_connect, TcpStream::connect(server.address)).await {
             Ok(Ok(stream)) => {

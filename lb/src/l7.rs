@@ -451,10 +451,7 @@ async fn handle(
             // Unreachable by construction: every path that consumes the request returns.
             return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
         };
-        let idx = match previous {
-            Some(p) if !s.redispatch && members[p].state.is_available() && attempt > 0 => Some(p),
-            _ => snap.pool.pick(peer.ip(), tried),
-        };
+        let idx = snap.next_server(peer.ip(), tried, previous);
         let Some(idx) = idx else {
             log.retries = attempt;
             log.end = "no_server";
@@ -468,11 +465,7 @@ async fn handle(
         };
         let server = &members[idx].state;
         if attempt > 0 && stale == 0 {
-            fe.counters.retries.fetch_add(1, Ordering::Relaxed);
-            server.counters.retries.fetch_add(1, Ordering::Relaxed);
-            if previous.is_some_and(|p| p != idx) {
-                fe.counters.redispatches.fetch_add(1, Ordering::Relaxed);
-            }
+            fe.count_retry(snap, idx, previous);
         }
         let t = Instant::now();
         let pooled = if s.http_server_close || upgrade {

@@ -228,6 +228,8 @@ async fn a_dead_region_costs_no_error() {
         assert_eq!(send(&mut c, get("/")).await.0, StatusCode::OK);
     }
     assert!(fe.frontend.counters.redispatches.load(Ordering::Relaxed) > 0);
+    // Counted on the server the request was redispatched away from, as in tcp mode.
+    assert!(fe.servers[1].counters.redispatches.load(Ordering::Relaxed) > 0);
 }
 
 #[tokio::test]
