@@ -85,6 +85,27 @@ pub(crate) fn run(keepalived: Option<&Path>, haproxy: Option<&Path>) -> ExitCode
     }
 }
 
+/// One importer: file name (for notes), text, notes -> items, or a syntax error's line and text.
+type Importer<T> = fn(&str, &str, &mut Notes) -> Result<Vec<T>, (usize, String)>;
+
+/// Runs one importer on a given file (none given: nothing), its syntax errors located.
+fn read_with<T>(
+    input: Option<(&Path, &str)>,
+    notes: &mut Notes,
+    importer: Importer<T>,
+) -> Result<Vec<T>, ImportError> {
+    let Some((path, text)) = input else {
+        return Ok(Vec::new());
+    };
+    importer(&path.display().to_string(), text, notes).map_err(|(line, message)| {
+        ImportError::Syntax {
+            file: path.to_owned(),
+            line,
+            message,
+        }
+    })
+}
+
 /// Translates the given files (path for messages, text) into maas-vip.toml text.
 pub(crate) fn import(
     keepalived: Option<(&Path, &str)>,
@@ -94,32 +115,8 @@ pub(crate) fn import(
         return Err(ImportError::NothingToImport);
     }
     let mut notes = Notes::default();
-    let mut frontends = match haproxy {
-        Some((path, text)) => {
-            let file = path.display().to_string();
-            haproxy::import(&file, text, &mut notes).map_err(|(line, message)| {
-                ImportError::Syntax {
-                    file: path.to_owned(),
-                    line,
-                    message,
-                }
-            })?
-        }
-        None => Vec::new(),
-    };
-    let mut vrrps = match keepalived {
-        Some((path, text)) => {
-            let file = path.display().to_string();
-            keepalived::import(&file, text, &mut notes).map_err(|(line, message)| {
-                ImportError::Syntax {
-                    file: path.to_owned(),
-                    line,
-                    message,
-                }
-            })?
-        }
-        None => Vec::new(),
-    };
+    let mut frontends = read_with(haproxy, &mut notes, haproxy::import)?;
+    let mut vrrps = read_with(keepalived, &mut notes, keepalived::import)?;
     let admin = cross_checks(&mut frontends, &mut vrrps, &mut notes);
     let files: Vec<String> = [keepalived, haproxy]
         .iter()
