@@ -101,6 +101,7 @@ pub async fn connect<'a>(
     let mut tried = Tried::default();
     let mut previous: Option<usize> = None;
     let mut attempt = 0u32;
+    let mut short_wait = Duration::ZERO;
     loop {
         let idx = snap.next_server(peer.ip(), tried, previous);
         let Some(idx) = idx else {
@@ -129,8 +130,12 @@ pub async fn connect<'a>(
             }
             // Out of descriptors, buffers or local ports: this host's shortage, not the
             // server's fault, and no other server would do better now.
+            // Wait for it to pass, within `timeout_connect`, then give up.
             Ok(Err(e)) if crate::listener::is_local_shortage(&e) => {
                 fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
+                if crate::listener::wait_out_shortage(&mut short_wait, s.timeout_connect).await {
+                    continue;
+                }
                 return Err(ConnectError {
                     end: End::LocalShortage,
                     retries: attempt,

@@ -446,6 +446,7 @@ async fn handle(
     let mut attempt = 0u32;
     // Pooled connections found closed do not count as attempts, but are bounded.
     let mut stale = 0u32;
+    let mut short_wait = Duration::ZERO;
     loop {
         let Some(request) = pending.take() else {
             // Unreachable by construction: every path that consumes the request returns.
@@ -478,10 +479,16 @@ async fn handle(
             None => match connect(server.address, s.timeout_connect).await {
                 Ok(sender) => sender,
                 // This host's shortage (descriptors, buffers, local ports), not the server's.
+                // Waited out within `timeout_connect`, then answered 503.
                 Err(e) if crate::listener::is_local_shortage(&e) => {
+                    fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
+                    if crate::listener::wait_out_shortage(&mut short_wait, s.timeout_connect).await
+                    {
+                        pending = Some(request);
+                        continue;
+                    }
                     log.retries = attempt;
                     log.end = "local_shortage";
-                    fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
                     return answer(
                         fe,
                         StatusCode::SERVICE_UNAVAILABLE,

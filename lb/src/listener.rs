@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,47 @@ pub fn is_local_shortage(e: &io::Error) -> bool {
     is_resource_exhaustion(e) || e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
 }
 
+/// Connections of this process now waiting in [`wait_out_shortage`]. While there are any,
+/// every accept loop holds off: a descriptor that a closing connection frees must go to a
+/// connection already accepted, or accepts would take each one as it is freed and leave every
+/// accepted client waiting for a second descriptor that never comes.
+static SHORTAGE_WAITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one connection in [`SHORTAGE_WAITERS`] while it lives (also if its future is dropped).
+struct ShortageWaiter;
+
+impl ShortageWaiter {
+    fn new() -> ShortageWaiter {
+        SHORTAGE_WAITERS.fetch_add(1, Ordering::AcqRel);
+        ShortageWaiter
+    }
+}
+
+impl Drop for ShortageWaiter {
+    fn drop(&mut self) {
+        SHORTAGE_WAITERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Waits out a local shortage met while connecting to a server: pauses of 5, 5, 10, 20, 40 ms
+/// and so on (each doubles the time waited so far, the last one cut to what is left), until
+/// `waited` reaches `budget` (the frontend's `timeout_connect`). Returns false, without
+/// sleeping, once the budget is spent: the caller then gives up.
+///
+/// A brief shortage (descriptors freed by connections that are closing) so costs the client a
+/// little latency instead of its connection. Accepts hold off meanwhile ([`SHORTAGE_WAITERS`]).
+pub async fn wait_out_shortage(waited: &mut Duration, budget: Duration) -> bool {
+    let left = budget.saturating_sub(*waited);
+    if left.is_zero() {
+        return false;
+    }
+    let pause = (*waited).max(Duration::from_millis(5)).min(left);
+    let _waiter = ShortageWaiter::new();
+    tokio::time::sleep(pause).await;
+    *waited += pause;
+    true
+}
+
 /// Accepts connections until `shutdown` turns true, at most `limit`'s permits at once; each
 /// accepted connection is handed to `handle` with its permit, which it holds until it ends.
 pub async fn accept_loop<F>(
@@ -85,6 +127,13 @@ pub async fn accept_loop<F>(
             },
             _ = shutdown.wait_for(|s| *s) => return,
         };
+        // Connections already accepted wait for descriptors: they get the next ones freed.
+        while SHORTAGE_WAITERS.load(Ordering::Acquire) > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
@@ -124,6 +173,24 @@ pub async fn accept_loop<F>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn shortage_waits_double_and_stop_within_the_budget() {
+        let budget = Duration::from_millis(100);
+        let start = tokio::time::Instant::now();
+        let mut waited = Duration::ZERO;
+        let mut pauses = Vec::new();
+        while wait_out_shortage(&mut waited, budget).await {
+            pauses.push(waited);
+        }
+        let ms = |n| Duration::from_millis(n);
+        // 5, 5, 10, 20, 40 ms, then the 20 ms left of the budget.
+        assert_eq!(pauses, [ms(5), ms(10), ms(20), ms(40), ms(80), ms(100)]);
+        assert_eq!(start.elapsed(), budget);
+        assert!(!wait_out_shortage(&mut waited, budget).await);
+        assert_eq!(start.elapsed(), budget);
+        assert_eq!(SHORTAGE_WAITERS.load(Ordering::Acquire), 0);
+    }
 
     #[tokio::test]
     async fn accepted_sockets_inherit_nodelay_from_the_listener() {
