@@ -9,6 +9,7 @@
 #   ONLY="keepalive l7" TARGETS="haproxy maas-vip" benches/compare.sh   # a subset while iterating
 #   MAAS_VIP_BIN=/path/to/maas-vip benches/compare.sh    # skip the build
 #   KEEP=1 benches/compare.sh                            # keep the work directory (logs)
+#   MAAS_VIP_TOP='workers = 1' benches/compare.sh          # extra top-level maas-vip.toml keys
 #
 # Workloads: keepalive (L4, tiny body, 50 keep-alive connections), close (L4, one connection per
 # request), 1mib (L4, 1 MiB bodies, 8 connections), l7 (http mode, tiny body, 50 keep-alive
@@ -102,6 +103,8 @@ for i in 1 2 3; do start_region "$i"; done
 servers="  server r1 127.0.0.1:15241 check inter 1s fall 2 rise 2
   server r2 127.0.0.1:15242 check inter 1s fall 2 rise 2
   server r3 127.0.0.1:15243 check inter 1s fall 2 rise 2"
+# maas-vip's http frontends add X-Forwarded-For and X-Forwarded-Proto (forwardfor = true, the
+# default); HAProxy's are told to do the same, so both send the regions the same requests.
 cat > "$work/haproxy.cfg" <<EOF
 global
   maxconn 8000
@@ -121,6 +124,8 @@ backend tcp
 $servers
 frontend maas_http_close
   mode http
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
   bind 127.0.0.1:18082
   option http-server-close
   default_backend http_close
@@ -131,6 +136,8 @@ backend http_close
 $servers
 frontend maas_http_ka
   mode http
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
   bind 127.0.0.1:18083
   default_backend http_ka
 backend http_ka
@@ -151,7 +158,9 @@ address = "127.0.0.1:15242"
 [[frontend.server]]
 name = "r3"
 address = "127.0.0.1:15243"'
+# MAAS_VIP_TOP: extra top-level keys for experiments, e.g. MAAS_VIP_TOP='workers = 1'.
 cat > "$work/maas-vip.toml" <<EOF
+${MAAS_VIP_TOP:-}
 [[frontend]]
 name = "tcp"
 bind = ["127.0.0.1:18081"]
