@@ -329,6 +329,8 @@ struct VrrpView {
     state: &'static str,
     /// Effective priority (configured plus track weights).
     priority: u8,
+    /// Priority as configured.
+    configured_priority: u8,
     adverts_sent: u64,
     adverts_received: u64,
     /// Dropped packets by reason (every reason, zeros included).
@@ -345,6 +347,7 @@ impl From<&vrrp::InstanceStatus> for VrrpView {
             vrid: i.vrid,
             state: i.state.as_str(),
             priority: i.priority,
+            configured_priority: i.configured_priority,
             adverts_sent: i.stats.tx,
             adverts_received: i.stats.rx_ok,
             rejected: vrrp::machine::Reject::ALL
@@ -690,7 +693,8 @@ mod tests {
             interface: "eth0".into(),
             vrid: 51,
             state: vrrp::machine::State::Initialize,
-            priority: 100,
+            priority: 80,
+            configured_priority: 100,
             stats,
         };
         let v = json!(VrrpView::from(&i));
@@ -698,7 +702,8 @@ mod tests {
         assert_eq!(v["interface"], "eth0");
         assert_eq!(v["vrid"], 51);
         assert_eq!(v["state"], "INIT", "keepalived's name, as in /metrics");
-        assert_eq!(v["priority"], 100);
+        assert_eq!(v["priority"], 80);
+        assert_eq!(v["configured_priority"], 100);
         assert_eq!(v["adverts_sent"], 7);
         assert_eq!(v["adverts_received"], 2);
         assert_eq!(v["became_master"], 1);

@@ -351,7 +351,7 @@ fn render(v: &Value, now_ms: u64) -> String {
                     text(i, "interface"),
                     number(Some(i), "vrid"),
                     text(i, "state"),
-                    number(Some(i), "priority"),
+                    priority(i),
                     number(Some(i), "adverts_sent"),
                     number(Some(i), "adverts_received"),
                     rejected(i.get("rejected")),
@@ -392,6 +392,18 @@ fn table(out: &mut String, rows: &[Vec<String>]) {
 /// A string field, or `-`.
 fn text(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("-").to_owned()
+}
+
+/// The effective priority, followed by the configured one when track weights moved it:
+/// "130 (configured 150)".
+fn priority(i: &Value) -> String {
+    let effective = number(Some(i), "priority");
+    let configured = number(Some(i), "configured_priority");
+    if configured == "-" || configured == effective {
+        effective
+    } else {
+        format!("{effective} (configured {configured})")
+    }
 }
 
 /// A number field, or `-`.
@@ -548,8 +560,12 @@ mod tests {
             }],
             "vrrp": [{
                 "name": "maas_region", "interface": "eth0", "vrid": 51, "state": "MASTER",
-                "priority": 150, "adverts_sent": 120, "adverts_received": 3,
-                "rejected": { "auth_pass": 2, "ttl": 0 }
+                "priority": 150, "configured_priority": 150, "adverts_sent": 120,
+                "adverts_received": 3, "rejected": { "auth_pass": 2, "ttl": 0 }
+            }, {
+                "name": "maas_backup", "interface": "eth1", "vrid": 52, "state": "BACKUP",
+                "priority": 80, "configured_priority": 100, "adverts_sent": 0,
+                "adverts_received": 40, "rejected": {}
             }]
         });
         let got = render(&v, now);
@@ -560,8 +576,9 @@ maas      maas-api-2  10.0.0.12:5240  down (going up 1/2)  failed: connection re
 maas      maas-api-3  10.0.0.13:5240  maint                not checked                                     0        0
 frontend maas: 1 of 3 servers take connections; 4 connections now, 1234 since start
 
-VRRP INSTANCE  INTERFACE  VRID  STATE   PRIORITY  ADVERTS SENT  RECEIVED  REJECTED
-maas_region    eth0       51    MASTER  150       120           3         auth_pass=2
+VRRP INSTANCE  INTERFACE  VRID  STATE   PRIORITY             ADVERTS SENT  RECEIVED  REJECTED
+maas_region    eth0       51    MASTER  150                  120           3         auth_pass=2
+maas_backup    eth1       52    BACKUP  80 (configured 100)  0             40        0
 ";
         assert_eq!(got, want, "\n{got}");
     }

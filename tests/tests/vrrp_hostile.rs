@@ -346,6 +346,7 @@ fn vrrp_hostile_adverts_are_dropped_counted_and_quiet() {
     let after = status(&lan, &conf);
     assert_eq!(after["state"], "MASTER", "{after}");
     assert_eq!(after["priority"], 100);
+    assert_eq!(after["configured_priority"], 100);
     assert_eq!(
         after["became_master"], 1,
         "left master and came back: {after}"

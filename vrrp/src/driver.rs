@@ -91,8 +91,10 @@ pub struct InstanceStatus {
     pub vrid: u8,
     /// State.
     pub state: State,
-    /// Effective priority.
+    /// Effective priority: the configured one plus track weights (what adverts carry).
     pub priority: u8,
+    /// Priority as configured.
+    pub configured_priority: u8,
     /// Counters.
     pub stats: crate::machine::Stats,
 }
@@ -571,6 +573,7 @@ impl Instance {
             vrid: self.cfg.virtual_router_id,
             state: self.machine.state(),
             priority: self.machine.priority(),
+            configured_priority: *self.cfg.priority.get_ref(),
             stats: self.machine.stats().clone(),
         });
     }

@@ -326,6 +326,13 @@ impl Snapshot {
         )?;
         gauges(
             enc,
+            "vrrp_configured_priority",
+            "Priority as configured.",
+            inst.iter()
+                .map(|(l, i)| (l.as_slice(), u64::from(i.configured_priority))),
+        )?;
+        gauges(
+            enc,
             "vrrp_effective_priority",
             "Priority advertised now: the configured one plus track weights.",
             inst.iter()
@@ -600,7 +607,8 @@ pub(super) mod tests {
                 interface: "eth0".into(),
                 vrid: 51,
                 state: State::Master,
-                priority: 150,
+                priority: 130,
+                configured_priority: 150,
                 stats,
             }],
         };
@@ -640,6 +648,7 @@ pub(super) mod tests {
             "maas_vip_server_check_failures_total",
             "maas_vip_server_transitions_total",
             "maas_vip_vrrp_state",
+            "maas_vip_vrrp_configured_priority",
             "maas_vip_vrrp_effective_priority",
             "maas_vip_vrrp_adverts_sent_total",
             "maas_vip_vrrp_adverts_received_total",
@@ -691,6 +700,10 @@ pub(super) mod tests {
         assert_eq!(state("FAULT"), 0.0);
         assert_eq!(
             value(&samples, "maas_vip_vrrp_effective_priority", &vr),
+            130.0
+        );
+        assert_eq!(
+            value(&samples, "maas_vip_vrrp_configured_priority", &vr),
             150.0
         );
         assert_eq!(
