@@ -337,6 +337,8 @@ struct VrrpView {
     rejected: BTreeMap<&'static str, u64>,
     vip_mismatch: u64,
     became_master: u64,
+    /// State changes by the state entered (every state, zeros included).
+    transitions: BTreeMap<&'static str, u64>,
 }
 
 impl From<&vrrp::InstanceStatus> for VrrpView {
@@ -356,6 +358,10 @@ impl From<&vrrp::InstanceStatus> for VrrpView {
                 .collect(),
             vip_mismatch: i.stats.vip_mismatch,
             became_master: i.stats.became_master,
+            transitions: vrrp::machine::State::ALL
+                .iter()
+                .map(|st| (st.as_str(), i.stats.transitions[st.index()]))
+                .collect(),
         }
     }
 }
@@ -685,6 +691,7 @@ mod tests {
             tx: 7,
             rx_ok: 2,
             became_master: 1,
+            transitions: [0, 1, 1, 0],
             ..Default::default()
         };
         stats.rejected[vrrp::machine::Reject::Ttl as usize] = 4;
@@ -707,6 +714,8 @@ mod tests {
         assert_eq!(v["adverts_sent"], 7);
         assert_eq!(v["adverts_received"], 2);
         assert_eq!(v["became_master"], 1);
+        assert_eq!(v["transitions"]["MASTER"], 1);
+        assert_eq!(v["transitions"]["FAULT"], 0);
         assert_eq!(v["rejected"]["ttl"], 4);
         assert_eq!(v["rejected"]["auth_pass"], 0);
         assert_eq!(

@@ -62,6 +62,19 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order [`State::index`] numbers them.
+    pub const ALL: [State; 4] = [
+        State::Initialize,
+        State::Backup,
+        State::Master,
+        State::Fault,
+    ];
+
+    /// This state's position in [`State::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name keepalived passes to notify scripts.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -272,6 +285,18 @@ pub struct Stats {
     pub vip_mismatch: u64,
     /// Transitions to master.
     pub became_master: u64,
+    /// Transitions into each state, indexed like [`State::ALL`].
+    #[serde(serialize_with = "ser_transitions")]
+    pub transitions: [u64; 4],
+}
+
+fn ser_transitions<S: serde::Serializer>(v: &[u64; 4], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(v.len()))?;
+    for (st, n) in State::ALL.iter().zip(v) {
+        m.serialize_entry(st.as_str(), n)?;
+    }
+    m.end()
 }
 
 fn ser_rejected<S: serde::Serializer>(v: &[u64; 11], s: S) -> Result<S::Ok, S::Error> {
@@ -475,6 +500,7 @@ impl Machine {
             return;
         }
         self.state = to;
+        self.stats.transitions[to.index()] += 1;
         if to == State::Master {
             self.stats.became_master += 1;
         }

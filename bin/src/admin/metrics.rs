@@ -34,13 +34,6 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 const CODES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 /// Values of the `state` label of `maas_vip_server_state`.
 const SERVER_STATES: [&str; 4] = ["up", "down", "drain", "maint"];
-/// Values of the `state` label of `maas_vip_vrrp_state`.
-const VRRP_STATES: [State; 4] = [
-    State::Initialize,
-    State::Backup,
-    State::Master,
-    State::Fault,
-];
 
 /// The whole `/metrics` body for the current state of `ctx`.
 pub(crate) fn render(ctx: &AdminContext) -> String {
@@ -316,7 +309,7 @@ impl Snapshot {
             "vrrp_state",
             "1 for the instance's current state (INIT, BACKUP, MASTER, FAULT), 0 for the others.",
             inst.iter().flat_map(|(l, i)| {
-                VRRP_STATES.iter().map(move |st| {
+                State::ALL.iter().map(move |st| {
                     (
                         (l.as_slice(), [("state", st.as_str())]),
                         u64::from(*st == i.state),
@@ -376,6 +369,19 @@ impl Snapshot {
             "Transitions to MASTER.",
             inst.iter()
                 .map(|(l, i)| (l.as_slice(), i.stats.became_master)),
+        )?;
+        counters(
+            enc,
+            "vrrp_transitions",
+            "State changes, by the state entered.",
+            inst.iter().flat_map(|(l, i)| {
+                State::ALL.iter().map(move |st| {
+                    (
+                        (l.as_slice(), [("state", st.as_str())]),
+                        i.stats.transitions[st.index()],
+                    )
+                })
+            }),
         )
     }
 }
@@ -596,6 +602,7 @@ pub(super) mod tests {
             tx: 12,
             rx_ok: 3,
             became_master: 1,
+            transitions: [0, 1, 1, 0],
             ..Stats::default()
         };
         stats.rejected[Reject::AuthPass as usize] = 2;
@@ -655,6 +662,7 @@ pub(super) mod tests {
             "maas_vip_vrrp_packets_rejected_total",
             "maas_vip_vrrp_vip_mismatch_total",
             "maas_vip_vrrp_master_transitions_total",
+            "maas_vip_vrrp_transitions_total",
         ] {
             assert!(names.contains(want), "{want} missing from:\n{text}");
         }
@@ -669,7 +677,8 @@ pub(super) mod tests {
                 &["frontend", "server", "state"]
             } else if s.name.starts_with("maas_vip_server_") {
                 &["frontend", "server"]
-            } else if s.name == "maas_vip_vrrp_state" {
+            } else if s.name == "maas_vip_vrrp_state" || s.name == "maas_vip_vrrp_transitions_total"
+            {
                 &["instance", "interface", "state", "vrid"]
             } else if s.name == "maas_vip_vrrp_packets_rejected_total" {
                 &["instance", "interface", "reason", "vrid"]
@@ -729,6 +738,15 @@ pub(super) mod tests {
             value(&samples, "maas_vip_vrrp_master_transitions_total", &vr),
             1.0
         );
+        let entered = |s: &str| {
+            let mut l = vr.to_vec();
+            l.push(("state", s));
+            value(&samples, "maas_vip_vrrp_transitions_total", &l)
+        };
+        assert_eq!(entered("BACKUP"), 1.0);
+        assert_eq!(entered("MASTER"), 1.0);
+        assert_eq!(entered("FAULT"), 0.0);
+        assert_eq!(entered("INIT"), 0.0);
     }
 
     #[test]

@@ -296,6 +296,12 @@ fn kill_master_backup_takes_over_after_master_down_interval() {
     assert_eq!(t - last, mdi(150));
     assert_eq!(reason, Reason::MasterDown);
     assert_eq!(s.r[0].m.state(), State::Backup);
+    // Counted by the state entered: r1 went to BACKUP at start, then to MASTER.
+    let t = s.r[1].m.stats().transitions;
+    assert_eq!(t[State::Backup.index()], 1);
+    assert_eq!(t[State::Master.index()], 1);
+    assert_eq!(s.r[1].m.stats().became_master, 1);
+    assert_eq!(t[State::Fault.index()] + t[State::Initialize.index()], 0);
 }
 
 #[test]
@@ -820,6 +826,15 @@ fn stats_serialize_with_reason_names() {
     let v = serde_json::to_value(&st).expect("serializes");
     assert_eq!(v["rejected"]["auth_pass"], 3);
     assert_eq!(v["rejected"]["ttl"], 0);
+    st.transitions[State::Backup.index()] = 2;
+    let v = serde_json::to_value(&st).expect("serializes");
+    assert_eq!(v["transitions"]["BACKUP"], 2);
+    assert_eq!(v["transitions"]["FAULT"], 0);
+    assert_eq!(
+        State::ALL.map(State::index),
+        [0, 1, 2, 3],
+        "index() is the position in ALL"
+    );
     assert_eq!(
         serde_json::to_value(State::Master).expect("state"),
         "MASTER"
