@@ -308,14 +308,7 @@ impl Snapshot {
             enc,
             "vrrp_state",
             "1 for the instance's current state (INIT, BACKUP, MASTER, FAULT), 0 for the others.",
-            inst.iter().flat_map(|(l, i)| {
-                State::ALL.iter().map(move |st| {
-                    (
-                        (l.as_slice(), [("state", st.as_str())]),
-                        u64::from(*st == i.state),
-                    )
-                })
-            }),
+            per_state(&inst, |i, st| u64::from(st == i.state)),
         )?;
         gauges(
             enc,
@@ -374,14 +367,7 @@ impl Snapshot {
             enc,
             "vrrp_transitions",
             "State changes, by the state entered.",
-            inst.iter().flat_map(|(l, i)| {
-                State::ALL.iter().map(move |st| {
-                    (
-                        (l.as_slice(), [("state", st.as_str())]),
-                        i.stats.transitions[st.index()],
-                    )
-                })
-            }),
+            per_state(&inst, |i, st| i.stats.transitions[st.index()]),
         )
     }
 }
@@ -405,6 +391,24 @@ fn counters<L: EncodeLabelSet, V: EncodeCounterValue>(
 }
 
 /// One gauge family.
+/// An instance's labels plus one `state` label.
+type StateLabels<'a> = (
+    &'a [(&'static str, String)],
+    [(&'static str, &'static str); 1],
+);
+
+/// One row per instance and state: the instance's labels plus `state`, and `f`'s value.
+fn per_state<'a>(
+    inst: &'a [(Labels, &'a vrrp::InstanceStatus)],
+    f: impl Fn(&vrrp::InstanceStatus, State) -> u64 + Copy + 'a,
+) -> impl Iterator<Item = (StateLabels<'a>, u64)> + 'a {
+    inst.iter().flat_map(move |(l, i)| {
+        State::ALL
+            .iter()
+            .map(move |st| ((l.as_slice(), [("state", st.as_str())]), f(i, *st)))
+    })
+}
+
 fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
@@ -698,11 +702,13 @@ pub(super) mod tests {
             ("vrid", "51"),
             ("interface", "eth0"),
         ];
-        let state = |s: &str| {
+        // One series per state of the instance: `name` with `state="..."` beside `vr`.
+        let per_state = |name: &str, s: &str| {
             let mut l = vr.to_vec();
             l.push(("state", s));
-            value(&samples, "maas_vip_vrrp_state", &l)
+            value(&samples, name, &l)
         };
+        let state = |s: &str| per_state("maas_vip_vrrp_state", s);
         assert_eq!(state("MASTER"), 1.0);
         assert_eq!(state("BACKUP"), 0.0);
         assert_eq!(state("INIT"), 0.0);
@@ -738,11 +744,7 @@ pub(super) mod tests {
             value(&samples, "maas_vip_vrrp_master_transitions_total", &vr),
             1.0
         );
-        let entered = |s: &str| {
-            let mut l = vr.to_vec();
-            l.push(("state", s));
-            value(&samples, "maas_vip_vrrp_transitions_total", &l)
-        };
+        let entered = |s: &str| per_state("maas_vip_vrrp_transitions_total", s);
         assert_eq!(entered("BACKUP"), 1.0);
         assert_eq!(entered("MASTER"), 1.0);
         assert_eq!(entered("FAULT"), 0.0);
