@@ -133,7 +133,8 @@ pub async fn connect<'a>(
             // Wait for it to pass, within `timeout_connect`, then give up.
             Ok(Err(e)) if crate::listener::is_local_shortage(&e) => {
                 fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
-                if crate::listener::wait_out_shortage(&mut short_wait, s.timeout_connect).await {
+                if crate::listener::wait_out_shortage(&e, &mut short_wait, s.timeout_connect).await
+                {
                     continue;
                 }
                 return Err(ConnectError {

@@ -482,7 +482,8 @@ async fn handle(
                 // Waited out within `timeout_connect`, then answered 503.
                 Err(e) if crate::listener::is_local_shortage(&e) => {
                     fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
-                    if crate::listener::wait_out_shortage(&mut short_wait, s.timeout_connect).await
+                    if crate::listener::wait_out_shortage(&e, &mut short_wait, s.timeout_connect)
+                        .await
                     {
                         pending = Some(request);
                         continue;

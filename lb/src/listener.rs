@@ -90,14 +90,16 @@ impl Drop for ShortageWaiter {
 /// sleeping, once the budget is spent: the caller then gives up.
 ///
 /// A brief shortage (descriptors freed by connections that are closing) so costs the client a
-/// little latency instead of its connection. Accepts hold off meanwhile ([`SHORTAGE_WAITERS`]).
-pub async fn wait_out_shortage(waited: &mut Duration, budget: Duration) -> bool {
+/// little latency instead of its connection. While the shortage is the whole process's (`e` is
+/// out of descriptors or memory), accepts hold off ([`SHORTAGE_WAITERS`]); out of local ports
+/// (EADDRNOTAVAIL) concerns one server address only, and other frontends go on accepting.
+pub async fn wait_out_shortage(e: &io::Error, waited: &mut Duration, budget: Duration) -> bool {
     let left = budget.saturating_sub(*waited);
     if left.is_zero() {
         return false;
     }
     let pause = (*waited).max(Duration::from_millis(5)).min(left);
-    let _waiter = ShortageWaiter::new();
+    let _waiter = is_resource_exhaustion(e).then(ShortageWaiter::new);
     tokio::time::sleep(pause).await;
     *waited += pause;
     true
@@ -180,16 +182,30 @@ mod tests {
         let start = tokio::time::Instant::now();
         let mut waited = Duration::ZERO;
         let mut pauses = Vec::new();
-        while wait_out_shortage(&mut waited, budget).await {
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        while wait_out_shortage(&emfile, &mut waited, budget).await {
             pauses.push(waited);
         }
         let ms = |n| Duration::from_millis(n);
         // 5, 5, 10, 20, 40 ms, then the 20 ms left of the budget.
         assert_eq!(pauses, [ms(5), ms(10), ms(20), ms(40), ms(80), ms(100)]);
         assert_eq!(start.elapsed(), budget);
-        assert!(!wait_out_shortage(&mut waited, budget).await);
+        assert!(!wait_out_shortage(&emfile, &mut waited, budget).await);
         assert_eq!(start.elapsed(), budget);
         assert_eq!(SHORTAGE_WAITERS.load(Ordering::Acquire), 0);
+
+        // While one waits for a descriptor, accepts hold off; out of local ports, they go on.
+        for (e, holds) in [
+            (emfile, 1),
+            (io::Error::from_raw_os_error(libc::EADDRNOTAVAIL), 0),
+        ] {
+            let mut w = Duration::ZERO;
+            let mut wait = std::pin::pin!(wait_out_shortage(&e, &mut w, budget));
+            assert!(futures::poll!(wait.as_mut()).is_pending());
+            assert_eq!(SHORTAGE_WAITERS.load(Ordering::Acquire), holds, "{e}");
+            assert!(wait.await);
+            assert_eq!(SHORTAGE_WAITERS.load(Ordering::Acquire), 0);
+        }
     }
 
     #[tokio::test]
