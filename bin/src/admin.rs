@@ -269,6 +269,8 @@ struct ProxyCounters {
     bytes_in: u64,
     bytes_out: u64,
     no_server: u64,
+    /// Given up because this host stayed out of descriptors, memory or local ports.
+    local_shortage: u64,
     connect_failed: u64,
     retries: u64,
     redispatches: u64,
@@ -307,6 +309,7 @@ impl From<&lb::FrontendCounters> for ProxyCounters {
             bytes_in: get(&c.bytes_in),
             bytes_out: get(&c.bytes_out),
             no_server: get(&c.no_server),
+            local_shortage: get(&c.local_shortage),
             connect_failed: get(&c.connect_failed),
             retries: get(&c.retries),
             redispatches: get(&c.redispatches),

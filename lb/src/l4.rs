@@ -132,11 +132,11 @@ pub async fn connect<'a>(
             // server's fault, and no other server would do better now.
             // Wait for it to pass, within `timeout_connect`, then give up.
             Ok(Err(e)) if crate::listener::is_local_shortage(&e) => {
-                fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
                 if crate::listener::wait_out_shortage(&e, &mut short_wait, s.timeout_connect).await
                 {
                     continue;
                 }
+                fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
                 return Err(ConnectError {
                     end: End::LocalShortage,
                     retries: attempt,

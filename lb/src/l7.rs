@@ -481,13 +481,13 @@ async fn handle(
                 // This host's shortage (descriptors, buffers, local ports), not the server's.
                 // Waited out within `timeout_connect`, then answered 503.
                 Err(e) if crate::listener::is_local_shortage(&e) => {
-                    fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
                     if crate::listener::wait_out_shortage(&e, &mut short_wait, s.timeout_connect)
                         .await
                     {
                         pending = Some(request);
                         continue;
                     }
+                    fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
                     log.retries = attempt;
                     log.end = "local_shortage";
                     return answer(

@@ -135,6 +135,13 @@ impl Snapshot {
         )?;
         counters(
             enc,
+            "frontend_local_shortage",
+            "Client connections closed (L4) or answered 503 (L7) because this host stayed out of \
+             descriptors, memory or local ports for timeout_connect.",
+            rows(|c| &c.local_shortage),
+        )?;
+        counters(
+            enc,
             "frontend_retries",
             "Connect attempts retried after a failure.",
             rows(|c| &c.retries),
@@ -640,6 +647,7 @@ pub(super) mod tests {
             "maas_vip_frontend_bytes_out_total",
             "maas_vip_frontend_connect_failures_total",
             "maas_vip_frontend_no_server_total",
+            "maas_vip_frontend_local_shortage_total",
             "maas_vip_frontend_retries_total",
             "maas_vip_frontend_redispatches_total",
             "maas_vip_frontend_http_requests_total",
@@ -777,6 +785,7 @@ pub(super) mod tests {
         c.bytes_out
             .fetch_add(u64::from(u32::MAX) + 1, Ordering::Relaxed);
         c.no_server.fetch_add(1, Ordering::Relaxed);
+        c.local_shortage.fetch_add(7, Ordering::Relaxed);
         c.connect_failed.fetch_add(4, Ordering::Relaxed);
         c.retries.fetch_add(6, Ordering::Relaxed);
         c.redispatches.fetch_add(3, Ordering::Relaxed);
@@ -811,6 +820,7 @@ pub(super) mod tests {
         assert_eq!(v("maas_vip_frontend_bytes_in_total", &f), 1000.0);
         assert_eq!(v("maas_vip_frontend_bytes_out_total", &f), 4294967296.0);
         assert_eq!(v("maas_vip_frontend_no_server_total", &f), 1.0);
+        assert_eq!(v("maas_vip_frontend_local_shortage_total", &f), 7.0);
         assert_eq!(v("maas_vip_frontend_connect_failures_total", &f), 4.0);
         assert_eq!(v("maas_vip_frontend_retries_total", &f), 6.0);
         assert_eq!(v("maas_vip_frontend_redispatches_total", &f), 3.0);
