@@ -360,7 +360,7 @@ impl From<&vrrp::InstanceStatus> for VrrpView {
                 .map(|r| (r.as_str(), i.stats.rejected(*r)))
                 .collect(),
             vip_mismatch: i.stats.vip_mismatch,
-            became_master: i.stats.became_master,
+            became_master: i.stats.became_master(),
             transitions: vrrp::machine::State::ALL
                 .iter()
                 .map(|st| (st.as_str(), i.stats.transitions[st.index()]))
@@ -693,7 +693,6 @@ mod tests {
         let mut stats = vrrp::machine::Stats {
             tx: 7,
             rx_ok: 2,
-            became_master: 1,
             transitions: [0, 1, 1, 0],
             ..Default::default()
         };

@@ -283,8 +283,6 @@ pub struct Stats {
     pub rejected: [u64; 11],
     /// Accepted adverts whose address list differs from ours.
     pub vip_mismatch: u64,
-    /// Transitions to master.
-    pub became_master: u64,
     /// Transitions into each state, indexed like [`State::ALL`].
     #[serde(serialize_with = "ser_transitions")]
     pub transitions: [u64; 4],
@@ -309,6 +307,11 @@ fn ser_rejected<S: serde::Serializer>(v: &[u64; 11], s: S) -> Result<S::Ok, S::E
 }
 
 impl Stats {
+    /// Transitions to master.
+    pub fn became_master(&self) -> u64 {
+        self.transitions[State::Master.index()]
+    }
+
     /// Drops counted for one reason.
     pub fn rejected(&self, r: Reject) -> u64 {
         self.rejected[r.index()]
@@ -501,9 +504,6 @@ impl Machine {
         }
         self.state = to;
         self.stats.transitions[to.index()] += 1;
-        if to == State::Master {
-            self.stats.became_master += 1;
-        }
         self.actions.push_back(Action::StateChanged {
             from,
             to,

@@ -368,7 +368,7 @@ impl Snapshot {
             "vrrp_master_transitions",
             "Transitions to MASTER.",
             inst.iter()
-                .map(|(l, i)| (l.as_slice(), i.stats.became_master)),
+                .map(|(l, i)| (l.as_slice(), i.stats.became_master())),
         )?;
         counters(
             enc,
@@ -612,7 +612,6 @@ pub(super) mod tests {
         let mut stats = Stats {
             tx: 12,
             rx_ok: 3,
-            became_master: 1,
             transitions: [0, 1, 1, 0],
             ..Stats::default()
         };

@@ -300,7 +300,7 @@ fn kill_master_backup_takes_over_after_master_down_interval() {
     let t = s.r[1].m.stats().transitions;
     assert_eq!(t[State::Backup.index()], 1);
     assert_eq!(t[State::Master.index()], 1);
-    assert_eq!(s.r[1].m.stats().became_master, 1);
+    assert_eq!(s.r[1].m.stats().became_master(), 1);
     assert_eq!(t[State::Fault.index()] + t[State::Initialize.index()], 0);
 }
 
