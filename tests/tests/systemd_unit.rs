@@ -7,7 +7,7 @@
 //! tests skip, unless MAAS_VIP_REQUIRE_NETNS=1 (CI), where they fail.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use maas_vip_tests::maas_vip_bin;
 use maas_vip_tests::netns::REQUIRE_ENV;
@@ -41,6 +41,21 @@ fn unit_with_built_binary() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// `systemd-analyze ARGS UNIT` on the unit with the built binary, or `None` when the test skips
+/// (no systemd-analyze outside CI).
+fn analyze_unit(test: &str, args: &[&str]) -> Option<Output> {
+    if !analyzer_or_skip(test) {
+        return None;
+    }
+    let (_dir, path) = unit_with_built_binary();
+    let out = Command::new("systemd-analyze")
+        .args(args)
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("run systemd-analyze {args:?}: {e}"));
+    Some(out)
+}
+
 /// The values of `key=` lines in the unit, in order.
 fn values(text: &str, key: &str) -> Vec<String> {
     text.lines()
@@ -51,15 +66,9 @@ fn values(text: &str, key: &str) -> Vec<String> {
 
 #[test]
 fn systemd_analyze_verify_accepts_the_unit() {
-    if !analyzer_or_skip("systemd_analyze_verify_accepts_the_unit") {
+    let Some(out) = analyze_unit("systemd_analyze_verify_accepts_the_unit", &["verify"]) else {
         return;
-    }
-    let (_dir, path) = unit_with_built_binary();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("run systemd-analyze verify");
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "verify failed:\n{stderr}");
     // Unknown keys and bad values are warnings with exit 0: none at all.
@@ -72,15 +81,10 @@ fn systemd_analyze_verify_accepts_the_unit() {
 
 #[test]
 fn sandbox_exposure_is_low() {
-    if !analyzer_or_skip("sandbox_exposure_is_low") {
+    let args = ["security", "--offline=yes", "--no-pager"];
+    let Some(out) = analyze_unit("sandbox_exposure_is_low", &args) else {
         return;
-    }
-    let (_dir, path) = unit_with_built_binary();
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(&path)
-        .output()
-        .expect("run systemd-analyze security");
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let exposure: f64 = stdout
         .lines()
