@@ -199,13 +199,18 @@ impl Frontend {
     /// task. The listener is closed when this returns; connections go on.
     pub async fn accept(self: Arc<Self>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
         let limit = self.limit.clone();
-        listener::accept_loop(listener, limit, shutdown, move |stream, peer, permit| {
-            let fe = self.clone();
-            tokio::spawn(async move {
-                fe.handle(stream, peer).await;
-                drop(permit);
-            });
-        })
+        listener::accept_loop(
+            listener,
+            limit,
+            shutdown,
+            move |stream, peer, permit, adm| {
+                let fe = self.clone();
+                tokio::spawn(async move {
+                    fe.handle(stream, peer, adm).await;
+                    drop(permit);
+                });
+            },
+        )
         .await
     }
 
@@ -233,13 +238,23 @@ impl Frontend {
         true
     }
 
-    async fn handle(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    async fn handle(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        mut admission: listener::Admission,
+    ) {
         let snap = self.snapshot();
         self.counters.total.fetch_add(1, Ordering::Relaxed);
         self.counters.current.fetch_add(1, Ordering::Relaxed);
         match snap.settings.mode {
-            Mode::Tcp => crate::l4::proxy(self, &snap, stream, peer).await,
-            Mode::Http => crate::l7::serve(self, &snap, stream, peer).await,
+            Mode::Tcp => crate::l4::proxy(self, &snap, stream, peer, admission).await,
+            Mode::Http => {
+                // Server connections in http mode are pooled, not one per client: nothing to
+                // wait for here (a connect that finds no descriptor holds accepts off itself).
+                admission.release();
+                crate::l7::serve(self, &snap, stream, peer).await
+            }
         }
         self.counters.current.fetch_sub(1, Ordering::Relaxed);
     }

@@ -20,12 +20,13 @@ use std::time::Duration;
 use healthcheck::ServerState;
 use socket2::SockRef;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tracing::info;
 
 use crate::balance::Tried;
 use crate::frontend::{Frontend, Snapshot};
+use crate::listener::Admission;
 use crate::splice::Pipe;
 
 /// How a proxied connection ended (the access log's `end` field).
@@ -92,10 +93,12 @@ pub struct ConnectError {
 
 /// Connects to a server for a client at `peer`, retrying up to `retries` times; with
 /// `redispatch` each retry goes at once to another available server (no turn-around delay).
+/// `admission` is released as soon as the first server socket exists.
 pub async fn connect<'a>(
     fe: &Frontend,
     snap: &'a Snapshot,
     peer: SocketAddr,
+    admission: &mut Admission,
 ) -> Result<Connected<'a>, ConnectError> {
     let s = &snap.settings;
     let mut tried = Tried::default();
@@ -119,7 +122,21 @@ pub async fn connect<'a>(
         if attempt > 0 {
             fe.count_retry(snap, idx, previous);
         }
-        match tokio::time::timeout(s.timeout_connect, TcpStream::connect(server.address)).await {
+        // socket(2) apart from connect(2): a descriptor shortage shows here, and once the
+        // socket exists the accept loop may go on (see `Admission`).
+        let socket = if server.address.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        };
+        let attempt_result = match socket {
+            Ok(socket) => {
+                admission.release();
+                tokio::time::timeout(s.timeout_connect, socket.connect(server.address)).await
+            }
+            Err(e) => Ok(Err(e)),
+        };
+        match attempt_result {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(Connected {
@@ -159,10 +176,17 @@ pub async fn connect<'a>(
 }
 
 /// Handles one client connection in tcp mode, from connect to access-log line.
-pub async fn proxy(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
+pub async fn proxy(
+    fe: &Frontend,
+    snap: &Snapshot,
+    client: TcpStream,
+    peer: SocketAddr,
+    mut admission: Admission,
+) {
     let start = Instant::now();
     // TCP_NODELAY is inherited from the listener (see `listener::bind`).
-    let connected = connect(fe, snap, peer).await;
+    let connected = connect(fe, snap, peer, &mut admission).await;
+    drop(admission);
     let connect_time = start.elapsed();
     let conn = match connected {
         Ok(c) => c,

@@ -2,13 +2,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::{debug, warn};
 
 /// Opens a listening socket on `addr` with IP_FREEBIND, so that a listener on the VIP works
@@ -84,8 +84,55 @@ impl Drop for ShortageWaiter {
     }
 }
 
-/// Waits out a local shortage met while connecting to a server: pauses of 5, 5, 10, 20, 40 ms
-/// and so on (each doubles the time waited so far, the last one cut to what is left), until
+/// How long after the last descriptor or memory shortage accepts stay careful (see
+/// [`Admission`]).
+const CAREFUL_FOR: Duration = Duration::from_secs(10);
+
+/// When this process last ran out of descriptors or memory, in milliseconds since [`epoch`]
+/// plus one (0: never).
+static LAST_SHORTAGE: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Records that accept(2) or socket(2) just found no descriptor or memory.
+fn note_shortage() {
+    let ms = epoch().elapsed().as_millis() as u64 + 1;
+    LAST_SHORTAGE.store(ms, Ordering::Relaxed);
+}
+
+/// Whether a shortage was met within [`CAREFUL_FOR`]. One relaxed load while none ever was.
+fn careful() -> bool {
+    match LAST_SHORTAGE.load(Ordering::Relaxed) {
+        0 => false,
+        last => {
+            let now = epoch().elapsed().as_millis() as u64 + 1;
+            now.saturating_sub(last) < CAREFUL_FOR.as_millis() as u64
+        }
+    }
+}
+
+/// Handed with each accepted connection. After a recent shortage of descriptors the accept
+/// loop takes the next connection only once this one has its server socket (or has given up):
+/// accepting a burst first would spend every freed descriptor on client sockets and leave each
+/// of them waiting for a second one for the server that never comes (seen in CI: clients
+/// queued while the process was out of descriptors had gone, and the fresh ones behind them
+/// waited for `timeout_connect` and were reset). Outside such a period this holds nothing.
+#[derive(Debug, Default)]
+pub struct Admission(Option<oneshot::Sender<()>>);
+
+impl Admission {
+    /// Lets the accept loop go on: this connection has what it needs from the process.
+    pub fn release(&mut self) {
+        self.0.take();
+    }
+}
+
+/// Waits out a local shortage met while connecting to a server: pauses of 5, 5, 10, 20, 40,
+/// then 50 ms (each doubles the time waited so far up to 50 ms, the last one cut to what is
+/// left), until
 /// `waited` reaches `budget` (the frontend's `timeout_connect`). Returns false, without
 /// sleeping, once the budget is spent: the caller then gives up.
 ///
@@ -98,29 +145,45 @@ pub async fn wait_out_shortage(e: &io::Error, waited: &mut Duration, budget: Dur
     if left.is_zero() {
         return false;
     }
-    let pause = (*waited).max(Duration::from_millis(5)).min(left);
-    let _waiter = is_resource_exhaustion(e).then(ShortageWaiter::new);
+    // Short pauses (at most 50 ms) so that a descriptor freed meanwhile is taken soon: accepts
+    // hold off while this waits.
+    let pause = (*waited)
+        .clamp(Duration::from_millis(5), Duration::from_millis(50))
+        .min(left);
+    let _waiter = is_resource_exhaustion(e).then(|| {
+        note_shortage();
+        ShortageWaiter::new()
+    });
     tokio::time::sleep(pause).await;
     *waited += pause;
     true
 }
 
 /// Accepts connections until `shutdown` turns true, at most `limit`'s permits at once; each
-/// accepted connection is handed to `handle` with its permit, which it holds until it ends.
+/// accepted connection is handed to `handle` with its permit, which it holds until it ends,
+/// and its [`Admission`], which it releases once it has its server socket.
 pub async fn accept_loop<F>(
     listener: TcpListener,
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit),
+    F: Fn(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit, Admission),
 {
     let local = listener.local_addr().ok();
     let mut backoff = Duration::from_millis(5);
     // Out-of-resource warnings: at most one a second, with the count of those not logged.
     let mut last_warn: Option<tokio::time::Instant> = None;
     let mut unlogged = 0u64;
+    // The admission of the last connection accepted while careful: the next accept waits for it.
+    let mut admitted: Option<oneshot::Receiver<()>> = None;
     loop {
+        if let Some(rx) = admitted.take() {
+            tokio::select! {
+                _ = rx => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
         // maxconn: with every permit taken, stop accepting; clients wait in the kernel's queue.
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p {
@@ -143,11 +206,19 @@ pub async fn accept_loop<F>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                handle(stream, peer, permit);
+                let admission = if careful() {
+                    let (tx, rx) = oneshot::channel();
+                    admitted = Some(rx);
+                    Admission(Some(tx))
+                } else {
+                    Admission(None)
+                };
+                handle(stream, peer, permit, admission);
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors or memory: back off instead of spinning on an error
                 // that the next accept would return at once.
+                note_shortage();
                 let now = tokio::time::Instant::now();
                 if last_warn.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
                     warn!(listener = ?local, cause = %e, backoff_ms = backoff.as_millis() as u64,
@@ -206,6 +277,49 @@ mod tests {
             assert!(wait.await);
             assert_eq!(SHORTAGE_WAITERS.load(Ordering::Acquire), 0);
         }
+    }
+
+    /// After a shortage, the loop takes the next connection only once the last one released
+    /// its admission (or dropped it).
+    #[tokio::test]
+    async fn after_a_shortage_each_accept_waits_for_the_last_admission() {
+        let l = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop, shutdown) = watch::channel(false);
+        let limit = Arc::new(Semaphore::new(100));
+        let task = tokio::spawn(accept_loop(l, limit, shutdown, move |s, _, p, a| {
+            let _ = tx.send((s, p, a));
+        }));
+        note_shortage();
+        assert!(careful());
+        let wait = Duration::from_millis(300);
+        let _c = [
+            TcpStream::connect(addr).await.expect("connect"),
+            TcpStream::connect(addr).await.expect("connect"),
+        ];
+        let mut first = tokio::time::timeout(wait, rx.recv())
+            .await
+            .expect("first accepted")
+            .expect("open");
+        assert!(
+            tokio::time::timeout(wait, rx.recv()).await.is_err(),
+            "second accepted while the first's admission was held"
+        );
+        first.2.release();
+        let second = tokio::time::timeout(wait, rx.recv())
+            .await
+            .expect("second accepted once the first's admission is released")
+            .expect("open");
+        drop(second);
+        let _c2 = TcpStream::connect(addr).await.expect("connect");
+        let third = tokio::time::timeout(wait, rx.recv())
+            .await
+            .expect("third accepted once the second's admission is dropped")
+            .expect("open");
+        drop(third);
+        let _ = stop.send(true);
+        task.await.expect("accept loop");
     }
 
     #[tokio::test]
