@@ -388,3 +388,93 @@ fn vrrp_fault_rapid_kill_and_restart() {
     assert_eq!(copies(1), 0);
     assert!(d1.output().contains("to=BACKUP"));
 }
+
+/// `maas-vip status --json` of the daemon on host `i` (its config at `conf`), parsed.
+fn status_json(lan: &Lan, i: usize, conf: &Path) -> Option<serde_json::Value> {
+    let out = lan.hosts[i]
+        .ns
+        .command(maas_vip_bin())
+        .args(["status", "--json", "-c"])
+        .arg(conf)
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The state `/status` gives the instance `maas_region`, if any.
+fn vrrp_state(lan: &Lan, i: usize, conf: &Path) -> Option<String> {
+    let v = status_json(lan, i, conf)?;
+    v["vrrp"]
+        .as_array()?
+        .iter()
+        .find(|x| x["name"] == "maas_region")?["state"]
+        .as_str()
+        .map(str::to_lowercase)
+}
+
+/// An interface that is missing at start (a bond or VLAN that comes up late), then present
+/// without an address, then with one: the daemon keeps running, the instance shows FAULT with
+/// the reason logged, and once the interface is usable it starts and takes over as its
+/// priority says.
+#[test]
+fn vrrp_fault_interface_missing_at_start_waits_in_fault() {
+    let name = "vrrp_fault_interface_missing_at_start_waits_in_fault";
+    if !check_or_skip(name) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let d1 = start(&lan, dir.path(), 1, &config(100, ""));
+    wait_holders(&lan, &[1], Duration::from_secs(10), "host 1 alone", &[&d1]);
+    // Host 0's eth0 goes away (renamed: its address goes with it).
+    let h0 = &lan.hosts[0];
+    h0.ns.ip(&["link", "set", "eth0", "down"]);
+    h0.ns.ip(&["link", "set", "eth0", "name", "late0"]);
+    let conf0 = dir.path().join("h0.toml");
+    let mut d0 = start(&lan, dir.path(), 0, &config(150, ""));
+    let fault = wait_for(Duration::from_secs(10), || {
+        vrrp_state(&lan, 0, &conf0).as_deref() == Some("fault")
+    });
+    assert!(
+        fault.is_some(),
+        "no FAULT in /status: {:?}\n{}",
+        status_json(&lan, 0, &conf0),
+        d0.output()
+    );
+    assert!(d0.running(), "daemon exited:\n{}", d0.output());
+    assert!(
+        d0.output().contains("interface eth0 does not exist"),
+        "reason not logged:\n{}",
+        d0.output()
+    );
+    // Back, up, but without its address: still FAULT, for the new reason.
+    h0.ns.ip(&["link", "set", "late0", "name", "eth0"]);
+    h0.ns.ip(&["addr", "flush", "dev", "eth0"]);
+    h0.ns.ip(&["link", "set", "eth0", "up"]);
+    let logged = wait_for(Duration::from_secs(5), || {
+        d0.output().contains("has no IPv4 address")
+    });
+    assert!(
+        logged.is_some(),
+        "no-address reason not logged:\n{}",
+        d0.output()
+    );
+    assert_eq!(vrrp_state(&lan, 0, &conf0).as_deref(), Some("fault"));
+    assert_eq!(lan.holders(VIP), [1], "host 0 must not claim the VIP yet");
+    // The address comes: host 0 starts and, priority 150 over 100, preempts.
+    let addr = format!("{}/24", h0.addr);
+    h0.ns.ip(&["addr", "add", &addr, "dev", "eth0"]);
+    wait_holders(
+        &lan,
+        &[0],
+        Duration::from_secs(10),
+        "takeover once the interface is ready",
+        &[&d0, &d1],
+    );
+    assert_eq!(vrrp_state(&lan, 0, &conf0).as_deref(), Some("master"));
+    assert!(d0.running());
+    d0.signal("TERM");
+    assert!(d0.wait_exit(Duration::from_secs(10)).is_some());
+    wait_holders(&lan, &[1], Duration::from_secs(5), "back to host 1", &[&d1]);
+}

@@ -199,8 +199,9 @@ async fn run_all(
         return Ok(());
     }
     let nl = Netlink::new()?;
-    // Set every instance up before running any: a bad interface fails the start.
-    let mut instances = Vec::new();
+    // Internal stop: the first instance to fail stops the others, which release their VIPs.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut set = JoinSet::new();
     for (c, updates) in configs {
         let span = tracing::info_span!(
             "vrrp",
@@ -208,16 +209,16 @@ async fn run_all(
             vrid = c.virtual_router_id,
             iface = %c.interface.get_ref()
         );
-        let inst = Instance::setup(c, updates, nl.clone(), backends.clone())
-            .instrument(span.clone())
-            .await?;
-        instances.push((inst, span));
-    }
-    // Internal stop: the first instance to fail stops the others, which release their VIPs.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut set = JoinSet::new();
-    for (inst, span) in instances {
-        set.spawn(inst.run(stop_rx.clone()).instrument(span));
+        let (nl, backends, stop) = (nl.clone(), backends.clone(), stop_rx.clone());
+        set.spawn(
+            async move {
+                match set_up_when_ready(c, updates, nl, backends, stop.clone()).await? {
+                    Some(inst) => inst.run(stop).await,
+                    None => Ok(()),
+                }
+            }
+            .instrument(span),
+        );
     }
     let mut result = Ok(());
     loop {
@@ -326,6 +327,67 @@ fn params(cfg: &VrrpConfig, vips: &[Vip], primary: Ipv4Addr) -> Params {
         start_as_master: cfg.state == InitialState::Master,
         garp_delay: cfg.garp_master_delay,
         unicast_peers: cfg.unicast_peers.clone(),
+    }
+}
+
+/// How often an instance waiting for its interface (or its address) looks again.
+const WAIT_FOR_INTERFACE_EVERY: Duration = Duration::from_secs(1);
+
+/// Sets the instance up; while its interface does not exist or has no IPv4 address of its
+/// own, it is shown in FAULT (as keepalived shows an instance whose interface is missing or
+/// has no address) and set-up is tried again every second, with the newest config reloads
+/// sent, until it works or `stop` turns true (then `None`). The proxy and the other instances
+/// run meanwhile: a bond or VLAN that comes up late does not stop the daemon. Other errors
+/// (no raw socket, netlink refusing) are returned at once.
+async fn set_up_when_ready(
+    mut cfg: VrrpConfig,
+    mut updates: Option<watch::Receiver<VrrpConfig>>,
+    nl: Netlink,
+    backends: BackendsProbe,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Option<Instance>, VrrpError> {
+    let mut waiting: Option<String> = None;
+    loop {
+        match Instance::setup(cfg.clone(), updates.clone(), nl.clone(), backends.clone()).await {
+            Ok(inst) => {
+                if waiting.is_some() {
+                    info!("the interface is ready now; starting");
+                }
+                return Ok(Some(inst));
+            }
+            Err(e @ (VrrpError::NoInterface(_) | VrrpError::NoAddress(_))) => {
+                let why = e.to_string();
+                if waiting.as_deref() != Some(why.as_str()) {
+                    warn!(error = %why, "vrrp instance in FAULT until the interface is ready");
+                    publish(InstanceStatus {
+                        name: cfg.name.get_ref().clone(),
+                        interface: cfg.interface.get_ref().clone(),
+                        vrid: cfg.virtual_router_id,
+                        state: State::Fault,
+                        priority: *cfg.priority.get_ref(),
+                        configured_priority: *cfg.priority.get_ref(),
+                        stats: Default::default(),
+                    });
+                    waiting = Some(why);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            r = stop.wait_for(|s| *s) => {
+                let _ = r;
+                unpublish(cfg.name.get_ref());
+                return Ok(None);
+            }
+            _ = tokio::time::sleep(WAIT_FOR_INTERFACE_EVERY) => {}
+            r = next_update(&mut updates) => match r {
+                Some(new) => {
+                    info!("new config while waiting for the interface");
+                    cfg = new;
+                }
+                None => updates = None,
+            },
+        }
     }
 }
 
