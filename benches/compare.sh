@@ -10,11 +10,15 @@
 #   MAAS_VIP_BIN=/path/to/maas-vip benches/compare.sh    # skip the build
 #   KEEP=1 benches/compare.sh                            # keep the work directory (logs)
 #   MAAS_VIP_TOP='workers = 1' benches/compare.sh          # extra top-level maas-vip.toml keys
+#   PACE_MS=4 ONLY=paced benches/compare.sh              # latency at a lighter fixed load
 #
 # Workloads: keepalive (L4, tiny body, 50 keep-alive connections), close (L4, one connection per
 # request), 1mib (L4, 1 MiB bodies, 8 connections), l7 (http mode, tiny body, 50 keep-alive
 # client connections), dying (L4, one connection per request, one of three regions killed a third
-# of the way through; throughput as a ratio of the same run without the kill).
+# of the way through; throughput as a ratio of the same run without the kill), paced (latency at
+# the same load for every target: 50 keep-alive connections that each wait PACE_MS, default 2,
+# between a response and the next request, in tcp and in http mode; saturated runs give each
+# target its own load, so their latencies are not comparable as such).
 #
 # Needs: nginx, haproxy, wrk (apt-get install nginx-light haproxy wrk). Everything listens on
 # 127.0.0.1 only; all processes are stopped on exit.
@@ -22,7 +26,8 @@ set -euo pipefail
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
-ONLY=${ONLY:-keepalive close 1mib l7 dying}
+ONLY=${ONLY:-keepalive close 1mib l7 paced dying}
+PACE_MS=${PACE_MS:-2}
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/maas-vip-bench.XXXXXX)
 pids=()
@@ -223,10 +228,17 @@ measure() { # port path conns seconds [wrk args] -> "rps bytes_per_s p50_ms p99_
     END { printf "%s %s %s %s %d\n", rps + 0, bps + 0, p50 + 0, p99 + 0, err + 0 }'
 }
 
+# wrk calls delay() before each request of a connection: a fixed offered load.
+printf 'function delay()\n  return %s\nend\n' "$PACE_MS" > "$work/paced.lua"
+
 declare -A best
-keep_best() { # key "rps bps p50 p99 err": keeps the run with the most requests/s
-  local prev=${best[$1]:-"0 0 0 0 0"}
-  if awk -v a="${2%% *}" -v b="${prev%% *}" 'BEGIN { exit !(a > b) }'; then best[$1]=$2; fi
+keep_best() { # key "rps bps p50 p99 err": keeps the run with the most requests/s (paced
+  # runs, whose load is fixed: the lowest p99)
+  local prev=${best[$1]:-}
+  if [ -z "$prev" ]; then best[$1]=$2; return; fi
+  if [[ $1 == paced-* ]]; then
+    if awk -v a="$(echo "$2" | cut -d' ' -f4)" -v b="$(echo "$prev" | cut -d' ' -f4)" 'BEGIN { exit !(a < b) }'; then best[$1]=$2; fi
+  elif awk -v a="${2%% *}" -v b="${prev%% *}" 'BEGIN { exit !(a > b) }'; then best[$1]=$2; fi
 }
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
 targets() { # the targets of a workload, filtered by $TARGETS
@@ -237,13 +249,15 @@ targets() { # the targets of a workload, filtered by $TARGETS
 }
 
 for round in $(seq "$ROUNDS"); do
-  for w in keepalive close 1mib l7; do
-    wants "$w" || continue
+  for w in keepalive close 1mib l7 paced-tcp paced-http; do
+    wants "${w%%-*}" || continue
     case $w in
       keepalive) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
       close) path=/tiny conns=50 extra=(-H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
       1mib) path=/1m conns=8 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
       l7) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy-close:18082 haproxy-ka:18083 maas-vip:18084 maas-vip-close:18085);;
+      paced-tcp) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
+      paced-http) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy-ka:18083 maas-vip:18084);;
     esac
     for t in $list; do
       r=$(measure "${t#*:}" "$path" "$conns" "$DURATION" "${extra[@]}")
@@ -275,8 +289,10 @@ col() { echo "${best[$1]:-0 0 0 0 0}" | awk -v c="$2" '{ print $c }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 
 echo
-echo "| workload | direct | HAProxy 2.6 | maas-vip | maas-vip / HAProxy | maas-vip / direct |"
-echo "| --- | --- | --- | --- | --- | --- |"
+if wants keepalive || wants close || wants 1mib || wants l7; then
+  echo "| workload | direct | HAProxy 2.6 | maas-vip | maas-vip / HAProxy | maas-vip / direct |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+fi
 row() { # label unit column key-direct key-haproxy key-maas-vip
   local d h m s=1
   [ "$2" = "MB/s" ] && s=1048576
@@ -302,6 +318,14 @@ if wants keepalive || wants l7; then
   lat() { echo "$(col "$1" 3) / $(col "$1" 4)"; }
   wants keepalive && echo "| L4 keep-alive | $(lat keepalive/direct) | $(lat keepalive/haproxy) | $(lat keepalive/maas-vip) |"
   wants l7 && echo "| L7 (HAProxy keep-alive) | $(lat l7/direct) | $(lat l7/haproxy-ka) | $(lat l7/maas-vip) |"
+  echo
+fi
+if wants paced; then
+  echo "| latency at the same load, 50 conns each pausing ${PACE_MS} ms (req/s; p50 / p99 ms) | direct | HAProxy 2.6 | maas-vip |"
+  echo "| --- | --- | --- | --- |"
+  plat() { echo "$(col "$1" 1 | awk '{ printf "%.0f", $1 }'); $(col "$1" 3) / $(col "$1" 4)"; }
+  echo "| L4 keep-alive | $(plat paced-tcp/direct) | $(plat paced-tcp/haproxy) | $(plat paced-tcp/maas-vip) |"
+  echo "| L7 (HAProxy keep-alive) | $(plat paced-http/direct) | $(plat paced-http/haproxy-ka) | $(plat paced-http/maas-vip) |"
   echo
 fi
 if wants dying; then
