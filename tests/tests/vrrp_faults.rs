@@ -478,3 +478,70 @@ fn vrrp_fault_interface_missing_at_start_waits_in_fault() {
     assert!(d0.wait_exit(Duration::from_secs(10)).is_some());
     wait_holders(&lan, &[1], Duration::from_secs(5), "back to host 1", &[&d1]);
 }
+
+/// The master's interface is deleted and later created again (netplan re-creating a bond or
+/// VLAN gives it a new index): the instance goes to FAULT, the backup takes over, and once
+/// an interface of that name is back with its address the instance is set up on it again and
+/// preempts.
+#[test]
+fn vrrp_fault_interface_deleted_and_recreated() {
+    let name = "vrrp_fault_interface_deleted_and_recreated";
+    if !check_or_skip(name) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let conf0 = dir.path().join("h0.toml");
+    let mut d0 = start(&lan, dir.path(), 0, &config(150, ""));
+    let d1 = start(&lan, dir.path(), 1, &config(100, ""));
+    wait_holders(&lan, &[0], Duration::from_secs(10), "election", &[&d0, &d1]);
+    // Deleting eth0 deletes its veth peer, the bridge port p0, too.
+    let h0 = &lan.hosts[0];
+    h0.ns.ip(&["link", "del", "eth0"]);
+    wait_holders(
+        &lan,
+        &[1],
+        Duration::from_secs(6),
+        "backup takes over from the host whose interface went",
+        &[&d0, &d1],
+    );
+    let fault = wait_for(Duration::from_secs(5), || {
+        vrrp_state(&lan, 0, &conf0).as_deref() == Some("fault")
+    });
+    assert!(fault.is_some(), "no FAULT in /status:\n{}", d0.output());
+    assert!(d0.running(), "daemon exited:\n{}", d0.output());
+    assert!(
+        d0.output().contains("the interface was deleted"),
+        "{}",
+        d0.output()
+    );
+    // A new eth0 (a new index) on the bridge, with the host's address.
+    lan.bridge.ip(&[
+        "link",
+        "add",
+        "p0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        h0.ns.name(),
+    ]);
+    lan.bridge.ip(&["link", "set", "p0", "master", "br0", "up"]);
+    h0.ns
+        .ip(&["addr", "add", &format!("{}/24", h0.addr), "dev", "eth0"]);
+    h0.ns.ip(&["link", "set", "eth0", "up"]);
+    wait_holders(
+        &lan,
+        &[0],
+        Duration::from_secs(10),
+        "preemption on the re-created interface",
+        &[&d0, &d1],
+    );
+    assert_eq!(vrrp_state(&lan, 0, &conf0).as_deref(), Some("master"));
+    d0.signal("TERM");
+    assert!(d0.wait_exit(Duration::from_secs(10)).is_some());
+    wait_holders(&lan, &[1], Duration::from_secs(5), "back to host 1", &[&d1]);
+}

@@ -212,9 +212,19 @@ async fn run_all(
         let (nl, backends, stop) = (nl.clone(), backends.clone(), stop_rx.clone());
         set.spawn(
             async move {
-                match set_up_when_ready(c, updates, nl, backends, stop.clone()).await? {
-                    Some(inst) => inst.run(stop).await,
-                    None => Ok(()),
+                let (mut c, mut updates) = (c, updates);
+                loop {
+                    let ready =
+                        set_up_when_ready(c, updates, nl.clone(), backends.clone(), stop.clone());
+                    let Some(inst) = ready.await? else {
+                        return Ok(());
+                    };
+                    match inst.run(stop.clone()).await? {
+                        Ended::Stopped => return Ok(()),
+                        // Set up again on whatever carries the name next (netplan re-creating
+                        // a bond or VLAN gives it a new index).
+                        Ended::InterfaceGone { cfg, updates: u } => (c, updates) = (*cfg, u),
+                    }
                 }
             }
             .instrument(span),
@@ -328,6 +338,18 @@ fn params(cfg: &VrrpConfig, vips: &[Vip], primary: Ipv4Addr) -> Params {
         garp_delay: cfg.garp_master_delay,
         unicast_peers: cfg.unicast_peers.clone(),
     }
+}
+
+/// Why [`Instance::run`] returned.
+enum Ended {
+    /// Told to stop.
+    Stopped,
+    /// The interface was deleted: the instance, in FAULT, hands back its config (reloads
+    /// included) to be set up again once an interface of that name is ready.
+    InterfaceGone {
+        cfg: Box<VrrpConfig>,
+        updates: Option<watch::Receiver<VrrpConfig>>,
+    },
 }
 
 /// How often an instance waiting for its interface (or its address) looks again.
@@ -640,7 +662,7 @@ impl Instance {
         });
     }
 
-    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), VrrpError> {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<Ended, VrrpError> {
         for ts in self.cfg.track_script.clone() {
             let s = self.spawn_script(ts);
             self.scripts.push(s);
@@ -668,7 +690,7 @@ impl Instance {
                 biased;
                 r = stop.changed() => {
                     if r.is_err() || *stop.borrow() {
-                        break Ok(());
+                        break Ok(Ended::Stopped);
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
@@ -724,6 +746,17 @@ impl Instance {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if let Some(ev) = link_event.take() {
+                if ev == LinkEvent::Gone {
+                    // Its addresses went with it; FAULT stops adverts and forgets the VIPs.
+                    warn!("the interface was deleted; FAULT until it is back");
+                    self.link_up = false;
+                    self.machine.set_link(Instant::now(), false);
+                    self.carry_out().await;
+                    break Ok(Ended::InterfaceGone {
+                        cfg: Box::new(self.cfg.clone()),
+                        updates: self.updates.take(),
+                    });
+                }
                 self.on_link_event(ev).await;
             }
             self.carry_out().await;
@@ -772,6 +805,8 @@ impl Instance {
                     self.refresh_primary().await;
                 }
             }
+            // Handled by the run loop, which ends the instance.
+            LinkEvent::Gone => {}
         }
     }
 

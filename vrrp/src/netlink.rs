@@ -25,6 +25,8 @@ pub(crate) enum LinkEvent {
     AddrDeleted(Ipv4Addr),
     /// An IPv4 address was added.
     AddrAdded(Ipv4Addr),
+    /// The interface was deleted (or moved to another namespace): its index is gone for good.
+    Gone,
 }
 
 /// A link's state and identity.
@@ -201,7 +203,7 @@ pub(crate) fn monitor(index: u32) -> Result<mpsc::Receiver<LinkEvent>, VrrpError
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l))
                     if l.header.index == index =>
                 {
-                    LinkEvent::Link { up: false }
+                    LinkEvent::Gone
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a))
                     if a.header.index == index =>
