@@ -131,10 +131,9 @@ impl Admission {
 }
 
 /// Waits out a local shortage met while connecting to a server: pauses of 5, 5, 10, 20, 40,
-/// then 50 ms (each doubles the time waited so far up to 50 ms, the last one cut to what is
-/// left), until
-/// `waited` reaches `budget` (the frontend's `timeout_connect`). Returns false, without
-/// sleeping, once the budget is spent: the caller then gives up.
+/// then 50 ms each (doubling the time waited so far, up to 50 ms; the last one cut to what is
+/// left), until `waited` reaches `budget` (the frontend's `timeout_connect`). Returns false,
+/// without sleeping, once the budget is spent: the caller then gives up.
 ///
 /// A brief shortage (descriptors freed by connections that are closing) so costs the client a
 /// little latency instead of its connection. While the shortage is the whole process's (`e` is
