@@ -461,6 +461,19 @@ fn vrrp_fault_interface_missing_at_start_waits_in_fault() {
         d0.output()
     );
     assert_eq!(vrrp_state(&lan, 0, &conf0).as_deref(), Some("fault"));
+    // Looking again every second opens nothing that stays open.
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", d0.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = fds();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = fds();
+    assert!(
+        after <= before + 1,
+        "descriptors {before} -> {after} in 3 s of waiting for an address"
+    );
     assert_eq!(lan.holders(VIP), [1], "host 0 must not claim the VIP yet");
     // The address comes: host 0 starts and, priority 150 over 100, preempts.
     let addr = format!("{}/24", h0.addr);

@@ -406,6 +406,8 @@ async fn set_up_when_ready(
                 Some(new) => {
                     info!("new config while waiting for the interface");
                     cfg = new;
+                    // Shown (and logged) again with the new config.
+                    waiting = None;
                 }
                 None => updates = None,
             },
@@ -423,10 +425,21 @@ impl Instance {
         let name = cfg.name.get_ref().clone();
         let iface = cfg.interface.get_ref().clone();
         let vips = cfg.virtual_ipaddresses.get_ref().clone();
-        // Subscribe before reading the state so no change falls in between.
-        let link = nl.link(&iface).await?;
-        let link_events = netlink::monitor(link.index)?;
+        let index = nl.link(&iface).await?.index;
         let owner = *cfg.priority.get_ref() == 255;
+        // No address to send from: fail before subscribing to netlink events, so that waiting
+        // for one (see `set_up_when_ready`) opens no monitor socket per attempt.
+        let candidates: &[Vip] = if owner { &[] } else { &vips };
+        if nl.primary(index, &iface, candidates).await?.is_none() {
+            return Err(VrrpError::NoAddress(iface));
+        }
+        // Subscribe before reading the state so no change falls in between.
+        let link_events = netlink::monitor(index)?;
+        let link = nl.link(&iface).await?;
+        if link.index != index {
+            // Replaced in between: try again (the monitor follows the old index).
+            return Err(VrrpError::NoInterface(iface));
+        }
         // The address owner (priority 255, RFC 3768 §3) has the virtual addresses as its own:
         // they are neither stale nor ever removed, and one of them may be the primary.
         let owned: Vec<Ipv4Addr> = if owner {
