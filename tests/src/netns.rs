@@ -6,6 +6,7 @@
 //! `Drop` kills whatever still runs in a namespace before deleting it.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -177,6 +178,18 @@ impl Host {
         self.addrs().iter().any(|a| a.starts_with(&want))
     }
 
+    /// `maas-vip status --json -c conf` run inside the host, parsed; `None` if it failed.
+    pub fn status_json(&self, conf: &Path) -> Option<serde_json::Value> {
+        let out = self
+            .ns
+            .command(crate::maas_vip_bin())
+            .args(["status", "--json", "-c"])
+            .arg(conf)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
     /// `ip link set eth0 up|down`.
     pub fn set_link(&self, up: bool) {
         self.ns.ip(&[
@@ -257,6 +270,59 @@ impl Lan {
         (0..self.hosts.len())
             .filter(|i| self.hosts[*i].has(addr))
             .collect()
+    }
+
+    /// Waits up to `limit` until exactly the hosts `want` carry `addr`, and returns how long
+    /// that took; otherwise prints the `logs` and panics, saying `what` was awaited.
+    pub fn wait_holders(
+        &self,
+        addr: Ipv4Addr,
+        want: &[usize],
+        limit: Duration,
+        what: &str,
+        logs: &[&Proc],
+    ) -> Duration {
+        match wait_for(limit, || self.holders(addr) == want) {
+            Some(t) => t,
+            None => {
+                for p in logs {
+                    eprintln!("---- {}\n{}", p.log.display(), p.output());
+                }
+                panic!(
+                    "{what}: holders of {addr} {:?}, wanted {want:?} within {limit:?}",
+                    self.holders(addr)
+                );
+            }
+        }
+    }
+
+    /// Samples the holders of `addr` every 100 ms for `d`: each sample must be `want`.
+    pub fn assert_holders_stable(&self, addr: Ipv4Addr, want: &[usize], d: Duration, what: &str) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            assert_eq!(self.holders(addr), want, "{what}: holders of {addr}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `maas-vip run` on host `i` with `config`, written to `dir/h{i}.toml`; its output
+    /// goes to `dir/h{i}.log` (RUST_LOG=info).
+    pub fn start_maas_vip(&self, dir: &Path, i: usize, config: &str) -> Proc {
+        let bin = crate::maas_vip_bin();
+        assert!(
+            bin.exists(),
+            "{} not built: run `cargo test --workspace` or `cargo build -p maas-vip` first",
+            bin.display()
+        );
+        let conf = dir.join(format!("h{i}.toml"));
+        std::fs::write(&conf, config).expect("config");
+        Proc::spawn(
+            &self.hosts[i].ns,
+            bin,
+            &["run", "-c", conf.to_str().expect("utf8 path")],
+            &[("RUST_LOG", "info")],
+            dir.join(format!("h{i}.log")),
+        )
     }
 }
 
@@ -358,12 +424,7 @@ impl Drop for Proc {
 impl Lan {
     /// Starts tcpdump on host `host`'s eth0, writing VRRP and ARP frames to
     /// `dir/cap-{tag}.pcap` (its output in `dir/tcpdump-{tag}.log`), and waits until it listens.
-    pub fn capture(
-        &self,
-        host: usize,
-        dir: &std::path::Path,
-        tag: &str,
-    ) -> (Proc, std::path::PathBuf) {
+    pub fn capture(&self, host: usize, dir: &Path, tag: &str) -> (Proc, std::path::PathBuf) {
         let file = dir.join(format!("cap-{tag}.pcap"));
         let p = Proc::spawn(
             &self.hosts[host].ns,
@@ -393,7 +454,7 @@ impl Lan {
 }
 
 /// The frames of a pcap file written by `tcpdump -w` (either byte order).
-pub fn pcap_frames(path: &std::path::Path) -> Vec<Vec<u8>> {
+pub fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
     let b = std::fs::read(path).unwrap_or_default();
     let mut out = Vec::new();
     if b.len() < 24 {

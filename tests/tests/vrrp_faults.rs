@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use maas_vip_tests::maas_vip_bin;
 use maas_vip_tests::netns::{check_or_skip, pcap_frames, wait_for, Lan, Proc};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -36,17 +35,7 @@ garp_master_repeat = 2
 }
 
 fn start(lan: &Lan, dir: &Path, host: usize, text: &str) -> Proc {
-    let bin = maas_vip_bin();
-    assert!(bin.exists(), "{} not built", bin.display());
-    let conf = dir.join(format!("h{host}.toml"));
-    std::fs::write(&conf, text).expect("config");
-    Proc::spawn(
-        &lan.hosts[host].ns,
-        bin,
-        &["run", "-c", conf.to_str().expect("utf8 path")],
-        &[("RUST_LOG", "info")],
-        dir.join(format!("h{host}.log")),
-    )
+    lan.start_maas_vip(dir, host, text)
 }
 
 fn wait_holders(
@@ -56,29 +45,13 @@ fn wait_holders(
     what: &str,
     logs: &[&Proc],
 ) -> Duration {
-    match wait_for(limit, || lan.holders(VIP) == want) {
-        Some(t) => t,
-        None => {
-            for p in logs {
-                eprintln!("---- {}\n{}", p.log.display(), p.output());
-            }
-            panic!(
-                "{what}: VIP holders {:?}, wanted {want:?} within {limit:?}",
-                lan.holders(VIP)
-            );
-        }
-    }
+    lan.wait_holders(VIP, want, limit, what, logs)
 }
 
 fn assert_stable(lan: &Lan, want: &[usize], d: Duration, what: &str) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        assert_eq!(lan.holders(VIP), want, "{what}: VIP holders");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    lan.assert_holders_stable(VIP, want, d, what);
 }
 
-/// The MAC address of eth0 in host `i`, as 6 bytes.
 fn mac(lan: &Lan, i: usize) -> Vec<u8> {
     let out = lan.hosts[i].ns.ip_output(&["-o", "link", "show", "eth0"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -389,21 +362,9 @@ fn vrrp_fault_rapid_kill_and_restart() {
     assert!(d1.output().contains("to=BACKUP"));
 }
 
-/// `maas-vip status --json` of the daemon on host `i` (its config at `conf`), parsed.
-fn status_json(lan: &Lan, i: usize, conf: &Path) -> Option<serde_json::Value> {
-    let out = lan.hosts[i]
-        .ns
-        .command(maas_vip_bin())
-        .args(["status", "--json", "-c"])
-        .arg(conf)
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 /// The state `/status` gives the instance `maas_region`, if any.
 fn vrrp_state(lan: &Lan, i: usize, conf: &Path) -> Option<String> {
-    let v = status_json(lan, i, conf)?;
+    let v = lan.hosts[i].status_json(conf)?;
     v["vrrp"]
         .as_array()?
         .iter()
@@ -439,7 +400,7 @@ fn vrrp_fault_interface_missing_at_start_waits_in_fault() {
     assert!(
         fault.is_some(),
         "no FAULT in /status: {:?}\n{}",
-        status_json(&lan, 0, &conf0),
+        lan.hosts[0].status_json(&conf0),
         d0.output()
     );
     assert!(d0.running(), "daemon exited:\n{}", d0.output());

@@ -190,18 +190,9 @@ virtual_ipaddresses = ["{VIP}/24"]
 
 /// `maas-vip status --json` inside `ns`: the first VRRP instance.
 fn status(lan: &Lan, conf: &Path) -> serde_json::Value {
-    let out = lan.hosts[0]
-        .ns
-        .command(maas_vip_bin())
-        .args(["status", "--json", "-c", conf.to_str().expect("utf8 path")])
-        .output()
-        .expect("maas-vip status");
-    assert!(
-        out.status.success(),
-        "maas-vip status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let v = lan.hosts[0]
+        .status_json(conf)
+        .expect("maas-vip status --json in the namespace");
     v["vrrp"][0].clone()
 }
 

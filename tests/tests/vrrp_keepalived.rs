@@ -36,11 +36,8 @@ fn maas_vip(lan: &Lan, dir: &Path, host: usize, prio: u8, pass: &str) -> Proc {
 }
 
 fn maas_vip_with(lan: &Lan, dir: &Path, host: usize, prio: u8, extra: &str) -> Proc {
-    let conf = dir.join(format!("maas-vip-h{host}.toml"));
-    std::fs::write(
-        &conf,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [[vrrp]]
 name = "maas_region"
 interface = "eth0"
@@ -50,18 +47,8 @@ advert_interval = "1s"
 virtual_ipaddresses = ["{VIP}/24"]
 {extra}
 "#
-        ),
-    )
-    .expect("config");
-    let b = maas_vip_bin();
-    assert!(b.exists(), "{} not built", b.display());
-    Proc::spawn(
-        &lan.hosts[host].ns,
-        b,
-        &["run", "-c", conf.to_str().expect("utf8 path")],
-        &[("RUST_LOG", "info")],
-        dir.join(format!("maas-vip-h{host}.log")),
-    )
+    );
+    lan.start_maas_vip(dir, host, &config)
 }
 
 fn keepalived(lan: &Lan, dir: &Path, host: usize, prio: u8, pass: &str) -> Proc {
@@ -136,26 +123,11 @@ fn kill9_all(ns: &Netns) {
 }
 
 fn holders_ok(lan: &Lan, want: &[usize], limit: Duration, what: &str, logs: &[&Proc]) -> Duration {
-    match wait_for(limit, || lan.holders(VIP) == want) {
-        Some(t) => t,
-        None => {
-            for p in logs {
-                eprintln!("---- {}\n{}", p.log.display(), p.output());
-            }
-            panic!(
-                "{what}: VIP holders {:?}, wanted {want:?} within {limit:?}",
-                lan.holders(VIP)
-            );
-        }
-    }
+    lan.wait_holders(VIP, want, limit, what, logs)
 }
 
 fn assert_stable(lan: &Lan, want: &[usize], d: Duration, what: &str) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        assert_eq!(lan.holders(VIP), want, "{what}: VIP holders");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    lan.assert_holders_stable(VIP, want, d, what);
 }
 
 fn tempdir() -> (tempfile::TempDir, PathBuf) {
@@ -367,7 +339,7 @@ fn vrrp_keepalived_wrong_password_rejected() {
         mv.output()
     );
     // The counter is in /status (and /metrics), read with the binary's own client.
-    let conf = dir.join("maas-vip-h0.toml");
+    let conf = dir.join("h0.toml");
     let out = lan.hosts[0]
         .ns
         .command(maas_vip_bin())

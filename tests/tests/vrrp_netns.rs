@@ -4,7 +4,7 @@
 //! The tests of this file run one at a time: they measure takeover times on a small machine.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -46,40 +46,12 @@ garp_master_repeat = 3
     )
 }
 
-fn bin() -> PathBuf {
-    let b = maas_vip_bin();
-    assert!(
-        b.exists(),
-        "{} not built: run `cargo test --workspace` or `cargo build -p maas-vip` first",
-        b.display()
-    );
-    b
-}
-
 fn start(lan: &Lan, dir: &Path, host: usize, prio: u8, extra: &str) -> Proc {
-    start_raw(lan, dir, host, &config(prio, extra))
+    lan.start_maas_vip(dir, host, &config(prio, extra))
 }
 
-fn start_raw(lan: &Lan, dir: &Path, host: usize, text: &str) -> Proc {
-    let conf = dir.join(format!("h{host}.toml"));
-    std::fs::write(&conf, text).expect("config");
-    Proc::spawn(
-        &lan.hosts[host].ns,
-        bin(),
-        &["run", "-c", conf.to_str().expect("utf8 path")],
-        &[("RUST_LOG", "info")],
-        dir.join(format!("h{host}.log")),
-    )
-}
-
-/// Holders of the VIP sampled every 100 ms for `d`: all samples must be `want`.
 fn assert_stable(lan: &Lan, want: &[usize], d: Duration, what: &str) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        let h = lan.holders(VIP);
-        assert_eq!(h, want, "{what}: VIP holders");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    lan.assert_holders_stable(VIP, want, d, what);
 }
 
 fn wait_holders(
@@ -89,18 +61,7 @@ fn wait_holders(
     what: &str,
     logs: &[&Proc],
 ) -> Duration {
-    match wait_for(limit, || lan.holders(VIP) == want) {
-        Some(t) => t,
-        None => {
-            for p in logs {
-                eprintln!("---- {}\n{}", p.log.display(), p.output());
-            }
-            panic!(
-                "{what}: VIP holders {:?}, wanted {want:?} within {limit:?}",
-                lan.holders(VIP)
-            );
-        }
-    }
+    lan.wait_holders(VIP, want, limit, what, logs)
 }
 
 #[test]
@@ -434,8 +395,8 @@ virtual_ipaddresses = ["{vip2}/24"]
 "#
         )
     };
-    let mut d0 = start_raw(&lan, dir.path(), 0, &two(150, 100));
-    let d1 = start_raw(&lan, dir.path(), 1, &two(100, 150));
+    let mut d0 = lan.start_maas_vip(dir.path(), 0, &two(150, 100));
+    let d1 = lan.start_maas_vip(dir.path(), 1, &two(100, 150));
     wait_holders(&lan, &[0], Duration::from_secs(10), "vrid 51", &[&d0, &d1]);
     assert!(
         wait_for(Duration::from_secs(10), || lan.holders(vip2) == [1]).is_some(),
@@ -549,7 +510,7 @@ bind = "127.0.0.1:5250"
     let region = || {
         Proc::spawn(
             &lan.hosts[0].ns,
-            bin(),
+            maas_vip_bin(),
             &["run", "-c", stand_in.to_str().expect("utf8 path")],
             &[],
             dir.path().join("region.log"),
@@ -685,14 +646,14 @@ virtual_ipaddresses = ["{owned}/24"]
 "#
         )
     };
-    let d1 = start_raw(&lan, dir.path(), 1, &block(100));
+    let d1 = lan.start_maas_vip(dir.path(), 1, &block(100));
     assert!(
         wait_for(Duration::from_secs(8), || lan.holders(owned) == [0, 1]).is_some(),
         "backup claims while the owner is not running: {:?}",
         lan.holders(owned)
     );
     let started = Instant::now();
-    let mut d0 = start_raw(&lan, dir.path(), 0, &block(255));
+    let mut d0 = lan.start_maas_vip(dir.path(), 0, &block(255));
     assert!(
         wait_for(Duration::from_secs(3), || lan.holders(owned) == [0]).is_some(),
         "owner did not take over at once: {:?}\n{}\n{}",

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use maas_vip_tests::maas_vip_bin;
 use maas_vip_tests::netns::{check_or_skip, pcap_frames, wait_for, Lan, Proc};
 
 /// The tests of this file run one at a time: they measure takeover times.
@@ -48,18 +47,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(lan: &Lan, dir: &Path, host: usize, text: &str) -> Daemon {
-        let bin = maas_vip_bin();
-        assert!(bin.exists(), "{} not built", bin.display());
-        let conf = dir.join(format!("h{host}.toml"));
-        std::fs::write(&conf, text).expect("config");
-        let proc = Proc::spawn(
-            &lan.hosts[host].ns,
-            bin,
-            &["run", "-c", conf.to_str().expect("utf8 path")],
-            &[("RUST_LOG", "info")],
-            dir.join(format!("h{host}.log")),
-        );
-        Daemon { proc, conf }
+        let proc = lan.start_maas_vip(dir, host, text);
+        Daemon {
+            proc,
+            conf: dir.join(format!("h{host}.toml")),
+        }
     }
 
     /// Rewrites the config and sends SIGHUP; returns once the reload is logged as applied.
@@ -105,14 +97,6 @@ fn adverts(frames: &[Vec<u8>]) -> Vec<(Ipv4Addr, u8, Vec<Ipv4Addr>)> {
         .collect()
 }
 
-fn assert_holders_stable(lan: &Lan, vip: Ipv4Addr, want: &[usize], d: Duration, what: &str) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        assert_eq!(lan.holders(vip), want, "{what}: holders of {vip}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn vrrp_reload_changes_vips_and_priority_without_restart() {
     let name = "vrrp_reload_changes_vips_and_priority_without_restart";
@@ -133,7 +117,7 @@ fn vrrp_reload_changes_vips_and_priority_without_restart() {
         "election:\n{}",
         logs()
     );
-    assert_holders_stable(&lan, VIP, &[0], Duration::from_secs(1), "after election");
+    lan.assert_holders_stable(VIP, &[0], Duration::from_secs(1), "after election");
 
     // 1. Another VIP list, on both (the backup first): the new address appears on the master,
     // the removed one goes, the kept one never moves.
@@ -153,13 +137,7 @@ fn vrrp_reload_changes_vips_and_priority_without_restart() {
         "RELOAD VIP list applied on the master {:?} after SIGHUP",
         reloaded.elapsed()
     );
-    assert_holders_stable(
-        &lan,
-        VIP,
-        &[0],
-        Duration::from_secs(3),
-        "after the VIP reload",
-    );
+    lan.assert_holders_stable(VIP, &[0], Duration::from_secs(3), "after the VIP reload");
     assert_eq!(lan.holders(VIP_C), [0]);
     let out0 = d0.proc.output();
     assert!(
@@ -197,13 +175,7 @@ fn vrrp_reload_changes_vips_and_priority_without_restart() {
     // (3 x 1 s + skew 0.53 s) runs out after the last advert at 150.
     assert!(takeover <= Duration::from_millis(4600), "{takeover:?}");
     assert_eq!(empty_samples, 0, "the VIP was on no host for a while");
-    assert_holders_stable(
-        &lan,
-        VIP,
-        &[1],
-        Duration::from_secs(2),
-        "after the takeover",
-    );
+    lan.assert_holders_stable(VIP, &[1], Duration::from_secs(2), "after the takeover");
     assert_eq!(lan.holders(VIP_C), [1]);
     let out0 = d0.proc.output();
     assert!(!out0.contains("restarting it"), "{out0}");
