@@ -362,6 +362,13 @@ fn vrrp_fault_rapid_kill_and_restart() {
     assert!(d1.output().contains("to=BACKUP"));
 }
 
+/// How many descriptors the process holds.
+fn open_fds(p: &Proc) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 /// The state `/status` gives the instance `maas_region`, if any.
 fn vrrp_state(lan: &Lan, i: usize, conf: &Path) -> Option<String> {
     let v = lan.hosts[i].status_json(conf)?;
@@ -423,14 +430,9 @@ fn vrrp_fault_interface_missing_at_start_waits_in_fault() {
     );
     assert_eq!(vrrp_state(&lan, 0, &conf0).as_deref(), Some("fault"));
     // Looking again every second opens nothing that stays open.
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", d0.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
-    let before = fds();
+    let before = open_fds(&d0);
     std::thread::sleep(Duration::from_secs(3));
-    let after = fds();
+    let after = open_fds(&d0);
     assert!(
         after <= before + 1,
         "descriptors {before} -> {after} in 3 s of waiting for an address"
@@ -470,6 +472,7 @@ fn vrrp_fault_interface_deleted_and_recreated() {
     let mut d0 = start(&lan, dir.path(), 0, &config(150, ""));
     let d1 = start(&lan, dir.path(), 1, &config(100, ""));
     wait_holders(&lan, &[0], Duration::from_secs(10), "election", &[&d0, &d1]);
+    let fds_before = open_fds(&d0);
     // Deleting eth0 deletes its veth peer, the bridge port p0, too.
     let h0 = &lan.hosts[0];
     h0.ns.ip(&["link", "del", "eth0"]);
@@ -515,6 +518,14 @@ fn vrrp_fault_interface_deleted_and_recreated() {
         &[&d0, &d1],
     );
     assert_eq!(vrrp_state(&lan, 0, &conf0).as_deref(), Some("master"));
+    // The first set-up's sockets are all closed (its netlink monitor too: no event would ever
+    // come for its index again).
+    std::thread::sleep(Duration::from_millis(500));
+    let fds_after = open_fds(&d0);
+    assert!(
+        fds_after <= fds_before,
+        "descriptors {fds_before} before the interface went, {fds_after} after it came back"
+    );
     d0.signal("TERM");
     assert!(d0.wait_exit(Duration::from_secs(10)).is_some());
     wait_holders(&lan, &[1], Duration::from_secs(5), "back to host 1", &[&d1]);

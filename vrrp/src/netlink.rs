@@ -190,45 +190,49 @@ pub(crate) fn monitor(index: u32) -> Result<mpsc::Receiver<LinkEvent>, VrrpError
     let (conn, _handle, mut messages) =
         rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr])
             .map_err(VrrpError::NetlinkSocket)?;
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
     let (tx, rx) = mpsc::channel(64);
+    // Lives as long as `rx`: once the instance drops it, the netlink socket closes at once
+    // (not at the next netlink event, which on a quiet host may never come).
     tokio::spawn(async move {
-        while let Some((msg, _)) = messages.next().await {
-            let ev = match msg.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l))
-                    if l.header.index == index =>
-                {
-                    LinkEvent::Link { up: link_up(&l) }
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l))
-                    if l.header.index == index =>
-                {
-                    LinkEvent::Gone
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a))
-                    if a.header.index == index =>
-                {
-                    match ipv4_of(&a) {
-                        Some(a) => LinkEvent::AddrDeleted(a),
-                        None => continue,
-                    }
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a))
-                    if a.header.index == index =>
-                {
-                    match ipv4_of(&a) {
-                        Some(a) => LinkEvent::AddrAdded(a),
-                        None => continue,
-                    }
-                }
-                _ => continue,
+        loop {
+            let msg = tokio::select! {
+                _ = tx.closed() => break,
+                m = messages.next() => match m {
+                    Some((msg, _)) => msg,
+                    None => break,
+                },
+            };
+            let Some(ev) = link_event(index, msg.payload) else {
+                continue;
             };
             if tx.send(ev).await.is_err() {
                 break;
             }
         }
+        conn.abort();
     });
     Ok(rx)
+}
+
+/// What a netlink message says about interface `index`, if anything.
+fn link_event(index: u32, payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<LinkEvent> {
+    let NetlinkPayload::InnerMessage(m) = payload else {
+        return None;
+    };
+    match m {
+        RouteNetlinkMessage::NewLink(l) if l.header.index == index => {
+            Some(LinkEvent::Link { up: link_up(&l) })
+        }
+        RouteNetlinkMessage::DelLink(l) if l.header.index == index => Some(LinkEvent::Gone),
+        RouteNetlinkMessage::DelAddress(a) if a.header.index == index => {
+            ipv4_of(&a).map(LinkEvent::AddrDeleted)
+        }
+        RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+            ipv4_of(&a).map(LinkEvent::AddrAdded)
+        }
+        _ => None,
+    }
 }
 
 fn ipv4_of(m: &AddressMessage) -> Option<Ipv4Addr> {
