@@ -313,7 +313,7 @@ if wants l7; then
 fi
 echo
 if wants keepalive || wants l7; then
-  echo "| latency at 50 conns (p50 / p99 ms) | direct | HAProxy 2.6 | maas-vip |"
+  echo "| latency at 50 conns, saturated (p50 / p99 ms) | direct | HAProxy 2.6 | maas-vip |"
   echo "| --- | --- | --- | --- |"
   lat() { echo "$(col "$1" 3) / $(col "$1" 4)"; }
   wants keepalive && echo "| L4 keep-alive | $(lat keepalive/direct) | $(lat keepalive/haproxy) | $(lat keepalive/maas-vip) |"
