@@ -52,6 +52,7 @@ fn assert_stable(lan: &Lan, want: &[usize], d: Duration, what: &str) {
     lan.assert_holders_stable(VIP, want, d, what);
 }
 
+/// The MAC address of eth0 in host `i`, as 6 bytes.
 fn mac(lan: &Lan, i: usize) -> Vec<u8> {
     let out = lan.hosts[i].ns.ip_output(&["-o", "link", "show", "eth0"]);
     let text = String::from_utf8_lossy(&out.stdout);
