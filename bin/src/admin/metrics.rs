@@ -397,7 +397,6 @@ fn counters<L: EncodeLabelSet, V: EncodeCounterValue>(
     Ok(())
 }
 
-/// One gauge family.
 /// An instance's labels plus one `state` label.
 type StateLabels<'a> = (
     &'a [(&'static str, String)],
@@ -416,6 +415,7 @@ fn per_state<'a>(
     })
 }
 
+/// One gauge family.
 fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
