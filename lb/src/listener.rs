@@ -88,29 +88,25 @@ impl Drop for ShortageWaiter {
 /// [`Admission`]).
 const CAREFUL_FOR: Duration = Duration::from_secs(10);
 
-/// When this process last ran out of descriptors or memory, in milliseconds since [`epoch`]
-/// plus one (0: never).
+/// When this process last ran out of descriptors or memory, as [`now_ms`] (0: never).
 static LAST_SHORTAGE: AtomicU64 = AtomicU64::new(0);
 
-fn epoch() -> Instant {
+/// Milliseconds since this process first asked, plus one (so that 0 can mean "never").
+fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// Records that accept(2) or socket(2) just found no descriptor or memory.
 fn note_shortage() {
-    let ms = epoch().elapsed().as_millis() as u64 + 1;
-    LAST_SHORTAGE.store(ms, Ordering::Relaxed);
+    LAST_SHORTAGE.store(now_ms(), Ordering::Relaxed);
 }
 
 /// Whether a shortage was met within [`CAREFUL_FOR`]. One relaxed load while none ever was.
 fn careful() -> bool {
     match LAST_SHORTAGE.load(Ordering::Relaxed) {
         0 => false,
-        last => {
-            let now = epoch().elapsed().as_millis() as u64 + 1;
-            now.saturating_sub(last) < CAREFUL_FOR.as_millis() as u64
-        }
+        last => now_ms().saturating_sub(last) < CAREFUL_FOR.as_millis() as u64,
     }
 }
 
