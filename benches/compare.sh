@@ -244,7 +244,7 @@ wants() { [[ " $ONLY " == *" $1 "* ]]; }
 targets() { # the targets of a workload, filtered by $TARGETS
   local t
   for t in "$@"; do
-    [[ -z "${TARGETS:-}" || " $TARGETS " == *" ${t%%:*} "* ]] && echo "$t"
+    if [[ -z "${TARGETS:-}" || " $TARGETS " == *" ${t%%:*} "* ]]; then echo "$t"; fi
   done
 }
 
