@@ -20,6 +20,10 @@
 # between a response and the next request, in tcp and in http mode; saturated runs give each
 # target its own load, so their latencies are not comparable as such).
 #
+# The floor: benches/floor/minproxy.c, built with cc when there is one (NO_FLOOR=1: not), is a
+# proxy that does nothing but move bytes, as a plain epoll + read/write loop and with a BPF sockmap
+# moving the payload in the kernel; it shows how far any proxy could go on this machine.
+#
 # Every proxy runs in its own session (setsid), as under a service manager. With the scheduler's
 # autogroups (kernel.sched_autogroup_enabled=1), a proxy left in this script's session shares one
 # CPU share with wrk; that moved HAProxy's keep-alive figure by 15% in one run.
@@ -53,7 +57,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # Anything left on these ports (a stale nginx from an interrupted run) would answer in place of
 # the regions and spoil the figures: refuse to start.
-for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085; do
+for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 18086 18087; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "compare.sh: 127.0.0.1:$p is already in use; stop what listens there first" >&2
     exit 2
@@ -199,6 +203,25 @@ EOF
 RUST_LOG=warn setsid "$bin" run -c "$work/maas-vip.toml" 2>"$work/maas-vip.log" &
 pids+=($!)
 
+# --- the floor: benches/floor/minproxy.c, a proxy that only moves bytes (no timeouts, checks or
+# logs), as a plain epoll read/write loop and with the payload moved in the kernel by a BPF
+# sockmap. Needs a C compiler; the sockmap needs root (CAP_BPF + CAP_NET_ADMIN).
+floor_ports=()
+if [ -z "${NO_FLOOR:-}" ] && command -v cc >/dev/null \
+  && cc -O2 -o "$work/minproxy" "$here/benches/floor/minproxy.c" 2>"$work/minproxy-build.log"; then
+  setsid "$work/minproxy" 18086 copy 15241 15242 15243 2>"$work/floor.log" &
+  pids+=($!)
+  floor_ports+=(18086)
+  setsid "$work/minproxy" 18087 sockmap 15241 15242 15243 2>"$work/sockmap.log" &
+  pids+=($!)
+  sleep 0.2
+  if kill -0 "${pids[-1]}" 2>/dev/null; then floor_ports+=(18087); else
+    echo "compare.sh: no sockmap floor: $(head -1 "$work/sockmap.log")" >&2
+  fi
+else
+  echo "compare.sh: no floor proxy (NO_FLOOR set, or no C compiler)" >&2
+fi
+
 wait_port() {
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -208,7 +231,17 @@ wait_port() {
   tail -n 5 "$work"/*.log >&2 || true
   exit 1
 }
-for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085; do wait_port "$p"; done
+for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 "${floor_ports[@]}"; do wait_port "$p"; done
+floor() { # the floor targets that run, for a workload: "floor" and (keep-alive only) "sockmap"
+  local p
+  for p in "${floor_ports[@]}"; do
+    case $p in
+      18086) echo floor:18086;;
+      18087) [ "$1" = keepalive ] && echo sockmap:18087;;
+    esac
+  done
+  return 0
+}
 
 # wrk: "Requests/sec: N", "Transfer/sec: N[KMG]B", latency percentiles with --latency.
 measure() { # port path conns seconds [wrk args] -> "rps bytes_per_s p50_ms p99_ms errors"
@@ -256,8 +289,8 @@ for round in $(seq "$ROUNDS"); do
   for w in keepalive close 1mib l7 paced-tcp paced-http; do
     wants "${w%%-*}" || continue
     case $w in
-      keepalive) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
-      close) path=/tiny conns=50 extra=(-H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
+      keepalive) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor keepalive));;
+      close) path=/tiny conns=50 extra=(-H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
       1mib) path=/1m conns=8 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
       l7) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy-close:18082 haproxy-ka:18083 maas-vip:18084 maas-vip-close:18085);;
       paced-tcp) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
@@ -316,6 +349,18 @@ if wants l7; then
   row "L7 per request, 50 conns: both keep-alive to servers" "req/s" 1 l7/direct l7/haproxy-ka l7/maas-vip
 fi
 echo
+if [ ${#floor_ports[@]} -gt 0 ] && { wants keepalive || wants close; }; then
+  echo "| the floor (req/s, and ratio to HAProxy) | minimal proxy, epoll + read/write | minimal proxy, BPF sockmap | HAProxy 2.6 | maas-vip |"
+  echo "| --- | --- | --- | --- | --- |"
+  fcell() { # key key-haproxy
+    local v h
+    v=$(col "$1" 1); h=$(col "$2" 1)
+    awk -v v="$v" -v h="$h" 'BEGIN { if (v > 0) printf "%.0f (%.2f)", v, (h > 0 ? v / h : 0); else printf "-" }'
+  }
+  wants keepalive && echo "| L4 keep-alive, 50 conns, tiny body | $(fcell keepalive/floor keepalive/haproxy) | $(fcell keepalive/sockmap keepalive/haproxy) | $(fcell keepalive/haproxy keepalive/haproxy) | $(fcell keepalive/maas-vip keepalive/haproxy) |"
+  wants close && echo "| L4 one connection per request, 50 conns | $(fcell close/floor close/haproxy) | - | $(fcell close/haproxy close/haproxy) | $(fcell close/maas-vip close/haproxy) |"
+  echo
+fi
 if wants keepalive || wants l7; then
   echo "| latency at 50 conns, saturated (p50 / p99 ms) | direct | HAProxy 2.6 | maas-vip |"
   echo "| --- | --- | --- | --- |"
