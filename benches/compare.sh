@@ -352,10 +352,14 @@ echo
 if [ ${#floor_ports[@]} -gt 0 ] && { wants keepalive || wants close; }; then
   echo "| the floor (req/s, and ratio to HAProxy) | minimal proxy, epoll + read/write | minimal proxy, BPF sockmap | HAProxy 2.6 | maas-vip |"
   echo "| --- | --- | --- | --- | --- |"
-  fcell() { # key key-haproxy
-    local v h
-    v=$(col "$1" 1); h=$(col "$2" 1)
-    awk -v v="$v" -v h="$h" 'BEGIN { if (v > 0) printf "%.0f (%.2f)", v, (h > 0 ? v / h : 0); else printf "-" }'
+  fcell() { # key key-haproxy: "req/s (ratio to HAProxy)", or "-" for a target that did not run
+    local v
+    v=$(col "$1" 1)
+    if awk -v v="$v" 'BEGIN { exit !(v > 0) }'; then
+      printf "%.0f (%s)" "$v" "$(ratio "$v" "$(col "$2" 1)")"
+    else
+      printf -- "-"
+    fi
   }
   wants keepalive && echo "| L4 keep-alive, 50 conns, tiny body | $(fcell keepalive/floor keepalive/haproxy) | $(fcell keepalive/sockmap keepalive/haproxy) | $(fcell keepalive/haproxy keepalive/haproxy) | $(fcell keepalive/maas-vip keepalive/haproxy) |"
   wants close && echo "| L4 one connection per request, 50 conns | $(fcell close/floor close/haproxy) | - | $(fcell close/haproxy close/haproxy) | $(fcell close/maas-vip close/haproxy) |"
