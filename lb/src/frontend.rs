@@ -49,7 +49,7 @@ pub struct Snapshot {
     /// Servers.
     pub pool: Pool,
     /// http mode: idle keep-alive connections, one pool per server (same order as `pool`).
-    pub pools: Box<[crate::l7::ServerPool]>,
+    pub pools: Box<[Arc<crate::upstream::ServerPool>]>,
 }
 
 impl Snapshot {

@@ -3,7 +3,8 @@
 //! - Each request picks its server (a client's keep-alive connection does not pin one, except
 //!   that `balance = "source"` maps every request of a client to the same server).
 //! - Server connections are pooled per server and reused unless `http_server_close`.
-//! - Bodies stream both ways through hyper; nothing is buffered whole.
+//! - Bodies stream both ways; nothing is buffered whole. hyper serves the client; the server
+//!   side is [`crate::upstream`], which runs in the same task (no hand-off per request).
 //! - A request is resent to another server when it was never sent (refused connect, a pooled
 //!   connection found closed) and, for idempotent methods without a body, when the server
 //!   closed before any response byte. Never otherwise.
@@ -17,17 +18,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use healthcheck::ServerState;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1 as client_http1;
 use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -38,68 +37,7 @@ use tracing::{debug, info};
 
 use crate::balance::Tried;
 use crate::frontend::{Frontend, Snapshot};
-
-/// Body of requests sent to servers: the client's body, or none when a request is replayed.
-type ReqBody = Either<Incoming, Empty<Bytes>>;
-type Sender = client_http1::SendRequest<ReqBody>;
-
-/// Idle connections kept per server.
-const POOL_MAX_IDLE: usize = 256;
-
-/// Pools per server, one per worker thread (see [`crate::workers::current`]): a pooled
-/// connection's task runs on the thread that opened it, so requests on that thread reach it
-/// without waking another thread.
-const POOL_SLOTS: usize = 16;
-
-/// Idle keep-alive connections to one server.
-pub struct ServerPool {
-    slots: [Mutex<Vec<Sender>>; POOL_SLOTS],
-}
-
-impl Default for ServerPool {
-    fn default() -> Self {
-        ServerPool {
-            slots: std::array::from_fn(|_| Mutex::new(Vec::new())),
-        }
-    }
-}
-
-impl std::fmt::Debug for ServerPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n: usize = self
-            .slots
-            .iter()
-            .map(|s| s.lock().map(|v| v.len()).unwrap_or(0))
-            .sum();
-        f.debug_struct("ServerPool").field("idle", &n).finish()
-    }
-}
-
-impl ServerPool {
-    fn slot(&self) -> &Mutex<Vec<Sender>> {
-        &self.slots[crate::workers::current() % POOL_SLOTS]
-    }
-
-    /// A connection ready for a request, if one is idle. Closed ones are dropped; one still
-    /// busy with a response body stays for later.
-    fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.slot().lock().ok()?;
-        idle.retain(|s| !s.is_closed());
-        let pos = idle.iter().rposition(|s| s.is_ready())?;
-        Some(idle.swap_remove(pos))
-    }
-
-    fn checkin(&self, s: Sender) {
-        if s.is_closed() {
-            return;
-        }
-        if let Ok(mut idle) = self.slot().lock() {
-            if idle.len() < POOL_MAX_IDLE {
-                idle.push(s);
-            }
-        }
-    }
-}
+use crate::upstream::{self, Conn, UpBody};
 
 /// Serves one client connection in http mode.
 pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
@@ -157,7 +95,7 @@ pub struct ProxyBody {
 }
 
 enum Inner {
-    Stream(Incoming),
+    Stream(UpBody),
     Full(Option<Bytes>),
 }
 
@@ -189,12 +127,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -236,8 +174,14 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        // Dropped before its end: the client went away mid-response.
-        self.finish(Some("client_abort"));
+        // hyper drops a body that is empty from the start without polling it; any other
+        // dropped before its end means the client went away mid-response.
+        let end = if self.is_end_stream() {
+            None
+        } else {
+            Some("client_abort")
+        };
+        self.finish(end);
     }
 }
 
@@ -252,13 +196,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 fn wants_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        })
+    h.contains_key(header::UPGRADE) && upstream::has_token(h, header::CONNECTION, "upgrade")
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and those named in Connection.
@@ -329,40 +267,6 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-/// What is needed to send a body-less request again.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-}
-
-impl Replay {
-    fn request(&self) -> Request<ReqBody> {
-        let mut r = Request::new(Either::Right(Empty::new()));
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.version_mut() = self.version;
-        *r.headers_mut() = self.headers.clone();
-        r
-    }
-}
-
-async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = client_http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(io::Error::other)?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    Ok(sender)
-}
-
 fn plain(status: StatusCode, text: &'static str, log: Log) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(text, log));
     *r.status_mut() = status;
@@ -430,28 +334,29 @@ async fn handle(
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
     }
-    let replay = (idempotent(req.method()) && req.body().is_end_stream()).then(|| Replay {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        version: req.version(),
-        headers: req.headers().clone(),
-    });
     let (parts, body) = req.into_parts();
-    let mut pending: Option<Request<ReqBody>> =
-        Some(Request::from_parts(parts, Either::Left(body)));
+    let has_body = !body.is_end_stream();
+    let mut head = BytesMut::new();
+    let framing = upstream::encode_request(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        has_body,
+        &mut head,
+    );
+    let mut body = has_body.then_some(body);
+    // What may go again after it reached a server: an idempotent request without a body.
+    let replayable = idempotent(&parts.method) && !has_body;
 
     let members = snap.pool.members();
     let mut tried = Tried::default();
     let mut previous: Option<usize> = None;
     let mut attempt = 0u32;
-    // Pooled connections found closed do not count as attempts, but are bounded.
+    // Pooled connections the server closed as the request went out do not count as attempts,
+    // but are bounded.
     let mut stale = 0u32;
     let mut short_wait = Duration::ZERO;
     loop {
-        let Some(request) = pending.take() else {
-            // Unreachable by construction: every path that consumes the request returns.
-            return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
-        };
         let idx = snap.next_server(peer.ip(), tried, previous);
         let Some(idx) = idx else {
             log.retries = attempt;
@@ -474,17 +379,16 @@ async fn handle(
         } else {
             snap.pools[idx].checkout()
         };
-        let mut sender = match pooled {
-            Some(sender) => sender,
-            None => match connect(server.address, s.timeout_connect).await {
-                Ok(sender) => sender,
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => match Conn::connect(server.address, s.timeout_connect).await {
+                Ok(conn) => conn,
                 // This host's shortage (descriptors, buffers, local ports), not the server's.
                 // Waited out within `timeout_connect`, then answered 503.
                 Err(e) if crate::listener::is_local_shortage(&e) => {
                     if crate::listener::wait_out_shortage(&e, &mut short_wait, s.timeout_connect)
                         .await
                     {
-                        pending = Some(request);
                         continue;
                     }
                     fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
@@ -501,7 +405,6 @@ async fn handle(
                     server.observe_connect_failure();
                     tried.mark(idx);
                     previous = Some(idx);
-                    pending = Some(request);
                     if attempt >= s.retries {
                         log.retries = attempt;
                         log.end = "connect_failed";
@@ -521,71 +424,44 @@ async fn handle(
         log.connect += t.elapsed();
         let t = Instant::now();
         server.counters.total.fetch_add(1, Ordering::Relaxed);
-        let sent = tokio::time::timeout(s.timeout_server, sender.try_send_request(request)).await;
+        let exchanged = tokio::time::timeout(s.timeout_server, async {
+            conn.send(&head, &mut body, framing).await?;
+            conn.read_head(&parts.method).await
+        })
+        .await;
         log.response = t.elapsed();
-        match sent {
-            Ok(Ok(mut resp)) => {
+        let error = match exchanged {
+            Ok(Ok(h)) => {
                 log.retries = attempt;
-                log.status = resp.status().as_u16();
-                fe.counters.count_status(log.status);
-                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-                if switching {
-                    if let Some(client_up) = client_upgrade {
-                        let server_up = hyper::upgrade::on(&mut resp);
-                        let idle = s.timeout_tunnel;
-                        tokio::spawn(tunnel(client_up, server_up, idle));
-                    }
-                } else if !s.http_server_close {
-                    snap.pools[idx].checkin(sender);
+                let switching = h.status == StatusCode::SWITCHING_PROTOCOLS;
+                if switching && client_upgrade.is_none() {
+                    // A protocol switch the client did not ask for cannot be relayed.
+                    server.observe_reset();
+                    log.end = "server_garbage";
+                    return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
                 }
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers, switching);
+                log.status = h.status.as_u16();
+                fe.counters.count_status(log.status);
+                let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
+                let (up_body, switched) = UpBody::new(conn, &h, pool);
+                if let (Some(client_up), Some(conn)) = (client_upgrade, switched) {
+                    tokio::spawn(tunnel(client_up, conn, s.timeout_tunnel));
+                }
+                let mut headers = h.headers;
+                strip_hop_by_hop(&mut headers, switching);
                 server.counters.current.fetch_add(1, Ordering::Relaxed);
                 log.server = Some(server.clone());
                 log.end = if switching { "upgraded" } else { "done" };
-                return Response::from_parts(
-                    parts,
-                    ProxyBody {
-                        inner: Inner::Stream(body),
-                        bytes: 0,
-                        log: Some(Box::new(log)),
-                    },
-                );
+                let mut r = Response::new(ProxyBody {
+                    inner: Inner::Stream(up_body),
+                    bytes: 0,
+                    log: Some(Box::new(log)),
+                });
+                *r.status_mut() = h.status;
+                *r.headers_mut() = headers;
+                return r;
             }
-            Ok(Err(mut e)) => {
-                if let Some(request) = e.take_message() {
-                    // Never sent: the pooled connection was closed. Try again, same rules.
-                    server.counters.total.fetch_sub(1, Ordering::Relaxed);
-                    pending = Some(request);
-                    stale += 1;
-                    if stale <= 8 {
-                        continue;
-                    }
-                    return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
-                }
-                stale = 0;
-                let err = e.into_error();
-                server.observe_reset();
-                log.server = Some(server.clone());
-                let parse = err.is_parse();
-                // Closed before any response byte: an idempotent request without a body
-                // may go again, to another server.
-                if let (Some(r), false, true) = (&replay, parse, attempt < s.retries) {
-                    tried.mark(idx);
-                    previous = Some(idx);
-                    pending = Some(r.request());
-                    attempt += 1;
-                    continue;
-                }
-                log.retries = attempt;
-                log.end = if parse {
-                    "server_garbage"
-                } else {
-                    "server_error"
-                };
-                log.server = None;
-                return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
-            }
+            Ok(Err(e)) => e,
             Err(_) => {
                 log.retries = attempt;
                 log.end = "server_timeout";
@@ -596,22 +472,66 @@ async fn handle(
                     log,
                 );
             }
+        };
+        let reused = conn.reused();
+        drop(conn);
+        debug!(client = %peer, frontend = %fe.name, server = %server.name, cause = %error,
+            "request failed");
+        match error {
+            upstream::Error::Client(_) => {
+                // The client went away mid-upload: nothing to blame the server for.
+                server.counters.total.fetch_sub(1, Ordering::Relaxed);
+                log.retries = attempt;
+                log.end = "client_abort";
+                return answer(fe, StatusCode::BAD_REQUEST, "400 Bad Request\n", log);
+            }
+            // The server closed a pooled connection as the request went out: the request
+            // never reached it. Go again, same rules, not counted as an attempt.
+            upstream::Error::Closed if reused && replayable => {
+                server.counters.total.fetch_sub(1, Ordering::Relaxed);
+                stale += 1;
+                if stale <= 8 {
+                    continue;
+                }
+                return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
+            }
+            error => {
+                stale = 0;
+                server.observe_reset();
+                let garbage = matches!(error, upstream::Error::Garbage(_));
+                // Closed before any response byte: an idempotent request without a body
+                // may go again, to another server.
+                if replayable && !garbage && attempt < s.retries {
+                    tried.mark(idx);
+                    previous = Some(idx);
+                    attempt += 1;
+                    continue;
+                }
+                log.retries = attempt;
+                log.end = if garbage {
+                    "server_garbage"
+                } else {
+                    "server_error"
+                };
+                return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
+            }
         }
     }
 }
 
-/// Copies between the two upgraded connections until both have closed or nothing moved in
-/// either direction for `idle`.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    server: hyper::upgrade::OnUpgrade,
-    idle: Duration,
-) {
-    let (Ok(client), Ok(server)) = tokio::join!(client, server) else {
+/// Copies between the upgraded client connection and the server connection (whose bytes
+/// already read past the 101 response, `early`, go first) until both have closed or nothing
+/// moved in either direction for `idle`.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, server: Conn, idle: Duration) {
+    let Ok(client) = client.await else {
         return;
     };
+    let (server, early) = server.into_parts();
     let (mut cr, mut cw) = tokio::io::split(TokioIo::new(client));
-    let (mut sr, mut sw) = tokio::io::split(TokioIo::new(server));
+    if !early.is_empty() && cw.write_all(&early).await.is_err() {
+        return;
+    }
+    let (mut sr, mut sw) = server.into_split();
     let mut cbuf = vec![0u8; 16 * 1024];
     let mut sbuf = vec![0u8; 16 * 1024];
     let (mut c_eof, mut s_eof) = (false, false);

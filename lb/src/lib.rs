@@ -16,6 +16,7 @@ pub mod l4;
 pub mod l7;
 pub mod listener;
 mod splice;
+pub mod upstream;
 pub mod workers;
 
 pub use frontend::{Frontend, FrontendCounters, Settings, Snapshot};

@@ -19,9 +19,11 @@ use maas_vip_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A body of `remaining` zero bytes in 64 KiB chunks, generated as it is read.
+/// A body of `remaining` zero bytes in 64 KiB chunks, generated as it is read; its length is
+/// announced (Content-Length) when `exact`, else it goes chunked.
 struct Zeros {
     remaining: u64,
+    exact: bool,
 }
 
 impl Body for Zeros {
@@ -39,7 +41,11 @@ impl Body for Zeros {
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![0u8; n as usize])))))
     }
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        if self.exact {
+            SizeHint::with_exact(self.remaining)
+        } else {
+            SizeHint::default()
+        }
     }
 }
 
@@ -264,6 +270,49 @@ async fn resetting_server() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, n)
 }
 
+/// A keep-alive server that closes each connection 50 ms after answering its first request,
+/// as a region's keep-alive timeout does to an idle pooled connection.
+async fn closing_when_idle_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            seen.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut b = [0u8; 1024];
+                let _ = s.read(&mut b).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    (addr, n)
+}
+
+#[tokio::test]
+async fn pooled_connections_the_server_closed_are_not_used() {
+    let (addr, conns) = closing_when_idle_server().await;
+    let fe = http_frontend("", &[("r1", addr)]).await;
+    let mut c = client(fe.addr).await;
+    for i in 0..3 {
+        let mut req = get("/MAAS/rpc/");
+        // Not idempotent: it must not have been sent on a connection the server had closed.
+        *req.method_mut() = Method::POST;
+        let (status, body) = send(&mut c, req).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "ok"),
+            "request {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(conns.load(Ordering::Relaxed), 3);
+}
+
 #[tokio::test]
 async fn a_server_that_resets_is_502_for_post_and_retried_for_get() {
     let (rst, hits) = resetting_server().await;
@@ -301,7 +350,10 @@ async fn a_post_is_retried_after_a_refused_connect() {
     let mut post = Request::builder()
         .method(Method::POST)
         .uri("/MAAS/api/2.0/machines/")
-        .body(http_body_util::Either::Right(Zeros { remaining: 1000 }))
+        .body(http_body_util::Either::Right(Zeros {
+            remaining: 1000,
+            exact: true,
+        }))
         .expect("request");
     post.headers_mut()
         .insert("host", "maas".parse().expect("value"));
@@ -354,7 +406,10 @@ async fn large_upload_and_download_stream_with_bounded_memory() {
                 }
                 text(format!("{n}"))
             } else {
-                Response::new(http_body_util::Either::Right(Zeros { remaining: SIZE }))
+                Response::new(http_body_util::Either::Right(Zeros {
+                    remaining: SIZE,
+                    exact: true,
+                }))
             }
         })
     }))
@@ -365,7 +420,10 @@ async fn large_upload_and_download_stream_with_bounded_memory() {
     let mut up = Request::builder()
         .method(Method::POST)
         .uri("/MAAS/api/2.0/boot-resources/")
-        .body(http_body_util::Either::Right(Zeros { remaining: SIZE }))
+        .body(http_body_util::Either::Right(Zeros {
+            remaining: SIZE,
+            exact: true,
+        }))
         .expect("request");
     up.headers_mut()
         .insert("host", "maas".parse().expect("value"));
@@ -386,6 +444,54 @@ async fn large_upload_and_download_stream_with_bounded_memory() {
     let grown_mib = peak_rss_kib().saturating_sub(before) / 1024;
     // Client, proxy and server share this process; buffering a body whole would add 200 MiB.
     assert!(grown_mib < 64, "peak RSS grew by {grown_mib} MiB");
+}
+
+#[tokio::test]
+async fn bodies_of_unknown_length_go_chunked_both_ways_on_a_reused_connection() {
+    let (addr, conns) = server(Arc::new(|req: Request<Incoming>| {
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            while let Some(Ok(f)) = body.frame().await {
+                n += f.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Response::new(http_body_util::Either::Right(Zeros {
+                remaining: 2 * n + 1,
+                exact: false,
+            }))
+        })
+    }))
+    .await;
+    let fe = http_frontend("", &[("r1", addr)]).await;
+    let mut c = client(fe.addr).await;
+    for size in [150_000u64, 0, 7] {
+        let mut up = Request::builder()
+            .method(Method::POST)
+            .uri("/MAAS/api/2.0/files/")
+            .header("host", "maas")
+            .body(http_body_util::Either::Right(Zeros {
+                remaining: size,
+                exact: false,
+            }))
+            .expect("request");
+        up.headers_mut().remove("content-length");
+        c.ready().await.expect("ready");
+        let resp = c.send_request(up).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()
+                .get("transfer-encoding")
+                .map(|v| v.as_bytes()),
+            Some(&b"chunked"[..])
+        );
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body.len() as u64, 2 * size + 1);
+    }
+    assert_eq!(
+        conns.load(Ordering::Relaxed),
+        1,
+        "one server connection carried all three exchanges"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,944 @@
+//! The http mode's side toward the servers: an HTTP/1.1 client that runs inside the task of
+//! the client connection it serves.
+//!
+//! hyper's client hands every request to a connection task through a channel and the response
+//! back through another; here the request is written and the response head read by the task
+//! that serves the client, and the response body is read from the server socket by whoever
+//! polls it (hyper's server side, same task). A finished exchange returns the connection to
+//! its server's pool, with nothing buffered and the socket checked again before reuse.
+//!
+//! Framing follows RFC 9112 §6: no body after HEAD, 1xx, 204 and 304; chunked when the last
+//! transfer coding is chunked; else Content-Length; else until the server closes (and the
+//! connection is not reused). Informational responses other than 101 are skipped.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head accepted (status line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// Most headers in a response head.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line or trailer line of a chunked body.
+const MAX_LINE: usize = 4096;
+/// Bytes asked of the kernel per read.
+const READ_SIZE: usize = 16 * 1024;
+/// Bytes asked of the kernel per read once a body has filled a whole read.
+const BULK_READ_SIZE: usize = 128 * 1024;
+/// Idle connections kept per server and worker.
+const POOL_MAX_IDLE: usize = 256;
+/// Pools per server, one per worker thread (see [`crate::workers::current`]).
+const POOL_SLOTS: usize = 16;
+
+/// One connection to a server.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    /// Bytes read from the server and not yet consumed.
+    buf: BytesMut,
+    /// Whether it has carried a request before.
+    reused: bool,
+}
+
+impl Conn {
+    /// Opens a connection, bounded by `timeout`.
+    pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            buf: BytesMut::new(),
+            reused: false,
+        })
+    }
+
+    /// Whether an idle connection can carry a request: the server has neither closed it nor
+    /// sent anything unasked.
+    fn usable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Whether the connection carried a request before this one.
+    pub(crate) fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Reads more bytes into the buffer. `Ok(0)` is the server's end of stream.
+    ///
+    /// Reads go through `AsyncRead`, whose short reads clear the socket's cached readiness:
+    /// after a response that drained the socket, [`Conn::usable`] costs no system call.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < want / 2 {
+            self.buf.reserve(want);
+        }
+        let read = self.stream.read_buf(&mut self.buf);
+        std::pin::pin!(read).poll(cx)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx, READ_SIZE)).await
+    }
+
+    /// Sends a request: its head, then its body as framed by `framing`. The body is taken
+    /// from `body` only when the first of its bytes goes out.
+    pub(crate) async fn send(
+        &mut self,
+        head: &[u8],
+        body: &mut Option<Incoming>,
+        framing: ReqFraming,
+    ) -> Result<(), Error> {
+        self.stream.write_all(head).await.map_err(Error::Io)?;
+        let Some(mut incoming) = body.take() else {
+            return Ok(());
+        };
+        let chunked = framing == ReqFraming::Chunked;
+        while let Some(frame) =
+            std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(|e| Error::Client(io::Error::other(e)))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not forwarded
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                let size = format!("{:x}\r\n", data.len());
+                self.stream
+                    .write_all(size.as_bytes())
+                    .await
+                    .map_err(Error::Io)?;
+            }
+            self.stream.write_all(&data).await.map_err(Error::Io)?;
+            if chunked {
+                self.stream.write_all(b"\r\n").await.map_err(Error::Io)?;
+            }
+        }
+        if chunked {
+            self.stream
+                .write_all(b"0\r\n\r\n")
+                .await
+                .map_err(Error::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the response head, skipping informational responses other than 101.
+    pub(crate) async fn read_head(&mut self, method: &Method) -> Result<Head, Error> {
+        let mut received = false;
+        loop {
+            if !self.buf.is_empty() {
+                received = true;
+                if let Some(head) = self.parse_head(method)? {
+                    if head.status.is_informational()
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                if self.buf.len() >= MAX_HEAD {
+                    return Err(Error::Garbage("response head too large"));
+                }
+            }
+            match self.fill().await {
+                Ok(0) if received => return Err(Error::Garbage("response head cut short")),
+                Ok(0) => return Err(Error::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
+    /// Parses a complete head off the front of the buffer, or `None` if it is not complete.
+    fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, Error> {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut slots);
+        let len = match parsed.parse(&self.buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Error::Garbage("too many response headers"))
+            }
+            Err(_) => return Err(Error::Garbage("malformed response head")),
+        };
+        let status = parsed
+            .code
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or(Error::Garbage("bad status code"))?;
+        let http11 = parsed.version == Some(1);
+        // Offsets of names and values, so that the head's bytes can be shared, not copied.
+        let base = self.buf.as_ptr() as usize;
+        let mut spans = Vec::with_capacity(parsed.headers.len());
+        for h in parsed.headers.iter() {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            spans.push((name, h.name.len(), value, h.value.len()));
+        }
+        let raw = self.buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (name, name_len, value, value_len) in spans {
+            let name = HeaderName::from_bytes(&raw[name..name + name_len])
+                .map_err(|_| Error::Garbage("bad header name"))?;
+            let value = HeaderValue::from_maybe_shared(raw.slice(value..value + value_len))
+                .map_err(|_| Error::Garbage("bad header value"))?;
+            headers.append(name, value);
+        }
+        let framing = response_framing(method, status, &headers)?;
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a stale length must
+            // not frame the body relayed to the client.
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        let keep_alive = http11
+            && framing != Framing::UntilClose
+            && !has_token(&headers, header::CONNECTION, "close");
+        Ok(Some(Head {
+            status,
+            headers,
+            framing,
+            keep_alive,
+        }))
+    }
+
+    /// The socket and the bytes already read past the response head (after a 101).
+    pub(crate) fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.stream, self.buf.freeze())
+    }
+}
+
+/// How a request's body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReqFraming {
+    /// No body, or one whose Content-Length is in the head.
+    Plain,
+    /// A body of unknown length: `Transfer-Encoding: chunked` is in the head.
+    Chunked,
+}
+
+/// A request head in HTTP/1.1 form, ready to be written to any server. `headers` must already
+/// be free of hop-by-hop fields. Returns how the body, if any, goes.
+pub(crate) fn encode_request(
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    has_body: bool,
+    out: &mut BytesMut,
+) -> ReqFraming {
+    let framing = if has_body && !headers.contains_key(header::CONTENT_LENGTH) {
+        ReqFraming::Chunked
+    } else {
+        ReqFraming::Plain
+    };
+    let target = uri
+        .path_and_query()
+        .filter(|_| uri.scheme().is_none())
+        .map(|pq| pq.as_str());
+    let target_owned;
+    let target = match target {
+        Some(t) => t,
+        None => {
+            target_owned = uri.to_string();
+            &target_owned
+        }
+    };
+    let size = method.as_str().len()
+        + target.len()
+        + 14
+        + headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+        + 32;
+    out.reserve(size);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if framing == ReqFraming::Chunked {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.put_slice(b"\r\n");
+    framing
+}
+
+/// Why an exchange with a server failed.
+#[derive(Debug)]
+pub(crate) enum Error {
+    /// The server closed the connection before any byte of a response.
+    Closed,
+    /// Reading or writing the server connection failed.
+    Io(io::Error),
+    /// The server sent something that is not an HTTP/1.1 response.
+    Garbage(&'static str),
+    /// The client's request body failed (it went away mid-upload).
+    Client(io::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Closed => f.write_str("server closed the connection before responding"),
+            Error::Io(e) => write!(f, "server connection failed: {e}"),
+            Error::Garbage(what) => write!(f, "invalid response from server: {what}"),
+            Error::Client(e) => write!(f, "client request body failed: {e}"),
+        }
+    }
+}
+
+/// A parsed response head.
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// How a response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (or none left).
+    Empty,
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked coding, in the given state.
+    Chunked(Chunk),
+    /// Whatever comes until the server closes.
+    UntilClose,
+    /// `101 Switching Protocols`: the connection is no longer HTTP.
+    Upgrade,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// This many data bytes left in the current chunk.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// Expecting trailer lines or the final empty line.
+    Trailer,
+}
+
+/// Whether a comma-separated header has `token` (case-insensitive) in any of its values.
+pub(crate) fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// RFC 9112 §6.3, for a response to `method`.
+fn response_framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing, Error> {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Framing::Upgrade);
+    }
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Empty);
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        let last = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty());
+        return Ok(match last {
+            Some(t) if t.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
+            _ => Framing::UntilClose,
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = std::str::from_utf8(part)
+                .ok()
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(Error::Garbage("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Garbage("conflicting content-length"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}
+
+/// Idle keep-alive connections to one server.
+pub struct ServerPool {
+    slots: [Mutex<Vec<Conn>>; POOL_SLOTS],
+}
+
+impl Default for ServerPool {
+    fn default() -> Self {
+        ServerPool {
+            slots: std::array::from_fn(|_| Mutex::new(Vec::new())),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerPool")
+            .field("idle", &self.idle())
+            .finish()
+    }
+}
+
+impl ServerPool {
+    fn slot(&self) -> &Mutex<Vec<Conn>> {
+        &self.slots[crate::workers::current() % POOL_SLOTS]
+    }
+
+    /// Idle connections, all workers together.
+    pub fn idle(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.lock().map(|v| v.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// The most recently used idle connection that the server has not closed. Closed ones
+    /// met on the way are dropped.
+    pub(crate) fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.slot().lock().ok()?;
+        while let Some(conn) = idle.pop() {
+            if conn.usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, mut conn: Conn) {
+        conn.reused = true;
+        if conn.buf.capacity() > READ_SIZE {
+            // Do not keep a bulk body's buffer for an idle connection.
+            conn.buf = BytesMut::new();
+        }
+        if let Ok(mut idle) = self.slot().lock() {
+            if idle.len() < POOL_MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+/// A response body read from the server connection, which goes back to `pool` (if any) once
+/// the body has ended cleanly and the server allows it.
+pub(crate) struct UpBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    pool: Option<Arc<ServerPool>>,
+    read_size: usize,
+}
+
+impl UpBody {
+    /// The body that follows `head` on `conn`. After a 101 the body is empty and `conn` is
+    /// handed back for the tunnel.
+    pub(crate) fn new(
+        conn: Conn,
+        head: &Head,
+        pool: Option<Arc<ServerPool>>,
+    ) -> (UpBody, Option<Conn>) {
+        let pool = pool.filter(|_| head.keep_alive);
+        if head.framing == Framing::Upgrade {
+            let body = UpBody {
+                conn: None,
+                framing: Framing::Empty,
+                pool: None,
+                read_size: READ_SIZE,
+            };
+            return (body, Some(conn));
+        }
+        let mut body = UpBody {
+            conn: Some(conn),
+            framing: head.framing,
+            pool,
+            read_size: READ_SIZE,
+        };
+        if body.framing == Framing::Empty {
+            body.release();
+        }
+        (body, None)
+    }
+
+    /// The body has ended: the connection goes back to its pool if it is clean.
+    fn release(&mut self) {
+        self.framing = Framing::Empty;
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
+            if conn.buf.is_empty() {
+                pool.checkin(conn);
+            }
+        }
+    }
+
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        let n = ready!(conn.poll_fill(cx, self.read_size))?;
+        if n >= self.read_size && self.read_size < BULK_READ_SIZE {
+            self.read_size = BULK_READ_SIZE;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn buf(&mut self) -> Option<&mut BytesMut> {
+        self.conn.as_mut().map(|c| &mut c.buf)
+    }
+
+    /// Advances the chunked decoder over buffered bytes; `Ok(None)` when more must be read.
+    fn step_chunked(&mut self, state: Chunk) -> Result<Option<Step>, io::Error> {
+        let Some(buf) = self.buf() else {
+            return Err(cut_short());
+        };
+        match state {
+            Chunk::Size => {
+                let Some(line) = take_line(buf)? else {
+                    return Ok(None);
+                };
+                let digits = line[..]
+                    .split(|&b| b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                let size = std::str::from_utf8(digits)
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.len() <= 16)
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .ok_or_else(|| invalid("bad chunk size"))?;
+                Ok(Some(Step::State(if size == 0 {
+                    Chunk::Trailer
+                } else {
+                    Chunk::Data(size)
+                })))
+            }
+            Chunk::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let data = buf.split_to(n).freeze();
+                let left = left - n as u64;
+                Ok(Some(Step::Data(
+                    data,
+                    if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    },
+                )))
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(None);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(invalid("chunk data not followed by CRLF"));
+                }
+                buf.advance(2);
+                Ok(Some(Step::State(Chunk::Size)))
+            }
+            Chunk::Trailer => {
+                let Some(line) = take_line(buf)? else {
+                    return Ok(None);
+                };
+                if line.is_empty() {
+                    Ok(Some(Step::End))
+                } else {
+                    Ok(Some(Step::State(Chunk::Trailer)))
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    State(Chunk),
+    Data(Bytes, Chunk),
+    End,
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+fn cut_short() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "server closed the connection before the end of the response body",
+    )
+}
+
+/// Takes one CRLF- (or LF-) terminated line off the front of `buf`, without its ending.
+fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            let mut line = buf.split_to(i + 1);
+            line.truncate(i);
+            if line.last() == Some(&b'\r') {
+                line.truncate(i - 1);
+            }
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE => Err(invalid("chunk line too long")),
+        None => Ok(None),
+    }
+}
+
+impl UpBody {
+    /// Ends the body on a failure: the connection is dropped, never reused.
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.conn = None;
+        self.framing = Framing::Empty;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        loop {
+            match this.framing {
+                Framing::Empty | Framing::Upgrade => return Poll::Ready(None),
+                Framing::Length(left) => {
+                    if let Some(buf) = this.buf().filter(|b| !b.is_empty()) {
+                        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                        let data = buf.split_to(n).freeze();
+                        let left = left - n as u64;
+                        if left == 0 {
+                            this.release();
+                        } else {
+                            this.framing = Framing::Length(left);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::UntilClose => {
+                    if let Some(buf) = this.buf().filter(|b| !b.is_empty()) {
+                        return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
+                    }
+                }
+                Framing::Chunked(state) => match this.step_chunked(state) {
+                    Ok(Some(Step::State(next))) => {
+                        this.framing = Framing::Chunked(next);
+                        continue;
+                    }
+                    Ok(Some(Step::Data(data, next))) => {
+                        this.framing = Framing::Chunked(next);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(Some(Step::End)) => {
+                        this.release();
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return this.fail(e),
+                },
+            }
+            // Nothing buffered to give: read more.
+            match ready!(this.fill(cx)) {
+                Ok(0) if this.framing == Framing::UntilClose => {
+                    this.conn = None;
+                    this.framing = Framing::Empty;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(cut_short()),
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Empty | Framing::Upgrade)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Empty | Framing::Upgrade => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::net::TcpListener;
+
+    /// A server that reads one request head and answers with `pieces`, one write each, then
+    /// keeps the connection open (or closes it with `close`).
+    async fn server(pieces: Vec<&'static [u8]>, close: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            for p in pieces {
+                if s.write_all(p).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if !close {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        addr
+    }
+
+    async fn exchange(
+        pieces: Vec<&'static [u8]>,
+        close: bool,
+        method: Method,
+    ) -> (
+        Result<Head, Error>,
+        Option<(Result<Vec<u8>, io::Error>, usize)>,
+    ) {
+        let addr = server(pieces, close).await;
+        let mut conn = Conn::connect(addr, Duration::from_secs(1))
+            .await
+            .expect("connect");
+        let mut head = BytesMut::new();
+        let framing = encode_request(
+            &method,
+            &"/x".parse().expect("uri"),
+            &HeaderMap::new(),
+            false,
+            &mut head,
+        );
+        conn.send(&head, &mut None, framing).await.expect("send");
+        let h = match conn.read_head(&method).await {
+            Ok(h) => h,
+            Err(e) => return (Err(e), None),
+        };
+        let pool = Arc::new(ServerPool::default());
+        let (body, _) = UpBody::new(conn, &h, Some(pool.clone()));
+        let collected = body.collect().await.map(|c| c.to_bytes().to_vec());
+        (Ok(h), Some((collected, pool.idle())))
+    }
+
+    #[tokio::test]
+    async fn content_length_body_and_reuse() {
+        let (h, body) = exchange(
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhe",
+                b"llo",
+            ],
+            false,
+            Method::GET,
+        )
+        .await;
+        let h = h.expect("head");
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(h.headers.get("x-a").map(|v| v.as_bytes()), Some(&b"b"[..]));
+        let (bytes, idle) = body.expect("body");
+        assert_eq!(bytes.expect("bytes"), b"hello");
+        assert_eq!(
+            idle, 1,
+            "a cleanly ended keep-alive response returns to the pool"
+        );
+    }
+
+    #[tokio::test]
+    async fn chunked_body_split_anywhere_is_decoded() {
+        let (h, body) = exchange(
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n5",
+                b";ext=1\r\nhel",
+                b"lo\r",
+                b"\n0\r\nTrailer: x\r\n",
+                b"\r\n",
+            ],
+            false,
+            Method::GET,
+        )
+        .await;
+        let h = h.expect("head");
+        assert!(
+            !h.headers.contains_key(header::CONTENT_LENGTH),
+            "Transfer-Encoding overrides Content-Length"
+        );
+        let (bytes, idle) = body.expect("body");
+        assert_eq!(bytes.expect("bytes"), b"hello");
+        assert_eq!(idle, 1);
+    }
+
+    #[tokio::test]
+    async fn body_until_close_is_not_reused() {
+        let (_, body) =
+            exchange(vec![b"HTTP/1.1 200 OK\r\n\r\nall of it"], true, Method::GET).await;
+        let (bytes, idle) = body.expect("body");
+        assert_eq!(bytes.expect("bytes"), b"all of it");
+        assert_eq!(idle, 0);
+    }
+
+    #[tokio::test]
+    async fn connection_close_and_http10_are_not_reused() {
+        for first in [
+            &b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"[..],
+            &b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx"[..],
+        ] {
+            let (_, body) = exchange(vec![first], false, Method::GET).await;
+            let (bytes, idle) = body.expect("body");
+            assert_eq!(bytes.expect("bytes"), b"x");
+            assert_eq!(idle, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn head_response_has_no_body_and_informational_is_skipped() {
+        let (h, body) = exchange(
+            vec![b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"],
+            false,
+            Method::HEAD,
+        )
+        .await;
+        assert_eq!(h.expect("head").status, StatusCode::OK);
+        let (bytes, idle) = body.expect("body");
+        assert!(bytes.expect("bytes").is_empty());
+        assert_eq!(idle, 1);
+    }
+
+    #[tokio::test]
+    async fn cut_short_body_is_an_error() {
+        let (_, body) = exchange(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"],
+            true,
+            Method::GET,
+        )
+        .await;
+        let (bytes, idle) = body.expect("body");
+        assert!(bytes.is_err());
+        assert_eq!(idle, 0);
+    }
+
+    #[tokio::test]
+    async fn garbage_and_silent_close_are_told_apart() {
+        let (h, _) = exchange(vec![b"SSH-2.0-OpenSSH\r\n\r\n"], true, Method::GET).await;
+        assert!(matches!(h, Err(Error::Garbage(_))));
+        let (h, _) = exchange(vec![], true, Method::GET).await;
+        assert!(matches!(h, Err(Error::Closed)));
+        let (h, _) = exchange(vec![b"HTTP/1.1 200 OK\r\nContent-"], true, Method::GET).await;
+        assert!(matches!(h, Err(Error::Garbage(_))));
+        let (h, _) = exchange(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"],
+            true,
+            Method::GET,
+        )
+        .await;
+        assert!(matches!(h, Err(Error::Garbage(_))));
+        let (_, body) = exchange(
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+            true,
+            Method::GET,
+        )
+        .await;
+        assert!(body.expect("body").0.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_closed_idle_connection_is_not_checked_out() {
+        let addr = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], true).await;
+        let mut conn = Conn::connect(addr, Duration::from_secs(1))
+            .await
+            .expect("connect");
+        conn.send(b"GET / HTTP/1.1\r\n\r\n", &mut None, ReqFraming::Plain)
+            .await
+            .expect("send");
+        let h = conn.read_head(&Method::GET).await.expect("head");
+        let pool = Arc::new(ServerPool::default());
+        let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()));
+        assert_eq!(pool.idle(), 1);
+        // The server closes right after its response.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(pool.checkout().is_none());
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[test]
+    fn request_heads_are_http11_with_framing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("maas"));
+        let mut out = BytesMut::new();
+        let f = encode_request(
+            &Method::POST,
+            &"/a?b=c".parse().expect("uri"),
+            &h,
+            true,
+            &mut out,
+        );
+        assert_eq!(f, ReqFraming::Chunked);
+        assert_eq!(
+            &out[..],
+            b"POST /a?b=c HTTP/1.1\r\nhost: maas\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        out.clear();
+        let f = encode_request(&Method::PUT, &"/".parse().expect("uri"), &h, true, &mut out);
+        assert_eq!(f, ReqFraming::Plain);
+        assert_eq!(
+            &out[..],
+            b"PUT / HTTP/1.1\r\nhost: maas\r\ncontent-length: 3\r\n\r\n"
+        );
+        out.clear();
+        encode_request(
+            &Method::GET,
+            &"http://maas:5240/x".parse().expect("uri"),
+            &HeaderMap::new(),
+            false,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"GET http://maas:5240/x HTTP/1.1\r\n\r\n");
+    }
+}
