@@ -7,6 +7,7 @@
 use std::cell::Cell;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -24,6 +25,24 @@ thread_local! {
 pub fn current() -> usize {
     WORKER.with(Cell::get)
 }
+
+/// Ticks every [`HEARTBEAT`], forever.
+///
+/// tokio's time driver wakes its own thread (an eventfd write, then one more epoll_wait) when a
+/// timer is registered that expires before the driver's next planned wake-up. With no other
+/// timer pending, every connection's connect timeout or request timeout was such a timer. A
+/// timer that always expires within [`HEARTBEAT`] keeps the planned wake-up near, so timeouts
+/// of a second or more are registered without that wake-up.
+async fn heartbeat() {
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        beat.tick().await;
+    }
+}
+
+/// Period of [`heartbeat`].
+const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// The worker threads.
 #[derive(Debug)]
@@ -56,7 +75,10 @@ impl Workers {
                     .spawn(move || {
                         WORKER.with(|w| w.set(i));
                         rt.block_on(async move {
-                            let _ = rx.wait_for(|s| *s).await;
+                            tokio::select! {
+                                _ = rx.wait_for(|s| *s) => {}
+                                () = heartbeat() => {}
+                            }
                         });
                     })?,
             );
