@@ -487,7 +487,7 @@ async fn handle(
             }
             // The server closed a pooled connection as the request went out: the request
             // never reached it. Go again, same rules, not counted as an attempt.
-            upstream::Error::Closed if reused && replayable => {
+            e if reused && replayable && e.closed_early() => {
                 server.counters.total.fetch_sub(1, Ordering::Relaxed);
                 stale += 1;
                 if stale <= 8 {

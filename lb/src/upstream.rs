@@ -92,19 +92,23 @@ impl Conn {
         std::future::poll_fn(|cx| self.poll_fill(cx, READ_SIZE)).await
     }
 
-    /// Sends a request: its head, then its body as framed by `framing`. The body is taken
-    /// from `body` only when the first of its bytes goes out.
+    /// Sends a request: its head, then its body (taken out of `body`) as framed by `framing`.
+    ///
+    /// The head goes out with the body's first bytes, and each chunk of a chunked body with its
+    /// size line and CRLF, in one vectored write each: a small POST is one segment, as the
+    /// client sent it.
     pub(crate) async fn send(
         &mut self,
         head: &[u8],
         body: &mut Option<Incoming>,
         framing: ReqFraming,
     ) -> Result<(), Error> {
-        self.stream.write_all(head).await.map_err(Error::Io)?;
         let Some(mut incoming) = body.take() else {
-            return Ok(());
+            return self.stream.write_all(head).await.map_err(Error::Io);
         };
         let chunked = framing == ReqFraming::Chunked;
+        // What is still to go before the next data: the head, until the first data goes.
+        let mut head = head;
         while let Some(frame) =
             std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_frame(cx)).await
         {
@@ -115,25 +119,22 @@ impl Conn {
             if data.is_empty() {
                 continue;
             }
-            if chunked {
-                let size = format!("{:x}\r\n", data.len());
-                self.stream
-                    .write_all(size.as_bytes())
-                    .await
-                    .map_err(Error::Io)?;
-            }
-            self.stream.write_all(&data).await.map_err(Error::Io)?;
-            if chunked {
-                self.stream.write_all(b"\r\n").await.map_err(Error::Io)?;
-            }
-        }
-        if chunked {
+            let size = if chunked {
+                format!("{:x}\r\n", data.len())
+            } else {
+                String::new()
+            };
+            let end: &[u8] = if chunked { b"\r\n" } else { b"" };
+            let mut out = Buf::chain(head, size.as_bytes()).chain(data).chain(end);
             self.stream
-                .write_all(b"0\r\n\r\n")
+                .write_all_buf(&mut out)
                 .await
                 .map_err(Error::Io)?;
+            head = &[];
         }
-        Ok(())
+        let last: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
+        let mut out = Buf::chain(head, last);
+        self.stream.write_all_buf(&mut out).await.map_err(Error::Io)
     }
 
     /// Reads the response head, skipping informational responses other than 101.
@@ -292,6 +293,23 @@ pub(crate) enum Error {
     Garbage(&'static str),
     /// The client's request body failed (it went away mid-upload).
     Client(io::Error),
+}
+
+impl Error {
+    /// Whether the server had closed (or reset) the connection before the request reached
+    /// it: on a pooled connection, the server's idle timeout meeting the request.
+    pub(crate) fn closed_early(&self) -> bool {
+        match self {
+            Error::Closed => true,
+            Error::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            Error::Garbage(_) | Error::Client(_) => false,
+        }
+    }
 }
 
 impl std::fmt::Display for Error {
