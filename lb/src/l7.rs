@@ -11,7 +11,9 @@
 //! - After `101 Switching Protocols` (websocket) the two connections become a tunnel governed
 //!   by `timeout_tunnel` alone.
 //! - The proxy's own answers: 503 when no server is available, 502 when a server fails or sends
-//!   garbage, 504 when it does not answer within `timeout_server`.
+//!   garbage, 504 when it does not answer within `timeout_server`. A server silent for
+//!   `timeout_server` in the middle of a response body has the client connection cut (its
+//!   status line is gone already), logged `server_timeout`.
 
 use std::convert::Infallible;
 use std::io;
@@ -144,11 +146,15 @@ impl Body for ProxyBody {
                     this.bytes += d.len() as u64;
                 }
             }
-            Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(Some(Err(e))) => {
                 if let Some(s) = this.log.as_ref().and_then(|l| l.server.clone()) {
                     s.observe_reset();
                 }
-                this.finish(Some("server_error"));
+                this.finish(Some(if e.kind() == io::ErrorKind::TimedOut {
+                    "server_timeout"
+                } else {
+                    "server_error"
+                }));
             }
             Poll::Ready(None) => this.finish(None),
             Poll::Pending => {}
@@ -443,7 +449,7 @@ async fn handle(
                 log.status = h.status.as_u16();
                 fe.counters.count_status(log.status);
                 let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
-                let (up_body, switched) = UpBody::new(conn, &h, pool);
+                let (up_body, switched) = UpBody::new(conn, &h, pool, s.timeout_server);
                 if let (Some(client_up), Some(conn)) = (client_upgrade, switched) {
                     tokio::spawn(tunnel(client_up, conn, s.timeout_tunnel));
                 }

@@ -475,11 +475,50 @@ impl ServerPool {
 
 /// A response body read from the server connection, which goes back to `pool` (if any) once
 /// the body has ended cleanly and the server allows it.
+///
+/// While it waits for the server, nothing arriving for `idle` (the frontend's `timeout_server`)
+/// ends the body with an error, as HAProxy's `timeout server` does mid-response.
 pub(crate) struct UpBody {
     conn: Option<Conn>,
     framing: Framing,
     pool: Option<Arc<ServerPool>>,
     read_size: usize,
+    stall: Stall,
+}
+
+/// The inactivity watch of a response body. Its timer is armed the first time the body waits
+/// (a small response read with its head never waits) and fires at most once per `idle` while
+/// bytes keep coming: a stall is caught between `idle` and twice `idle` after the last byte.
+struct Stall {
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether bytes came since the timer was last armed.
+    progress: bool,
+}
+
+impl Stall {
+    fn new(idle: Duration) -> Stall {
+        Stall {
+            idle,
+            timer: None,
+            progress: false,
+        }
+    }
+
+    /// Called when a read must wait: `Ready` once the server has been silent too long.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let idle = self.idle;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if !std::mem::take(&mut self.progress) {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(tokio::time::Instant::now() + idle);
+        }
+    }
 }
 
 impl UpBody {
@@ -489,6 +528,7 @@ impl UpBody {
         conn: Conn,
         head: &Head,
         pool: Option<Arc<ServerPool>>,
+        idle: Duration,
     ) -> (UpBody, Option<Conn>) {
         let pool = pool.filter(|_| head.keep_alive);
         if head.framing == Framing::Upgrade {
@@ -497,6 +537,7 @@ impl UpBody {
                 framing: Framing::Empty,
                 pool: None,
                 read_size: READ_SIZE,
+                stall: Stall::new(idle),
             };
             return (body, Some(conn));
         }
@@ -505,6 +546,7 @@ impl UpBody {
             framing: head.framing,
             pool,
             read_size: READ_SIZE,
+            stall: Stall::new(idle),
         };
         if body.framing == Framing::Empty {
             body.release();
@@ -526,7 +568,17 @@ impl UpBody {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        let n = ready!(conn.poll_fill(cx, self.read_size))?;
+        let n = match conn.poll_fill(cx, self.read_size) {
+            Poll::Ready(r) => r?,
+            Poll::Pending => {
+                ready!(self.stall.poll_expired(cx));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the server sent nothing for timeout_server in the middle of a response",
+                )));
+            }
+        };
+        self.stall.progress = true;
         if n >= self.read_size && self.read_size < BULK_READ_SIZE {
             self.read_size = BULK_READ_SIZE;
         }
@@ -728,6 +780,11 @@ mod tests {
     /// A server that reads one request head and answers with `pieces`, one write each, then
     /// keeps the connection open (or closes it with `close`).
     async fn server(pieces: Vec<&'static [u8]>, close: bool) -> SocketAddr {
+        paced_server(pieces, close, Duration::from_millis(5)).await
+    }
+
+    /// [`server`] with `gap` between pieces.
+    async fn paced_server(pieces: Vec<&'static [u8]>, close: bool, gap: Duration) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -746,7 +803,7 @@ mod tests {
                 if s.write_all(p).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(gap).await;
             }
             if !close {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -781,7 +838,7 @@ mod tests {
             Err(e) => return (Err(e), None),
         };
         let pool = Arc::new(ServerPool::default());
-        let (body, _) = UpBody::new(conn, &h, Some(pool.clone()));
+        let (body, _) = UpBody::new(conn, &h, Some(pool.clone()), Duration::from_secs(5));
         let collected = body.collect().await.map(|c| c.to_bytes().to_vec());
         (Ok(h), Some((collected, pool.idle())))
     }
@@ -916,12 +973,71 @@ mod tests {
             .expect("send");
         let h = conn.read_head(&Method::GET).await.expect("head");
         let pool = Arc::new(ServerPool::default());
-        let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()));
+        let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()), Duration::from_secs(5));
         assert_eq!(pool.idle(), 1);
         // The server closes right after its response.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(pool.checkout().is_none());
         assert_eq!(pool.idle(), 0);
+    }
+
+    /// The body of a GET to a [`paced_server`], read with `idle` as `timeout_server`.
+    async fn paced_body(
+        pieces: Vec<&'static [u8]>,
+        gap: Duration,
+        idle: Duration,
+    ) -> Result<Bytes, io::Error> {
+        let addr = paced_server(pieces, false, gap).await;
+        let mut conn = Conn::connect(addr, Duration::from_secs(1))
+            .await
+            .expect("connect");
+        conn.send(b"GET / HTTP/1.1\r\n\r\n", &mut None, ReqFraming::Plain)
+            .await
+            .expect("send");
+        let h = conn.read_head(&Method::GET).await.expect("head");
+        let (body, _) = UpBody::new(conn, &h, None, idle);
+        body.collect().await.map(|c| c.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stalls_mid_body_times_out() {
+        let t = std::time::Instant::now();
+        let got = paced_body(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"],
+            Duration::from_millis(5),
+            Duration::from_millis(100),
+        )
+        .await;
+        let e = got.expect_err("a stalled body is an error");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_but_steady_body_does_not_time_out() {
+        // Ten pieces 25 ms apart: 250 ms in all, more than the inactivity timeout.
+        let got = paced_body(
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+                b"a",
+                b"b",
+                b"c",
+                b"d",
+                b"e",
+                b"f",
+                b"g",
+                b"h",
+                b"i",
+            ],
+            Duration::from_millis(25),
+            Duration::from_millis(150),
+        )
+        .await;
+        assert_eq!(&got.expect("body")[..], b"abcdefghi");
     }
 
     #[test]

@@ -252,6 +252,36 @@ async fn a_server_that_never_answers_is_504() {
     assert!(t.elapsed() >= Duration::from_millis(280));
 }
 
+#[tokio::test]
+async fn a_server_that_stalls_mid_body_is_cut_after_timeout_server() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut b = [0u8; 1024];
+                let _ = s.read(&mut b).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst bytes")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let fe = http_frontend("timeout_server = \"300ms\"", &[("stalling", addr)]).await;
+    let mut c = client(fe.addr).await;
+    c.ready().await.expect("ready");
+    let t = Instant::now();
+    let resp = c.send_request(get("/")).await.expect("response head");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .expect("the proxy ends the response instead of hanging");
+    assert!(body.is_err(), "a cut response is not a complete one");
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(280), "{waited:?}");
+}
+
 /// A server that reads the request head and resets the connection.
 async fn resetting_server() -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
