@@ -35,7 +35,7 @@ const MAX_LINE: usize = 4096;
 /// Bytes asked of the kernel per read.
 const READ_SIZE: usize = 16 * 1024;
 /// Bytes asked of the kernel per read once a body has filled a whole read.
-const BULK_READ_SIZE: usize = 128 * 1024;
+const BULK_READ_SIZE: usize = 256 * 1024;
 /// Idle connections kept per server and worker.
 const POOL_MAX_IDLE: usize = 256;
 /// Pools per server, one per worker thread (see [`crate::workers::current`]).
