@@ -252,22 +252,34 @@ async fn a_server_that_never_answers_is_504() {
     assert!(t.elapsed() >= Duration::from_millis(280));
 }
 
-#[tokio::test]
-async fn a_server_that_stalls_mid_body_is_cut_after_timeout_server() {
+/// A server that reads a request, writes `response` and holds the connection for `hold`
+/// before closing it; counts the connections it accepted.
+async fn canned_server(response: &'static [u8], hold: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            seen.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let mut b = [0u8; 1024];
                 let _ = s.read(&mut b).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst bytes")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                let _ = s.write_all(response).await;
+                tokio::time::sleep(hold).await;
             });
         }
     });
+    (addr, n)
+}
+
+#[tokio::test]
+async fn a_server_that_stalls_mid_body_is_cut_after_timeout_server() {
+    let (addr, _) = canned_server(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst bytes",
+        Duration::from_secs(30),
+    )
+    .await;
     let fe = http_frontend("timeout_server = \"300ms\"", &[("stalling", addr)]).await;
     let mut c = client(fe.addr).await;
     c.ready().await.expect("ready");
@@ -300,32 +312,15 @@ async fn resetting_server() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, n)
 }
 
-/// A keep-alive server that closes each connection 50 ms after answering its first request,
-/// as a region's keep-alive timeout does to an idle pooled connection.
-async fn closing_when_idle_server() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let n = Arc::new(AtomicUsize::new(0));
-    let seen = n.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            seen.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let mut b = [0u8; 1024];
-                let _ = s.read(&mut b).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            });
-        }
-    });
-    (addr, n)
-}
-
 #[tokio::test]
 async fn pooled_connections_the_server_closed_are_not_used() {
-    let (addr, conns) = closing_when_idle_server().await;
+    // A keep-alive region that closes each connection 50 ms after its first response, as its
+    // keep-alive timeout does to an idle pooled connection.
+    let (addr, conns) = canned_server(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        Duration::from_millis(50),
+    )
+    .await;
     let fe = http_frontend("", &[("r1", addr)]).await;
     let mut c = client(fe.addr).await;
     for i in 0..3 {
