@@ -430,11 +430,22 @@ async fn handle(
         log.connect += t.elapsed();
         let t = Instant::now();
         server.counters.total.fetch_add(1, Ordering::Relaxed);
-        let exchanged = tokio::time::timeout(s.timeout_server, async {
-            conn.send(&head, &mut body, framing).await?;
-            conn.read_head(&parts.method).await
-        })
-        .await;
+        let sent = conn
+            .send(
+                &head,
+                &mut body,
+                framing,
+                s.timeout_client,
+                s.timeout_server,
+            )
+            .await;
+        let exchanged = match sent {
+            Ok(()) => tokio::time::timeout(s.timeout_server, conn.read_head(&parts.method))
+                .await
+                .map_err(|_| ()),
+            Err(upstream::Error::Stalled) => Err(()),
+            Err(e) => Ok(Err(e)),
+        };
         log.response = t.elapsed();
         let error = match exchanged {
             Ok(Ok(h)) => {
@@ -484,10 +495,20 @@ async fn handle(
         debug!(client = %peer, frontend = %fe.name, server = %server.name, cause = %error,
             "request failed");
         match error {
-            upstream::Error::Client(_) => {
-                // The client went away mid-upload: nothing to blame the server for.
+            upstream::Error::Client(e) => {
+                // The client went away or fell silent mid-upload: nothing to blame the server
+                // for.
                 server.counters.total.fetch_sub(1, Ordering::Relaxed);
                 log.retries = attempt;
+                if e.kind() == io::ErrorKind::TimedOut {
+                    log.end = "client_timeout";
+                    return answer(
+                        fe,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "408 Request Timeout\n",
+                        log,
+                    );
+                }
                 log.end = "client_abort";
                 return answer(fe, StatusCode::BAD_REQUEST, "400 Bad Request\n", log);
             }

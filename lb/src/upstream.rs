@@ -97,22 +97,36 @@ impl Conn {
     /// The head goes out with the body's first bytes, and each chunk of a chunked body with its
     /// size line and CRLF, in one vectored write each: a small POST is one segment, as the
     /// client sent it.
+    ///
+    /// An upload may take longer than any timeout; only silence counts, as in HAProxy: the
+    /// client sending nothing for `client_idle`, or the server taking nothing for
+    /// `server_idle`.
     pub(crate) async fn send(
         &mut self,
         head: &[u8],
         body: &mut Option<Incoming>,
         framing: ReqFraming,
+        client_idle: Duration,
+        server_idle: Duration,
     ) -> Result<(), Error> {
         let Some(mut incoming) = body.take() else {
-            return self.stream.write_all(head).await.map_err(Error::Io);
+            return self.write(&mut &head[..], server_idle).await;
         };
         let chunked = framing == ReqFraming::Chunked;
         // What is still to go before the next data: the head, until the first data goes.
         let mut head = head;
-        while let Some(frame) =
-            std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_frame(cx)).await
-        {
-            let frame = frame.map_err(|e| Error::Client(io::Error::other(e)))?;
+        loop {
+            let next = std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_frame(cx));
+            let frame = match tokio::time::timeout(client_idle, next).await {
+                Ok(Some(frame)) => frame.map_err(|e| Error::Client(io::Error::other(e)))?,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(Error::Client(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent nothing of its request body for timeout_client",
+                    )))
+                }
+            };
             let Ok(data) = frame.into_data() else {
                 continue; // trailers are not forwarded
             };
@@ -126,15 +140,26 @@ impl Conn {
             };
             let end: &[u8] = if chunked { b"\r\n" } else { b"" };
             let mut out = Buf::chain(head, size.as_bytes()).chain(data).chain(end);
-            self.stream
-                .write_all_buf(&mut out)
-                .await
-                .map_err(Error::Io)?;
+            self.write(&mut out, server_idle).await?;
             head = &[];
         }
         let last: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
-        let mut out = Buf::chain(head, last);
-        self.stream.write_all_buf(&mut out).await.map_err(Error::Io)
+        self.write(&mut Buf::chain(head, last), server_idle).await
+    }
+
+    /// Writes all of `out`, failing with [`Error::Stalled`] if the server takes nothing for
+    /// `idle`. (The timer is only registered if the write has to wait.)
+    async fn write(&mut self, out: &mut impl Buf, idle: Duration) -> Result<(), Error> {
+        while out.has_remaining() {
+            match tokio::time::timeout(idle, self.stream.write_buf(out)).await {
+                Ok(Ok(0)) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(Error::Io(e)),
+                Err(_) => return Err(Error::Stalled),
+            }
+        }
+        Ok(())
     }
 
     /// Reads the response head, skipping informational responses other than 101.
@@ -291,8 +316,10 @@ pub(crate) enum Error {
     Io(io::Error),
     /// The server sent something that is not an HTTP/1.1 response.
     Garbage(&'static str),
-    /// The client's request body failed (it went away mid-upload).
+    /// The client's request body failed (it went away mid-upload, or stalled).
     Client(io::Error),
+    /// The server took no byte of the request for `timeout_server`.
+    Stalled,
 }
 
 impl Error {
@@ -307,7 +334,7 @@ impl Error {
                     | io::ErrorKind::BrokenPipe
                     | io::ErrorKind::ConnectionAborted
             ),
-            Error::Garbage(_) | Error::Client(_) => false,
+            Error::Garbage(_) | Error::Client(_) | Error::Stalled => false,
         }
     }
 }
@@ -319,6 +346,7 @@ impl std::fmt::Display for Error {
             Error::Io(e) => write!(f, "server connection failed: {e}"),
             Error::Garbage(what) => write!(f, "invalid response from server: {what}"),
             Error::Client(e) => write!(f, "client request body failed: {e}"),
+            Error::Stalled => f.write_str("server took nothing of the request for timeout_server"),
         }
     }
 }
@@ -775,6 +803,8 @@ impl Body for UpBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    const SECOND: Duration = Duration::from_secs(1);
     use tokio::net::TcpListener;
 
     /// A server that reads one request head and answers with `pieces`, one write each, then
@@ -832,7 +862,9 @@ mod tests {
             false,
             &mut head,
         );
-        conn.send(&head, &mut None, framing).await.expect("send");
+        conn.send(&head, &mut None, framing, SECOND, SECOND)
+            .await
+            .expect("send");
         let h = match conn.read_head(&method).await {
             Ok(h) => h,
             Err(e) => return (Err(e), None),
@@ -968,9 +1000,15 @@ mod tests {
         let mut conn = Conn::connect(addr, Duration::from_secs(1))
             .await
             .expect("connect");
-        conn.send(b"GET / HTTP/1.1\r\n\r\n", &mut None, ReqFraming::Plain)
-            .await
-            .expect("send");
+        conn.send(
+            b"GET / HTTP/1.1\r\n\r\n",
+            &mut None,
+            ReqFraming::Plain,
+            SECOND,
+            SECOND,
+        )
+        .await
+        .expect("send");
         let h = conn.read_head(&Method::GET).await.expect("head");
         let pool = Arc::new(ServerPool::default());
         let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()), Duration::from_secs(5));
@@ -991,9 +1029,15 @@ mod tests {
         let mut conn = Conn::connect(addr, Duration::from_secs(1))
             .await
             .expect("connect");
-        conn.send(b"GET / HTTP/1.1\r\n\r\n", &mut None, ReqFraming::Plain)
-            .await
-            .expect("send");
+        conn.send(
+            b"GET / HTTP/1.1\r\n\r\n",
+            &mut None,
+            ReqFraming::Plain,
+            SECOND,
+            SECOND,
+        )
+        .await
+        .expect("send");
         let h = conn.read_head(&Method::GET).await.expect("head");
         let (body, _) = UpBody::new(conn, &h, None, idle);
         body.collect().await.map(|c| c.to_bytes())

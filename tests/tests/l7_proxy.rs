@@ -294,6 +294,110 @@ async fn a_server_that_stalls_mid_body_is_cut_after_timeout_server() {
     assert!(waited >= Duration::from_millis(280), "{waited:?}");
 }
 
+/// A request body of `left` 1 KiB pieces, one every `gap`, then (unless `hang`) its end; with
+/// `hang`, it never ends.
+struct SlowBody {
+    left: u32,
+    gap: Duration,
+    hang: bool,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for SlowBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 && !self.hang {
+            return Poll::Ready(None);
+        }
+        if self.timer.as_mut().poll(cx).is_pending() || self.left == 0 {
+            return Poll::Pending;
+        }
+        self.left -= 1;
+        let next = tokio::time::Instant::now() + self.gap;
+        self.timer.as_mut().reset(next);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 1024])))))
+    }
+}
+
+/// Sends a POST whose body is `body` through `fe` on a fresh connection.
+async fn slow_post(fe: SocketAddr, body: SlowBody) -> (StatusCode, String) {
+    let s = TcpStream::connect(fe).await.expect("connect to proxy");
+    let (mut c, conn) = hyper::client::conn::http1::handshake::<_, SlowBody>(TokioIo::new(s))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/MAAS/api/2.0/boot-resources/")
+        .header("host", "maas")
+        .body(body)
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), c.send_request(req))
+        .await
+        .expect("answer in time")
+        .expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A server that answers the size of the request body it read.
+async fn counting_server() -> SocketAddr {
+    server(Arc::new(|req: Request<Incoming>| {
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            while let Some(Ok(f)) = body.frame().await {
+                n += f.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            text(format!("{n}"))
+        })
+    }))
+    .await
+    .0
+}
+
+#[tokio::test]
+async fn an_upload_longer_than_timeout_server_that_keeps_moving_goes_through() {
+    let fe = http_frontend(
+        "timeout_server = \"300ms\"",
+        &[("r1", counting_server().await)],
+    )
+    .await;
+    // Fifteen pieces 60 ms apart: about 900 ms, three times timeout_server.
+    let body = SlowBody {
+        left: 15,
+        gap: Duration::from_millis(60),
+        hang: false,
+        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+    };
+    let t = Instant::now();
+    let (status, text) = slow_post(fe.addr, body).await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "15360"));
+    assert!(t.elapsed() >= Duration::from_millis(600));
+}
+
+#[tokio::test]
+async fn an_upload_the_client_abandons_is_408_after_timeout_client() {
+    let fe = http_frontend(
+        "timeout_client = \"300ms\"",
+        &[("r1", counting_server().await)],
+    )
+    .await;
+    let body = SlowBody {
+        left: 2,
+        gap: Duration::from_millis(10),
+        hang: true,
+        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+    };
+    let (status, _) = slow_post(fe.addr, body).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+}
+
 /// A server that reads the request head and resets the connection.
 async fn resetting_server() -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
