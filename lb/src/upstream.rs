@@ -23,7 +23,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// Largest response head accepted (status line and headers).
@@ -148,15 +148,23 @@ impl Conn {
     }
 
     /// Writes all of `out`, failing with [`Error::Stalled`] if the server takes nothing for
-    /// `idle`. (The timer is only registered if the write has to wait.)
+    /// `idle`. Most writes complete at once: only one that has to wait arms a timer.
     async fn write(&mut self, out: &mut impl Buf, idle: Duration) -> Result<(), Error> {
         while out.has_remaining() {
-            match tokio::time::timeout(idle, self.stream.write_buf(out)).await {
-                Ok(Ok(0)) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Err(Error::Io(e)),
-                Err(_) => return Err(Error::Stalled),
+            let mut slices = [io::IoSlice::new(&[]); 16];
+            let count = out.chunks_vectored(&mut slices);
+            match self.stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout(idle, self.stream.writable()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(Error::Io(e)),
+                        Err(_) => return Err(Error::Stalled),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
             }
         }
         Ok(())
@@ -803,6 +811,7 @@ impl Body for UpBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
 
     const SECOND: Duration = Duration::from_secs(1);
     use tokio::net::TcpListener;
@@ -1082,6 +1091,21 @@ mod tests {
         )
         .await;
         assert_eq!(&got.expect("body")[..], b"abcdefghi");
+    }
+
+    #[tokio::test]
+    async fn a_write_the_server_never_takes_stalls() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Accepts and then reads nothing.
+        let held = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let mut conn = Conn::connect(addr, SECOND).await.expect("connect");
+        let big = vec![0u8; 64 << 20];
+        let t = std::time::Instant::now();
+        let got = conn.write(&mut &big[..], Duration::from_millis(200)).await;
+        assert!(matches!(got, Err(Error::Stalled)), "{got:?}");
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        drop(held);
     }
 
     #[test]
