@@ -851,6 +851,19 @@ mod tests {
         addr
     }
 
+    /// Connects to `addr`, sends a body-less `method` request and reads the response head.
+    async fn request(addr: SocketAddr, method: &Method) -> (Conn, Result<Head, Error>) {
+        let mut conn = Conn::connect(addr, SECOND).await.expect("connect");
+        let mut head = BytesMut::new();
+        let uri = "/x".parse().expect("uri");
+        let framing = encode_request(method, &uri, &HeaderMap::new(), false, &mut head);
+        conn.send(&head, &mut None, framing, SECOND, SECOND)
+            .await
+            .expect("send");
+        let h = conn.read_head(method).await;
+        (conn, h)
+    }
+
     async fn exchange(
         pieces: Vec<&'static [u8]>,
         close: bool,
@@ -859,22 +872,8 @@ mod tests {
         Result<Head, Error>,
         Option<(Result<Vec<u8>, io::Error>, usize)>,
     ) {
-        let addr = server(pieces, close).await;
-        let mut conn = Conn::connect(addr, Duration::from_secs(1))
-            .await
-            .expect("connect");
-        let mut head = BytesMut::new();
-        let framing = encode_request(
-            &method,
-            &"/x".parse().expect("uri"),
-            &HeaderMap::new(),
-            false,
-            &mut head,
-        );
-        conn.send(&head, &mut None, framing, SECOND, SECOND)
-            .await
-            .expect("send");
-        let h = match conn.read_head(&method).await {
+        let (conn, h) = request(server(pieces, close).await, &method).await;
+        let h = match h {
             Ok(h) => h,
             Err(e) => return (Err(e), None),
         };
@@ -1006,19 +1005,8 @@ mod tests {
     #[tokio::test]
     async fn a_closed_idle_connection_is_not_checked_out() {
         let addr = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], true).await;
-        let mut conn = Conn::connect(addr, Duration::from_secs(1))
-            .await
-            .expect("connect");
-        conn.send(
-            b"GET / HTTP/1.1\r\n\r\n",
-            &mut None,
-            ReqFraming::Plain,
-            SECOND,
-            SECOND,
-        )
-        .await
-        .expect("send");
-        let h = conn.read_head(&Method::GET).await.expect("head");
+        let (conn, h) = request(addr, &Method::GET).await;
+        let h = h.expect("head");
         let pool = Arc::new(ServerPool::default());
         let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()), Duration::from_secs(5));
         assert_eq!(pool.idle(), 1);
@@ -1034,20 +1022,8 @@ mod tests {
         gap: Duration,
         idle: Duration,
     ) -> Result<Bytes, io::Error> {
-        let addr = paced_server(pieces, false, gap).await;
-        let mut conn = Conn::connect(addr, Duration::from_secs(1))
-            .await
-            .expect("connect");
-        conn.send(
-            b"GET / HTTP/1.1\r\n\r\n",
-            &mut None,
-            ReqFraming::Plain,
-            SECOND,
-            SECOND,
-        )
-        .await
-        .expect("send");
-        let h = conn.read_head(&Method::GET).await.expect("head");
+        let (conn, h) = request(paced_server(pieces, false, gap).await, &Method::GET).await;
+        let h = h.expect("head");
         let (body, _) = UpBody::new(conn, &h, None, idle);
         body.collect().await.map(|c| c.to_bytes())
     }

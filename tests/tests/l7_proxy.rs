@@ -303,6 +303,17 @@ struct SlowBody {
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
+impl SlowBody {
+    fn new(left: u32, gap: Duration, hang: bool) -> SlowBody {
+        SlowBody {
+            left,
+            gap,
+            hang,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+}
+
 impl Body for SlowBody {
     type Data = Bytes;
     type Error = Infallible;
@@ -369,12 +380,7 @@ async fn an_upload_longer_than_timeout_server_that_keeps_moving_goes_through() {
     )
     .await;
     // Fifteen pieces 60 ms apart: about 900 ms, three times timeout_server.
-    let body = SlowBody {
-        left: 15,
-        gap: Duration::from_millis(60),
-        hang: false,
-        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-    };
+    let body = SlowBody::new(15, Duration::from_millis(60), false);
     let t = Instant::now();
     let (status, text) = slow_post(fe.addr, body).await;
     assert_eq!((status, text.as_str()), (StatusCode::OK, "15360"));
@@ -388,13 +394,7 @@ async fn an_upload_the_client_abandons_is_408_after_timeout_client() {
         &[("r1", counting_server().await)],
     )
     .await;
-    let body = SlowBody {
-        left: 2,
-        gap: Duration::from_millis(10),
-        hang: true,
-        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-    };
-    let (status, _) = slow_post(fe.addr, body).await;
+    let (status, _) = slow_post(fe.addr, SlowBody::new(2, Duration::from_millis(10), true)).await;
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
 }
 
