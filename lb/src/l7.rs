@@ -442,13 +442,12 @@ async fn handle(
         let exchanged = match sent {
             Ok(()) => tokio::time::timeout(s.timeout_server, conn.read_head(&parts.method))
                 .await
-                .map_err(|_| ()),
-            Err(upstream::Error::Stalled) => Err(()),
-            Err(e) => Ok(Err(e)),
+                .unwrap_or(Err(upstream::Error::Timeout)),
+            Err(e) => Err(e),
         };
         log.response = t.elapsed();
         let error = match exchanged {
-            Ok(Ok(h)) => {
+            Ok(h) => {
                 log.retries = attempt;
                 let switching = h.status == StatusCode::SWITCHING_PROTOCOLS;
                 if switching && client_upgrade.is_none() {
@@ -478,8 +477,14 @@ async fn handle(
                 *r.headers_mut() = headers;
                 return r;
             }
-            Ok(Err(e)) => e,
-            Err(_) => {
+            Err(e) => e,
+        };
+        let reused = conn.reused();
+        drop(conn);
+        debug!(client = %peer, frontend = %fe.name, server = %server.name, cause = %error,
+            "request failed");
+        match error {
+            upstream::Error::Timeout => {
                 log.retries = attempt;
                 log.end = "server_timeout";
                 return answer(
@@ -489,12 +494,6 @@ async fn handle(
                     log,
                 );
             }
-        };
-        let reused = conn.reused();
-        drop(conn);
-        debug!(client = %peer, frontend = %fe.name, server = %server.name, cause = %error,
-            "request failed");
-        match error {
             upstream::Error::Client(e) => {
                 // The client went away or fell silent mid-upload: nothing to blame the server
                 // for.

@@ -147,7 +147,7 @@ impl Conn {
         self.write(&mut Buf::chain(head, last), server_idle).await
     }
 
-    /// Writes all of `out`, failing with [`Error::Stalled`] if the server takes nothing for
+    /// Writes all of `out`, failing with [`Error::Timeout`] if the server takes nothing for
     /// `idle`. Most writes complete at once: only one that has to wait arms a timer.
     async fn write(&mut self, out: &mut impl Buf, idle: Duration) -> Result<(), Error> {
         while out.has_remaining() {
@@ -160,7 +160,7 @@ impl Conn {
                     match tokio::time::timeout(idle, self.stream.writable()).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(Error::Io(e)),
-                        Err(_) => return Err(Error::Stalled),
+                        Err(_) => return Err(Error::Timeout),
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -326,8 +326,9 @@ pub(crate) enum Error {
     Garbage(&'static str),
     /// The client's request body failed (it went away mid-upload, or stalled).
     Client(io::Error),
-    /// The server took no byte of the request for `timeout_server`.
-    Stalled,
+    /// The server made no progress for `timeout_server`: it took nothing of the request, or
+    /// sent no response head.
+    Timeout,
 }
 
 impl Error {
@@ -342,7 +343,7 @@ impl Error {
                     | io::ErrorKind::BrokenPipe
                     | io::ErrorKind::ConnectionAborted
             ),
-            Error::Garbage(_) | Error::Client(_) | Error::Stalled => false,
+            Error::Garbage(_) | Error::Client(_) | Error::Timeout => false,
         }
     }
 }
@@ -354,7 +355,7 @@ impl std::fmt::Display for Error {
             Error::Io(e) => write!(f, "server connection failed: {e}"),
             Error::Garbage(what) => write!(f, "invalid response from server: {what}"),
             Error::Client(e) => write!(f, "client request body failed: {e}"),
-            Error::Stalled => f.write_str("server took nothing of the request for timeout_server"),
+            Error::Timeout => f.write_str("server made no progress for timeout_server"),
         }
     }
 }
@@ -1079,7 +1080,7 @@ mod tests {
         let big = vec![0u8; 64 << 20];
         let t = std::time::Instant::now();
         let got = conn.write(&mut &big[..], Duration::from_millis(200)).await;
-        assert!(matches!(got, Err(Error::Stalled)), "{got:?}");
+        assert!(matches!(got, Err(Error::Timeout)), "{got:?}");
         assert!(t.elapsed() >= Duration::from_millis(200));
         drop(held);
     }
