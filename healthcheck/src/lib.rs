@@ -7,6 +7,7 @@
 //!   endpoint (reads everything, sets drain/disable).
 //! - [`machine`]: the rise/fall state machine and check schedule of one server, sans-IO.
 //! - [`probe`]: the TCP and HTTP probes.
+//! - [`postgres`]: the PostgreSQL probe (role: primary or standby), standalone for now.
 //! - [`checker`]: the tokio tasks that run the probes and publish the results.
 //! - [`registry`]: every frontend and its servers, swapped whole on reload, and the
 //!   `/status` view of them.
@@ -52,6 +53,7 @@ pub mod checker;
 pub mod config;
 pub mod machine;
 pub mod outcome;
+pub mod postgres;
 pub mod probe;
 pub mod registry;
 pub mod state;
