@@ -1,7 +1,9 @@
 //! Support for maas-vip's integration tests: loopback servers on port 0, frontends run
-//! in-process, and the path of the `maas-vip` binary for tests that run the real daemon.
+//! in-process, the path of the `maas-vip` binary for tests that run the real daemon, network
+//! namespaces ([`netns`]) and real PostgreSQL servers ([`postgres`]).
 
 pub mod netns;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
