@@ -152,7 +152,10 @@ impl VipLink {
 
     async fn add_missing(&self, vips: &[HostPrefix]) -> Result<(), LinkError> {
         for vip in vips {
-            let mut req = self.handle.address().add(self.index, vip.addr(), vip.prefix_len());
+            let mut req = self
+                .handle
+                .address()
+                .add(self.index, vip.addr(), vip.prefix_len());
             if vip.is_ipv6() {
                 // No duplicate address detection: on a device without carrier it would keep
                 // the address tentative (unusable) for as long as we are withdrawn.

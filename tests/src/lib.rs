@@ -2,6 +2,7 @@
 //! in-process, the path of the `maas-vip` binary for tests that run the real daemon, network
 //! namespaces ([`netns`]) and real PostgreSQL servers ([`postgres`]).
 
+pub mod bgp;
 pub mod netns;
 pub mod postgres;
 
@@ -21,20 +22,24 @@ pub fn maas_vip_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MAAS_VIP_BIN") {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test binary> -> target/<profile>/maas-vip. `cargo test --workspace`
-    // builds it (bin/tests/cli.rs makes cargo build the binary); `cargo test -p maas-vip-tests`
-    // alone does not, so say how to get it.
+    // `cargo test --workspace` builds it (bin/tests/cli.rs makes cargo build the binary);
+    // `cargo test -p maas-vip-tests` alone does not, so say how to get it.
+    target_bin(
+        "maas-vip",
+        "run `cargo test --workspace` or `cargo build -p maas-vip` first",
+    )
+}
+
+/// `name` in the target directory of the running test (target/<profile>/deps/<test> ->
+/// target/<profile>/<name>); panics with `how` to build it when it is missing.
+pub fn target_bin(name: &str, how: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(|d| d.parent())
         .expect("target directory");
-    let bin = dir.join("maas-vip");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace` or `cargo build -p maas-vip` first",
-        bin.display()
-    );
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is missing: {how}", bin.display());
     bin
 }
 

@@ -123,6 +123,22 @@ impl Netns {
         c
     }
 
+    /// A veth pair: `local` here, `peer` in `other` (neither is set up).
+    pub fn veth(&self, local: &str, other: &Netns, peer: &str) {
+        self.ip(&[
+            "link",
+            "add",
+            local,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            other.name(),
+        ]);
+    }
+
     /// Pids of the processes in the namespace.
     pub fn pids(&self) -> Vec<u32> {
         let out = ip(&["netns", "pids", &self.name]);
@@ -231,18 +247,7 @@ impl Lan {
         for i in 0..n {
             let ns = Netns::new(&format!("h{i}"));
             let port = format!("p{i}");
-            bridge.ip(&[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                Host::IFACE,
-                "netns",
-                ns.name(),
-            ]);
+            bridge.veth(&port, &ns, Host::IFACE);
             bridge.ip(&["link", "set", &port, "master", "br0", "up"]);
             let addr = Ipv4Addr::new(10, 99, 0, 11 + i as u8);
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", Host::IFACE]);
@@ -285,9 +290,7 @@ impl Lan {
         match wait_for(limit, || self.holders(addr) == want) {
             Some(t) => t,
             None => {
-                for p in logs {
-                    eprintln!("---- {}\n{}", p.log.display(), p.output());
-                }
+                print_logs(logs);
                 panic!(
                     "{what}: holders of {addr} {:?}, wanted {want:?} within {limit:?}",
                     self.holders(addr)
@@ -323,6 +326,13 @@ impl Lan {
             &[("RUST_LOG", "info")],
             dir.join(format!("h{i}.log")),
         )
+    }
+}
+
+/// Prints the output of each of `procs` (on the way to a failed assertion).
+pub fn print_logs(procs: &[&Proc]) {
+    for p in procs {
+        eprintln!("---- {}\n{}", p.log.display(), p.output());
     }
 }
 

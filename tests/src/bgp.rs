@@ -1,0 +1,427 @@
+//! A routed fabric of network namespaces with real FRR, for the BGP announcement tests.
+//!
+//! ```text
+//!   client 10.96.0.2 ── 10.96.0.1 router (FRR bgpd, AS 65000, maximum-paths 16, L4 hash)
+//!                                 │ 10.97.i.1/24, one link and subnet per host
+//!                  host i 10.97.i.2 (FRR bgpd, AS 65001+i; `mvlab hold` owns mvip0 + VIP)
+//! ```
+//!
+//! Each host is in a segment of its own (the leaf-spine case VRRP cannot cover) and peers
+//! with the router by eBGP. The host's FRR exports only the connected routes of the VIP
+//! interface [`VIP_IFACE`], the config README.md gives operators. Names come from
+//! [`Netns::new`] (pid + counter), every daemon runs in the foreground under a [`Proc`], and
+//! everything is killed and deleted on drop: hosts first, then the router and the client.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::netns::{print_logs, wait_for, Netns, Proc};
+
+/// The VIP interface the host programs create and the hosts' FRR exports.
+pub const VIP_IFACE: &str = "mvip0";
+
+/// The `mvlab` helper built beside the test binaries (tests/src/bin/mvlab.rs).
+pub fn mvlab_bin() -> PathBuf {
+    // Cargo builds the package's binaries for its integration tests.
+    crate::target_bin("mvlab", "run the tests of maas-vip-tests through cargo")
+}
+
+/// Whether FRR is installed (zebra, bgpd, vtysh as Debian ships them).
+pub fn frr_available() -> Result<(), String> {
+    for p in [FRR_ZEBRA, FRR_BGPD, "/usr/bin/vtysh"] {
+        if !Path::new(p).exists() {
+            return Err(format!("{p} missing (apt-get install frr)"));
+        }
+    }
+    Ok(())
+}
+
+const FRR_ZEBRA: &str = "/usr/lib/frr/zebra";
+const FRR_BGPD: &str = "/usr/lib/frr/bgpd";
+
+/// zebra and bgpd of one namespace, with their sockets, pid files and logs in `dir`.
+#[derive(Debug)]
+pub struct Frr {
+    bgpd: Proc,
+    zebra: Proc,
+    /// Where the vty sockets, the config and the logs are.
+    pub dir: PathBuf,
+    ns: String,
+}
+
+impl Frr {
+    /// Starts zebra and bgpd in `ns` with `config` (an frr.conf), and waits until vtysh
+    /// reaches both.
+    pub fn start(ns: &Netns, dir: &Path, config: &str) -> Frr {
+        std::fs::create_dir_all(dir).expect("frr dir");
+        std::fs::write(dir.join("frr.conf"), config).expect("frr.conf");
+        // The daemons drop to the frr user: the directory must be theirs.
+        let st = Command::new("chown")
+            .args(["-R", "frr:frr"])
+            .arg(dir)
+            .status()
+            .expect("chown");
+        assert!(st.success(), "chown frr {}", dir.display());
+        let d = dir.to_str().expect("utf8 path");
+        let daemon = |prog: &str, name: &str| {
+            Proc::spawn(
+                ns,
+                prog,
+                &[
+                    "-u",
+                    "frr",
+                    "-g",
+                    "frr",
+                    "-f",
+                    &format!("{d}/frr.conf"),
+                    "-i",
+                    &format!("{d}/{name}.pid"),
+                    "-z",
+                    &format!("{d}/zserv.api"),
+                    "--vty_socket",
+                    d,
+                    "-P",
+                    "0",
+                    "--log",
+                    "stdout",
+                ],
+                &[],
+                dir.join(format!("{name}.log")),
+            )
+        };
+        let zebra = daemon(FRR_ZEBRA, "zebra");
+        assert!(
+            wait_for(Duration::from_secs(10), || dir.join("zserv.api").exists()).is_some(),
+            "zebra did not start: {}",
+            zebra.output()
+        );
+        let bgpd = daemon(FRR_BGPD, "bgpd");
+        let frr = Frr {
+            bgpd,
+            zebra,
+            dir: dir.to_path_buf(),
+            ns: ns.name().to_string(),
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || frr
+                .try_vtysh("show bgp summary json")
+                .is_some())
+            .is_some(),
+            "bgpd did not start: {}\n{}",
+            frr.bgpd.output(),
+            frr.zebra.output()
+        );
+        frr
+    }
+
+    /// `vtysh -c command` against these daemons; `None` if it failed.
+    pub fn try_vtysh(&self, command: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "vtysh", "--vty_socket"])
+            .arg(&self.dir)
+            .args(["-c", command])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The `vtysh` settings for the `announce` crate's FRR reader.
+    pub fn vtysh(&self) -> announce::Vtysh {
+        announce::Vtysh {
+            vty_socket: Some(self.dir.clone()),
+            ..announce::Vtysh::default()
+        }
+    }
+
+    /// Both daemons' logs.
+    pub fn logs(&self) -> String {
+        format!(
+            "---- zebra\n{}\n---- bgpd\n{}",
+            self.zebra.output(),
+            self.bgpd.output()
+        )
+    }
+}
+
+/// A region host of the fabric.
+#[derive(Debug)]
+pub struct BgpHost {
+    /// Its FRR (dropped before the namespace).
+    pub frr: Frr,
+    /// The namespace.
+    pub ns: Netns,
+    /// Its address on its link to the router (the next hop the router learns).
+    pub addr: Ipv4Addr,
+}
+
+/// The router, the client and `n` hosts.
+#[derive(Debug)]
+pub struct Fabric {
+    /// The hosts (dropped first).
+    pub hosts: Vec<BgpHost>,
+    /// The router's FRR.
+    pub router_frr: Frr,
+    /// The router.
+    pub router: Netns,
+    /// The client, behind the router.
+    pub client: Netns,
+    /// Configs, sockets and logs (inside `_tmp`).
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// How soon the router drops a host's next hop once the host withdraws or its owner process
+/// dies (SIGKILL included): the kernel deletes the VIP interface at once, FRR on the host and
+/// on the router take about 0.15 s between them (measured with FRR 8.4); the rest is margin
+/// for a loaded machine.
+pub const WITHDRAW_BOUND: Duration = Duration::from_secs(1);
+
+/// The client's address.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 2);
+
+fn sysctl(ns: &Netns, kv: &str) {
+    let st = ns
+        .command("sysctl")
+        .args(["-qw", kv])
+        .status()
+        .expect("sysctl");
+    assert!(st.success(), "sysctl {kv} in {}", ns.name());
+}
+
+impl Fabric {
+    /// Builds the namespaces and links and starts FRR everywhere (configs, sockets and logs
+    /// in a temporary directory). Does not wait for the sessions:
+    /// [`wait_next_hops`](Self::wait_next_hops) does.
+    pub fn new(n: usize) -> Fabric {
+        assert!(n <= 200);
+        let tmp = tempfile::Builder::new()
+            .prefix("mv-bgp")
+            .tempdir()
+            .expect("temp dir");
+        // The FRR daemons run as the frr user and must reach their directories.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod temp dir");
+        let dir = tmp.path();
+        let router = Netns::new("bgpr");
+        let client = Netns::new("bgpc");
+        sysctl(&router, "net.ipv4.ip_forward=1");
+        // Hash on ports too (policy 1): one client's flows spread over every host.
+        sysctl(&router, "net.ipv4.fib_multipath_hash_policy=1");
+        router.veth("cl", &client, "eth0");
+        router.ip(&["addr", "add", "10.96.0.1/24", "dev", "cl"]);
+        router.ip(&["link", "set", "cl", "up"]);
+        client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"]);
+        client.ip(&["link", "set", "eth0", "up"]);
+        client.ip(&["route", "add", "default", "via", "10.96.0.1"]);
+
+        let mut host_ns = Vec::new();
+        for i in 0..n {
+            let ns = Netns::new(&format!("bgph{i}"));
+            let port = format!("h{i}");
+            router.veth(&port, &ns, "eth0");
+            router.ip(&["addr", "add", &format!("10.97.{i}.1/24"), "dev", &port]);
+            router.ip(&["link", "set", &port, "up"]);
+            let addr = Ipv4Addr::new(10, 97, i as u8, 2);
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+            ns.ip(&["link", "set", "eth0", "up"]);
+            ns.ip(&["route", "add", "default", "via", &format!("10.97.{i}.1")]);
+            host_ns.push((ns, addr));
+        }
+
+        let router_frr = Frr::start(&router, &dir.join("router"), ROUTER_FRR);
+        let hosts = host_ns
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ns, addr))| {
+                let conf = host_frr_conf(i, addr);
+                let frr = Frr::start(&ns, &dir.join(format!("h{i}")), &conf);
+                BgpHost { frr, ns, addr }
+            })
+            .collect();
+        Fabric {
+            hosts,
+            router_frr,
+            router,
+            client,
+            dir: dir.to_path_buf(),
+            _tmp: tmp,
+        }
+    }
+
+    /// The router's next hops for `vip`, as host indices (sorted).
+    pub fn next_hops(&self, vip: Ipv4Addr) -> Vec<usize> {
+        let out = self
+            .router
+            .ip_output(&["-j", "route", "show", &format!("{vip}/32")]);
+        let routes: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let mut gws = Vec::new();
+        for r in routes.as_array().into_iter().flatten() {
+            if let Some(g) = r.get("gateway").and_then(|g| g.as_str()) {
+                gws.push(g.to_string());
+            }
+            for nh in r
+                .get("nexthops")
+                .and_then(|n| n.as_array())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(g) = nh.get("gateway").and_then(|g| g.as_str()) {
+                    gws.push(g.to_string());
+                }
+            }
+        }
+        let mut idx: Vec<usize> = (0..self.hosts.len())
+            .filter(|i| gws.contains(&self.hosts[*i].addr.to_string()))
+            .collect();
+        idx.sort_unstable();
+        idx
+    }
+
+    /// Waits up to `limit` until the router's next hops for `vip` are exactly the hosts
+    /// `want`, and returns how long that took; otherwise panics with the routing state and
+    /// the logs of `procs`.
+    pub fn wait_next_hops(
+        &self,
+        vip: Ipv4Addr,
+        want: &[usize],
+        limit: Duration,
+        what: &str,
+        procs: &[&Proc],
+    ) -> Duration {
+        match wait_for(limit, || self.next_hops(vip) == want) {
+            Some(t) => t,
+            None => {
+                print_logs(procs);
+                eprintln!(
+                    "---- router bgp\n{}",
+                    self.router_frr
+                        .try_vtysh("show bgp ipv4 unicast")
+                        .unwrap_or_default()
+                );
+                panic!(
+                    "{what}: router's next hops for {vip} are hosts {:?}, wanted {want:?} within {limit:?}",
+                    self.next_hops(vip)
+                );
+            }
+        }
+    }
+
+    /// Starts `mvlab hold VIP_IFACE vips...` on host `i` and waits until it has announced.
+    pub fn hold(&self, i: usize, vips: &[Ipv4Addr]) -> Proc {
+        let mut args = vec!["hold".to_string(), VIP_IFACE.to_string()];
+        args.extend(vips.iter().map(|v| format!("{v}/32")));
+        self.mvlab(i, &args, "hold", "ready")
+    }
+
+    /// Starts `mvlab serve 0.0.0.0:port NAME` on host `i` (NAME = "h{i}") and waits until it
+    /// listens.
+    pub fn serve(&self, i: usize, port: u16) -> Proc {
+        let args = [
+            "serve".to_string(),
+            format!("0.0.0.0:{port}"),
+            format!("h{i}"),
+        ];
+        self.mvlab(i, &args, "serve", "listening")
+    }
+
+    /// Runs `mvlab args...` on host `i` (log `dir/{tag}-h{i}.log`) and waits until it prints
+    /// `marker`.
+    fn mvlab(&self, i: usize, args: &[String], tag: &str, marker: &str) -> Proc {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = Proc::spawn(
+            &self.hosts[i].ns,
+            mvlab_bin(),
+            &args,
+            &[],
+            self.dir.join(format!("{tag}-h{i}.log")),
+        );
+        assert!(
+            wait_for(Duration::from_secs(10), || p.output().contains(marker)).is_some(),
+            "mvlab {tag} on host {i} did not start: {}",
+            p.output()
+        );
+        p
+    }
+
+    /// `count` connections from the client to `vip:port`, one after the other: how many each
+    /// host answered (by name, "h0"...) and how many failed.
+    pub fn fetch(&self, vip: Ipv4Addr, port: u16, count: usize) -> (BTreeMap<String, u64>, u64) {
+        let out = self
+            .client
+            .command(mvlab_bin())
+            .args(["fetch", &format!("{vip}:{port}"), &count.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running mvlab fetch");
+        assert!(
+            out.status.success(),
+            "mvlab fetch: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fetch output");
+        let names = v["names"]
+            .as_object()
+            .expect("names")
+            .iter()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+            .collect();
+        (names, v["errors"].as_u64().unwrap_or(u64::MAX))
+    }
+
+    /// Whether host `i` has the VIP interface.
+    pub fn has_vip_iface(&self, i: usize) -> bool {
+        self.hosts[i]
+            .ns
+            .ip_output(&["link", "show", "dev", VIP_IFACE])
+            .status
+            .success()
+    }
+}
+
+/// The router: eBGP with any host of 10.97/16 (dynamic neighbours, each host its own AS),
+/// multipath over all of them.
+const ROUTER_FRR: &str = "\
+frr defaults datacenter
+hostname router
+router bgp 65000
+ bgp router-id 10.96.0.1
+ no bgp ebgp-requires-policy
+ bgp bestpath as-path multipath-relax
+ neighbor hosts peer-group
+ neighbor hosts remote-as external
+ bgp listen range 10.97.0.0/16 peer-group hosts
+ address-family ipv4 unicast
+  maximum-paths 16
+ exit-address-family
+";
+
+/// A host: exports the connected routes of the VIP interface and nothing else, accepts
+/// nothing (FRR's default eBGP policy check drops what no `in` route-map allows).
+fn host_frr_conf(i: usize, addr: Ipv4Addr) -> String {
+    format!(
+        "\
+frr defaults datacenter
+hostname h{i}
+route-map MAAS-VIP permit 10
+ match interface {VIP_IFACE}
+exit
+router bgp {asn}
+ bgp router-id {addr}
+ neighbor 10.97.{i}.1 remote-as external
+ neighbor 10.97.{i}.1 timers connect 1
+ address-family ipv4 unicast
+  redistribute connected route-map MAAS-VIP
+  neighbor 10.97.{i}.1 route-map MAAS-VIP out
+ exit-address-family
+",
+        asn = 65001 + i
+    )
+}
