@@ -183,6 +183,59 @@ pub struct Fabric {
 /// for a loaded machine.
 pub const WITHDRAW_BOUND: Duration = Duration::from_secs(1);
 
+/// What a run of client connections got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Answers by host name ("h0"...).
+    pub names: BTreeMap<String, u64>,
+    /// Connections that failed or got no answer.
+    pub errors: u64,
+    /// The failures by kind ("ConnectionRefused", "TimedOut"...).
+    pub error_kinds: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn parse(out: &str) -> Tally {
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("mvlab output {out:?}: {e}"));
+        let map = |k: &str| -> BTreeMap<String, u64> {
+            v[k].as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                .collect()
+        };
+        Tally {
+            names: map("names"),
+            errors: v["errors"].as_u64().unwrap_or(u64::MAX),
+            error_kinds: map("error_kinds"),
+        }
+    }
+
+    /// The tally of a finished [`Fabric::hammer`].
+    pub fn of(hammer: &mut Proc) -> Tally {
+        let st = hammer.wait_exit(Duration::from_secs(30));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "hammer: {}",
+            hammer.output()
+        );
+        let out = hammer.output();
+        let last = out.lines().last().unwrap_or_default().to_string();
+        Tally::parse(&last)
+    }
+
+    /// The hosts that answered, by name.
+    pub fn hosts(&self) -> Vec<&str> {
+        self.names.keys().map(String::as_str).collect()
+    }
+
+    /// Connections that got an answer.
+    pub fn answered(&self) -> u64 {
+        self.names.values().sum()
+    }
+}
+
 /// The client's address.
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 2);
 
@@ -314,46 +367,36 @@ impl Fabric {
         }
     }
 
-    /// Starts `mvlab hold VIP_IFACE vips...` on host `i` and waits until it has announced.
-    pub fn hold(&self, i: usize, vips: &[Ipv4Addr]) -> Proc {
-        let mut args = vec!["hold".to_string(), VIP_IFACE.to_string()];
-        args.extend(vips.iter().map(|v| format!("{v}/32")));
-        self.mvlab(i, &args, "hold", "ready")
-    }
-
-    /// Starts `mvlab serve 0.0.0.0:port NAME` on host `i` (NAME = "h{i}") and waits until it
-    /// listens.
-    pub fn serve(&self, i: usize, port: u16) -> Proc {
+    /// Starts `mvlab host` on host `i`: a listener on `port` answering "h{i}", the VIP
+    /// interface with `vip`, the announce machine with `drain` as its drain delay; waits until
+    /// it has announced.
+    pub fn host(&self, i: usize, vip: Ipv4Addr, port: u16, drain: Duration) -> Proc {
         let args = [
-            "serve".to_string(),
-            format!("0.0.0.0:{port}"),
+            "host".to_string(),
+            VIP_IFACE.to_string(),
+            format!("{vip}/32"),
+            port.to_string(),
             format!("h{i}"),
+            drain.as_millis().to_string(),
         ];
-        self.mvlab(i, &args, "serve", "listening")
-    }
-
-    /// Runs `mvlab args...` on host `i` (log `dir/{tag}-h{i}.log`) and waits until it prints
-    /// `marker`.
-    fn mvlab(&self, i: usize, args: &[String], tag: &str, marker: &str) -> Proc {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let p = Proc::spawn(
             &self.hosts[i].ns,
             mvlab_bin(),
             &args,
             &[],
-            self.dir.join(format!("{tag}-h{i}.log")),
+            self.dir.join(format!("host-h{i}.log")),
         );
         assert!(
-            wait_for(Duration::from_secs(10), || p.output().contains(marker)).is_some(),
-            "mvlab {tag} on host {i} did not start: {}",
+            wait_for(Duration::from_secs(10), || p.output().contains("ready")).is_some(),
+            "mvlab host on host {i} did not start: {}",
             p.output()
         );
         p
     }
 
-    /// `count` connections from the client to `vip:port`, one after the other: how many each
-    /// host answered (by name, "h0"...) and how many failed.
-    pub fn fetch(&self, vip: Ipv4Addr, port: u16, count: usize) -> (BTreeMap<String, u64>, u64) {
+    /// `count` connections from the client to `vip:port`, one after the other.
+    pub fn fetch(&self, vip: Ipv4Addr, port: u16, count: usize) -> Tally {
         let out = self
             .client
             .command(mvlab_bin())
@@ -366,14 +409,23 @@ impl Fabric {
             "mvlab fetch: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fetch output");
-        let names = v["names"]
-            .as_object()
-            .expect("names")
-            .iter()
-            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
-            .collect();
-        (names, v["errors"].as_u64().unwrap_or(u64::MAX))
+        Tally::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Starts connecting from the client to `vip:port` as fast as it can for `d`; read the
+    /// result with [`Tally::of`] once it has exited.
+    pub fn hammer(&self, vip: Ipv4Addr, port: u16, d: Duration) -> Proc {
+        Proc::spawn(
+            &self.client,
+            mvlab_bin(),
+            &[
+                "hammer",
+                &format!("{vip}:{port}"),
+                &d.as_millis().to_string(),
+            ],
+            &[],
+            self.dir.join("hammer.log"),
+        )
     }
 
     /// Whether host `i` has the VIP interface.

@@ -1,16 +1,19 @@
 //! BGP announcement with real FRR in namespaces (tests/src/bgp.rs): three hosts announce one
 //! VIP to a router with multipath, the client's flows reach all three, and a host's route
-//! follows the process that owns its VIP interface: withdrawn on its word, on SIGTERM and,
-//! through the kernel, on SIGKILL, within the documented bound.
+//! follows the process that owns its VIP interface: withdrawn on its word, on SIGTERM (before
+//! its listener closes, so a client sees no refusal) and, through the kernel, on SIGKILL,
+//! within the documented bound.
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use maas_vip_tests::bgp::{frr_available, Fabric, WITHDRAW_BOUND};
+use maas_vip_tests::bgp::{frr_available, Fabric, Tally, VIP_IFACE, WITHDRAW_BOUND};
 use maas_vip_tests::netns::{check_or_skip, REQUIRE_ENV};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 95, 0, 100);
 const PORT: u16 = 80;
+/// The hosts' drain delay: well above the withdrawal time at the router.
+const DRAIN: Duration = Duration::from_secs(1);
 /// Sessions come up within seconds (connect retry 1 s); generous for a loaded machine.
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -38,9 +41,8 @@ fn three_hosts_share_the_vip_by_ecmp() {
         return;
     }
     let f = Fabric::new(3);
-    let holds: Vec<_> = (0..3).map(|i| f.hold(i, &[VIP])).collect();
-    let _servers: Vec<_> = (0..3).map(|i| f.serve(i, PORT)).collect();
-    let refs: Vec<_> = holds.iter().collect();
+    let hosts: Vec<_> = (0..3).map(|i| f.host(i, VIP, PORT, DRAIN)).collect();
+    let refs: Vec<_> = hosts.iter().collect();
     let t = f.wait_next_hops(VIP, &[0, 1, 2], CONVERGE, "three announcements", &refs);
     eprintln!("three next hops at the router after {t:?}");
 
@@ -56,13 +58,12 @@ fn three_hosts_share_the_vip_by_ecmp() {
         assert!(peers.iter().all(|p| p.established()), "host {i}: {peers:?}");
     }
 
-    let (names, errors) = f.fetch(VIP, PORT, 90);
-    eprintln!("90 connections: {names:?}, {errors} errors");
-    assert_eq!(errors, 0);
-    assert_eq!(names.values().sum::<u64>(), 90);
+    let got = f.fetch(VIP, PORT, 90);
+    eprintln!("90 connections: {got:?}");
+    assert_eq!((got.errors, got.answered()), (0, 90), "{got:?}");
     for h in ["h0", "h1", "h2"] {
         // 30 expected each; fewer than 5 of 90 is a 1-in-10^5 draw of a fair hash.
-        assert!(names.get(h).copied().unwrap_or(0) >= 5, "{h}: {names:?}");
+        assert!(got.names.get(h).copied().unwrap_or(0) >= 5, "{h}: {got:?}");
     }
 }
 
@@ -72,31 +73,30 @@ fn the_route_follows_the_process_that_owns_the_vip_interface() {
         return;
     }
     let f = Fabric::new(3);
-    let mut holds: Vec<_> = (0..3).map(|i| f.hold(i, &[VIP])).collect();
-    let _servers: Vec<_> = (0..3).map(|i| f.serve(i, PORT)).collect();
+    let mut hosts: Vec<_> = (0..3).map(|i| f.host(i, VIP, PORT, DRAIN)).collect();
     f.wait_next_hops(VIP, &[0, 1, 2], CONVERGE, "three announcements", &[]);
 
-    // Withdrawn on the owner's word (carrier off): gone from the router, the VIP still local.
-    holds[1].signal("USR1");
+    // Withdrawn on an operator's word (carrier off): gone from the router, the VIP still local.
+    hosts[1].signal("USR1");
     let t = f.wait_next_hops(
         VIP,
         &[0, 2],
         WITHDRAW_BOUND,
         "withdraw (carrier off)",
-        &[&holds[1]],
+        &[&hosts[1]],
     );
     eprintln!("withdraw -> router dropped host 1 after {t:?}");
     assert!(f.has_vip_iface(1));
     let local = f.hosts[1]
         .ns
-        .ip_output(&["-4", "-o", "addr", "show", "dev", "mvip0"]);
+        .ip_output(&["-4", "-o", "addr", "show", "dev", VIP_IFACE]);
     assert!(String::from_utf8_lossy(&local.stdout).contains(&format!("{VIP}/32")));
-    holds[1].signal("USR2");
-    let t = f.wait_next_hops(VIP, &[0, 1, 2], WITHDRAW_BOUND, "re-announce", &[&holds[1]]);
+    hosts[1].signal("USR2");
+    let t = f.wait_next_hops(VIP, &[0, 1, 2], WITHDRAW_BOUND, "re-announce", &[&hosts[1]]);
     eprintln!("announce -> router added host 1 after {t:?}");
 
     // SIGKILL: no code of the owner runs; the kernel deletes the interface, FRR withdraws.
-    holds[1].kill9();
+    hosts[1].kill9();
     let t = f.wait_next_hops(VIP, &[0, 2], WITHDRAW_BOUND, "kill -9 of the owner", &[]);
     eprintln!("kill -9 -> router dropped host 1 after {t:?} (bound {WITHDRAW_BOUND:?})");
     assert!(
@@ -105,33 +105,57 @@ fn the_route_follows_the_process_that_owns_the_vip_interface() {
     );
 
     // New connections go to the two hosts left, none fails.
-    let (names, errors) = f.fetch(VIP, PORT, 30);
-    assert_eq!(errors, 0, "{names:?}");
-    let hosts: Vec<&String> = names.keys().collect();
-    assert_eq!(hosts, ["h0", "h2"], "{names:?}");
-
-    // SIGTERM: withdrawn, then the owner exits.
-    holds[2].signal("TERM");
-    let t = f.wait_next_hops(
-        VIP,
-        &[0],
-        WITHDRAW_BOUND,
-        "SIGTERM of the owner",
-        &[&holds[2]],
-    );
-    eprintln!("SIGTERM -> router dropped host 2 after {t:?}");
-    assert!(holds[2]
-        .wait_exit(Duration::from_secs(5))
-        .is_some_and(|s| s.success()));
+    let got = f.fetch(VIP, PORT, 30);
+    assert_eq!(got.errors, 0, "{got:?}");
+    assert_eq!(got.hosts(), ["h0", "h2"], "{got:?}");
 
     // A new owner on host 1 takes over: the interface name is free again.
-    let h1 = f.hold(1, &[VIP]);
-    f.wait_next_hops(VIP, &[0, 1], CONVERGE, "a new owner on host 1", &[&h1]);
-    let (names, errors) = f.fetch(VIP, PORT, 30);
-    assert_eq!(errors, 0);
-    assert_eq!(
-        names.keys().cloned().collect::<Vec<_>>(),
-        ["h0", "h1"],
-        "{names:?}"
+    let h1 = f.host(1, VIP, PORT, DRAIN);
+    f.wait_next_hops(VIP, &[0, 1, 2], CONVERGE, "a new owner on host 1", &[&h1]);
+    let got = f.fetch(VIP, PORT, 60);
+    assert_eq!(got.errors, 0, "{got:?}");
+    assert_eq!(got.hosts(), ["h0", "h1", "h2"], "{got:?}");
+}
+
+#[test]
+fn sigterm_withdraws_first_and_closes_the_listener_after_the_drain_delay() {
+    if !ready("sigterm_withdraws_first_and_closes_the_listener_after_the_drain_delay") {
+        return;
+    }
+    let f = Fabric::new(3);
+    let mut hosts: Vec<_> = (0..3).map(|i| f.host(i, VIP, PORT, DRAIN)).collect();
+    f.wait_next_hops(VIP, &[0, 1, 2], CONVERGE, "three announcements", &[]);
+
+    // A client connecting without pause through the whole drain.
+    let mut hammer = f.hammer(VIP, PORT, Duration::from_secs(4));
+    // Traffic over all three hosts first (load time, not synchronisation).
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = Instant::now();
+    hosts[1].signal("TERM");
+    let t = f.wait_next_hops(
+        VIP,
+        &[0, 2],
+        WITHDRAW_BOUND,
+        "SIGTERM: withdraw",
+        &[&hosts[1]],
     );
+    eprintln!("SIGTERM -> router dropped host 1 after {t:?}");
+    assert!(
+        hosts[1].running(),
+        "the listener stays open once the route is gone (drain delay {DRAIN:?})"
+    );
+    assert!(hosts[1]
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    let exited = t0.elapsed();
+    eprintln!("SIGTERM -> listener closed and exit after {exited:?}");
+    assert!(
+        exited >= DRAIN,
+        "closed after {exited:?}, before the drain delay {DRAIN:?}"
+    );
+
+    let got = Tally::of(&mut hammer);
+    eprintln!("client through the drain: {got:?}");
+    assert_eq!(got.errors, 0, "no connection refused or lost: {got:?}");
+    assert_eq!(got.hosts(), ["h0", "h1", "h2"], "{got:?}");
 }

@@ -1,28 +1,38 @@
 //! The programs that the BGP namespace tests run inside their namespaces (tests/src/bgp.rs):
 //!
-//! - `mvlab hold IFACE VIP...`: owns the VIP interface through the `announce` crate, the way
-//!   maas-vip will: creates it, announces, prints `ready`, then SIGUSR1 withdraws, SIGUSR2
-//!   announces again, SIGTERM withdraws and exits. SIGKILL leaves the kernel to clean up,
-//!   which is what the fate-sharing test checks.
-//! - `mvlab serve ADDR NAME`: a TCP server that writes NAME to every connection and closes.
+//! - `mvlab host IFACE VIP PORT NAME DRAIN_MS`: a prototype of what maas-vip will do in BGP
+//!   mode, built from the `announce` crate: a listener on PORT that answers NAME, the VIP
+//!   interface IFACE with VIP on it, and the [`Announcer`] machine deciding. It prints `ready`
+//!   once listening and announced; SIGUSR1 withdraws (an operator's word), SIGUSR2 releases;
+//!   SIGTERM drains: withdraw, DRAIN_MS later close the listener and exit. A SIGKILL leaves
+//!   the clean-up to the kernel, which is what the fate-sharing test checks.
 //! - `mvlab fetch ADDR COUNT`: COUNT connections one after the other (each from a new source
 //!   port), printing `{"names":{NAME:n,...},"errors":n}`.
+//! - `mvlab hammer ADDR MILLIS`: the same for MILLIS milliseconds, as fast as it can.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use announce::{HostPrefix, VipLink};
+use announce::{Action, Announcer, HostPrefix, Timings, VipLink};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
-        Some("hold") if args.len() >= 3 => hold(&args[1], &args[2..]),
-        Some("serve") if args.len() == 3 => serve(&args[1], &args[2]),
-        Some("fetch") if args.len() == 3 => fetch(&args[1], &args[2]),
-        _ => Err("usage: mvlab hold IFACE VIP... | serve ADDR NAME | fetch ADDR COUNT".into()),
+        Some("host") if args.len() == 6 => host(&args[1..]),
+        Some("fetch") if args.len() == 3 => {
+            parse(&args[2]).and_then(|n| connect_many(&args[1], |done, _| done < n))
+        }
+        Some("hammer") if args.len() == 3 => parse(&args[2]).and_then(|ms| {
+            let end = Instant::now() + Duration::from_millis(ms);
+            connect_many(&args[1], |_, now| now < end)
+        }),
+        _ => Err(
+            "usage: mvlab host IFACE VIP PORT NAME DRAIN_MS | fetch ADDR COUNT | hammer ADDR MILLIS"
+                .into(),
+        ),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -33,63 +43,91 @@ fn main() -> ExitCode {
     }
 }
 
-type Res = Result<(), String>;
+fn parse<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e| format!("{s:?}: {e}"))
+}
 
-fn hold(iface: &str, vips: &[String]) -> Res {
-    let vips = vips
-        .iter()
-        .map(|v| v.parse::<HostPrefix>().map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
+fn host(args: &[String]) -> Result<(), String> {
+    let [iface, vip, port, name, drain_ms] = args else {
+        return Err("host IFACE VIP PORT NAME DRAIN_MS".into());
+    };
+    let vip: HostPrefix = parse(vip)?;
+    let port: u16 = parse(port)?;
+    let drain = Duration::from_millis(parse(drain_ms)?);
+    let name = name.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(async {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    rt.block_on(async move {
+        use tokio::io::AsyncWriteExt;
         use tokio::signal::unix::{signal, SignalKind};
-        let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
-        let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let link = VipLink::create(iface, &vips)
+        let mut usr1 = signal(SignalKind::user_defined1()).map_err(|x| e(&x))?;
+        let mut usr2 = signal(SignalKind::user_defined2()).map_err(|x| e(&x))?;
+        let mut term = signal(SignalKind::terminate()).map_err(|x| e(&x))?;
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
             .await
-            .map_err(|e| e.to_string())?;
-        link.announce().await.map_err(|e| e.to_string())?;
-        println!("ready {} index {}", link.name(), link.index());
+            .map_err(|x| format!("bind :{port}: {x}"))?;
+        let link = VipLink::create(iface, &[vip]).await.map_err(|x| e(&x))?;
+        let timings = Timings {
+            announce_delay: Duration::ZERO,
+            drain_delay: drain,
+        };
+        let mut m = Announcer::new(timings, [], [], Instant::now());
+        m.set_ready(Instant::now());
         loop {
+            while let Some(a) = m.poll_action() {
+                match a {
+                    Action::Announce => link.announce().await.map_err(|x| e(&x))?,
+                    Action::Withdraw => link.withdraw().await.map_err(|x| e(&x))?,
+                    Action::CloseListeners => {
+                        println!("listener closed, exiting");
+                        return Ok(());
+                    }
+                }
+                let st = m.status();
+                if st.transitions == 1 && a == Action::Announce {
+                    println!("ready {} index {}", link.name(), link.index());
+                }
+                println!("{a:?}: {:?} ({})", st.state, st.reason);
+            }
+            let deadline = m.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
-                _ = usr1.recv() => {
-                    link.withdraw().await.map_err(|e| e.to_string())?;
-                    println!("withdrawn");
+                c = listener.accept() => {
+                    if let Ok((mut s, _)) = c {
+                        let n = name.clone();
+                        tokio::spawn(async move {
+                            let _ = s.write_all(n.as_bytes()).await;
+                        });
+                    }
                 }
-                _ = usr2.recv() => {
-                    link.announce().await.map_err(|e| e.to_string())?;
-                    println!("announced");
-                }
-                _ = term.recv() => {
-                    link.withdraw().await.map_err(|e| e.to_string())?;
-                    println!("withdrawn, exiting");
-                    return Ok(());
-                }
+                _ = usr1.recv() => m.set_admin_withdrawn(true, Instant::now()),
+                _ = usr2.recv() => m.set_admin_withdrawn(false, Instant::now()),
+                _ = term.recv() => m.shutdown(Instant::now()),
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => m.handle_timeout(Instant::now()),
             }
         }
     })
 }
 
-fn serve(addr: &str, name: &str) -> Res {
-    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
-    println!("listening {addr}");
-    for s in l.incoming() {
-        let Ok(mut s) = s else { continue };
-        let _ = s.write_all(name.as_bytes());
-    }
-    Ok(())
-}
-
-fn fetch(addr: &str, count: &str) -> Res {
-    let addr: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let count: usize = count.parse().map_err(|e| format!("{count}: {e}"))?;
-    let mut names: BTreeMap<String, usize> = BTreeMap::new();
-    let mut errors = 0;
-    for _ in 0..count {
+/// Connects to `addr` again and again while `more(done, now)`, reading what the server
+/// writes; prints the tally as JSON.
+fn connect_many(addr: &str, mut more: impl FnMut(u64, Instant) -> bool) -> Result<(), String> {
+    let addr: SocketAddr = parse(addr)?;
+    let mut names: BTreeMap<String, u64> = BTreeMap::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut done = 0;
+    while more(done, Instant::now()) {
+        done += 1;
         let got = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut s| {
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
             let mut buf = String::new();
@@ -98,12 +136,13 @@ fn fetch(addr: &str, count: &str) -> Res {
         });
         match got {
             Ok(n) if !n.is_empty() => *names.entry(n).or_default() += 1,
-            _ => errors += 1,
+            Ok(_) => *errors.entry("empty".into()).or_default() += 1,
+            Err(x) => *errors.entry(format!("{:?}", x.kind())).or_default() += 1,
         }
     }
     println!(
         "{}",
-        serde_json::json!({ "names": names, "errors": errors })
+        serde_json::json!({ "names": names, "errors": errors.values().sum::<u64>(), "error_kinds": errors })
     );
     Ok(())
 }
