@@ -159,3 +159,65 @@ fn sigterm_withdraws_first_and_closes_the_listener_after_the_drain_delay() {
     assert_eq!(got.errors, 0, "no connection refused or lost: {got:?}");
     assert_eq!(got.hosts(), ["h0", "h1", "h2"], "{got:?}");
 }
+
+#[test]
+fn withdrawal_times_stay_within_the_bound() {
+    if !ready("withdrawal_times_stay_within_the_bound") {
+        return;
+    }
+    let f = Fabric::new(2);
+    let _h0 = f.host(0, VIP, PORT, DRAIN);
+    let mut times: Vec<(&str, Duration)> = Vec::new();
+    for round in 0..8 {
+        let mut h1 = f.host(1, VIP, PORT, DRAIN);
+        f.wait_next_hops(VIP, &[0, 1], CONVERGE, "two announcements", &[&h1]);
+        // Settled, as in production; a withdrawal right behind an announcement takes FRR
+        // longer (see WITHDRAW_BOUND).
+        std::thread::sleep(Duration::from_secs(1));
+        let how = if round % 2 == 0 { "kill -9" } else { "SIGTERM" };
+        let t0 = Instant::now();
+        if round % 2 == 0 {
+            h1.kill9();
+        } else {
+            h1.signal("TERM");
+        }
+        f.wait_next_hops(VIP, &[0], WITHDRAW_BOUND, how, &[&h1]);
+        times.push((how, t0.elapsed()));
+        assert!(h1.wait_exit(Duration::from_secs(10)).is_some());
+    }
+    for how in ["kill -9", "SIGTERM"] {
+        let mut ms: Vec<u128> = times
+            .iter()
+            .filter(|(h, _)| *h == how)
+            .map(|(_, d)| d.as_millis())
+            .collect();
+        ms.sort_unstable();
+        eprintln!("{how} -> withdrawn at the router: {ms:?} ms (bound {WITHDRAW_BOUND:?})");
+    }
+}
+
+#[test]
+fn a_hung_owner_keeps_the_route_until_it_is_killed() {
+    if !ready("a_hung_owner_keeps_the_route_until_it_is_killed") {
+        return;
+    }
+    // What the systemd watchdog is for: a stopped (hung) process still holds the VIP
+    // interface open, so nothing withdraws until the watchdog kills it.
+    let f = Fabric::new(2);
+    let _h0 = f.host(0, VIP, PORT, DRAIN);
+    let mut h1 = f.host(1, VIP, PORT, DRAIN);
+    f.wait_next_hops(VIP, &[0, 1], CONVERGE, "two announcements", &[&h1]);
+    h1.signal("STOP");
+    let hung = Instant::now();
+    while hung.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            f.next_hops(VIP),
+            [0, 1],
+            "a hung owner is not detected by the kernel"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    h1.kill9();
+    let t = f.wait_next_hops(VIP, &[0], WITHDRAW_BOUND, "SIGKILL of the hung owner", &[]);
+    eprintln!("SIGKILL of a hung owner -> withdrawn after {t:?}");
+}
