@@ -157,8 +157,9 @@ impl VipLink {
                 .address()
                 .add(self.index, vip.addr(), vip.prefix_len());
             if vip.is_ipv6() {
-                // No duplicate address detection: on a device without carrier it would keep
-                // the address tentative (unusable) for as long as we are withdrawn.
+                // No duplicate address detection, so the VIP is never tentative (unusable),
+                // withdrawn or not. The kernel already skips DAD on a NOARP device such as a
+                // TUN; the flag says so rather than relying on it.
                 req.message_mut()
                     .attributes
                     .push(AddressAttribute::Flags(AddressFlags::Nodad));

@@ -93,7 +93,13 @@ fn host(args: &[String]) -> Result<(), String> {
                 if st.transitions == 1 && a == Action::Announce {
                     println!("ready {} index {}", link.name(), link.index());
                 }
-                println!("{a:?}: {:?} ({})", st.state, st.reason);
+                let link_state = link.state().await.map_err(|x| e(&x))?;
+                println!(
+                    "{a:?}: {:?} ({}); link offered={} {link_state:?}",
+                    st.state,
+                    st.reason,
+                    link_state.offered()
+                );
             }
             let deadline = m.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
