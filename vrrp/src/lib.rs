@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`config`]: the `[[vrrp]]` blocks of maas-vip.toml.
 //! - [`packet`]: the VRRP advertisement on the wire (v2, v3), checked views and values.
+//! - [`auth_hmac`]: keepalived 2.4's HMAC-SHA256 advert trailer: signing, verifying, anti-replay,
+//!   keys from files and systemd credentials.
 //! - [`arp`]: gratuitous ARP frames.
 //! - [`machine`]: the sans-IO state machine of RFC 3768 §6 (time in, actions out).
 //! - [`run`]: the Linux driver: raw socket of protocol 112, VIPs and link state through
@@ -20,6 +22,7 @@
 //!   guide uses is what is implemented.
 
 pub mod arp;
+pub mod auth_hmac;
 pub mod config;
 mod driver;
 pub mod machine;
