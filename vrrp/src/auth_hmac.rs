@@ -30,6 +30,7 @@ use zeroize::Zeroizing;
 use crate::packet::{Packet, HEADER_LEN};
 
 pub mod config;
+pub(crate) mod instance;
 pub mod keys;
 pub mod state;
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_spanned::Spanned;
 
+pub use crate::auth_hmac::config::AuthHmacConfig;
+
 /// A problem found in a config, located by the byte range of the value it is about.
 pub type Problem = Spanned<String>;
 
@@ -72,6 +74,9 @@ pub struct VrrpConfig {
     /// daemon's own user.
     #[serde(default)]
     pub script_user: Option<Spanned<String>>,
+    /// keepalived 2.4's HMAC-SHA256 advert authentication (see [`crate::auth_hmac::config`]).
+    #[serde(default)]
+    pub auth_hmac: Option<AuthHmacConfig>,
 }
 
 /// keepalived's `state` keyword.
@@ -222,6 +227,7 @@ impl VrrpConfig {
         diff(self.track_backends != new.track_backends, "track_backends");
         diff(self.notify != new.notify, "notify");
         diff(self.track_script != new.track_script, "track_script");
+        diff(self.auth_hmac != new.auth_hmac, "auth_hmac");
         out
     }
 
@@ -278,6 +284,17 @@ impl VrrpConfig {
                         "`auth_pass` is VRRPv2 only (RFC 9568 removed authentication)".into(),
                     );
                 }
+            }
+        }
+        if let Some(h) = &self.auth_hmac {
+            out.extend(h.validate());
+            if let Some(pass) = &self.auth_pass {
+                // keepalived drops the password with a config error; we refuse the pair.
+                err(
+                    &mut out,
+                    pass.span(),
+                    "`auth_pass` and `auth_hmac` exclude each other: adverts signed with auth_hmac carry no password".into(),
+                );
             }
         }
         if self.preempt_delay > Duration::from_secs(1000) {

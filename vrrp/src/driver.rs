@@ -4,12 +4,13 @@
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn, Instrument as _};
 
+use crate::auth_hmac::instance as hmac;
 use crate::config::{InitialState, TrackScript, Vip, VrrpConfig};
 use crate::machine::{Action, Machine, Params, Reject, RxMeta, State};
 use crate::netlink::{self, LinkEvent, Netlink};
@@ -300,6 +301,7 @@ struct Instance {
     garp: Option<JoinHandle<()>>,
     updates: Option<watch::Receiver<VrrpConfig>>,
     rejects: RejectLog,
+    hmac_saver: hmac::Saver,
 }
 
 /// One track script and its task. Aborted on drop.
@@ -425,6 +427,10 @@ impl Instance {
         let name = cfg.name.get_ref().clone();
         let iface = cfg.interface.get_ref().clone();
         let vips = cfg.virtual_ipaddresses.get_ref().clone();
+        let hmac_params = hmac::load(&cfg).map_err(|problems| VrrpError::Config {
+            instance: name.clone(),
+            problems,
+        })?;
         let index = nl.link(&iface).await?.index;
         let owner = *cfg.priority.get_ref() == 255;
         // No address to send from: fail before subscribing to netlink events, so that waiting
@@ -473,7 +479,8 @@ impl Instance {
                 iface: iface.clone(),
                 source,
             })?;
-        let params = params(&cfg, &vips, primary);
+        let mut machine = Machine::new(params(&cfg, &vips, primary));
+        hmac::apply(&mut machine, &cfg, hmac_params);
         let (script_tx, script_rx) = mpsc::channel(16);
         info!(%primary, link_up = link.up, vips = ?vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(), "vrrp instance set up");
         Ok(Instance {
@@ -485,7 +492,7 @@ impl Instance {
             vips,
             primary,
             owned,
-            machine: Machine::new(params),
+            machine,
             sock,
             nl,
             link_events,
@@ -498,6 +505,7 @@ impl Instance {
             garp: None,
             updates,
             rejects: RejectLog::new(Instant::now()),
+            hmac_saver: hmac::Saver::default(),
             cfg,
         })
     }
@@ -536,6 +544,13 @@ impl Instance {
             );
             return;
         }
+        let hmac_params = match hmac::load(&new) {
+            Ok(p) => p,
+            Err(problems) => {
+                error!(problems = %problems, "new auth_hmac keys not usable; the instance keeps running the previous config");
+                return;
+            }
+        };
         let now = Instant::now();
         let changed = self.cfg.changed_fields(&new);
         let old_prio = *self.cfg.priority.get_ref();
@@ -602,6 +617,7 @@ impl Instance {
             error!(error = %e, "the state machine refused the new config");
             return;
         }
+        hmac::apply(&mut self.machine, &new, hmac_params);
         self.cfg = new;
         self.probe_backends();
         let (w, f) = self.tracking();
@@ -713,7 +729,7 @@ impl Instance {
                     Ok(Some((meta, payload))) => {
                         let rx = RxMeta { src: meta.src, dst: meta.dst, ttl: meta.ttl };
                         let now = Instant::now();
-                        if let Err(reason) = self.machine.handle_packet(now, rx, payload) {
+                        if let Err(reason) = self.machine.handle_packet_at(now, SystemTime::now(), rx, payload) {
                             let count = self.machine.stats().rejected(reason);
                             self.rejects.rejected(now, reason, meta.src, count);
                         }
@@ -747,6 +763,7 @@ impl Instance {
                     None => self.updates = None,
                 },
                 _ = backends_tick.tick() => {
+                    self.hmac_saver.tick(&self.machine, &self.cfg, Some(Instant::now()));
                     if self.probe_backends() {
                         let (w, f) = self.tracking();
                         self.machine.set_tracking(Instant::now(), w, f);
@@ -779,6 +796,7 @@ impl Instance {
         // RFC 3768 §6.4.3 Shutdown: priority 0 advert, then the addresses go.
         self.machine.shutdown(Instant::now());
         self.carry_out().await;
+        self.hmac_saver.tick(&self.machine, &self.cfg, None);
         if let Some(g) = self.garp.take() {
             g.abort();
         }
@@ -934,12 +952,19 @@ impl Instance {
         } else {
             self.cfg.unicast_peers.clone()
         };
+        // auth_hmac: one trailer per advert, the same on every unicast copy.
+        let mut trailer = None;
         for dst in dsts {
             let pair = IpPair {
                 src: self.primary.into(),
                 dst: dst.into(),
             };
-            let bytes = repr.to_bytes(&pair);
+            let mut bytes = repr.to_bytes(&pair);
+            let t =
+                trailer.get_or_insert_with(|| self.machine.sign_advert(SystemTime::now(), &bytes));
+            if let Some(t) = t {
+                bytes.extend_from_slice(t);
+            }
             if let Err(e) = self.sock.send(dst, &bytes) {
                 if self.link_up {
                     warn!(%dst, error = %e, "sending an advert");

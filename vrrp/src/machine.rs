@@ -10,10 +10,11 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use subtle::ConstantTimeEq;
 
+use crate::auth_hmac::{self, AuthHmac, Rejection, TRAILER_LEN};
 use crate::packet::{Auth, IpPair, Packet, Repr, Version, WireError, AUTH_LEN};
 
 /// Everything the machine needs to know about its instance. `vrid`, `version` and whether it
@@ -225,11 +226,23 @@ pub enum Reject {
     NotPeer,
     /// Advert interval differs from ours (VRRPv2, RFC 3768 §7.1).
     Interval,
+    /// auth_hmac enforce: no trailer.
+    HmacMissing,
+    /// auth_hmac: a trailer of another scheme or with reserved bits set.
+    HmacMalformed,
+    /// auth_hmac: signed with a key id we do not have.
+    HmacUnknownKey,
+    /// auth_hmac: the MAC does not verify (forged or altered).
+    HmacBad,
+    /// auth_hmac time mode: the timestamp is outside the window.
+    HmacStale,
+    /// auth_hmac: the sequence does not grow (replayed).
+    HmacReplay,
 }
 
 impl Reject {
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 17] = [
         Reject::Own,
         Reject::Ttl,
         Reject::Version,
@@ -241,6 +254,12 @@ impl Reject {
         Reject::AuthPass,
         Reject::NotPeer,
         Reject::Interval,
+        Reject::HmacMissing,
+        Reject::HmacMalformed,
+        Reject::HmacUnknownKey,
+        Reject::HmacBad,
+        Reject::HmacStale,
+        Reject::HmacReplay,
     ];
 
     /// A short label for logs and metrics.
@@ -257,11 +276,30 @@ impl Reject {
             Reject::AuthPass => "auth_pass",
             Reject::NotPeer => "not_peer",
             Reject::Interval => "interval",
+            Reject::HmacMissing => Rejection::Missing.as_str(),
+            Reject::HmacMalformed => Rejection::Malformed.as_str(),
+            Reject::HmacUnknownKey => Rejection::UnknownKey.as_str(),
+            Reject::HmacBad => Rejection::Bad.as_str(),
+            Reject::HmacStale => Rejection::Stale.as_str(),
+            Reject::HmacReplay => Rejection::Replay.as_str(),
         }
     }
 
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+impl From<Rejection> for Reject {
+    fn from(r: Rejection) -> Reject {
+        match r {
+            Rejection::Missing => Reject::HmacMissing,
+            Rejection::Malformed => Reject::HmacMalformed,
+            Rejection::UnknownKey => Reject::HmacUnknownKey,
+            Rejection::Bad => Reject::HmacBad,
+            Rejection::Stale => Reject::HmacStale,
+            Rejection::Replay => Reject::HmacReplay,
+        }
     }
 }
 
@@ -280,12 +318,15 @@ pub struct Stats {
     pub tx: u64,
     /// Dropped packets, indexed like [`Reject::ALL`].
     #[serde(serialize_with = "ser_rejected")]
-    pub rejected: [u64; 11],
+    pub rejected: [u64; Reject::ALL.len()],
     /// Accepted adverts whose address list differs from ours.
     pub vip_mismatch: u64,
     /// Transitions into each state, indexed like [`State::ALL`].
     #[serde(serialize_with = "ser_transitions")]
     pub transitions: [u64; 4],
+    /// auth_hmac receive-only or permissive: adverts accepted without a trailer (a host of
+    /// the LAN does not sign yet).
+    pub hmac_unsigned: u64,
 }
 
 fn ser_transitions<S: serde::Serializer>(v: &[u64; 4], s: S) -> Result<S::Ok, S::Error> {
@@ -297,7 +338,10 @@ fn ser_transitions<S: serde::Serializer>(v: &[u64; 4], s: S) -> Result<S::Ok, S:
     m.end()
 }
 
-fn ser_rejected<S: serde::Serializer>(v: &[u64; 11], s: S) -> Result<S::Ok, S::Error> {
+fn ser_rejected<S: serde::Serializer>(
+    v: &[u64; Reject::ALL.len()],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(v.len()))?;
     for (r, n) in Reject::ALL.iter().zip(v) {
@@ -396,6 +440,10 @@ pub struct Machine {
     /// Why the Master_Down_Timer runs: no advert, or a priority-0 advert (Skew_Time).
     down_reason: Reason,
     auth_data: [u8; AUTH_LEN],
+    /// keepalived 2.4's auth_hmac, when configured ([`Machine::set_auth_hmac`]).
+    hmac: Option<AuthHmac>,
+    /// Accepted adverts whose clock skew was past half the window (logged 1 in 60).
+    hmac_skew_high: u64,
 }
 
 impl Machine {
@@ -419,7 +467,38 @@ impl Machine {
             preempting: None,
             down_reason: Reason::MasterDown,
             auth_data,
+            hmac: None,
+            hmac_skew_high: 0,
         }
+    }
+
+    /// Turns auth_hmac on (or off with `None`), or replaces its state. Once on, received
+    /// adverts go through [`Machine::handle_packet_at`] and sent ones get
+    /// [`Machine::sign_advert`]'s trailer.
+    pub fn set_auth_hmac(&mut self, a: Option<AuthHmac>) {
+        self.hmac = a;
+    }
+
+    /// The auth_hmac state, if configured.
+    pub fn auth_hmac(&self) -> Option<&AuthHmac> {
+        self.hmac.as_ref()
+    }
+
+    /// The auth_hmac state, to reconfigure it (reload) without losing its sequences.
+    pub fn auth_hmac_mut(&mut self) -> Option<&mut AuthHmac> {
+        self.hmac.as_mut()
+    }
+
+    /// The trailer to append to `msg`, the encoded [`Machine::advert`] (the same trailer for
+    /// every unicast copy); `None` without auth_hmac or in receive-only mode. `wall` is the
+    /// wall clock: the sequence is a UTC timestamp.
+    pub fn sign_advert(&mut self, wall: SystemTime, msg: &[u8]) -> Option<[u8; TRAILER_LEN]> {
+        let origin = auth_hmac::Origin {
+            version: self.p.version,
+            vrid: self.p.vrid,
+            src: IpAddr::V4(self.p.primary),
+        };
+        self.hmac.as_mut()?.sign(wall, &origin, msg)
     }
 
     /// Current state.
@@ -613,7 +692,30 @@ impl Machine {
         meta: RxMeta,
         payload: &[u8],
     ) -> Result<(), Reject> {
-        let r = self.check(meta, payload);
+        self.receive(now, None, meta, payload)
+    }
+
+    /// [`Machine::handle_packet`] with the wall clock, which auth_hmac needs (the trailer's
+    /// sequence is a UTC timestamp). Without `wall` (plain `handle_packet`), an instance with
+    /// auth_hmac in time mode finds every trailer stale: it fails closed.
+    pub fn handle_packet_at(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        meta: RxMeta,
+        payload: &[u8],
+    ) -> Result<(), Reject> {
+        self.receive(now, Some(wall), meta, payload)
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        wall: Option<SystemTime>,
+        meta: RxMeta,
+        payload: &[u8],
+    ) -> Result<(), Reject> {
+        let r = self.check(meta, payload, wall);
         match r {
             Ok(repr) => {
                 self.stats.rx_ok += 1;
@@ -627,7 +729,12 @@ impl Machine {
         }
     }
 
-    fn check(&mut self, meta: RxMeta, payload: &[u8]) -> Result<Repr, Reject> {
+    fn check(
+        &mut self,
+        meta: RxMeta,
+        payload: &[u8],
+        wall: Option<SystemTime>,
+    ) -> Result<Repr, Reject> {
         if meta.src == self.p.primary {
             return Err(Reject::Own);
         }
@@ -640,6 +747,13 @@ impl Machine {
         if u8::from(packet.version()) != self.p.version {
             return Err(Reject::Version);
         }
+        // keepalived 2.4 auth_hmac: a trailer is there when the payload is exactly 28 bytes
+        // longer than the message; the checks below judge the message alone.
+        let (payload, trailer) = match self.hmac {
+            Some(_) => auth_hmac::split_trailer(payload, 4),
+            None => (payload, None),
+        };
+        let packet = Packet::new_checked(payload).map_err(|_| Reject::Length)?;
         let pair = IpPair {
             src: IpAddr::V4(meta.src),
             dst: IpAddr::V4(meta.dst),
@@ -657,6 +771,27 @@ impl Machine {
         }
         if !self.p.unicast_peers.is_empty() && !self.p.unicast_peers.contains(&meta.src) {
             return Err(Reject::NotPeer);
+        }
+        if let Some(h) = self.hmac.as_mut() {
+            // keepalived 2.4.3 vrrp.c: authenticate before any field reaches the state machine.
+            let origin = auth_hmac::Origin {
+                version: self.p.version,
+                vrid: self.p.vrid,
+                src: IpAddr::V4(meta.src),
+            };
+            let wall = wall.unwrap_or(std::time::UNIX_EPOCH);
+            match h.verify(wall, &origin, payload, trailer)? {
+                auth_hmac::Accepted::Unsigned => self.stats.hmac_unsigned += 1,
+                auth_hmac::Accepted::Signed {
+                    skew: Some(skew), ..
+                } if h.skew_is_high(skew) => {
+                    self.hmac_skew_high += 1;
+                    if self.hmac_skew_high % 60 == 1 {
+                        tracing::warn!(from = %meta.src, skew_secs = skew, count = self.hmac_skew_high, "auth_hmac: clock skew with the sender past half the time window (check NTP)");
+                    }
+                }
+                auth_hmac::Accepted::Signed { .. } => {}
+            }
         }
         if self.p.version == 2 {
             // RFC 3768 §7.1: the auth type must match ours, and so must the password

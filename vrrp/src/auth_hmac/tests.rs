@@ -972,3 +972,182 @@ fn state_file_keeps_replays_out_across_restarts() {
         }
     }
 }
+
+mod machine {
+    //! The hooks in the state machine: received adverts verified, sent ones signed, drops
+    //! counted by reason.
+
+    use super::*;
+    use crate::machine::{self as m, Machine, Reject, RxMeta, State};
+    use crate::packet::{IpPair, MULTICAST_V4};
+    use std::time::Instant;
+
+    fn backup(version: u8, mode: Mode) -> Machine {
+        let mut mach = Machine::new(m::Params {
+            vrid: 51,
+            priority: 100,
+            version,
+            advert_interval: Duration::from_secs(1),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            auth_pass: None,
+            vips: vec![Ipv4Addr::new(10, 99, 0, 100)],
+            primary: Ipv4Addr::new(10, 99, 0, 13),
+            start_as_master: false,
+            garp_delay: Duration::from_secs(5),
+            unicast_peers: Vec::new(),
+        });
+        mach.set_auth_hmac(Some(hmac(1, mode, TIME5)));
+        mach.start(Instant::now());
+        while mach.poll_action().is_some() {}
+        mach
+    }
+
+    fn rx(src: Ipv4Addr) -> RxMeta {
+        RxMeta {
+            src,
+            dst: MULTICAST_V4,
+            ttl: 255,
+        }
+    }
+
+    #[test]
+    fn keepalived_adverts_reach_the_machine_and_forgeries_do_not() {
+        for v in [2u8, 3] {
+            let fs: Vec<Frame> = frames().into_iter().filter(|f| f.version == v).collect();
+            let now = Instant::now();
+            let mut b = backup(v, Mode::Enforce);
+            let f = &fs[0];
+            assert_eq!(b.handle_packet_at(now, f.at, rx(f.src), &f.payload), Ok(()));
+            assert_eq!(b.state(), State::Backup);
+            // The same advert again: a replay.
+            assert_eq!(
+                b.handle_packet_at(now, f.at, rx(f.src), &f.payload),
+                Err(Reject::HmacReplay)
+            );
+            // Without its trailer (a valid unsigned advert, priority 150): missing.
+            assert_eq!(
+                b.handle_packet_at(now, f.at, rx(f.src), f.msg()),
+                Err(Reject::HmacMissing)
+            );
+            // Priority raised to 254 and the checksum fixed: the MAC no longer verifies.
+            let mut forged = f.payload.clone();
+            forged[2] = 254;
+            let pair = IpPair {
+                src: IpAddr::V4(f.src),
+                dst: IpAddr::V4(MULTICAST_V4),
+            };
+            let mut pk = Packet::new_unchecked(&mut forged[..f.msg().len()]);
+            pk.fill_checksum(&pair);
+            assert!(Packet::new_unchecked(&forged[..f.msg().len()]).verify_checksum(&pair));
+            assert_eq!(
+                b.handle_packet_at(now, f.at, rx(f.src), &forged),
+                Err(Reject::HmacBad)
+            );
+            // Plain handle_packet (no wall clock) fails closed in time mode.
+            let g = &fs[1];
+            assert_eq!(
+                b.handle_packet(now, rx(g.src), &g.payload),
+                Err(Reject::HmacStale)
+            );
+            assert_eq!(b.handle_packet_at(now, g.at, rx(g.src), &g.payload), Ok(()));
+            let st = b.stats();
+            assert_eq!(st.rx_ok, 2);
+            for (r, n) in [
+                (Reject::HmacReplay, 1),
+                (Reject::HmacMissing, 1),
+                (Reject::HmacBad, 1),
+                (Reject::HmacStale, 1),
+            ] {
+                assert_eq!(st.rejected(r), n, "{r}");
+            }
+            assert_eq!(Reject::HmacBad.as_str(), "hmac_bad");
+        }
+    }
+
+    #[test]
+    fn migration_modes_take_unsigned_adverts_and_count_them() {
+        let f = &frames()[0];
+        let now = Instant::now();
+        for mode in [Mode::ReceiveOnly, Mode::Permissive] {
+            let mut b = backup(2, mode);
+            assert_eq!(b.handle_packet_at(now, f.at, rx(f.src), f.msg()), Ok(()));
+            assert_eq!(b.handle_packet_at(now, f.at, rx(f.src), &f.payload), Ok(()));
+            assert_eq!(b.stats().hmac_unsigned, 1, "{mode}");
+            assert_eq!(b.stats().rx_ok, 2);
+        }
+        // Without auth_hmac, a signed advert is too long, as in keepalived without auth_hmac.
+        let mut plain = backup(2, Mode::Enforce);
+        plain.set_auth_hmac(None);
+        assert_eq!(
+            plain.handle_packet_at(now, f.at, rx(f.src), &f.payload),
+            Err(Reject::Length)
+        );
+        assert_eq!(
+            plain.handle_packet_at(now, f.at, rx(f.src), f.msg()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn sent_adverts_are_signed_as_keepalived_expects() {
+        for v in [2u8, 3] {
+            let mut b = backup(v, Mode::Enforce);
+            let wall = frames()[0].at;
+            let repr = b.advert(100);
+            let pair = IpPair {
+                src: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 13)),
+                dst: IpAddr::V4(MULTICAST_V4),
+            };
+            let mut bytes = repr.to_bytes(&pair);
+            let t = b.sign_advert(wall, &bytes).unwrap();
+            bytes.extend_from_slice(&t);
+            // A keepalived-like receiver (h0's settings: both keys) accepts it.
+            let mut ka = hmac(1, Mode::Enforce, TIME5);
+            let origin = Origin {
+                version: v,
+                vrid: 51,
+                src: pair.src,
+            };
+            let (msg, tr) = split_trailer(&bytes, 4);
+            assert!(ka.verify(wall, &origin, msg, tr).is_ok());
+            // The checksum still covers the message alone on IPv4.
+            assert!(Packet::new_unchecked(msg).verify_checksum(&pair));
+            // Receive-only signs nothing.
+            b.auth_hmac_mut().unwrap().reconfigure(
+                Params {
+                    keys: keys(1),
+                    mode: Mode::ReceiveOnly,
+                    anti_replay: TIME5,
+                },
+                0,
+            );
+            assert!(b.sign_advert(wall, msg).is_none());
+        }
+    }
+
+    #[test]
+    fn config_refuses_auth_pass_beside_auth_hmac() {
+        let c: crate::VrrpConfig = toml::from_str(
+            r#"
+            name = "maas_region"
+            interface = "eth0"
+            virtual_router_id = 51
+            auth_pass = "s3cret"
+            virtual_ipaddresses = ["10.0.0.100/24"]
+            [auth_hmac]
+            keys = [{ id = 1, key_file = "/etc/maas-vip/k1" }]
+            "#,
+        )
+        .unwrap();
+        let problems: Vec<String> = c.validate().into_iter().map(|p| p.into_inner()).collect();
+        assert_eq!(
+            problems,
+            vec!["`auth_pass` and `auth_hmac` exclude each other: adverts signed with auth_hmac carry no password"]
+        );
+        let mut other = c.clone();
+        other.auth_hmac = None;
+        assert_eq!(c.changed_fields(&other), vec!["auth_hmac"]);
+        assert_eq!(c.restart_reason(&other), None, "a reload, not a restart");
+    }
+}
