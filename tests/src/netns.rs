@@ -336,6 +336,49 @@ pub fn print_logs(procs: &[&Proc]) {
     }
 }
 
+impl Lan {
+    /// Runs `keepalived` (the `program` given: Debian's, or a build of another version) in the
+    /// foreground on host `i` with `config`, written to `dir/keepalived-h{i}.conf`, its pid
+    /// files beside it and its log in `dir/keepalived-h{i}.log`; `flags` go before `-f`.
+    pub fn start_keepalived(
+        &self,
+        dir: &Path,
+        i: usize,
+        program: impl AsRef<std::ffi::OsStr>,
+        flags: &[&str],
+        config: &str,
+    ) -> Proc {
+        let conf = dir.join(format!("keepalived-h{i}.conf"));
+        std::fs::write(&conf, config).expect("config");
+        let pid = |name: &str| -> String {
+            dir.join(format!("ka-h{i}-{name}.pid"))
+                .to_str()
+                .expect("utf8 path")
+                .to_string()
+        };
+        let (main, vrrp, chk) = (pid("main"), pid("vrrp"), pid("checkers"));
+        let mut args = vec!["-n", "-l", "-D"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[
+            "-f",
+            conf.to_str().expect("utf8 path"),
+            "-p",
+            &main,
+            "-r",
+            &vrrp,
+            "-c",
+            &chk,
+        ]);
+        Proc::spawn(
+            &self.hosts[i].ns,
+            program,
+            &args,
+            &[],
+            dir.join(format!("keepalived-h{i}.log")),
+        )
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds (`Some(elapsed)`) or `limit` passes (`None`).
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();

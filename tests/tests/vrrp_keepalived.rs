@@ -58,11 +58,8 @@ fn keepalived(lan: &Lan, dir: &Path, host: usize, prio: u8, pass: &str) -> Proc 
 }
 
 fn keepalived_with(lan: &Lan, dir: &Path, host: usize, prio: u8, auth: &str, global: &str) -> Proc {
-    let conf = dir.join(format!("keepalived-h{host}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 global_defs {{
     router_id ka_h{host}
     {global}
@@ -79,37 +76,8 @@ vrrp_instance maas_region {{
     }}
 }}
 "#
-        ),
-    )
-    .expect("config");
-    let p = |name: &str| -> String {
-        dir.join(format!("ka-h{host}-{name}.pid"))
-            .to_str()
-            .expect("utf8 path")
-            .to_string()
-    };
-    let (main, vrrp, chk) = (p("main"), p("vrrp"), p("checkers"));
-    Proc::spawn(
-        &lan.hosts[host].ns,
-        "keepalived",
-        &[
-            "-n",
-            "-l",
-            "-D",
-            "-G",
-            "-P",
-            "-f",
-            conf.to_str().expect("utf8 path"),
-            "-p",
-            &main,
-            "-r",
-            &vrrp,
-            "-c",
-            &chk,
-        ],
-        &[],
-        dir.join(format!("keepalived-h{host}.log")),
-    )
+    );
+    lan.start_keepalived(dir, host, "keepalived", &["-G", "-P"], &config)
 }
 
 /// kill -9 every process of the namespace (keepalived's parent and its VRRP child) in one
