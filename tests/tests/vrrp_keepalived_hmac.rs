@@ -49,6 +49,11 @@ struct Pair {
 
 impl Pair {
     fn maas_vip(&self, prio: u8, mode: &str) -> Proc {
+        self.maas_vip_with(prio, mode, "")
+    }
+
+    /// maas-vip on h0; `extra` goes in its `[vrrp.auth_hmac]` table.
+    fn maas_vip_with(&self, prio: u8, mode: &str, extra: &str) -> Proc {
         let key = self.dir.join("k1");
         std::fs::write(&key, format!("hex:{KEY_HEX}\n")).expect("key");
         let mut perm = std::fs::metadata(&key).expect("key").permissions();
@@ -68,6 +73,7 @@ virtual_ipaddresses = ["{VIP}/24"]
 [vrrp.auth_hmac]
 keys = [{{ id = 1, key_file = "{key}" }}]
 mode = "{mode}"
+{extra}
 "#,
             version = self.version,
             key = key.display(),
@@ -110,6 +116,10 @@ vrrp_instance maas_region {{
 }
 
 fn setup(test: &str, version: u8) -> Option<(Pair, tempfile::TempDir)> {
+    setup_n(test, version, 2)
+}
+
+fn setup_n(test: &str, version: u8, hosts: usize) -> Option<(Pair, tempfile::TempDir)> {
     if !check_or_skip(test) {
         return None;
     }
@@ -118,7 +128,7 @@ fn setup(test: &str, version: u8) -> Option<(Pair, tempfile::TempDir)> {
     let dir = keep.path().to_path_buf();
     Some((
         Pair {
-            lan: Lan::new(2),
+            lan: Lan::new(hosts),
             dir,
             ka,
             version,
@@ -262,4 +272,190 @@ fn vrrp_keepalived_hmac_migration_modes() {
             }
         }
     }
+}
+
+/// Set (to a file of hex IPv4 packets, one a line) in the environment of the attacker.
+const ATTACK_ENV: &str = "MAAS_VIP_HMAC_ATTACK";
+const ATTACKER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 13);
+
+/// The attacker: this test binary run again in h2's namespace with [`ATTACK_ENV`] set; sends
+/// each packet of the file as it is (IP_HDRINCL: the source is ours to forge).
+#[test]
+#[ignore = "run by vrrp_keepalived_hmac_forged_and_replayed_adverts inside a namespace"]
+fn hmac_attacker_helper() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let Ok(file) = std::env::var(ATTACK_ENV) else {
+        return;
+    };
+    let text = std::fs::read_to_string(file).expect("attack file");
+    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).expect("raw socket");
+    s.set_header_included_v4(true).expect("IP_HDRINCL");
+    s.bind_device(Some(b"eth0")).expect("SO_BINDTODEVICE");
+    s.set_multicast_if_v4(&ATTACKER).expect("IP_MULTICAST_IF");
+    let dst = socket2::SockAddr::from(std::net::SocketAddrV4::new(vrrp::packet::MULTICAST_V4, 0));
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let b: Vec<u8> = (0..line.len() / 2)
+            .map(|i| u8::from_str_radix(&line[2 * i..2 * i + 2], 16).expect("hex"))
+            .collect();
+        s.send_to(&b, &dst).expect("send");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("HMAC_ATTACK_SENT {n}");
+}
+
+fn attack(pair: &Pair, packets: &[Vec<u8>]) {
+    let file = pair.dir.join("attack.hex");
+    let text: String = packets
+        .iter()
+        .map(|p| p.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
+        .collect();
+    std::fs::write(&file, text).expect("attack file");
+    let exe = std::env::current_exe().expect("test binary");
+    let out = pair.lan.hosts[2]
+        .ns
+        .command(&exe)
+        .args([
+            "hmac_attacker_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ATTACK_ENV, &file)
+        .output()
+        .expect("attacker");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("HMAC_ATTACK_SENT {}", packets.len())),
+        "attacker: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// maas-vip's `/status` counters of dropped adverts, by reason.
+fn rejected(pair: &Pair, reason: &str) -> u64 {
+    let v = pair.lan.hosts[0]
+        .status_json(&pair.dir.join("h0.toml"))
+        .expect("maas-vip status --json");
+    v["vrrp"][0]["rejected"][reason].as_u64().unwrap_or(0)
+}
+
+/// An advert of VRID 51 at priority 254 from the attacker, as an IPv4 packet; with `trailer`,
+/// followed by a trailer of key 1 with a fresh timestamp and a made-up MAC.
+fn forged(trailer: bool) -> Vec<u8> {
+    use std::net::IpAddr;
+    use vrrp::packet::{ipv4_frame, Auth, IpPair, Repr, Version, MULTICAST_V4};
+    let repr = Repr {
+        version: Version::V2,
+        vrid: 51,
+        priority: 254,
+        auth: Auth::None,
+        adver_int: 1,
+        addresses: vec![IpAddr::V4(VIP)],
+    };
+    let mut msg = repr.to_bytes(&IpPair {
+        src: IpAddr::V4(ATTACKER),
+        dst: IpAddr::V4(MULTICAST_V4),
+    });
+    if trailer {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as u32;
+        msg.extend_from_slice(&[1, 1, 0, 0]);
+        msg.extend_from_slice(&secs.to_be_bytes());
+        msg.extend_from_slice(&[0; 4]);
+        msg.extend_from_slice(&[0x5a; 16]);
+    }
+    ipv4_frame(ATTACKER, MULTICAST_V4, 7, &msg)
+}
+
+/// Forged adverts at priority 254 without a MAC and with a bad one, and keepalived's own
+/// captured adverts at priority 200 replayed at once and again after maas-vip restarted (its
+/// state file carries the marks over): none moves the VIP off maas-vip (150), each is counted.
+#[test]
+fn vrrp_keepalived_hmac_forged_and_replayed_adverts() {
+    let name = "vrrp_keepalived_hmac_forged_and_replayed_adverts";
+    let Some((pair, _keep)) = setup_n(name, 2, 3) else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let extra = format!(
+        "time_window = \"60s\"\nstate_file = \"{}\"",
+        pair.dir.join("h0.hmac").display()
+    );
+    // keepalived (200) is master, maas-vip (150) its backup; h2 records keepalived's adverts.
+    let mut ka = pair.keepalived(200, "enforce");
+    pair.holders(&[1], Duration::from_secs(10), "keepalived alone", &[&ka]);
+    let (mut cap, pcap) = pair.lan.capture(2, &pair.dir, "ka");
+    let mut mv = pair.maas_vip_with(150, "enforce", &extra);
+    assert!(
+        wait_for(Duration::from_secs(10), || mv
+            .output()
+            .contains("to=BACKUP"))
+        .is_some(),
+        "{}",
+        mv.output()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    cap.signal("TERM");
+    cap.wait_exit(Duration::from_secs(5));
+    let captured: Vec<Vec<u8>> = maas_vip_tests::netns::pcap_frames(&pcap)
+        .into_iter()
+        .filter(|f| f.len() > 34 && f[12..14] == [0x08, 0x00])
+        .map(|f| f[14..].to_vec())
+        .filter(|ip| ip[9] == 112 && ip[12..16] == [10, 99, 0, 12] && ip[22] == 200)
+        .collect();
+    assert!(captured.len() >= 2, "captured {} adverts", captured.len());
+    // keepalived stops: maas-vip takes over.
+    ka.signal("TERM");
+    pair.holders(&[0], Duration::from_secs(5), "maas-vip master", &[&mv, &ka]);
+    ka.wait_exit(Duration::from_secs(5));
+    drop(ka);
+
+    // At once: no MAC, a bad MAC, replays.
+    let mut packets = vec![forged(false), forged(false), forged(true), forged(true)];
+    packets.extend(captured.iter().cloned());
+    attack(&pair, &packets);
+    pair.lan
+        .assert_holders_stable(VIP, &[0], Duration::from_secs(4), "VIP under attack");
+    assert_eq!(rejected(&pair, "hmac_missing"), 2);
+    assert_eq!(rejected(&pair, "hmac_bad"), 2);
+    assert_eq!(rejected(&pair, "hmac_replay"), captured.len() as u64);
+
+    // maas-vip restarts (the state file is written at stop), becomes master again alone, and
+    // the same replays are refused, though younger than its window.
+    mv.signal("TERM");
+    assert_eq!(
+        mv.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let state = std::fs::read_to_string(pair.dir.join("h0.hmac")).expect("state file");
+    assert!(state.contains("mark 10.99.0.12 "), "{state}");
+    let mv = pair.maas_vip_with(150, "enforce", &extra);
+    pair.holders(
+        &[0],
+        Duration::from_secs(10),
+        "maas-vip master again",
+        &[&mv],
+    );
+    attack(&pair, &captured);
+    pair.lan.assert_holders_stable(
+        VIP,
+        &[0],
+        Duration::from_secs(4),
+        "VIP under replay after a restart",
+    );
+    assert_eq!(rejected(&pair, "hmac_replay"), captured.len() as u64);
+    assert!(
+        mv.output().contains("auth_hmac state taken back"),
+        "{}",
+        mv.output()
+    );
+    eprintln!(
+        "HMAC attack: {} replays refused before and after the restart, 2 unsigned, 2 bad MACs",
+        captured.len()
+    );
 }
