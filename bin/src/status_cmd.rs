@@ -298,6 +298,11 @@ fn render(v: &Value, now_ms: u64) -> String {
                 let mut state = text(s, "state");
                 if let Some(p) = s.get("progress").and_then(Value::as_str) {
                     let _ = write!(state, " ({p})");
+                } else if s.get("down_reason").and_then(Value::as_str) == Some("errors") {
+                    let why = s
+                        .get("last_ejection")
+                        .map_or("-".into(), |e| text(e, "detail"));
+                    let _ = write!(state, " ({why})");
                 }
                 rows.push(vec![
                     fname.clone(),
@@ -555,6 +560,14 @@ mod tests {
                         "name": "maas-api-3", "address": "10.0.0.13:5240", "state": "maint",
                         "check": false, "progress": null, "last_check": null,
                         "counters": { "current": 0, "total": 0 }
+                    },
+                    {
+                        "name": "maas-api-4", "address": "10.0.0.14:5240", "state": "down",
+                        "check": false, "progress": null, "last_check": null,
+                        "down_reason": "errors",
+                        "last_ejection": { "errors": 10, "last_error": "refused",
+                            "detail": "10 consecutive errors, last: connection refused" },
+                        "counters": { "current": 0, "total": 10 }
                     }
                 ]
             }],
@@ -570,10 +583,11 @@ mod tests {
         });
         let got = render(&v, now);
         let want = "\
-FRONTEND  SERVER      ADDRESS         STATE                LAST CHECK                                      CURRENT  TOTAL
-maas      maas-api-1  10.0.0.11:5240  up                   ok: HTTP status 200 in 1.5ms, 2s ago            3        1200
-maas      maas-api-2  10.0.0.12:5240  down (going up 1/2)  failed: connection refused in 0.2ms, 3m20s ago  0        34
-maas      maas-api-3  10.0.0.13:5240  maint                not checked                                     0        0
+FRONTEND  SERVER      ADDRESS         STATE                                                   LAST CHECK                                      CURRENT  TOTAL
+maas      maas-api-1  10.0.0.11:5240  up                                                      ok: HTTP status 200 in 1.5ms, 2s ago            3        1200
+maas      maas-api-2  10.0.0.12:5240  down (going up 1/2)                                     failed: connection refused in 0.2ms, 3m20s ago  0        34
+maas      maas-api-3  10.0.0.13:5240  maint                                                   not checked                                     0        0
+maas      maas-api-4  10.0.0.14:5240  down (10 consecutive errors, last: connection refused)  not checked                                     0        10
 frontend maas: 1 of 3 servers take connections; 4 connections now, 1234 since start
 
 VRRP INSTANCE  INTERFACE  VRID  STATE   PRIORITY             ADVERTS SENT  RECEIVED  REJECTED

@@ -3,6 +3,11 @@
 //! Each server task is a thin loop around its [`HealthMachine`]: sleep until the machine's
 //! deadline (or until the proxy reports a failure, or shutdown), probe, publish the report
 //! and any transition in the server's [`ServerState`], log transitions as HAProxy does.
+//! When the proxy's errors took the server down ([`crate::passive`]), the task logs it and
+//! puts its machine fully down, so that `rise` good checks bring the server back.
+//!
+//! A server with `check = false` has a smaller task: it waits for errors to take the server
+//! down, logs it, and puts it back after `error_retry`.
 //!
 //! # Lifecycle
 //! [`spawn`] starts the checks of every frontend the [`Registry`] holds now;
@@ -23,6 +28,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::machine::HealthMachine;
 use crate::outcome::{CheckReport, CheckResult, Progress};
+use crate::passive::DownReason;
 use crate::probe::{NetProbe, Probe};
 use crate::registry::{Frontend, Registry};
 use crate::state::Health;
@@ -56,18 +62,26 @@ pub fn spawn_frontend_with<P: Probe>(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut set = JoinSet::new();
-        for i in 0..frontend.servers.len() {
-            if frontend.servers[i].check {
+        for (i, server) in frontend.servers.iter().enumerate() {
+            let state = &server.state;
+            state.set_error_limit(frontend.check_for(server).ejection_limit());
+            if server.check {
                 set.spawn(run_server(
                     Arc::clone(&frontend),
                     i,
                     Arc::clone(&probe),
                     shutdown.clone(),
                 ));
-            } else if frontend.servers[i].state.set_health(Health::Up) == Health::Down {
-                info!(frontend = %frontend.name, server = %frontend.servers[i].state.name,
-                    "server {}/{} is UP (check disabled)", frontend.name, frontend.servers[i].state.name);
+                continue;
             }
+            // Down by the checks of an earlier config: no check will bring it back. Down by
+            // errors: its retry below does.
+            if state.down_reason() == Some(DownReason::Check) {
+                state.set_health(Health::Up);
+                info!(frontend = %frontend.name, server = %state.name,
+                    "server {}/{} is UP (check disabled)", frontend.name, state.name);
+            }
+            set.spawn(run_unchecked(Arc::clone(&frontend), i, shutdown.clone()));
         }
         while let Some(r) = set.join_next().await {
             if let Err(e) = r {
@@ -100,23 +114,32 @@ async fn run_server<P: Probe>(
     let hard_limit = cfg.timeout + Duration::from_millis(100);
     debug!(frontend = %frontend.name, server = %state.name, %target, "health checks start");
     // A deadline is set whenever no check runs, so this loops until shutdown.
-    while let Some(deadline) = m.poll_timeout() {
+    'checks: while let Some(deadline) = m.poll_timeout() {
         tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break,
             () = state.recheck_requested() => {
-                m.request_recheck(Instant::now().into_std());
+                let now = Instant::now().into_std();
+                notice_ejection(&frontend, index, &mut m, now);
+                m.request_recheck(now);
                 continue;
             }
             () = sleep_until(Instant::from_std(deadline)) => {}
         }
         let start = Instant::now();
         m.start_check(start.into_std());
-        let result = tokio::select! {
-            biased;
-            () = stopped(&mut shutdown) => break,
-            r = timeout(hard_limit, probe.probe(target, &cfg)) => {
-                r.unwrap_or(CheckResult::ResponseTimeout)
+        let check = timeout(hard_limit, probe.probe(target, &cfg));
+        tokio::pin!(check);
+        let result = loop {
+            tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => break 'checks,
+                // An ejection while the probe runs is logged at once; the probe's result
+                // then counts towards bringing the server back.
+                () = state.recheck_requested() => {
+                    notice_ejection(&frontend, index, &mut m, Instant::now().into_std());
+                }
+                r = &mut check => break r.unwrap_or(CheckResult::ResponseTimeout),
             }
         };
         let end = Instant::now();
@@ -138,6 +161,85 @@ async fn run_server<P: Probe>(
         }
     }
     debug!(frontend = %frontend.name, server = %state.name, "health checks stop");
+}
+
+/// If the proxy's errors took the server down since the machine last looked, log it and put
+/// the machine fully down (`rise` good checks bring the server back).
+fn notice_ejection(
+    frontend: &Frontend,
+    index: usize,
+    m: &mut HealthMachine,
+    now: std::time::Instant,
+) {
+    let state = &frontend.servers[index].state;
+    if m.health() == Health::Up && state.down_reason() == Some(DownReason::Errors) {
+        m.mark_down(now);
+        log_ejection(frontend, index);
+    }
+}
+
+/// A server with `check = false`: when the proxy's errors take it down, log it and put it
+/// back after `error_retry` (its first error then takes it down again). Runs until shutdown.
+async fn run_unchecked(frontend: Arc<Frontend>, index: usize, mut shutdown: watch::Receiver<bool>) {
+    let server = &frontend.servers[index];
+    let state = &server.state;
+    let retry = frontend.check_for(server).error_retry;
+    // Down by errors already (kept across a reload): logged by the task before this one.
+    let mut logged = state.down_reason() == Some(DownReason::Errors);
+    loop {
+        if state.down_reason() != Some(DownReason::Errors) {
+            logged = false;
+            tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => return,
+                () = state.recheck_requested() => continue,
+            }
+        }
+        if !logged {
+            log_ejection(&frontend, index);
+            logged = true;
+        }
+        let since = state.last_ejection().map_or_else(Instant::now, |e| e.since);
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => return,
+            () = sleep_until(since + retry) => {}
+        }
+        if state.retry_after_errors() {
+            let (up, total) = (frontend.available(), frontend.servers.len());
+            let secs = retry.as_secs_f64();
+            info!(
+                frontend = %frontend.name, server = %state.name, retry_s = secs,
+                servers_up = up, servers_total = total,
+                "server {}/{} is UP (tried again {secs} s after errors took it down; check \
+                 disabled), {up} of {total} servers up",
+                frontend.name, state.name
+            );
+        }
+    }
+}
+
+/// `server maas/r2 is DOWN (10 consecutive errors, last: connection refused), 2 of 3 servers up`
+fn log_ejection(frontend: &Frontend, index: usize) {
+    let state = &frontend.servers[index].state;
+    let why = state
+        .last_ejection()
+        .map_or_else(|| "consecutive errors".to_string(), |e| e.to_string());
+    let up = frontend.available();
+    let total = frontend.servers.len();
+    warn!(
+        frontend = %frontend.name, server = %state.name, reason = %why,
+        servers_up = up, servers_total = total,
+        "server {}/{} is DOWN ({why}), {up} of {total} servers up",
+        frontend.name, state.name
+    );
+    warn_if_none_left(frontend, up);
+}
+
+fn warn_if_none_left(frontend: &Frontend, up: usize) {
+    if up == 0 {
+        error!(frontend = %frontend.name, "frontend {} has no server available", frontend.name);
+    }
 }
 
 /// A check that moved a server towards the other state (or back) without flipping it:
@@ -195,9 +297,7 @@ fn log_transition(frontend: &Frontend, index: usize, h: Health, why: CheckResult
             frontend.name, name
         ),
     }
-    if up == 0 {
-        error!(frontend = %frontend.name, "frontend {} has no server available", frontend.name);
-    }
+    warn_if_none_left(frontend, up);
 }
 
 #[cfg(test)]
@@ -206,7 +306,8 @@ mod tests {
     use std::sync::atomic::{AtomicU8, Ordering};
 
     use super::*;
-    use crate::config::CheckConfig;
+    use crate::config::{CheckConfig, OnError};
+    use crate::passive::ProxyError;
     use crate::registry::Server;
     use crate::state::ServerState;
 
@@ -254,6 +355,18 @@ mod tests {
             })
             .collect();
         Arc::new(Frontend::new("maas", cfg, servers))
+    }
+
+    /// Checks of one server with `c` (interval 60s) running, settled on their interval: the
+    /// server's state, the probe, and the sender that stops them.
+    async fn settled(mut c: CheckConfig) -> (Arc<ServerState>, Arc<Scripted>, watch::Sender<bool>) {
+        c.interval = Duration::from_secs(60);
+        let f = frontend(c, &[true]);
+        let probe = Arc::new(Scripted::default());
+        let (tx, rx) = watch::channel(false);
+        let _task = spawn_frontend_with(Arc::clone(&f), Arc::clone(&probe), rx);
+        tokio::time::sleep(61 * 1000 * MS).await;
+        (Arc::clone(&f.servers[0].state), probe, tx)
     }
 
     /// Virtual time until `state` has health `h`, polled every millisecond, at most `limit`.
@@ -307,18 +420,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn passive_failure_rechecks_at_once() {
-        let mut c = cfg();
-        c.interval = Duration::from_secs(60);
-        let f = frontend(c, &[true]);
-        let probe = Arc::new(Scripted::default());
-        let (_tx, rx) = watch::channel(false);
-        let _task = spawn_frontend_with(Arc::clone(&f), Arc::clone(&probe), rx);
-        let s = Arc::clone(&f.servers[0].state);
-        tokio::time::sleep(61 * 1000 * MS).await;
+        let (s, probe, _tx) = settled(cfg()).await;
         assert_eq!(s.health(), Health::Up);
 
         probe.set(1);
-        s.observe_connect_failure();
+        assert_eq!(
+            s.observe_error(ProxyError::Refused),
+            None,
+            "one error ejects nothing"
+        );
         // At once, then two fast re-checks: far sooner than the 60s interval.
         let took = time_until(&s, Health::Down, 300 * MS).await;
         assert!(
@@ -331,17 +441,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn passive_failure_storm_is_rate_limited() {
         let mut c = cfg();
-        c.interval = Duration::from_secs(60);
-        let f = frontend(c, &[true]);
-        let probe = Arc::new(Scripted::default());
-        let (_tx, rx) = watch::channel(false);
-        let _task = spawn_frontend_with(Arc::clone(&f), Arc::clone(&probe), rx);
-        let s = Arc::clone(&f.servers[0].state);
-        tokio::time::sleep(61 * 1000 * MS).await;
+        c.on_error = OnError::Recheck;
+        let (s, _probe, _tx) = settled(c).await;
         let before = s.counters.checks.load(Ordering::Relaxed);
         // A healthy server the proxy (wrongly) reports every millisecond for one second.
         for _ in 0..1000 {
-            s.observe_reset();
+            s.observe_error(ProxyError::Reset);
             tokio::time::sleep(MS).await;
         }
         let rechecks = s.counters.checks.load(Ordering::Relaxed) - before;
@@ -349,7 +454,147 @@ mod tests {
             (5..=11).contains(&rechecks),
             "{rechecks} re-checks in one second"
         );
-        assert_eq!(s.health(), Health::Up, "passive failures alone never eject");
+        assert_eq!(
+            s.health(),
+            Health::Up,
+            "on_error = \"recheck\": errors alone never eject"
+        );
+        assert_eq!(s.counters.ejections.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_take_a_checked_server_down_and_rise_checks_bring_it_back() {
+        // The check passes all along: it does not see what the proxy's connections meet.
+        let (s, _probe, _tx) = settled(cfg()).await;
+        assert_eq!(
+            s.error_limit(),
+            Some(10),
+            "the default, set from the config"
+        );
+
+        for i in 1..10 {
+            assert_eq!(s.observe_error(ProxyError::Refused), None, "error {i}");
+        }
+        assert_eq!(s.health(), Health::Up, "9 errors in a row: still up");
+        let ej = s
+            .observe_error(ProxyError::Refused)
+            .expect("the 10th ejects");
+        assert_eq!((ej.errors, ej.last), (10, ProxyError::Refused));
+        assert_eq!(
+            s.health(),
+            Health::Down,
+            "down on the spot, before any check"
+        );
+        assert_eq!(s.down_reason(), Some(DownReason::Errors));
+        assert_eq!(s.counters.ejections.load(Ordering::Relaxed), 1);
+        assert_eq!(s.consecutive_errors(), 0);
+        assert_eq!(s.observe_error(ProxyError::Refused), None, "down already");
+
+        // Two good checks (rise = 2), the first at once, the second a fast interval later.
+        let before = s.counters.checks.load(Ordering::Relaxed);
+        let took = time_until(&s, Health::Up, 1000 * MS).await;
+        assert!(took >= 90 * MS, "up after one check: {took:?}");
+        assert_eq!(s.counters.checks.load(Ordering::Relaxed) - before, 2);
+        assert_eq!(s.down_reason(), None);
+        assert_eq!(
+            s.consecutive_errors(),
+            0,
+            "coming up starts the count again"
+        );
+        assert_eq!(s.counters.transitions.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejected_checked_server_stays_down_while_its_checks_fail() {
+        let mut c = cfg();
+        c.error_limit = 3;
+        let (s, probe, _tx) = settled(c).await;
+        probe.set(1);
+        for _ in 0..3 {
+            s.observe_error(ProxyError::ConnectTimeout);
+        }
+        assert_eq!(s.down_reason(), Some(DownReason::Errors));
+        tokio::time::sleep(10 * 1000 * MS).await;
+        assert_eq!(s.health(), Health::Down);
+        assert!(s.counters.check_failures.load(Ordering::Relaxed) >= 4);
+        probe.set(0);
+        time_until(&s, Health::Up, 2500 * MS).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unchecked_server_taken_down_by_errors_is_retried_after_error_retry() {
+        let f = frontend(cfg(), &[false]);
+        let probe = Arc::new(Scripted::default());
+        let (_tx, rx) = watch::channel(false);
+        let _task = spawn_frontend_with(Arc::clone(&f), Arc::clone(&probe), rx);
+        let s = Arc::clone(&f.servers[0].state);
+        tokio::time::sleep(MS).await;
+        for _ in 0..10 {
+            s.observe_error(ProxyError::Refused);
+        }
+        assert_eq!(s.down_reason(), Some(DownReason::Errors));
+        let took = time_until(&s, Health::Up, 11 * 1000 * MS).await;
+        assert!(
+            took >= 9990 * MS,
+            "back after error_retry (10s), not {took:?}"
+        );
+        assert_eq!(s.counters.checks.load(Ordering::Relaxed), 0, "never probed");
+
+        // On probation: its first error takes it down again, for another error_retry.
+        assert!(s.observe_error(ProxyError::Refused).is_some());
+        assert_eq!(s.health(), Health::Down);
+        let took = time_until(&s, Health::Up, 11 * 1000 * MS).await;
+        assert!(took >= 9990 * MS, "{took:?}");
+        // A success ends the probation.
+        s.observe_success();
+        for _ in 0..9 {
+            assert!(s.observe_error(ProxyError::Reset).is_none());
+        }
+        assert_eq!(s.health(), Health::Up);
+        assert_eq!(s.counters.ejections.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_the_retry_time_of_an_ejected_unchecked_server() {
+        let f = frontend(cfg(), &[false]);
+        let s = Arc::clone(&f.servers[0].state);
+        let probe = Arc::new(Scripted::default());
+        let (tx, rx) = watch::channel(false);
+        let task = spawn_frontend_with(Arc::clone(&f), Arc::clone(&probe), rx);
+        tokio::time::sleep(MS).await;
+        for _ in 0..10 {
+            s.observe_error(ProxyError::Refused);
+        }
+        tokio::time::sleep(6000 * MS).await;
+        // Reload: the old checkers stop, new ones start with the same state.
+        tx.send(true).expect("listening");
+        task.await.expect("no panic");
+        assert_eq!(s.down_reason(), Some(DownReason::Errors), "still down");
+        let (_tx, rx) = watch::channel(false);
+        let _task = spawn_frontend_with(Arc::clone(&f), Arc::clone(&probe), rx);
+        let took = time_until(&s, Health::Up, 5000 * MS).await;
+        assert!(
+            took <= 4100 * MS,
+            "10s after the ejection, not after the reload: {took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_error_recheck_leaves_an_unchecked_server_in_rotation() {
+        let mut c = cfg();
+        c.on_error = OnError::Recheck;
+        let f = frontend(c, &[false]);
+        let probe = Arc::new(Scripted::default());
+        let (_tx, rx) = watch::channel(false);
+        let _task = spawn_frontend_with(Arc::clone(&f), Arc::clone(&probe), rx);
+        let s = Arc::clone(&f.servers[0].state);
+        tokio::time::sleep(MS).await;
+        assert_eq!(s.error_limit(), None);
+        for _ in 0..100 {
+            assert!(s.observe_error(ProxyError::Refused).is_none());
+        }
+        assert_eq!(s.health(), Health::Up);
+        assert_eq!(s.consecutive_errors(), 100);
     }
 
     #[tokio::test(start_paused = true)]

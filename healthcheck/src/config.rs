@@ -37,6 +37,41 @@ pub struct CheckConfig {
     /// Consecutive failures that take an up server down.
     #[serde(default = "three", deserialize_with = "de_count")]
     pub fall: u32,
+    /// Consecutive errors the proxy sees on a server (refused or failed connects, resets,
+    /// timeouts, invalid responses) that take it down, checked or not (HAProxy's `observe
+    /// layer4` with `error-limit`). Any exchange that goes well starts the count again.
+    #[serde(default = "ten", deserialize_with = "de_count")]
+    pub error_limit: u32,
+    /// What `error_limit` errors in a row do.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// A server with `check = false` taken down by errors is put back in rotation after this
+    /// (a checked one comes back after `rise` good checks). Its first error then takes it
+    /// down again.
+    #[serde(default = "ten_secs", with = "humantime_serde")]
+    pub error_retry: Duration,
+}
+
+/// What consecutive proxy errors do to a server (HAProxy's `on-error`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Take it down at once (HAProxy's `mark-down`).
+    #[default]
+    MarkDown,
+    /// Only check it at once, which every error does anyway (HAProxy's `fastinter`): a server
+    /// is never taken down by errors alone, and one with `check = false` stays in rotation.
+    Recheck,
+}
+
+impl OnError {
+    /// The name used in the config and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::MarkDown => "mark_down",
+            OnError::Recheck => "recheck",
+        }
+    }
 }
 
 /// Kind of active check.
@@ -62,6 +97,9 @@ impl Default for CheckConfig {
             timeout: two_secs(),
             rise: two(),
             fall: three(),
+            error_limit: ten(),
+            on_error: OnError::MarkDown,
+            error_retry: ten_secs(),
         }
     }
 }
@@ -78,23 +116,33 @@ impl CheckConfig {
         self.down_interval.unwrap_or(self.interval)
     }
 
+    /// Consecutive proxy errors that take a server down; `None` when they never do
+    /// (`on_error = "recheck"`).
+    pub fn ejection_limit(&self) -> Option<u32> {
+        match self.on_error {
+            OnError::MarkDown => Some(self.error_limit),
+            OnError::Recheck => None,
+        }
+    }
+
     /// Checks that relate several values; every problem, as text naming the key.
     pub fn validate(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (key, d) in [
+        durations_at_least_10ms(&[
             ("interval", Some(self.interval)),
             ("timeout", Some(self.timeout)),
             ("fast_interval", self.fast_interval),
             ("down_interval", self.down_interval),
-        ] {
-            if let Some(d) = d {
-                if d < Duration::from_millis(10) {
-                    out.push(format!("check `{key}` must be at least 10ms"));
-                }
-            }
-        }
-        out
+            ("error_retry", Some(self.error_retry)),
+        ])
     }
+}
+
+/// A problem for each duration given that is below 10ms.
+fn durations_at_least_10ms(keys: &[(&str, Option<Duration>)]) -> Vec<String> {
+    keys.iter()
+        .filter(|(_, d)| d.is_some_and(|d| d < Duration::from_millis(10)))
+        .map(|(key, _)| format!("check `{key}` must be at least 10ms"))
+        .collect()
 }
 
 fn two_secs() -> Duration {
@@ -105,6 +153,12 @@ fn two() -> u32 {
 }
 fn three() -> u32 {
     3
+}
+fn ten() -> u32 {
+    10
+}
+fn ten_secs() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_path() -> String {
     "/MAAS/api/2.0/version/".to_string()
@@ -170,6 +224,15 @@ pub struct CheckOverride {
     /// See [`CheckConfig::fall`].
     #[serde(default, deserialize_with = "de_opt_count")]
     pub fall: Option<u32>,
+    /// See [`CheckConfig::error_limit`].
+    #[serde(default, deserialize_with = "de_opt_count")]
+    pub error_limit: Option<u32>,
+    /// See [`CheckConfig::on_error`].
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+    /// See [`CheckConfig::error_retry`].
+    #[serde(default, with = "humantime_serde")]
+    pub error_retry: Option<Duration>,
 }
 
 impl CheckOverride {
@@ -194,6 +257,15 @@ impl CheckOverride {
         if let Some(v) = self.fall {
             c.fall = v;
         }
+        if let Some(v) = self.error_limit {
+            c.error_limit = v;
+        }
+        if let Some(v) = self.on_error {
+            c.on_error = v;
+        }
+        if let Some(v) = self.error_retry {
+            c.error_retry = v;
+        }
         c
     }
 
@@ -203,18 +275,13 @@ impl CheckOverride {
         if self.port == Some(0) {
             out.push("check `port` must not be 0".to_string());
         }
-        for (key, d) in [
+        out.extend(durations_at_least_10ms(&[
             ("interval", self.interval),
             ("timeout", self.timeout),
             ("fast_interval", self.fast_interval),
             ("down_interval", self.down_interval),
-        ] {
-            if let Some(d) = d {
-                if d < Duration::from_millis(10) {
-                    out.push(format!("check `{key}` must be at least 10ms"));
-                }
-            }
-        }
+            ("error_retry", self.error_retry),
+        ]));
         out
     }
 }

@@ -6,6 +6,7 @@
 //!   (reads availability lock-free, writes counters and passive observations) and the admin
 //!   endpoint (reads everything, sets drain/disable).
 //! - [`machine`]: the rise/fall state machine and check schedule of one server, sans-IO.
+//! - [`passive`]: what the proxy reports of its exchanges, and ejection by consecutive errors.
 //! - [`probe`]: the TCP and HTTP probes.
 //! - [`postgres`]: the PostgreSQL probe (role: primary or standby), standalone for now.
 //! - [`checker`]: the tokio tasks that run the probes and publish the results.
@@ -18,11 +19,15 @@
 //! between the two it is checked every `fast_interval` (default: a quarter of `interval`, at
 //! least 100ms), once down every `down_interval` (default: `interval`). Intervals are counted
 //! from the start of a check and shortened by up to 10% at random so that servers drift
-//! apart; first checks are spread over one interval. Connect failures and resets reported by
-//! the proxy do not by themselves take a server down (a reset may be the client's doing), but
-//! make its checker probe it at once, at most every 100ms, so a region dying between two
-//! checks is ejected after `fall` fast checks instead of `fall` intervals. Servers drained or
-//! in maintenance are still checked, so `/status` tells whether they may be enabled again.
+//! apart; first checks are spread over one interval. Each error the proxy reports (a refused
+//! or failed connect, a reset, a timeout, an invalid response) makes the server's checker probe
+//! it at once, at most every 100ms, so a region dying between two checks is ejected after
+//! `fall` fast checks instead of `fall` intervals. `error_limit` errors in a row (10) take a
+//! server down on the spot, checked or not (HAProxy's `observe layer4` with `on-error
+//! mark-down`; see [`passive`]): a checked one comes back after `rise` good checks, one with
+//! `check = false` is tried again after `error_retry`. `on_error = "recheck"` keeps only the
+//! re-check. Servers drained or in maintenance are still checked, so `/status` tells whether
+//! they may be enabled again.
 //! A server may change its frontend's check with a [`CheckOverride`] (port, intervals,
 //! timeout, rise, fall), as HAProxy's `server` lines do.
 //!
@@ -53,13 +58,15 @@ pub mod checker;
 pub mod config;
 pub mod machine;
 pub mod outcome;
+pub mod passive;
 pub mod postgres;
 pub mod probe;
 pub mod registry;
 pub mod state;
 
 pub use checker::{spawn, spawn_frontend};
-pub use config::{CheckConfig, CheckKind, CheckOverride};
+pub use config::{CheckConfig, CheckKind, CheckOverride, OnError};
 pub use outcome::{CheckReport, CheckResult, Progress};
+pub use passive::{DownReason, Ejection, ProxyError};
 pub use registry::{Frontend, Registry, Server, Status};
 pub use state::{Admin, Health, ServerCounters, ServerState};

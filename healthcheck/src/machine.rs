@@ -168,6 +168,14 @@ impl HealthMachine {
         self.next = Some(next.min(earliest));
     }
 
+    /// The proxy's errors took the server down (`on_error = "mark_down"`): fully down, so that
+    /// `rise` good checks in a row bring it back, and checked soon as by
+    /// [`request_recheck`](Self::request_recheck) (HAProxy's `mark-down` with `fastinter`).
+    pub fn mark_down(&mut self, now: Instant) {
+        self.reset(Health::Down);
+        self.request_recheck(now);
+    }
+
     /// Force the state without a check (a server whose check was turned off stays up).
     pub fn reset(&mut self, h: Health) {
         self.up = h == Health::Up;
@@ -352,6 +360,26 @@ mod tests {
         m.start_check(s + 400 * MS);
         m.request_recheck(s + 401 * MS);
         assert_eq!(m.poll_timeout(), None, "a running check is result enough");
+    }
+
+    #[test]
+    fn mark_down_needs_rise_checks_and_checks_soon() {
+        let t0 = Instant::now();
+        let mut m = HealthMachine::new(&cfg(2, 3), Health::Up, t0, 900 * MS);
+        m.mark_down(t0 + 10 * MS);
+        assert_eq!(m.health(), Health::Down);
+        assert_eq!(m.progress(), None, "fully down");
+        assert_eq!(
+            m.poll_timeout(),
+            Some(t0 + 10 * MS),
+            "no check yet: at once"
+        );
+        assert_eq!(
+            step(&mut m, true, MS).1,
+            None,
+            "one good check is not enough"
+        );
+        assert_eq!(step(&mut m, true, MS).1, Some(Health::Up));
     }
 
     #[test]

@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::config::{CheckConfig, CheckKind, CheckOverride};
+use crate::passive::DownReason;
 use crate::state::{Admin, Health, ServerState};
 
 /// One server of a frontend as the checker sees it.
@@ -223,6 +224,12 @@ pub struct CheckSummary {
     pub rise: u32,
     /// Failures to go down.
     pub fall: u32,
+    /// Consecutive proxy errors that take a server down.
+    pub error_limit: u32,
+    /// "mark_down" or "recheck".
+    pub on_error: &'static str,
+    /// Milliseconds before a server without checks taken down by errors is tried again.
+    pub error_retry_ms: u64,
 }
 
 /// One server in `/status`.
@@ -234,8 +241,11 @@ pub struct ServerStatus {
     pub address: String,
     /// "up", "down", "drain" or "maint" (admin state first, then health).
     pub state: &'static str,
-    /// What the checks say: "up" or "down".
+    /// What the checks (or the proxy's errors) say: "up" or "down".
     pub health: &'static str,
+    /// Why it is down: "check" (failed active checks) or "errors" (consecutive proxy errors);
+    /// null while up.
+    pub down_reason: Option<&'static str>,
     /// What the operator says: "ready", "drain" or "maint".
     pub admin: &'static str,
     /// Actively checked.
@@ -244,6 +254,12 @@ pub struct ServerStatus {
     pub progress: Option<String>,
     /// The last active check; absent before the first or for unchecked servers.
     pub last_check: Option<LastCheck>,
+    /// Proxy errors in a row now (any exchange that goes well sets it back to 0).
+    pub consecutive_errors: u32,
+    /// Consecutive errors that take it down; null when they never do (`on_error = "recheck"`).
+    pub error_limit: Option<u32>,
+    /// The last time consecutive errors took it down; null if never.
+    pub last_ejection: Option<LastEjection>,
     /// Counters.
     pub counters: CounterStatus,
 }
@@ -267,6 +283,20 @@ pub struct LastCheck {
     pub at_unix_ms: u64,
 }
 
+/// The last ejection of a server by consecutive proxy errors, in `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastEjection {
+    /// Errors in a row that took it down.
+    pub errors: u32,
+    /// The last of them: "refused", "connect_timeout", "connect_error", "reset",
+    /// "server_timeout", "bad_response".
+    pub last_error: &'static str,
+    /// For people: "10 consecutive errors, last: connection refused".
+    pub detail: String,
+    /// When, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
 /// The counters of a server in `/status` (see [`crate::ServerCounters`]).
 #[derive(Debug, Clone, Serialize)]
 #[allow(missing_docs)]
@@ -277,11 +307,13 @@ pub struct CounterStatus {
     pub bytes_from_server: u64,
     pub connect_failures: u64,
     pub resets: u64,
+    pub timeouts: u64,
     pub retries: u64,
     pub redispatches: u64,
     pub checks: u64,
     pub check_failures: u64,
     pub transitions: u64,
+    pub ejections: u64,
 }
 
 fn frontend_status(f: &Frontend) -> FrontendStatus {
@@ -303,6 +335,9 @@ fn frontend_status(f: &Frontend) -> FrontendStatus {
             timeout_ms: millis(c.timeout),
             rise: c.rise,
             fall: c.fall,
+            error_limit: c.error_limit,
+            on_error: c.on_error.as_str(),
+            error_retry_ms: millis(c.error_retry),
         },
         servers: f.servers.iter().map(server_status).collect(),
     }
@@ -327,6 +362,7 @@ fn server_status(s: &Server) -> ServerStatus {
             Health::Up => "up",
             Health::Down => "down",
         },
+        down_reason: st.down_reason().map(DownReason::as_str),
         admin: match admin {
             Admin::Ready => "ready",
             Admin::Drain => "drain",
@@ -343,11 +379,15 @@ fn server_status(s: &Server) -> ServerStatus {
             detail: r.result.to_string(),
             http_status: r.result.http_status(),
             duration_ms: r.duration.as_secs_f64() * 1000.0,
-            at_unix_ms: r
-                .at
-                .duration_since(UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
+            at_unix_ms: unix_ms(r.at),
+        }),
+        consecutive_errors: st.consecutive_errors(),
+        error_limit: st.error_limit(),
+        last_ejection: st.last_ejection().map(|e| LastEjection {
+            errors: e.errors,
+            last_error: e.last.code(),
+            detail: e.to_string(),
+            at_unix_ms: unix_ms(e.at),
         }),
         counters: CounterStatus {
             current: get(&n.current),
@@ -356,13 +396,21 @@ fn server_status(s: &Server) -> ServerStatus {
             bytes_from_server: get(&n.bytes_from_server),
             connect_failures: get(&n.connect_failures),
             resets: get(&n.resets),
+            timeouts: get(&n.timeouts),
             retries: get(&n.retries),
             redispatches: get(&n.redispatches),
             checks: get(&n.checks),
             check_failures: get(&n.check_failures),
             transitions: get(&n.transitions),
+            ejections: get(&n.ejections),
         },
     }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -371,7 +419,7 @@ fn millis(d: std::time::Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use super::*;
     use crate::outcome::{CheckReport, CheckResult, Progress};
@@ -507,6 +555,36 @@ mod tests {
         assert_eq!(s[2]["state"], "maint");
         assert_eq!(s[2]["check"], false);
         assert!(s[2]["last_check"].is_null());
+        assert_eq!(f["check"]["error_limit"], 10);
+        assert_eq!(f["check"]["on_error"], "mark_down");
+        assert_eq!(f["check"]["error_retry_ms"], 10_000);
+        assert_eq!(s[1]["down_reason"], "check");
+        assert!(s[0]["down_reason"].is_null());
+        assert_eq!(s[0]["consecutive_errors"], 0);
+        assert_eq!(s[0]["error_limit"], 10);
+        assert!(s[0]["last_ejection"].is_null());
+
+        // Ten errors in a row take r1 down: /status says why, and counts it.
+        r1.observe_error(crate::ProxyError::Timeout);
+        for _ in 0..9 {
+            r1.observe_error(crate::ProxyError::Refused);
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&reg.status_json()).expect("status is JSON");
+        let s0 = &v["frontends"][0]["servers"][0];
+        assert_eq!(s0["state"], "down");
+        assert_eq!(s0["down_reason"], "errors");
+        assert_eq!(s0["last_ejection"]["errors"], 10);
+        assert_eq!(s0["last_ejection"]["last_error"], "refused");
+        assert_eq!(
+            s0["last_ejection"]["detail"],
+            "10 consecutive errors, last: connection refused"
+        );
+        assert!(s0["last_ejection"]["at_unix_ms"].as_u64() > Some(1_700_000_000_000));
+        assert_eq!(s0["counters"]["ejections"], 1);
+        assert_eq!(s0["counters"]["timeouts"], 1);
+        assert_eq!(s0["counters"]["connect_failures"], 9);
+        r1.set_health(Health::Up);
 
         r1.set_admin(Admin::Drain);
         let st = reg.status();

@@ -1,13 +1,21 @@
 //! Shared per-server state: written by the checker and the proxy, read lock-free on the hot path.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 
 use crate::outcome::CheckReport;
+use crate::passive::{DownReason, Ejection, ProxyError};
+
+/// Values of [`ServerState`]'s `health`: up, or down and why. Only 0 takes traffic, so the hot
+/// path compares with one constant.
+const UP: u8 = 0;
+const DOWN_BY_CHECKS: u8 = 1;
+const DOWN_BY_ERRORS: u8 = 2;
 
 /// What the health checks say of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +46,20 @@ pub struct ServerState {
     pub name: String,
     /// Address connections go to.
     pub address: SocketAddr,
+    /// [`UP`], [`DOWN_BY_CHECKS`] or [`DOWN_BY_ERRORS`].
     health: AtomicU8,
     admin: AtomicU8,
-    /// Woken by passive observations so the checker re-checks at once.
+    /// Woken by passive observations so the checker re-checks at once (and sees an ejection).
     recheck: Notify,
     /// Last active check, for `/status` (never read by the proxy).
     last_check: ArcSwapOption<CheckReport>,
+    /// Proxy errors in a row; any exchange that goes well sets it back to 0.
+    consecutive_errors: AtomicU32,
+    /// Consecutive errors that take the server down; 0: never (`on_error = "recheck"`). Set
+    /// by the checker from the config.
+    error_limit: AtomicU32,
+    /// The last time errors took the server down, for the log, `/status` and the timed retry.
+    last_ejection: ArcSwapOption<Ejection>,
     /// Counters for `/status` and `/metrics`.
     pub counters: ServerCounters,
 }
@@ -61,8 +77,12 @@ pub struct ServerCounters {
     pub bytes_from_server: AtomicU64,
     /// Connects that were refused, timed out or failed.
     pub connect_failures: AtomicU64,
-    /// Connections reset or broken by the server mid-stream.
+    /// Connections reset or broken by the server mid-stream (in http mode also invalid
+    /// responses and closes before one).
     pub resets: AtomicU64,
+    /// Connections (L4) or requests (L7) on which the server made no progress for
+    /// `timeout_server`.
+    pub timeouts: AtomicU64,
     /// Retries made after a failed connect to this server.
     pub retries: AtomicU64,
     /// Connections redispatched away from this server after a failed connect.
@@ -73,6 +93,8 @@ pub struct ServerCounters {
     pub check_failures: AtomicU64,
     /// Up/down transitions.
     pub transitions: AtomicU64,
+    /// Times `error_limit` consecutive proxy errors took the server down.
+    pub ejections: AtomicU64,
 }
 
 impl ServerState {
@@ -81,10 +103,13 @@ impl ServerState {
         ServerState {
             name: name.into(),
             address,
-            health: AtomicU8::new(Health::Up as u8),
+            health: AtomicU8::new(UP),
             admin: AtomicU8::new(if disabled { Admin::Maint } else { Admin::Ready } as u8),
             recheck: Notify::new(),
             last_check: ArcSwapOption::empty(),
+            consecutive_errors: AtomicU32::new(0),
+            error_limit: AtomicU32::new(crate::CheckConfig::default().error_limit),
+            last_ejection: ArcSwapOption::empty(),
             counters: ServerCounters::default(),
         }
     }
@@ -92,26 +117,43 @@ impl ServerState {
     /// True if new connections may go to this server: healthy and neither drained nor disabled.
     #[inline]
     pub fn is_available(&self) -> bool {
-        self.health.load(Ordering::Relaxed) == Health::Up as u8
+        self.health.load(Ordering::Relaxed) == UP
             && self.admin.load(Ordering::Relaxed) == Admin::Ready as u8
     }
 
-    /// What the checks say.
+    /// What the checks (or the proxy's errors) say.
     pub fn health(&self) -> Health {
-        if self.health.load(Ordering::Relaxed) == Health::Up as u8 {
+        if self.health.load(Ordering::Relaxed) == UP {
             Health::Up
         } else {
             Health::Down
         }
     }
 
-    /// Set by the checker; returns the previous value.
-    pub fn set_health(&self, h: Health) -> Health {
-        let prev = self.health.swap(h as u8, Ordering::Relaxed);
-        if prev != h as u8 {
-            self.counters.transitions.fetch_add(1, Ordering::Relaxed);
+    /// Why the server is down; `None` while up.
+    pub fn down_reason(&self) -> Option<DownReason> {
+        match self.health.load(Ordering::Relaxed) {
+            UP => None,
+            DOWN_BY_ERRORS => Some(DownReason::Errors),
+            _ => Some(DownReason::Check),
         }
-        if prev == Health::Up as u8 {
+    }
+
+    /// Set by the checker (down: by checks); returns the previous value. Coming up starts the
+    /// error count again.
+    pub fn set_health(&self, h: Health) -> Health {
+        let new = match h {
+            Health::Up => UP,
+            Health::Down => DOWN_BY_CHECKS,
+        };
+        let prev = self.health.swap(new, Ordering::Relaxed);
+        if (prev == UP) != (new == UP) {
+            self.counters.transitions.fetch_add(1, Ordering::Relaxed);
+            if new == UP {
+                self.consecutive_errors.store(0, Ordering::Relaxed);
+            }
+        }
+        if prev == UP {
             Health::Up
         } else {
             Health::Down
@@ -132,18 +174,90 @@ impl ServerState {
         self.admin.store(a as u8, Ordering::Relaxed);
     }
 
-    /// The proxy saw a connect to this server fail: count it and ask for a re-check at once.
-    pub fn observe_connect_failure(&self) {
-        self.counters
-            .connect_failures
-            .fetch_add(1, Ordering::Relaxed);
+    /// The proxy saw this server fail: count it, take the server down if that makes
+    /// `error_limit` errors in a row, and ask for a re-check at once. Returns the ejection if
+    /// this call made it.
+    pub fn observe_error(&self, e: ProxyError) -> Option<Ejection> {
+        let c = &self.counters;
+        match e {
+            _ if e.is_connect() => &c.connect_failures,
+            ProxyError::Timeout => &c.timeouts,
+            _ => &c.resets,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        let n = self.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = self.error_limit.load(Ordering::Relaxed);
+        let ejected = (limit != 0
+            && n >= limit
+            && self
+                .health
+                .compare_exchange(UP, DOWN_BY_ERRORS, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok())
+        .then(|| {
+            // Errors of exchanges still in flight count towards the next ejection only.
+            self.consecutive_errors.store(0, Ordering::Relaxed);
+            c.transitions.fetch_add(1, Ordering::Relaxed);
+            c.ejections.fetch_add(1, Ordering::Relaxed);
+            let ej = Ejection {
+                errors: n,
+                last: e,
+                at: SystemTime::now(),
+                since: tokio::time::Instant::now(),
+            };
+            self.last_ejection.store(Some(Arc::new(ej)));
+            ej
+        });
         self.recheck.notify_one();
+        ejected
     }
 
-    /// The proxy saw the server reset or break a connection: count it and ask for a re-check.
-    pub fn observe_reset(&self) {
-        self.counters.resets.fetch_add(1, Ordering::Relaxed);
-        self.recheck.notify_one();
+    /// The proxy finished an exchange with this server that went well: errors in a row start
+    /// from 0 again. One relaxed load when there were none (the usual case).
+    #[inline]
+    pub fn observe_success(&self) {
+        if self.consecutive_errors.load(Ordering::Relaxed) != 0 {
+            self.consecutive_errors.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Proxy errors in a row now.
+    pub fn consecutive_errors(&self) -> u32 {
+        self.consecutive_errors.load(Ordering::Relaxed)
+    }
+
+    /// Consecutive errors that take the server down (`None`: never). Set by the checker from
+    /// the frontend's check and the server's override.
+    pub fn set_error_limit(&self, limit: Option<u32>) {
+        self.error_limit
+            .store(limit.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// See [`ServerState::set_error_limit`].
+    pub fn error_limit(&self) -> Option<u32> {
+        Some(self.error_limit.load(Ordering::Relaxed)).filter(|l| *l != 0)
+    }
+
+    /// The last time errors took the server down, if ever.
+    pub fn last_ejection(&self) -> Option<Ejection> {
+        self.last_ejection.load().as_deref().copied()
+    }
+
+    /// The timed retry of a server without checks: back in rotation if errors had taken it
+    /// down, on probation (its next error takes it down again). Returns whether it was down
+    /// by errors.
+    pub fn retry_after_errors(&self) -> bool {
+        if self
+            .health
+            .compare_exchange(DOWN_BY_ERRORS, UP, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.counters.transitions.fetch_add(1, Ordering::Relaxed);
+        let limit = self.error_limit.load(Ordering::Relaxed);
+        self.consecutive_errors
+            .store(limit.saturating_sub(1), Ordering::Relaxed);
+        true
     }
 
     /// The checker finished a check: count it and keep it for `/status`.
@@ -163,5 +277,59 @@ impl ServerState {
     /// Resolves when the proxy has reported a failure since the last call (for the checker).
     pub async fn recheck_requested(&self) {
         self.recheck.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> ServerState {
+        ServerState::new("r1", SocketAddr::from(([10, 0, 0, 11], 5240)), false)
+    }
+
+    #[test]
+    fn only_errors_in_a_row_eject() {
+        let s = state();
+        for _ in 0..9 {
+            assert!(s.observe_error(ProxyError::Reset).is_none());
+        }
+        s.observe_success();
+        assert_eq!(s.consecutive_errors(), 0);
+        for _ in 0..9 {
+            assert!(s.observe_error(ProxyError::BadResponse).is_none());
+        }
+        assert!(s.is_available(), "never 10 in a row");
+        assert!(s.observe_error(ProxyError::Timeout).is_some());
+        assert!(!s.is_available());
+        assert_eq!(s.counters.resets.load(Ordering::Relaxed), 18);
+        assert_eq!(s.counters.timeouts.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_server_down_by_checks_is_not_ejected_nor_retried() {
+        let s = state();
+        s.set_error_limit(Some(1));
+        s.set_health(Health::Down);
+        assert!(s.observe_error(ProxyError::Refused).is_none());
+        assert_eq!(s.down_reason(), Some(DownReason::Check));
+        assert!(
+            !s.retry_after_errors(),
+            "only a server down by errors is retried"
+        );
+        assert_eq!(s.counters.ejections.load(Ordering::Relaxed), 0);
+        assert_eq!(s.counters.transitions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn without_a_limit_errors_only_count() {
+        let s = state();
+        s.set_error_limit(None);
+        for _ in 0..50 {
+            assert!(s.observe_error(ProxyError::Refused).is_none());
+        }
+        assert!(s.is_available());
+        assert_eq!(s.error_limit(), None);
+        assert_eq!(s.counters.connect_failures.load(Ordering::Relaxed), 50);
     }
 }

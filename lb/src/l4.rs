@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use healthcheck::ServerState;
+use healthcheck::{ProxyError, ServerState};
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
@@ -159,8 +159,11 @@ pub async fn connect<'a>(
                     retries: attempt,
                 });
             }
-            Ok(Err(_)) | Err(_) => {
-                server.observe_connect_failure();
+            failed => {
+                server.observe_error(match failed {
+                    Ok(Err(e)) => ProxyError::from_connect(&e),
+                    _ => ProxyError::ConnectTimeout,
+                });
                 tried.mark(idx);
                 previous = Some(idx);
                 if attempt >= s.retries {
@@ -234,8 +237,17 @@ pub async fn proxy(
     fe.counters
         .bytes_out
         .fetch_add(outcome.to_client, Ordering::Relaxed);
-    if outcome.end == End::ServerError {
-        server.observe_reset();
+    // What the stream says of the server (passive ejection): its reset or silence is an
+    // error, a normal end a success, the client's doing neither.
+    match outcome.end {
+        End::ServerError => {
+            server.observe_error(ProxyError::Reset);
+        }
+        End::ServerTimeout => {
+            server.observe_error(ProxyError::Timeout);
+        }
+        End::ClientClose | End::ServerClose | End::TunnelTimeout => server.observe_success(),
+        _ => {}
     }
     info!(target: "access", client = %peer, frontend = %fe.name, server = %server.name,
         connect_ms = ms(connect_time), total_ms = ms(start.elapsed()),

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use healthcheck::ServerState;
+use healthcheck::{ProxyError, ServerState};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -147,10 +147,15 @@ impl Body for ProxyBody {
                 }
             }
             Poll::Ready(Some(Err(e))) => {
+                let timed_out = e.kind() == io::ErrorKind::TimedOut;
                 if let Some(s) = this.log.as_ref().and_then(|l| l.server.clone()) {
-                    s.observe_reset();
+                    s.observe_error(if timed_out {
+                        ProxyError::Timeout
+                    } else {
+                        ProxyError::Reset
+                    });
                 }
-                this.finish(Some(if e.kind() == io::ErrorKind::TimedOut {
+                this.finish(Some(if timed_out {
                     "server_timeout"
                 } else {
                     "server_error"
@@ -407,8 +412,8 @@ async fn handle(
                         log,
                     );
                 }
-                Err(_) => {
-                    server.observe_connect_failure();
+                Err(e) => {
+                    server.observe_error(ProxyError::from_connect(&e));
                     tried.mark(idx);
                     previous = Some(idx);
                     if attempt >= s.retries {
@@ -452,10 +457,11 @@ async fn handle(
                 let switching = h.status == StatusCode::SWITCHING_PROTOCOLS;
                 if switching && client_upgrade.is_none() {
                     // A protocol switch the client did not ask for cannot be relayed.
-                    server.observe_reset();
+                    server.observe_error(ProxyError::BadResponse);
                     log.end = "server_garbage";
                     return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
                 }
+                server.observe_success();
                 log.status = h.status.as_u16();
                 fe.counters.count_status(log.status);
                 let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
@@ -485,6 +491,7 @@ async fn handle(
             "request failed");
         match error {
             upstream::Error::Timeout => {
+                server.observe_error(ProxyError::Timeout);
                 log.retries = attempt;
                 log.end = "server_timeout";
                 return answer(
@@ -523,8 +530,12 @@ async fn handle(
             }
             error => {
                 stale = 0;
-                server.observe_reset();
                 let garbage = matches!(error, upstream::Error::Garbage(_));
+                server.observe_error(if garbage {
+                    ProxyError::BadResponse
+                } else {
+                    ProxyError::Reset
+                });
                 // Closed before any response byte: an idempotent request without a body
                 // may go again, to another server.
                 if replayable && !garbage && attempt < s.retries {

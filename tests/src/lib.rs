@@ -136,13 +136,46 @@ pub struct TestFrontend {
 impl TestFrontend {
     /// Starts a frontend from the body of a `[[frontend]]` block (without `bind`) and servers.
     pub async fn start(settings: &str, servers: &[(&str, SocketAddr)]) -> TestFrontend {
+        let servers: Vec<_> = servers.iter().map(|(n, a)| (*n, *a, "")).collect();
+        Self::start_cfg(&Self::config(settings, &servers)).await
+    }
+
+    /// [`TestFrontend::start`] with more keys per server (`"check = false"`, ...), and the
+    /// frontend's health checks running as the daemon runs them, until `checks` is dropped.
+    pub async fn start_checked(
+        settings: &str,
+        servers: &[(&str, SocketAddr, &str)],
+    ) -> (TestFrontend, watch::Sender<bool>) {
+        let cfg = Self::config(settings, servers);
+        let fe = Self::start_cfg(&cfg).await;
+        let health = healthcheck::Frontend::new(
+            "test",
+            cfg.check.clone(),
+            fe.servers
+                .iter()
+                .zip(&cfg.server)
+                .map(|(st, s)| {
+                    healthcheck::Server::new(st.clone(), s.check)
+                        .with_override(s.check_override.clone())
+                })
+                .collect(),
+        );
+        let (checks, rx) = watch::channel(false);
+        healthcheck::spawn_frontend(Arc::new(health), rx);
+        (fe, checks)
+    }
+
+    fn config(settings: &str, servers: &[(&str, SocketAddr, &str)]) -> FrontendConfig {
         let mut text = format!("name = \"test\"\nbind = [\"127.0.0.1:1\"]\n{settings}\n");
-        for (name, addr) in servers {
+        for (name, addr, extra) in servers {
             text.push_str(&format!(
-                "[[server]]\nname = \"{name}\"\naddress = \"{addr}\"\n"
+                "[[server]]\nname = \"{name}\"\naddress = \"{addr}\"\n{extra}\n"
             ));
         }
-        let cfg: FrontendConfig = toml::from_str(&text).expect("test frontend config");
+        toml::from_str(&text).expect("test frontend config")
+    }
+
+    async fn start_cfg(cfg: &FrontendConfig) -> TestFrontend {
         assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
         let states: Vec<Arc<ServerState>> = cfg
             .server
@@ -155,7 +188,7 @@ impl TestFrontend {
                 ))
             })
             .collect();
-        let frontend = Arc::new(Frontend::new(&cfg, states.clone()));
+        let frontend = Arc::new(Frontend::new(cfg, states.clone()));
         let listener = lb::listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, rx) = watch::channel(false);

@@ -315,7 +315,7 @@ async fn passive_failure_ejects_before_the_next_interval() {
     let _checks = healthcheck::spawn(&reg, rx);
     let s = state(&reg, "r1");
     r.kill().await;
-    s.observe_connect_failure();
+    s.observe_error(healthcheck::ProxyError::Refused);
     let took = within(&s, Health::Down, 100 * MS + SLACK).await;
     eprintln!("down {took:?} after the proxy's report");
 }

@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use healthcheck::{Admin, Health, ServerState};
+use healthcheck::{Admin, DownReason, Health, ServerState};
 use vrrp::machine::{Reject, State};
 
 use super::AdminContext;
@@ -34,6 +34,8 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 const CODES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 /// Values of the `state` label of `maas_vip_server_state`.
 const SERVER_STATES: [&str; 4] = ["up", "down", "drain", "maint"];
+/// Values of the `reason` label of `maas_vip_server_down`.
+const DOWN_REASONS: [&str; 2] = ["check", "errors"];
 
 /// The whole `/metrics` body for the current state of `ctx`.
 pub(crate) fn render(ctx: &AdminContext) -> String {
@@ -259,6 +261,12 @@ impl Snapshot {
         )?;
         counters(
             enc,
+            "server_timeouts",
+            "Connections (L4) or requests (L7) on which the server made no progress for timeout_server.",
+            rows(|c| &c.timeouts),
+        )?;
+        counters(
+            enc,
             "server_retries",
             "Retries made after a failed connect to the server.",
             rows(|c| &c.retries),
@@ -295,6 +303,32 @@ impl Snapshot {
             "server_transitions",
             "Changes between up and down.",
             rows(|c| &c.transitions),
+        )?;
+        gauges(
+            enc,
+            "server_down",
+            "1 for why the server is down (check: failed active checks, errors: error_limit \
+             consecutive proxy errors), 0 for the other; both 0 while it is up.",
+            servers.iter().flat_map(|(l, s)| {
+                let now = s.down_reason().map(DownReason::as_str);
+                DOWN_REASONS
+                    .iter()
+                    .map(move |r| ((l.as_slice(), [("reason", *r)]), u64::from(now == Some(*r))))
+            }),
+        )?;
+        gauges(
+            enc,
+            "server_consecutive_errors",
+            "Proxy errors in a row on the server now (any exchange that goes well resets it).",
+            servers
+                .iter()
+                .map(|(l, s)| (l.as_slice(), u64::from(s.consecutive_errors()))),
+        )?;
+        counters(
+            enc,
+            "server_ejections",
+            "Times error_limit consecutive proxy errors took the server down.",
+            rows(|c| &c.ejections),
         )
     }
 
@@ -452,7 +486,7 @@ pub(super) mod tests {
     use std::collections::BTreeMap;
     use std::time::{Duration, SystemTime};
 
-    use healthcheck::{CheckConfig, CheckReport, CheckResult, Server};
+    use healthcheck::{CheckConfig, CheckReport, CheckResult, ProxyError, Server};
     use vrrp::machine::Stats;
 
     use super::*;
@@ -660,6 +694,10 @@ pub(super) mod tests {
             "maas_vip_server_bytes_received_total",
             "maas_vip_server_connect_failures_total",
             "maas_vip_server_resets_total",
+            "maas_vip_server_timeouts_total",
+            "maas_vip_server_down",
+            "maas_vip_server_consecutive_errors",
+            "maas_vip_server_ejections_total",
             "maas_vip_server_retries_total",
             "maas_vip_server_redispatches_total",
             "maas_vip_server_checks_total",
@@ -686,6 +724,8 @@ pub(super) mod tests {
                 &["frontend"]
             } else if s.name == "maas_vip_server_state" {
                 &["frontend", "server", "state"]
+            } else if s.name == "maas_vip_server_down" {
+                &["frontend", "reason", "server"]
             } else if s.name.starts_with("maas_vip_server_") {
                 &["frontend", "server"]
             } else if s.name == "maas_vip_vrrp_state" || s.name == "maas_vip_vrrp_transitions_total"
@@ -801,8 +841,9 @@ pub(super) mod tests {
         n.bytes_from_server.fetch_add(20, Ordering::Relaxed);
         n.retries.fetch_add(2, Ordering::Relaxed);
         n.redispatches.fetch_add(1, Ordering::Relaxed);
-        s.observe_connect_failure();
-        s.observe_reset();
+        s.observe_error(ProxyError::Refused);
+        s.observe_error(ProxyError::Reset);
+        s.observe_error(ProxyError::Timeout);
         s.record_check(CheckReport {
             result: CheckResult::Refused,
             duration: Duration::from_millis(250),
@@ -812,6 +853,11 @@ pub(super) mod tests {
         s.set_health(Health::Down);
         states[1].set_admin(Admin::Drain);
 
+        let snap2 = Snapshot {
+            proxies: snap.proxies.clone(),
+            checked: snap.checked.clone(),
+            vrrp: Vec::new(),
+        };
         let after = parse(&render_snapshot(snap));
         let v = |name: &str, l: &[(&str, &str)]| value(&after, name, l);
         assert_eq!(v("maas_vip_frontend_connections_total", &f), 5.0);
@@ -853,6 +899,29 @@ pub(super) mod tests {
         assert_eq!(v("maas_vip_server_bytes_received_total", &r1), 20.0);
         assert_eq!(v("maas_vip_server_connect_failures_total", &r1), 1.0);
         assert_eq!(v("maas_vip_server_resets_total", &r1), 1.0);
+        assert_eq!(v("maas_vip_server_timeouts_total", &r1), 1.0);
+        assert_eq!(v("maas_vip_server_consecutive_errors", &r1), 3.0);
+        assert_eq!(v("maas_vip_server_ejections_total", &r1), 0.0);
+        let down = |l: &[(&str, &str)], r: &str| {
+            let mut l = l.to_vec();
+            l.push(("reason", r));
+            v("maas_vip_server_down", &l)
+        };
+        assert_eq!(down(&r1, "check"), 1.0);
+        assert_eq!(down(&r1, "errors"), 0.0);
+        assert_eq!(down(&r2, "check"), 0.0, "up");
+        assert_eq!(down(&r2, "errors"), 0.0, "up");
+        // Errors take r2 down: the reason and the counter say so.
+        for _ in 0..10 {
+            states[1].observe_error(ProxyError::Refused);
+        }
+        let again = parse(&render_snapshot(snap2));
+        let v2 = |name: &str, l: &[(&str, &str)]| value(&again, name, l);
+        let mut errors = r2.to_vec();
+        errors.push(("reason", "errors"));
+        assert_eq!(v2("maas_vip_server_down", &errors), 1.0);
+        assert_eq!(v2("maas_vip_server_ejections_total", &r2), 1.0);
+        assert_eq!(v2("maas_vip_server_consecutive_errors", &r2), 0.0);
         assert_eq!(v("maas_vip_server_retries_total", &r1), 2.0);
         assert_eq!(v("maas_vip_server_redispatches_total", &r1), 1.0);
         assert_eq!(v("maas_vip_server_checks_total", &r1), 1.0);
