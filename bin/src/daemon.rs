@@ -551,7 +551,7 @@ pub(crate) async fn run(
         daemon.frontends.len(),
         daemon.vrrp.len()
     ));
-    let watchdog = crate::systemd::spawn_watchdog();
+    let watchdog = crate::systemd::spawn_watchdog(daemon.workers.heartbeats());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut failure = None;
     loop {

@@ -20,4 +20,4 @@ pub mod upstream;
 pub mod workers;
 
 pub use frontend::{Frontend, FrontendCounters, Settings, Snapshot};
-pub use workers::Workers;
+pub use workers::{Heartbeats, Workers};

@@ -3,11 +3,16 @@
 //! Each worker accepts on its own SO_REUSEPORT socket of every bind address and runs the
 //! connections it accepted to their end, so a connection never moves between threads and its
 //! wake-ups stay on one core. Health checks, VRRP and the admin endpoint run elsewhere.
+//!
+//! Each worker's [`heartbeat`] also records when it last ran ([`Heartbeats`]): a worker that
+//! is wedged (a busy loop, a blocked system call) stops beating, and the systemd watchdog,
+//! which pings only while every worker beats, lets systemd restart the daemon.
 
 use std::cell::Cell;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -26,23 +31,60 @@ pub fn current() -> usize {
     WORKER.with(Cell::get)
 }
 
-/// Ticks every [`HEARTBEAT`], forever.
+/// Ticks every [`HEARTBEAT`], forever, recording each tick in `beats` as worker `index`.
 ///
 /// tokio's time driver wakes its own thread (an eventfd write, then one more epoll_wait) when a
 /// timer is registered that expires before the driver's next planned wake-up. With no other
 /// timer pending, every connection's connect timeout or request timeout was such a timer. A
 /// timer that always expires within [`HEARTBEAT`] keeps the planned wake-up near, so timeouts
 /// of a second or more are registered without that wake-up.
-async fn heartbeat() {
+async fn heartbeat(beats: Heartbeats, index: usize) {
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         beat.tick().await;
+        beats.beat(index);
     }
 }
 
 /// Period of [`heartbeat`].
-const HEARTBEAT: Duration = Duration::from_millis(500);
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// When each worker thread last ran its heartbeat. Cheap to clone and to read from any thread.
+#[derive(Debug, Clone)]
+pub struct Heartbeats {
+    base: Instant,
+    /// Per worker: milliseconds from `base` to its last beat.
+    last: Arc<[AtomicU64]>,
+}
+
+impl Heartbeats {
+    fn new(n: usize) -> Heartbeats {
+        Heartbeats {
+            base: Instant::now(),
+            last: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn beat(&self, index: usize) {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Some(b) = self.last.get(index) {
+            b.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The worker that has been silent the longest, with how long, if that is more than
+    /// `limit`: `None` while every worker has beaten within `limit`.
+    pub fn silent_longer_than(&self, limit: Duration) -> Option<(usize, Duration)> {
+        let now = self.base.elapsed();
+        self.last
+            .iter()
+            .map(|b| now.saturating_sub(Duration::from_millis(b.load(Ordering::Relaxed))))
+            .enumerate()
+            .max_by_key(|(_, silent)| *silent)
+            .filter(|(_, silent)| *silent > limit)
+    }
+}
 
 /// The worker threads.
 #[derive(Debug)]
@@ -50,6 +92,7 @@ pub struct Workers {
     handles: Vec<Handle>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    beats: Heartbeats,
 }
 
 impl Workers {
@@ -61,6 +104,7 @@ impl Workers {
             n
         };
         let (stop, rx) = watch::channel(false);
+        let beats = Heartbeats::new(n);
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
@@ -69,6 +113,7 @@ impl Workers {
                 .build()?;
             handles.push(rt.handle().clone());
             let mut rx = rx.clone();
+            let beats = beats.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("proxy-{i}"))
@@ -77,7 +122,7 @@ impl Workers {
                         rt.block_on(async move {
                             tokio::select! {
                                 _ = rx.wait_for(|s| *s) => {}
-                                () = heartbeat() => {}
+                                () = heartbeat(beats, i) => {}
                             }
                         });
                     })?,
@@ -87,7 +132,13 @@ impl Workers {
             handles,
             threads,
             stop,
+            beats,
         })
+    }
+
+    /// Their heartbeats, for the watchdog.
+    pub fn heartbeats(&self) -> Heartbeats {
+        self.beats.clone()
     }
 
     /// Number of workers.
@@ -132,5 +183,47 @@ impl Workers {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `cond` every 10 ms for at most `limit`.
+    fn wait(limit: Duration, cond: impl Fn() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    #[test]
+    fn a_blocked_worker_stops_beating_and_resumes() {
+        let w = Workers::start(2).expect("workers");
+        let beats = w.heartbeats();
+        let limit = 2 * HEARTBEAT;
+        std::thread::sleep(HEARTBEAT);
+        assert_eq!(beats.silent_longer_than(limit), None, "both beat");
+        // A task that blocks its thread in a system call (nanosleep), as a wedged worker.
+        w.handles[1].spawn(async { std::thread::sleep(Duration::from_secs(3)) });
+        assert!(
+            wait(Duration::from_secs(3), || beats
+                .silent_longer_than(limit)
+                .is_some_and(|(i, _)| i == 1)),
+            "worker 1 seen silent: {:?}",
+            beats.silent_longer_than(Duration::ZERO)
+        );
+        assert!(
+            wait(Duration::from_secs(4), || beats
+                .silent_longer_than(limit)
+                .is_none()),
+            "beats again once unblocked"
+        );
+        w.stop();
     }
 }
