@@ -13,6 +13,7 @@ mod config;
 mod daemon;
 mod demo;
 mod import;
+mod release_cmd;
 mod status_cmd;
 mod systemd;
 
@@ -77,6 +78,19 @@ enum Command {
     /// A self-contained try-out on this machine (needs root): network namespaces, three region
     /// hosts with maas-vip, election, traffic, failover.
     Demo(demo::DemoArgs),
+    /// Remove the virtual IPs a maas-vip that is no longer running left on this host.
+    ///
+    /// The unit runs it as `ExecStopPost=`, so that however maas-vip ended (kill -9 and crashes
+    /// included) the VIP leaves this host at once: clients' SYNs are then retransmitted until
+    /// the new master answers, instead of being refused. Only addresses maas-vip added are
+    /// removed (it marks them, Linux 5.18+); on older kernels the VIPs of the config's
+    /// `[[vrrp]]` blocks. Run beside a live daemon, it takes the VIP from it. Exit codes: 0
+    /// done (also when there was nothing to remove), 1 failure.
+    ReleaseVips {
+        /// Config file (needed on kernels before 5.18 only).
+        #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 fn init_tracing() {
@@ -103,6 +117,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::ReleaseVips { config } => release_cmd::run(&config),
         Command::Import {
             keepalived,
             haproxy,

@@ -1,7 +1,8 @@
 //! conf/maas-vip.service as systemd reads it: `systemd-analyze verify` accepts it (with the
 //! built binary in place of /usr/bin/maas-vip), `systemd-analyze security` rates its sandbox,
 //! and it asks for what DESIGN.md and the operations issue say: Type=notify, a watchdog,
-//! reload by SIGHUP, and only CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE.
+//! reload by SIGHUP, the VIPs released after any end (ExecStopPost), and only CAP_NET_ADMIN,
+//! CAP_NET_RAW and CAP_NET_BIND_SERVICE.
 //!
 //! Needs systemd-analyze (Debian's systemd package; `.ci/run` installs it). Without it the
 //! tests skip, unless MAAS_VIP_REQUIRE_NETNS=1 (CI), where they fail.
@@ -123,5 +124,11 @@ fn unit_asks_for_notify_watchdog_reload_and_three_capabilities() {
     assert_eq!(
         values(&text, "ExecStart"),
         ["/usr/bin/maas-vip run -c /etc/maas-vip/maas-vip.toml"]
+    );
+    // However `run` ended, kill -9 included: its VIPs leave the host (with the same sandbox
+    // and capabilities as `run`).
+    assert_eq!(
+        values(&text, "ExecStopPost"),
+        ["/usr/bin/maas-vip release-vips -c /etc/maas-vip/maas-vip.toml"]
     );
 }

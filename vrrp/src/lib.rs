@@ -10,6 +10,7 @@
 //! - [`run`]: the Linux driver: raw socket of protocol 112, VIPs and link state through
 //!   rtnetlink, gratuitous ARP through the datalink, track scripts, notify;
 //!   [`run_with_updates`]: one instance that takes new configs while it runs (live reload).
+//! - [`release_vips`]: removes the VIPs a dead maas-vip left (the unit's `ExecStopPost=`).
 //!
 //! This crate depends on neither the proxy nor the health checks: `track_backends` asks the
 //! binary through a [`BackendsProbe`].
@@ -28,10 +29,13 @@ mod driver;
 pub mod machine;
 mod netlink;
 pub mod packet;
+mod release;
 mod socket;
 mod sys;
 mod track;
 
 pub use config::{InitialState, TrackBackends, TrackScript, Vip, VrrpConfig};
 pub use driver::{run, run_with_updates, status, BackendsProbe, InstanceStatus, VrrpError};
+pub use netlink::ADDR_PROTO;
+pub use release::{release_vips, Ownership, ReleaseError, Released};
 pub use track::resolve_user;

@@ -3,7 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::{StreamExt, TryStreamExt};
-use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressProtocol,
+};
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::NetlinkPayload;
@@ -36,12 +38,51 @@ pub(crate) struct LinkInfo {
     pub(crate) up: bool,
 }
 
-/// An IPv4 address on the interface as netlink describes it.
+/// The address protocol (`IFA_PROTO`, Linux 5.18+) maas-vip sets on every virtual address it
+/// adds, so that what it added can be told from an administrator's addresses (the same VIP
+/// configured statically among them) after it died: see [`crate::release_vips`]. `ip addr`
+/// (iproute2 6.4+) shows it as `proto 0x6d`.
+pub const ADDR_PROTO: u8 = 0x6d;
+
+/// An IPv4 address on an interface as netlink describes it.
 #[derive(Debug, Clone)]
 pub(crate) struct Addr {
     pub(crate) addr: Ipv4Addr,
+    pub(crate) prefix: u8,
+    pub(crate) index: u32,
     pub(crate) secondary: bool,
+    /// `IFA_PROTO`, if the kernel has one for it.
+    pub(crate) proto: Option<u8>,
     msg: AddressMessage,
+}
+
+impl Addr {
+    /// From a netlink message: IPv4 addresses only.
+    pub(crate) fn from_msg(m: AddressMessage) -> Option<Addr> {
+        if m.header.family != AddressFamily::Inet {
+            return None;
+        }
+        let find = |local: bool| {
+            m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(a)) if local => Some(*a),
+                AddressAttribute::Address(IpAddr::V4(a)) if !local => Some(*a),
+                _ => None,
+            })
+        };
+        let addr = find(true).or_else(|| find(false))?;
+        let proto = m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Protocol(p) => Some(u8::from(*p)),
+            _ => None,
+        });
+        Some(Addr {
+            addr,
+            prefix: m.header.prefix_len,
+            index: m.header.index,
+            secondary: m.header.flags.contains(AddressHeaderFlags::Secondary),
+            proto,
+            msg: m,
+        })
+    }
 }
 
 fn link_up(msg: &LinkMessage) -> bool {
@@ -105,25 +146,58 @@ impl Netlink {
             .map_err(nl_err("listing addresses", iface))?;
         Ok(msgs
             .into_iter()
-            .filter(|m| m.header.family == AddressFamily::Inet && m.header.index == index)
-            .filter_map(|m| {
-                let addr = m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(a)) => Some(*a),
+            .filter(|m| m.header.index == index)
+            .filter_map(Addr::from_msg)
+            .collect())
+    }
+
+    /// Every IPv4 address of every interface.
+    pub(crate) async fn all_addresses(&self) -> Result<Vec<Addr>, VrrpError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl_err("listing addresses", "every interface"))?;
+        Ok(msgs.into_iter().filter_map(Addr::from_msg).collect())
+    }
+
+    /// The names of the interfaces, by index.
+    pub(crate) async fn link_names(&self) -> Result<Vec<(u32, String)>, VrrpError> {
+        let links: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl_err("listing interfaces", "every interface"))?;
+        Ok(links
+            .into_iter()
+            .filter_map(|l| {
+                let name = l.attributes.iter().find_map(|a| match a {
+                    netlink_packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
                     _ => None,
-                });
-                let addr = addr.or_else(|| {
-                    m.attributes.iter().find_map(|a| match a {
-                        AddressAttribute::Address(IpAddr::V4(a)) => Some(*a),
-                        _ => None,
-                    })
                 })?;
-                Some(Addr {
-                    addr,
-                    secondary: m.header.flags.contains(AddressHeaderFlags::Secondary),
-                    msg: m,
-                })
+                Some((l.header.index, name))
             })
             .collect())
+    }
+
+    /// Deletes one address as listed; already gone is fine.
+    pub(crate) async fn delete(&self, a: &Addr, iface: &str) -> Result<bool, VrrpError> {
+        match self.handle.address().del(a.msg.clone()).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code().abs() == libc::EADDRNOTAVAIL
+                    || e.raw_code().abs() == libc::ENODEV =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(nl_err("removing a virtual address", iface)(e)),
+        }
     }
 
     /// The interface's primary IPv4 address: the first non-secondary one that is not one of
@@ -146,15 +220,19 @@ impl Netlink {
             .map(|a| a.addr))
     }
 
-    /// Adds a virtual address; already there is fine.
+    /// Adds a virtual address, marked with [`ADDR_PROTO`]; already there is fine (and stays
+    /// as it was: an address someone else added is not marked ours).
     pub(crate) async fn add(&self, index: u32, iface: &str, vip: Vip) -> Result<(), VrrpError> {
-        match self
+        let mut req = self
             .handle
             .address()
-            .add(index, IpAddr::V4(vip.addr), vip.prefix)
-            .execute()
-            .await
-        {
+            .add(index, IpAddr::V4(vip.addr), vip.prefix);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(
+                ADDR_PROTO,
+            )));
+        match req.execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => Ok(()),
             Err(e) => Err(nl_err("adding a virtual address", iface)(e)),
@@ -170,15 +248,8 @@ impl Netlink {
     ) -> Result<usize, VrrpError> {
         let mut n = 0;
         for a in self.addresses(index, iface).await? {
-            if a.addr != vip {
-                continue;
-            }
-            match self.handle.address().del(a.msg).execute().await {
-                Ok(()) => n += 1,
-                Err(rtnetlink::Error::NetlinkError(e))
-                    if e.raw_code().abs() == libc::EADDRNOTAVAIL
-                        || e.raw_code().abs() == libc::ENODEV => {}
-                Err(e) => return Err(nl_err("removing a virtual address", iface)(e)),
+            if a.addr == vip && self.delete(&a, iface).await? {
+                n += 1;
             }
         }
         Ok(n)
