@@ -4,7 +4,8 @@
 //! each region host a stand-in region (HTTP on :5240 answering its name) and this very binary
 //! as `maas-vip run` with a generated config (VRRP priorities 150/100/50, the VIP on :80 in
 //! http mode over the three regions), then shows in plain words: the election, how requests
-//! spread, a failover after SIGKILL of the master with the takeover time and failed requests
+//! spread, a failover after SIGKILL of the master (followed by `maas-vip release-vips`, as the
+//! unit's `ExecStopPost=` runs it) with the takeover time and the failed and delayed requests
 //! the client saw, and preemption when the old master comes back.
 //!
 //! Nothing is created in or sent from the namespace the demo starts in (see [`lab`]). Every
@@ -271,9 +272,24 @@ async fn scenario(exe: &Path, prefix: &str) -> anyhow::Result<()> {
 
 /// One request of a client loop.
 struct Sample {
+    /// When it was sent, from the start of the phase.
+    sent: Duration,
     /// When the answer (or the failure) came, from the start of the phase.
     at: Duration,
     reply: Reply,
+}
+
+/// An answer slower than this is "delayed" (one takes a few ms on this LAN).
+const DELAYED: Duration = Duration::from_millis(500);
+
+/// What became of the requests of one stretch of a phase.
+#[derive(Debug, Default)]
+struct Tally {
+    all: usize,
+    failed: usize,
+    delayed: usize,
+    /// The slowest answer.
+    slowest: Duration,
 }
 
 /// What a client loop saw.
@@ -286,27 +302,37 @@ struct Watched {
 }
 
 impl Watched {
-    /// Of the requests answered (or failed) before the switch: how many failed, how many.
-    fn failed_until_switch(&self) -> (usize, usize) {
+    /// The requests sent before the switch (the first answer it waits for).
+    fn until_switch(&self) -> Tally {
         Self::count(
             self.samples
                 .iter()
-                .filter(|s| self.switched.is_none_or(|t| s.at < t)),
+                .filter(|s| self.switched.is_none_or(|t| s.sent < t)),
         )
     }
 
-    /// The same from the switch on.
-    fn failed_after_switch(&self) -> (usize, usize) {
+    /// The requests sent from the switch on.
+    fn after_switch(&self) -> Tally {
         Self::count(
             self.samples
                 .iter()
-                .filter(|s| self.switched.is_some_and(|t| s.at >= t)),
+                .filter(|s| self.switched.is_some_and(|t| s.sent >= t)),
         )
     }
 
-    fn count<'a>(samples: impl Iterator<Item = &'a Sample>) -> (usize, usize) {
-        samples.fold((0, 0), |(failed, all), s| {
-            (failed + usize::from(!s.reply.ok()), all + 1)
+    fn count<'a>(samples: impl Iterator<Item = &'a Sample>) -> Tally {
+        samples.fold(Tally::default(), |mut t, s| {
+            let took = s.at.saturating_sub(s.sent);
+            t.all += 1;
+            if !s.reply.ok() {
+                t.failed += 1;
+            } else {
+                t.slowest = t.slowest.max(took);
+                if took > DELAYED {
+                    t.delayed += 1;
+                }
+            }
+            t
         })
     }
 
@@ -473,9 +499,11 @@ impl World {
         format!("http://{VIP}{URL_PATH}")
     }
 
-    /// Runs the client loop: a request every PACE, the VIP holders sampled before each. Stops
-    /// SETTLE after the first reply for which `switched` holds once the holders satisfy
-    /// `holders_done`, or at PHASE_LIMIT.
+    /// Runs the client loop: a request every PACE, each sent without waiting for the ones
+    /// before (a request held up across a takeover does not hold up the next), the VIP holders
+    /// sampled before each. Stops sending SETTLE after the first reply for which `switched`
+    /// holds once the holders satisfy `holders_done`, or at PHASE_LIMIT, then waits for the
+    /// requests still out.
     async fn watch(
         &mut self,
         since: Instant,
@@ -488,26 +516,39 @@ impl World {
             holders: Vec::new(),
         };
         let url = Self::url();
-        loop {
-            let tick = tokio::time::Instant::now();
-            let h = self.holders();
-            if w.holders.last().is_none_or(|(_, last)| *last != h) {
-                w.holders.push((since.elapsed(), h.clone()));
+        let mut out: BTreeMap<u64, Duration> = BTreeMap::new();
+        let mut next = tokio::time::Instant::now();
+        let mut sending = true;
+        while sending || !out.is_empty() {
+            tokio::select! {
+                () = tokio::time::sleep_until(next), if sending => {
+                    let h = self.holders();
+                    if w.holders.last().is_none_or(|(_, last)| *last != h) {
+                        w.holders.push((since.elapsed(), h.clone()));
+                    }
+                    let id = self.client.send(&url).await?;
+                    out.insert(id, since.elapsed());
+                    next += PACE;
+                    let at = since.elapsed();
+                    if w.switched.is_some_and(|t| at >= t + SETTLE && holders_done(&h))
+                        || at >= PHASE_LIMIT
+                    {
+                        sending = false;
+                    }
+                }
+                r = self.client.recv() => {
+                    let reply = r?;
+                    let at = since.elapsed();
+                    let Some(sent) = out.remove(&reply.id) else { continue };
+                    if w.switched.is_none() && switched(&reply) {
+                        w.switched = Some(at);
+                    }
+                    w.samples.push(Sample { sent, at, reply });
+                }
             }
-            let reply = self.client.get(&url).await?;
-            let at = since.elapsed();
-            if w.switched.is_none() && switched(&reply) {
-                w.switched = Some(at);
-            }
-            w.samples.push(Sample { at, reply });
-            if w.switched
-                .is_some_and(|t| at >= t + SETTLE && holders_done(&h))
-                || at >= PHASE_LIMIT
-            {
-                return Ok(w);
-            }
-            tokio::time::sleep_until(tick + PACE).await;
         }
+        w.samples.sort_by_key(|s| s.sent);
+        Ok(w)
     }
 
     fn via_is(reply: &Reply, host: usize) -> bool {
@@ -619,6 +660,27 @@ impl World {
             d.kill9().await;
         }
         self.daemons[0] = None;
+        // What the unit's ExecStopPost= does under systemd once the main process is gone,
+        // however it ended.
+        let conf = self.dir.path().join(format!("{master}.toml"));
+        let conf = conf
+            .to_str()
+            .context("temporary directory path is not UTF-8")?;
+        let released = self.lan.machines[0].run(&self.exe, &["release-vips", "-c", conf])?;
+        let gone = !self.lan.machines[0].has_addr(IFACE, VIP);
+        say!(
+            "   +{:.2} s  as systemd would (ExecStopPost=), `maas-vip release-vips` ran on {master}: {}",
+            killed.elapsed().as_secs_f64(),
+            if released.status.success() && gone {
+                format!("{VIP} is no longer on {master}")
+            } else {
+                format!(
+                    "it failed ({}): {}",
+                    released.status,
+                    String::from_utf8_lossy(&released.stderr).trim()
+                )
+            }
+        );
         let w = self
             .watch(
                 killed,
@@ -626,18 +688,6 @@ impl World {
                 |h| h.iter().any(|i| *i != 0),
             )
             .await?;
-        if let Some((t, h)) = w.holders.iter().find(|(_, h)| h.iter().any(|i| *i != 0)) {
-            let who: Vec<&str> = h
-                .iter()
-                .filter(|i| **i != 0)
-                .map(|i| REGIONS[*i].name)
-                .collect();
-            say!(
-                "   +{:.2} s  {} added the VIP ({master}'s kernel keeps its copy: nobody removed it)",
-                t.as_secs_f64(),
-                who.join(", ")
-            );
-        }
         let Some(takeover) = w.switched else {
             bail!("no answer through another host within {PHASE_LIMIT:?} of the kill");
         };
@@ -646,29 +696,51 @@ impl World {
             .iter()
             .find(|s| s.at == takeover)
             .map_or("another host", |s| Self::name_of_via(&s.reply));
-        say!(
-            "   +{:.2} s  first answer through {first}'s proxy",
-            takeover.as_secs_f64()
-        );
-        let (failed, total) = w.failed_until_switch();
-        let (failed_after, after) = w.failed_after_switch();
+        let mut events = vec![(takeover, format!("first answer through {first}'s proxy"))];
+        if let Some((t, h)) = w.holders.iter().find(|(_, h)| h.iter().any(|i| *i != 0)) {
+            let who: Vec<&str> = h
+                .iter()
+                .filter(|i| **i != 0)
+                .map(|i| REGIONS[*i].name)
+                .collect();
+            events.push((*t, format!("{} holds the VIP (seen here)", who.join(", "))));
+        }
+        events.sort();
+        for (t, what) in events {
+            say!("   +{:.2} s  {what}", t.as_secs_f64());
+        }
+        let during = w.until_switch();
+        let after = w.after_switch();
         say!(
             "   Takeover time: {:.2} s (from the kill to the client's first answer via the new master)",
             takeover.as_secs_f64()
         );
         say!(
-            "   Failed requests during the switch: {failed} of {total} (then {failed_after} of {after} failed)"
+            "   Failed requests during the switch: {} of {} (then {} of {} failed)",
+            during.failed,
+            during.all,
+            after.failed,
+            after.all
+        );
+        say!(
+            "   Delayed requests during the switch: {} of {} (answered after more than {} ms, the slowest after {:.2} s)",
+            during.delayed,
+            during.all,
+            DELAYED.as_millis(),
+            during.slowest.as_secs_f64()
+        );
+        say!(
+            "   The client kept sending to {master} until the new master's gratuitous ARP reached it.\n   \
+             With the VIP gone from {master}, its kernel drops those SYNs instead of refusing them,\n   \
+             and the client's TCP sends each again (after 1 s, 3 s, ...) until a copy reaches the new\n   \
+             master: a delay, not an error. VRRP's part is the Master_Down_Interval of the next\n   \
+             priority, 3 x 1 s + (256 - {}) / 256 s = {:.2} s, counted from {master}'s last advert\n   \
+             (sent up to 1 s before the kill).",
+            REGIONS[1].priority,
+            3.0 + f64::from(256 - u16::from(REGIONS[1].priority)) / 256.0
         );
         if let Some(e) = w.first_error() {
-            say!(
-                "   Each failed with \"{e}\":\n   \
-                 until the new master's gratuitous ARP reached the client, it still sent to {master},\n   \
-                 whose kernel keeps the address but whose proxy is gone. VRRP's part is the\n   \
-                 Master_Down_Interval of the next priority, 3 x 1 s + (256 - {}) / 256 s = {:.2} s,\n   \
-                 counted from {master}'s last advert (sent up to 1 s before the kill).",
-                REGIONS[1].priority,
-                3.0 + f64::from(256 - u16::from(REGIONS[1].priority)) / 256.0
-            );
+            say!("   The first failed request failed with \"{e}\".");
         }
         say!("   Now:");
         let masters = self.print_roles().await;
@@ -676,13 +748,9 @@ impl World {
 
         // 5. Preemption.
         say!(
-            "\n5. {master} comes back: its maas-vip starts again while the client keeps going. It removes\n   \
-             the VIP its crash left behind, and since 150 > 100 (preempt = true) it takes the VIP back."
+            "\n5. {master} comes back: its maas-vip starts again while the client keeps going. Since\n   \
+             150 > 100 (preempt = true) it takes the VIP back."
         );
-        let conf = self.dir.path().join(format!("{master}.toml"));
-        let conf = conf
-            .to_str()
-            .context("temporary directory path is not UTF-8")?;
         let restarted = Instant::now();
         self.daemons[0] = Some(Proc::spawn(
             &self.lan.machines[0],
@@ -694,12 +762,6 @@ impl World {
         let w = self
             .watch(restarted, |r| Self::via_is(r, 0), |h| h == [0])
             .await?;
-        if let Some(t) = w.holders_when(|h| !h.contains(&0)) {
-            say!(
-                "   +{:.2} s  {master}'s maas-vip removed the stale VIP at start",
-                t.as_secs_f64()
-            );
-        }
         if let Some(t) = w.holders_when(|h| h == [0]) {
             say!(
                 "   +{:.2} s  {master} holds the VIP again, and only it (the other master stepped down)",
@@ -713,12 +775,17 @@ impl World {
             "   +{:.2} s  first answer through {master}'s proxy",
             back.as_secs_f64()
         );
-        let (failed, total) = Watched::count(w.samples.iter());
+        let back_tally = Watched::count(w.samples.iter());
         let why = match w.first_error() {
             None => "both proxies were up while the VIP moved".to_string(),
             Some(e) => format!("the first with \"{e}\""),
         };
-        say!("   Failed requests during the switch back: {failed} of {total} ({why})");
+        say!(
+            "   Failed requests during the switch back: {} of {} ({why}); delayed: {}",
+            back_tally.failed,
+            back_tally.all,
+            back_tally.delayed
+        );
         say!("   Now:");
         let masters = self.print_roles().await;
         say!("   Master again: {}", masters.join(", "));

@@ -23,13 +23,20 @@ use tokio::net::{TcpListener, TcpStream};
 /// the proxy (the host holding the VIP) that forwarded the request.
 pub(super) const VIA_HEADER: &str = "x-demo-proxy";
 
-/// A client gives up on a request after this long (connect included).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// A client gives up on a request after this long (connect included): long enough for the SYN
+/// retransmissions (after 1, 3 and 7 s) that carry a connect across a takeover.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the client helper prints for one URL.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Reply {
+    /// The request's id, as given with its URL.
+    #[serde(default)]
+    pub(super) id: u64,
+    /// From the start of the connect to the end of the answer (or the failure).
+    #[serde(default)]
+    pub(super) ms: f64,
     /// The HTTP status; absent when no response came.
     pub(super) status: Option<u16>,
     /// The response body.
@@ -99,35 +106,52 @@ pub(super) fn region(name: &str, bind: SocketAddr) -> ExitCode {
     }
 }
 
-/// `maas-vip demo client`: reads URLs (`http://IP[:PORT]/PATH`), one a line, until EOF; for
-/// each opens a new connection, sends GET with `Connection: close` and prints a [`Reply`] as
-/// one JSON line.
+/// `maas-vip demo client`: reads lines `ID URL` (`http://IP[:PORT]/PATH`) until EOF; fetches
+/// each at once, without waiting for the ones before (a new connection, GET with `Connection:
+/// close`), and prints a [`Reply`] as one JSON line when it ends, in the order they end.
 pub(super) fn client() -> ExitCode {
     let done = runtime().map_err(anyhow::Error::from).and_then(|rt| {
         rt.block_on(async {
             let mut lines = BufReader::new(tokio::io::stdin()).lines();
-            let mut out = tokio::io::stdout();
-            while let Some(url) = lines.next_line().await? {
-                let reply = match tokio::time::timeout(REQUEST_TIMEOUT, get(url.trim())).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => Reply {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Reply>();
+            let writer = tokio::spawn(async move {
+                let mut out = tokio::io::stdout();
+                while let Some(reply) = rx.recv().await {
+                    let mut line = serde_json::to_string(&reply)?;
+                    line.push('\n');
+                    out.write_all(line.as_bytes()).await?;
+                    out.flush().await?;
+                }
+                anyhow::Ok(())
+            });
+            while let Some(line) = lines.next_line().await? {
+                let (id, url) = line.trim().split_once(' ').unwrap_or(("0", line.trim()));
+                let id = id.parse().unwrap_or(0);
+                let url = url.to_string();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let start = std::time::Instant::now();
+                    let got = tokio::time::timeout(REQUEST_TIMEOUT, get(&url)).await;
+                    let failed = |error: String| Reply {
+                        id,
+                        ms: 0.0,
                         status: None,
                         body: String::new(),
                         via: None,
-                        error: Some(format!("{e:#}")),
-                    },
-                    Err(_) => Reply {
-                        status: None,
-                        body: String::new(),
-                        via: None,
-                        error: Some(format!("no answer within {REQUEST_TIMEOUT:?}")),
-                    },
-                };
-                let mut line = serde_json::to_string(&reply)?;
-                line.push('\n');
-                out.write_all(line.as_bytes()).await?;
-                out.flush().await?;
+                        error: Some(error),
+                    };
+                    let mut reply = match got {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(e)) => failed(format!("{e:#}")),
+                        Err(_) => failed(format!("no answer within {REQUEST_TIMEOUT:?}")),
+                    };
+                    reply.id = id;
+                    reply.ms = start.elapsed().as_secs_f64() * 1000.0;
+                    let _ = tx.send(reply);
+                });
             }
+            drop(tx);
+            writer.await??;
             anyhow::Ok(())
         })
     });
@@ -171,6 +195,8 @@ async fn get(url: &str) -> anyhow::Result<Reply> {
     let body = resp.into_body().collect().await.context("body")?.to_bytes();
     driver.abort();
     Ok(Reply {
+        id: 0,
+        ms: 0.0,
         status: Some(status),
         body: String::from_utf8_lossy(&body).into_owned(),
         via,

@@ -183,6 +183,19 @@ impl Netns {
         ip_ok(&a)
     }
 
+    /// Runs `exe args...` inside the namespace to its end (as systemd runs an `ExecStopPost=`
+    /// command), its own process group, its output captured.
+    pub(super) fn run(&self, exe: &Path, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .output()
+            .with_context(|| format!("running {} in {}", exe.display(), self.name))
+    }
+
     /// Whether `dev` carries `addr` (any prefix length).
     pub(super) fn has_addr(&self, dev: &str, addr: Ipv4Addr) -> bool {
         let want = format!("{addr}/");
@@ -376,13 +389,17 @@ impl Drop for Proc {
 }
 
 /// A `maas-vip demo client` running in a namespace: each URL written to it is fetched there
-/// and answered with one JSON line.
+/// (several at once if sent before the answers come) and answered with one JSON line.
 #[derive(Debug)]
 pub(super) struct Fetcher {
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
     proc: Proc,
+    next_id: u64,
 }
+
+/// Longer than the helper's own limit on a request, so that its answer always comes first.
+const FETCH_LIMIT: Duration = Duration::from_secs(15);
 
 impl Fetcher {
     /// Starts the client helper in `ns`.
@@ -394,19 +411,41 @@ impl Fetcher {
             stdin,
             lines: BufReader::new(stdout).lines(),
             proc,
+            next_id: 1,
         })
     }
 
-    /// GET `url` from inside the namespace (the helper gives up after its own timeout; this
-    /// waits a little longer for its answer).
-    pub(super) async fn get(&mut self, url: &str) -> anyhow::Result<Reply> {
-        self.stdin.write_all(format!("{url}\n").as_bytes()).await?;
+    /// Starts a GET of `url` from inside the namespace; its [`Reply`] comes from
+    /// [`Fetcher::recv`] with the id returned.
+    pub(super) async fn send(&mut self, url: &str) -> anyhow::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stdin
+            .write_all(format!("{id} {url}\n").as_bytes())
+            .await?;
         self.stdin.flush().await?;
-        let line = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
+        Ok(id)
+    }
+
+    /// The next answer to come, whichever request it is for. Cancel-safe (a line is read
+    /// whole or not at all).
+    pub(super) async fn recv(&mut self) -> anyhow::Result<Reply> {
+        let line = tokio::time::timeout(FETCH_LIMIT, self.lines.next_line())
             .await
-            .context("the client helper did not answer within 5 s")??
+            .with_context(|| format!("the client helper did not answer within {FETCH_LIMIT:?}"))??
             .with_context(|| format!("the client helper exited: {}", self.proc.log_tail(5)))?;
         serde_json::from_str(&line).with_context(|| format!("client helper said {line:?}"))
+    }
+
+    /// GET `url` from inside the namespace and wait for its answer (none other may be pending).
+    pub(super) async fn get(&mut self, url: &str) -> anyhow::Result<Reply> {
+        let id = self.send(url).await?;
+        loop {
+            let r = self.recv().await?;
+            if r.id == id {
+                return Ok(r);
+            }
+        }
     }
 }
 
