@@ -2,7 +2,10 @@
 # Builds the seed corpora of the fuzz targets from the project's test data:
 #   vrrp_packet, arp_frame: the captured frames of ../shared/testdata/vrrp-frames.txt (hex, one
 #     a line; VRRP ones stored as the IPv4 packet and as the bare VRRP message, ARP ones whole);
-#   config: conf/*.toml;  keepalived_import, haproxy_import: tests/fixtures/import/*.
+#   config: conf/*.toml;  keepalived_import, haproxy_import: tests/fixtures/import/*;
+#   http_response: server responses (the cases of lb/src/upstream.rs's tests and of
+#     tests/tests/http_hostile.rs, alone and followed by a second response), each behind the
+#     target's two selector bytes (method, read sizes).
 # Seeds are written to fuzz/seeds/<target>/ (committed); the corpora that grow while fuzzing
 # live in fuzz/corpus/<target>/ (not committed). Idempotent.
 set -eu
@@ -12,7 +15,7 @@ frames=${FRAMES:-$root/../shared/testdata/vrrp-frames.txt}
 [ -f "$frames" ] || frames=$root/vrrp/tests/data/vrrp-frames.txt
 seeds=$here/seeds
 mkdir -p "$seeds/vrrp_packet" "$seeds/arp_frame" "$seeds/config" \
-    "$seeds/keepalived_import" "$seeds/haproxy_import"
+    "$seeds/keepalived_import" "$seeds/haproxy_import" "$seeds/http_response"
 
 python3 - "$frames" "$seeds" <<'PY'
 import sys, os, hashlib
@@ -58,7 +61,44 @@ for m in re.finditer(r'r#"(.*?)"#', src, re.S):
 PY
 # The configs are also good material for each other's parsers (same tokens, other grammar).
 for f in "$root"/tests/fixtures/import/*.cfg; do cp "$f" "$seeds/config/"; done
-for t in vrrp_packet arp_frame config keepalived_import haproxy_import; do
+# Server responses for http_response: byte 0 picks the method (0 GET, 1 HEAD, 2 POST,
+# 3 OPTIONS), byte 1 the read sizes, then the server's bytes.
+python3 - "$seeds/http_response" <<'PY'
+import sys, os, hashlib
+out = sys.argv[1]
+R = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n",
+    b"HTTP/1.1 200 OK\r\n\r\nall of it",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nab",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nframe",
+    b"SSH-2.0-OpenSSH\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n",
+]
+def put(b):
+    with open(os.path.join(out, hashlib.sha1(b).hexdigest()), "wb") as f:
+        f.write(b)
+second = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+for i, r in enumerate(R):
+    put(bytes([0, i * 37 % 256]) + r)
+    put(bytes([i % 4, 0xff - i]) + r + second)
+put(bytes([1, 7]) + b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n" + second)
+PY
+for t in vrrp_packet arp_frame config keepalived_import haproxy_import http_response; do
     echo "$t: $(ls "$seeds/$t" | wc -l) seeds"
 done
 
@@ -99,5 +139,10 @@ write("config", [k + " = " for k in keys] + keys + [
     "[admin]\n", "tcp", "http", "roundrobin", "source", "MASTER", "BACKUP", "1s", "200ms",
     "1h", "127.0.0.1:80", "[::1]:80", "10.0.0.100/24", "{ ", " }", "[", "]", "\"", "'''",
     "\"\"\"", "\\u00e9", "\n", "é", "\t"])
+write("http_response", [
+    "HTTP/1.1 ", "HTTP/1.0 ", "200 OK", "100 Continue", "101 Switching Protocols", "204", "304",
+    "\r\n", "\r\n\r\n", "\n", "Content-Length: ", "content-length:", "Transfer-Encoding: ",
+    "chunked", "gzip", "identity", ", ", "Connection: close", "Connection: keep-alive",
+    "Upgrade: websocket", "0\r\n\r\n", ";ext=1", "Trailer: x", "ffffffffffffffff", " \t"])
 PY
 for d in "$here"/dict/*.dict; do echo "$(basename "$d"): $(grep -vc '^#' "$d") words"; done

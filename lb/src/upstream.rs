@@ -174,84 +174,118 @@ impl Conn {
     pub(crate) async fn read_head(&mut self, method: &Method) -> Result<Head, Error> {
         let mut received = false;
         loop {
-            if !self.buf.is_empty() {
-                received = true;
-                if let Some(head) = self.parse_head(method)? {
-                    if head.status.is_informational()
-                        && head.status != StatusCode::SWITCHING_PROTOCOLS
-                    {
-                        continue;
-                    }
-                    return Ok(head);
-                }
-                if self.buf.len() >= MAX_HEAD {
-                    return Err(Error::Garbage("response head too large"));
-                }
+            if let Some(head) = head_step(&mut self.buf, method, &mut received)? {
+                return Ok(head);
             }
             match self.fill().await {
-                Ok(0) if received => return Err(Error::Garbage("response head cut short")),
-                Ok(0) => return Err(Error::Closed),
+                Ok(0) => return Err(head_eof(received)),
                 Ok(_) => {}
                 Err(e) => return Err(Error::Io(e)),
             }
         }
     }
 
-    /// Parses a complete head off the front of the buffer, or `None` if it is not complete.
-    fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, Error> {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(&self.buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(Error::Garbage("too many response headers"))
-            }
-            Err(_) => return Err(Error::Garbage("malformed response head")),
-        };
-        let status = parsed
-            .code
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .ok_or(Error::Garbage("bad status code"))?;
-        let http11 = parsed.version == Some(1);
-        // Offsets of names and values, so that the head's bytes can be shared, not copied.
-        let base = self.buf.as_ptr() as usize;
-        let mut spans = Vec::with_capacity(parsed.headers.len());
-        for h in parsed.headers.iter() {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            spans.push((name, h.name.len(), value, h.value.len()));
-        }
-        let raw = self.buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, name_len, value, value_len) in spans {
-            let name = HeaderName::from_bytes(&raw[name..name + name_len])
-                .map_err(|_| Error::Garbage("bad header name"))?;
-            let value = HeaderValue::from_maybe_shared(raw.slice(value..value + value_len))
-                .map_err(|_| Error::Garbage("bad header value"))?;
-            headers.append(name, value);
-        }
-        let framing = response_framing(method, status, &headers)?;
-        if headers.contains_key(header::TRANSFER_ENCODING) {
-            // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a stale length must
-            // not frame the body relayed to the client.
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        let keep_alive = http11
-            && framing != Framing::UntilClose
-            && !has_token(&headers, header::CONNECTION, "close");
-        Ok(Some(Head {
-            status,
-            headers,
-            framing,
-            keep_alive,
-        }))
-    }
-
     /// The socket and the bytes already read past the response head (after a 101).
     pub(crate) fn into_parts(self) -> (TcpStream, Bytes) {
         (self.stream, self.buf.freeze())
     }
+}
+
+/// Takes the final response head off the front of `buf` once it is complete, skipping
+/// informational responses other than 101; `Ok(None)` while more bytes are needed. `received`
+/// records whether the server sent anything at all (see [`head_eof`]).
+fn head_step(
+    buf: &mut BytesMut,
+    method: &Method,
+    received: &mut bool,
+) -> Result<Option<Head>, Error> {
+    while !buf.is_empty() {
+        *received = true;
+        match parse_head(buf, method)? {
+            Some(head)
+                if head.status.is_informational()
+                    && head.status != StatusCode::SWITCHING_PROTOCOLS => {}
+            Some(head) => return Ok(Some(head)),
+            None if buf.len() >= MAX_HEAD => return Err(Error::Garbage("response head too large")),
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// What the server's end of stream means before a complete head.
+fn head_eof(received: bool) -> Error {
+    if received {
+        Error::Garbage("response head cut short")
+    } else {
+        Error::Closed
+    }
+}
+
+/// Parses a complete head off the front of `buf`, or `None` if it is not complete.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Garbage("too many response headers"))
+        }
+        Err(_) => return Err(Error::Garbage("malformed response head")),
+    };
+    // The same limit whether the head came in one read or in many.
+    if len > MAX_HEAD {
+        return Err(Error::Garbage("response head too large"));
+    }
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Error::Garbage("bad status code"))?;
+    let http11 = parsed.version == Some(1);
+    // Offsets of names and values, so that the head's bytes can be shared, not copied.
+    let base = buf.as_ptr() as usize;
+    let mut spans = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        spans.push((name, h.name.len(), value, h.value.len()));
+    }
+    let raw = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, name_len, value, value_len) in spans {
+        let name = HeaderName::from_bytes(&raw[name..name + name_len])
+            .map_err(|_| Error::Garbage("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(raw.slice(value..value + value_len))
+            .map_err(|_| Error::Garbage("bad header value"))?;
+        headers.append(name, value);
+    }
+    let framing = response_framing(method, status, &headers)?;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a stale length must
+        // not frame the body relayed to the client.
+        headers.remove(header::CONTENT_LENGTH);
+    } else if let Framing::Length(n) = framing {
+        // One plain value for the client, whatever spelling of it the server sent ("5, 5",
+        // "05", or two lines, which hyper would refuse to write): the client frames the body
+        // exactly as it is read here.
+        let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+        let odd = values
+            .next()
+            .is_some_and(|v| v.as_bytes().contains(&b',') || v.as_bytes().starts_with(b"0"));
+        if odd || values.next().is_some() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+    let keep_alive = http11
+        && framing != Framing::UntilClose
+        && !has_token(&headers, header::CONNECTION, "close");
+    Ok(Some(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
 }
 
 /// How a request's body is sent.
@@ -403,6 +437,42 @@ pub(crate) fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
     })
 }
 
+/// The transfer codings a message declares (RFC 9112 §6.1), as framing sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codings {
+    /// No Transfer-Encoding.
+    None,
+    /// `chunked`, once, and nothing else.
+    Chunked,
+    /// Any other coding, `chunked` more than once, or an empty list.
+    Other,
+}
+
+/// The transfer codings of `h`, over all its Transfer-Encoding lines.
+pub(crate) fn transfer_codings(h: &HeaderMap) -> Codings {
+    let mut lines = h.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if lines.peek().is_none() {
+        return Codings::None;
+    }
+    let mut chunked = 0;
+    for line in lines {
+        let Ok(line) = line.to_str() else {
+            return Codings::Other;
+        };
+        for t in line.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if !t.eq_ignore_ascii_case("chunked") {
+                return Codings::Other;
+            }
+            chunked += 1;
+        }
+    }
+    if chunked == 1 {
+        Codings::Chunked
+    } else {
+        Codings::Other
+    }
+}
+
 /// RFC 9112 §6.3, for a response to `method`.
 fn response_framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing, Error> {
     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -415,18 +485,13 @@ fn response_framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Resul
     {
         return Ok(Framing::Empty);
     }
-    if h.contains_key(header::TRANSFER_ENCODING) {
-        let last = h
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
-        return Ok(match last {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
-            _ => Framing::UntilClose,
-        });
+    match transfer_codings(h) {
+        Codings::None => {}
+        Codings::Chunked => return Ok(Framing::Chunked(Chunk::Size)),
+        // Relaying the body without the coding would hand the client bytes it cannot read
+        // (gzip taken for plain text), and this proxy decodes chunked only. HAProxy answers
+        // 502 too.
+        Codings::Other => return Err(Error::Garbage("transfer coding other than chunked")),
     }
     let mut length: Option<u64> = None;
     for v in h.get_all(header::CONTENT_LENGTH) {
@@ -622,80 +687,128 @@ impl UpBody {
         Poll::Ready(Ok(n))
     }
 
-    fn buf(&mut self) -> Option<&mut BytesMut> {
-        self.conn.as_mut().map(|c| &mut c.buf)
+    /// Ends the body on a failure: the connection is dropped, never reused.
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.conn = None;
+        self.framing = Framing::Empty;
+        Poll::Ready(Some(Err(e)))
     }
+}
 
-    /// Advances the chunked decoder over buffered bytes; `Ok(None)` when more must be read.
-    fn step_chunked(&mut self, state: Chunk) -> Result<Option<Step>, io::Error> {
-        let Some(buf) = self.buf() else {
-            return Err(cut_short());
-        };
-        match state {
-            Chunk::Size => {
-                let Some(line) = take_line(buf)? else {
-                    return Ok(None);
-                };
-                let digits = line[..]
-                    .split(|&b| b == b';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim_ascii();
-                let size = std::str::from_utf8(digits)
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.len() <= 16)
-                    .and_then(|s| u64::from_str_radix(s, 16).ok())
-                    .ok_or_else(|| invalid("bad chunk size"))?;
-                Ok(Some(Step::State(if size == 0 {
-                    Chunk::Trailer
-                } else {
-                    Chunk::Data(size)
-                })))
-            }
-            Chunk::Data(left) => {
-                if buf.is_empty() {
-                    return Ok(None);
+/// What the body decoder made of the bytes buffered so far.
+#[derive(Debug)]
+enum Decoded {
+    /// Body bytes. When they were the last, the framing is [`Framing::Empty`] now.
+    Data(Bytes),
+    /// The body has ended (the framing is [`Framing::Empty`] now).
+    End,
+    /// More bytes must be read first.
+    More,
+}
+
+impl Framing {
+    /// Takes the next piece of body off the front of `buf` (RFC 9112 §6.3 and §7.1), without
+    /// I/O: the same bytes give the same pieces whichever reads they came in.
+    fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Decoded> {
+        loop {
+            match *self {
+                Framing::Empty | Framing::Upgrade => {
+                    *self = Framing::Empty;
+                    return Ok(Decoded::End);
                 }
-                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                let data = buf.split_to(n).freeze();
-                let left = left - n as u64;
-                Ok(Some(Step::Data(
-                    data,
-                    if left == 0 {
+                Framing::Length(left) => {
+                    let Some((data, left)) = take_data(buf, left) else {
+                        return Ok(Decoded::More);
+                    };
+                    *self = if left == 0 {
+                        Framing::Empty
+                    } else {
+                        Framing::Length(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                Framing::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    return Ok(Decoded::Data(buf.split().freeze()));
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::More);
+                    };
+                    let digits = line[..]
+                        .split(|&b| b == b';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim_ascii();
+                    let size = std::str::from_utf8(digits)
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.len() <= 16)
+                        .and_then(|s| u64::from_str_radix(s, 16).ok())
+                        .ok_or_else(|| invalid("bad chunk size"))?;
+                    *self = Framing::Chunked(if size == 0 {
+                        Chunk::Trailer
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Framing::Chunked(Chunk::Data(left)) => {
+                    let Some((data, left)) = take_data(buf, left) else {
+                        return Ok(Decoded::More);
+                    };
+                    *self = Framing::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
                         Chunk::Data(left)
-                    },
-                )))
-            }
-            Chunk::DataEnd => {
-                if buf.len() < 2 {
-                    return Ok(None);
+                    });
+                    return Ok(Decoded::Data(data));
                 }
-                if &buf[..2] != b"\r\n" {
-                    return Err(invalid("chunk data not followed by CRLF"));
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(invalid("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Framing::Chunked(Chunk::Size);
                 }
-                buf.advance(2);
-                Ok(Some(Step::State(Chunk::Size)))
-            }
-            Chunk::Trailer => {
-                let Some(line) = take_line(buf)? else {
-                    return Ok(None);
-                };
-                if line.is_empty() {
-                    Ok(Some(Step::End))
-                } else {
-                    Ok(Some(Step::State(Chunk::Trailer)))
+                Framing::Chunked(Chunk::Trailer) => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::More);
+                    };
+                    // Trailer fields are not forwarded; the empty line ends the body.
+                    if line.is_empty() {
+                        *self = Framing::Empty;
+                        return Ok(Decoded::End);
+                    }
                 }
             }
         }
     }
+
+    /// The server's end of stream, reached while [`Framing::decode`] wanted more: the end of a
+    /// body that runs until the close, otherwise a body cut short.
+    fn at_eof(&mut self) -> io::Result<()> {
+        let until_close = *self == Framing::UntilClose;
+        *self = Framing::Empty;
+        if until_close {
+            Ok(())
+        } else {
+            Err(cut_short())
+        }
+    }
 }
 
-enum Step {
-    State(Chunk),
-    Data(Bytes, Chunk),
-    End,
+/// Up to `left` bytes off the front of `buf` (none buffered: `None`), and how many are left
+/// after them.
+fn take_data(buf: &mut BytesMut, left: u64) -> Option<(Bytes, u64)> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+    Some((buf.split_to(n).freeze(), left - n as u64))
 }
 
 fn invalid(what: &'static str) -> io::Error {
@@ -709,9 +822,11 @@ fn cut_short() -> io::Error {
     )
 }
 
-/// Takes one CRLF- (or LF-) terminated line off the front of `buf`, without its ending.
+/// Takes one CRLF- (or LF-) terminated line off the front of `buf`, without its ending. A
+/// line longer than [`MAX_LINE`] is an error whether or not its end has been read.
 fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
     match buf.iter().position(|&b| b == b'\n') {
+        Some(i) if i > MAX_LINE => Err(invalid("chunk line too long")),
         Some(i) => {
             let mut line = buf.split_to(i + 1);
             line.truncate(i);
@@ -725,15 +840,6 @@ fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
     }
 }
 
-impl UpBody {
-    /// Ends the body on a failure: the connection is dropped, never reused.
-    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.conn = None;
-        self.framing = Framing::Empty;
-        Poll::Ready(Some(Err(e)))
-    }
-}
-
 impl Body for UpBody {
     type Data = Bytes;
     type Error = io::Error;
@@ -744,51 +850,33 @@ impl Body for UpBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         loop {
-            match this.framing {
-                Framing::Empty | Framing::Upgrade => return Poll::Ready(None),
-                Framing::Length(left) => {
-                    if let Some(buf) = this.buf().filter(|b| !b.is_empty()) {
-                        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                        let data = buf.split_to(n).freeze();
-                        let left = left - n as u64;
-                        if left == 0 {
-                            this.release();
-                        } else {
-                            this.framing = Framing::Length(left);
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                Framing::UntilClose => {
-                    if let Some(buf) = this.buf().filter(|b| !b.is_empty()) {
-                        return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
-                    }
-                }
-                Framing::Chunked(state) => match this.step_chunked(state) {
-                    Ok(Some(Step::State(next))) => {
-                        this.framing = Framing::Chunked(next);
-                        continue;
-                    }
-                    Ok(Some(Step::Data(data, next))) => {
-                        this.framing = Framing::Chunked(next);
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    Ok(Some(Step::End)) => {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing.decode(&mut conn.buf) {
+                Ok(Decoded::Data(data)) => {
+                    if this.framing == Framing::Empty {
                         this.release();
-                        return Poll::Ready(None);
                     }
-                    Ok(None) => {}
-                    Err(e) => return this.fail(e),
-                },
-            }
-            // Nothing buffered to give: read more.
-            match ready!(this.fill(cx)) {
-                Ok(0) if this.framing == Framing::UntilClose => {
-                    this.conn = None;
-                    this.framing = Framing::Empty;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End) => {
+                    this.release();
                     return Poll::Ready(None);
                 }
-                Ok(0) => return this.fail(cut_short()),
+                Ok(Decoded::More) => {}
+                Err(e) => return this.fail(e),
+            }
+            match ready!(this.fill(cx)) {
+                Ok(0) => {
+                    return match this.framing.at_eof() {
+                        Ok(()) => {
+                            this.conn = None;
+                            Poll::Ready(None)
+                        }
+                        Err(e) => this.fail(e),
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => return this.fail(e),
             }
@@ -804,6 +892,223 @@ impl Body for UpBody {
             Framing::Empty | Framing::Upgrade => SizeHint::with_exact(0),
             Framing::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Sans-I/O access to the response decoder for the fuzz target `http_response` (`fuzz/`) and
+/// the replay of its inputs (`tests/tests/fuzz_regressions.rs`), with the `fuzzing` feature.
+/// Not an API of the proxy: it follows the decoder wherever it goes.
+///
+/// [`fuzzing::decode`] drives [`head_step`] and [`Framing::decode`] as [`Conn::read_head`] and
+/// [`UpBody`] do, with the server's bytes handed over in reads of chosen sizes instead of by a
+/// socket, and says where the response ended and whether its connection would be pooled;
+/// [`fuzzing::run`] is the target: it checks the invariants on one input.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use bytes::BytesMut;
+    use http::Method;
+
+    use super::{head_eof, head_step, Decoded, Framing};
+
+    /// A head as relayed: status, then each header's name and value in order.
+    pub type RelayedHead = (u16, Vec<(String, Vec<u8>)>);
+
+    /// What one response on a server connection came to.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Exchange {
+        /// The final head's status and the headers relayed to the client, or why it was
+        /// refused.
+        pub head: Result<RelayedHead, String>,
+        /// The body length the head announced, when Content-Length framed it.
+        pub length: Option<u64>,
+        /// A 101: what follows `consumed` belongs to the tunnel.
+        pub upgrade: bool,
+        /// The body bytes relayed, in order.
+        pub body: Vec<u8>,
+        /// Why the body failed, if it did.
+        pub body_error: Option<String>,
+        /// Bytes of the stream taken by this response (heads and body) when it ended.
+        pub consumed: usize,
+        /// Whether the connection would go back to its pool. The next response on it then
+        /// starts at `consumed`.
+        pub reusable: bool,
+    }
+
+    /// Decodes the response to `method` at the start of `stream`. The bytes arrive in reads of
+    /// the sizes in `reads`, cycled (0 counts as 1; none: everything in one read); the end of
+    /// `stream` is the server closing.
+    pub fn decode(method: &Method, stream: &[u8], reads: &[usize]) -> Exchange {
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        let mut turn = 0;
+        let mut fill = |buf: &mut BytesMut| {
+            let size = if reads.is_empty() {
+                stream.len()
+            } else {
+                reads[turn % reads.len()].max(1)
+            };
+            turn += 1;
+            let n = size.min(stream.len() - fed);
+            buf.extend_from_slice(&stream[fed..fed + n]);
+            fed += n;
+            n
+        };
+        let mut out = Exchange {
+            head: Err(String::new()),
+            length: None,
+            upgrade: false,
+            body: Vec::new(),
+            body_error: None,
+            consumed: 0,
+            reusable: false,
+        };
+        let mut received = false;
+        let head = loop {
+            match head_step(&mut buf, method, &mut received) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(e) => {
+                    out.head = Err(e.to_string());
+                    out.consumed = fed - buf.len();
+                    return out;
+                }
+            }
+            if fill(&mut buf) == 0 {
+                out.head = Err(head_eof(received).to_string());
+                out.consumed = fed - buf.len();
+                return out;
+            }
+        };
+        out.head = Ok((
+            head.status.as_u16(),
+            head.headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+        ));
+        if let Framing::Length(n) = head.framing {
+            out.length = Some(n);
+        }
+        let mut framing = head.framing;
+        if framing == Framing::Upgrade {
+            out.upgrade = true;
+            out.consumed = fed - buf.len();
+            return out;
+        }
+        loop {
+            match framing.decode(&mut buf) {
+                Ok(Decoded::Data(data)) => {
+                    out.body.extend_from_slice(&data);
+                    if framing == Framing::Empty {
+                        break;
+                    }
+                }
+                Ok(Decoded::End) => break,
+                Ok(Decoded::More) => {
+                    if fill(&mut buf) == 0 {
+                        if let Err(e) = framing.at_eof() {
+                            out.body_error = Some(e.to_string());
+                        }
+                        // Until the close, or cut short: never pooled.
+                        out.consumed = fed - buf.len();
+                        return out;
+                    }
+                }
+                Err(e) => {
+                    out.body_error = Some(e.to_string());
+                    out.consumed = fed - buf.len();
+                    return out;
+                }
+            }
+        }
+        // As `UpBody::release`: pooled when the server allows it and nothing more was read.
+        out.consumed = fed - buf.len();
+        out.reusable = head.keep_alive && buf.is_empty();
+        out
+    }
+
+    /// One fuzz input: a byte choosing the request method, one choosing how the stream is
+    /// split into reads, then the server's byte stream (its end is the server closing).
+    /// Panics if an invariant fails:
+    /// - the outcome does not depend on how the stream was split into reads: read at once, in
+    ///   pieces of the sizes the input chooses, or byte by byte, it gives the same head, body,
+    ///   error and end;
+    /// - a response judged reusable ends exactly where the stream read at once says it ends
+    ///   (the runs agree on `consumed`) with nothing read past it: the pooled connection's
+    ///   next response starts at its first byte;
+    /// - a body framed by Content-Length that ended cleanly has exactly that many bytes, and
+    ///   the head relayed to the client carries that length, once and plainly written; a head
+    ///   with Transfer-Encoding relays no Content-Length;
+    /// - a refused head or a failed body is never reusable.
+    pub fn run(data: &[u8]) {
+        let [sel, cut, stream @ ..] = data else {
+            return;
+        };
+        let method = match sel & 3 {
+            0 => Method::GET,
+            1 => Method::HEAD,
+            2 => Method::POST,
+            _ => Method::OPTIONS,
+        };
+        let whole = decode(&method, stream, &[]);
+        check(&whole);
+        let pieces = [1 + usize::from(cut & 0x0f), 1 + usize::from(cut >> 4) * 97];
+        let mut splits = vec![decode(&method, stream, &pieces)];
+        if stream.len() <= 4096 {
+            splits.push(decode(&method, stream, &[1]));
+        }
+        for split in &splits {
+            check(split);
+            // Reusability may differ: a read that ends exactly where the response ends
+            // leaves nothing buffered, one that reads past it does not. All else must agree.
+            let same = Exchange {
+                reusable: whole.reusable,
+                ..split.clone()
+            };
+            assert_eq!(
+                whole, same,
+                "the outcome depends on how the bytes were read"
+            );
+            if split.reusable {
+                assert_eq!(split.consumed, whole.consumed);
+                assert!(split.consumed <= stream.len());
+            }
+        }
+    }
+
+    fn check(e: &Exchange) {
+        let Ok((_, headers)) = &e.head else {
+            assert!(!e.reusable && e.body.is_empty(), "{e:?}");
+            return;
+        };
+        let lengths: Vec<&[u8]> = headers
+            .iter()
+            .filter(|(n, _)| n == "content-length")
+            .map(|(_, v)| &v[..])
+            .collect();
+        if headers.iter().any(|(n, _)| n == "transfer-encoding") {
+            assert!(
+                lengths.is_empty(),
+                "Content-Length beside Transfer-Encoding: {e:?}"
+            );
+        }
+        if let Some(n) = e.length {
+            assert_eq!(
+                lengths,
+                [n.to_string().as_bytes()],
+                "the relayed length is not the one that framed the body"
+            );
+            if e.body_error.is_none() {
+                assert_eq!(
+                    e.body.len() as u64,
+                    n,
+                    "body length is not its Content-Length"
+                );
+            }
+        }
+        if e.reusable {
+            assert!(e.body_error.is_none() && !e.upgrade, "{e:?}");
         }
     }
 }

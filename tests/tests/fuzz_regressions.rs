@@ -2,7 +2,9 @@
 //! every file of `fuzz/regressions/<target>/` (inputs that once crashed a target) and of
 //! `fuzz/seeds/<target>/`.
 //!
-//! The VRRP and ARP decoders are called in-process with the invariants of their fuzz targets;
+//! The VRRP and ARP decoders are called in-process with the invariants of their fuzz targets,
+//! the region side's HTTP response decoder through the very function its target runs
+//! (`lb::upstream::fuzzing::run`);
 //! the config loader and the importers live in the binary, so their inputs go through
 //! `maas-vip check` and `maas-vip import`, which must answer with exit code 0 or 2, never with
 //! a panic (101) or a signal.
@@ -85,6 +87,17 @@ fn arp_frame_inputs_decode_without_panic() {
             assert!(data.len() >= GARP_LEN);
             assert_eq!(Garp::parse(&g.to_frame()), Some(g));
         }
+    }
+}
+
+#[test]
+fn http_response_inputs_keep_their_invariants() {
+    let files = inputs("http_response");
+    assert!(!files.is_empty(), "no seeds in {}", fuzz_dir().display());
+    for f in &files {
+        let data = std::fs::read(f).expect("read input");
+        let run = std::panic::catch_unwind(|| lb::upstream::fuzzing::run(&data));
+        assert!(run.is_ok(), "http_response input {}", f.display());
     }
 }
 
