@@ -10,16 +10,23 @@
 //!   closed before any response byte. Never otherwise.
 //! - After `101 Switching Protocols` (websocket) the two connections become a tunnel governed
 //!   by `timeout_tunnel` alone.
+//! - Requests that cannot be relayed faithfully are refused before any server sees them (and
+//!   the client connection is closed): a head over [`MAX_REQUEST_HEAD`] (414 when the request
+//!   line alone is, else 431), conflicting Host (400), a transfer coding other than chunked
+//!   (501), CONNECT (501).
 //! - The proxy's own answers: 503 when no server is available, 502 when a server fails or sends
-//!   garbage, 504 when it does not answer within `timeout_server`. A server silent for
-//!   `timeout_server` in the middle of a response body has the client connection cut (its
-//!   status line is gone already), logged `server_timeout`.
+//!   garbage (including a body that fails before anything of the response left), 504 when it
+//!   does not answer within `timeout_server`. A server silent for `timeout_server` in the
+//!   middle of a response body has the client connection cut (its status line is gone
+//!   already), logged `server_timeout`; the access log then counts only the body bytes that
+//!   were written to the client.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,34 +34,119 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use healthcheck::{ProxyError, ServerState};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::balance::Tried;
 use crate::frontend::{Frontend, Snapshot};
-use crate::upstream::{self, Conn, UpBody};
+use crate::upstream::{self, Codings, Conn, UpBody};
+
+/// Largest request head relayed: request line and header lines together, as HAProxy's default
+/// `tune.bufsize` (16 KiB) allows. A longer request line is answered 414, longer headers 431.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// What hyper reads of a request head at most before it answers 431 on its own (and stops
+/// reading): the bound on the memory a head can take, above [`MAX_REQUEST_HEAD`] so that the
+/// proxy itself tells a long request line (414) from long headers (431).
+const PARSE_LIMIT: usize = 64 * 1024;
+
+/// Body bytes read ahead of a response head, at most, when they are already there: a body that
+/// fails within them is answered 502 instead of a head followed by a cut.
+const PREFETCH: usize = 64 * 1024;
 
 /// Serves one client connection in http mode.
 pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
     // TCP_NODELAY is inherited from the listener (see `listener::bind`).
-    let io = TokioIo::new(client);
-    let svc = service_fn(|req: Request<Incoming>| async move {
-        Ok::<_, Infallible>(handle(fe, snap, req, peer).await)
+    let shared = Arc::new(Shared::default());
+    let io = TokioIo::new(ClientIo {
+        stream: client,
+        shared: shared.clone(),
+    });
+    let svc = service_fn(|req: Request<Incoming>| {
+        let shared = &shared;
+        async move { Ok::<_, Infallible>(handle(fe, snap, req, peer, shared).await) }
     });
     let mut builder = server_http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(snap.settings.timeout_client)
+        .max_header_size(PARSE_LIMIT)
         .keep_alive(true);
     if let Err(e) = builder.serve_connection(io, svc).with_upgrades().await {
         debug!(client = %peer, frontend = %fe.name, cause = %e, "client connection ended with an error");
+    }
+}
+
+/// What the service of one client connection shares with its socket.
+#[derive(Default)]
+struct Shared {
+    /// How many times hyper has emptied its write buffer into the socket (its flush reaching
+    /// the socket's own `poll_flush`): body bytes handed over before that are on the wire.
+    flushes: AtomicU64,
+}
+
+impl Shared {
+    fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+}
+
+/// The client socket as hyper sees it, telling [`Shared`] when hyper has flushed.
+struct ClientIo {
+    stream: TcpStream,
+    shared: Arc<Shared>,
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper calls this once its buffer is empty (and only then).
+        let r = Pin::new(&mut self.stream).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = r {
+            self.shared.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -71,16 +163,18 @@ struct Log {
     response: Duration,
     retries: u32,
     end: &'static str,
+    /// Request body bytes sent to the server.
+    bytes_in: u64,
 }
 
 impl Log {
-    fn emit(&self, bytes: u64) {
+    fn emit(&self, bytes_out: u64) {
         let server = self.server.as_ref().map_or("-", |s| s.name.as_str());
         info!(target: "access", client = %self.client, frontend = %self.frontend,
             method = %self.method, path = %self.uri, status = self.status, server,
             connect_ms = ms(self.connect), response_ms = ms(self.response),
-            total_ms = ms(self.start.elapsed()), bytes_out = bytes, retries = self.retries,
-            end = self.end, "http");
+            total_ms = ms(self.start.elapsed()), bytes_in = self.bytes_in, bytes_out,
+            retries = self.retries, end = self.end, "http");
     }
 }
 
@@ -92,12 +186,20 @@ fn ms(d: Duration) -> f64 {
 /// Counts bytes and writes the access-log line when the response ends (or is dropped).
 pub struct ProxyBody {
     inner: Inner,
-    bytes: u64,
+    /// Body bytes handed to hyper.
+    handed: u64,
+    /// Of those, the bytes known to be written to the client socket.
+    sent: u64,
+    /// hyper's flush count when the bytes not yet known to be written were handed over.
+    unsent_since: Option<u64>,
+    shared: Option<Arc<Shared>>,
     log: Option<Box<Log>>,
 }
 
 enum Inner {
-    Stream(UpBody),
+    /// The server's body, after the frames read ahead of the head; whether its length was
+    /// known from the head (else it goes chunked, as it came, even when read ahead whole).
+    Stream(UpBody, VecDeque<Bytes>, bool),
     Full(Option<Bytes>),
 }
 
@@ -105,25 +207,64 @@ impl ProxyBody {
     fn full(text: &'static str, log: Log) -> ProxyBody {
         ProxyBody {
             inner: Inner::Full(Some(Bytes::from_static(text.as_bytes()))),
-            bytes: 0,
+            handed: 0,
+            sent: 0,
+            unsent_since: None,
+            shared: None,
             log: Some(Box::new(log)),
         }
     }
 
-    fn finish(&mut self, end: Option<&'static str>) {
-        if let Some(mut log) = self.log.take() {
-            if let Some(server) = &log.server {
-                server.counters.current.fetch_sub(1, Ordering::Relaxed);
-                server
-                    .counters
-                    .bytes_from_server
-                    .fetch_add(self.bytes, Ordering::Relaxed);
-            }
-            if let Some(end) = end {
-                log.end = end;
-            }
-            log.emit(self.bytes);
+    /// `sized`: whether the head gave the body's length.
+    fn stream(
+        body: UpBody,
+        ahead: VecDeque<Bytes>,
+        sized: bool,
+        shared: &Arc<Shared>,
+        log: Option<Box<Log>>,
+    ) -> ProxyBody {
+        ProxyBody {
+            inner: Inner::Stream(body, ahead, sized),
+            handed: 0,
+            sent: 0,
+            unsent_since: None,
+            shared: Some(shared.clone()),
+            log,
         }
+    }
+
+    /// Moves what hyper has flushed since the last hand-over to `sent`.
+    fn confirm(&mut self) {
+        if let (Some(mark), Some(shared)) = (self.unsent_since, &self.shared) {
+            if shared.flushes() > mark {
+                self.sent = self.handed;
+                self.unsent_since = None;
+            }
+        }
+    }
+
+    /// Writes the access-log line. `end` overrides the log's end (a failure or an abort); then
+    /// hyper drops what it still holds, and only the bytes that reached the socket count.
+    fn finish(&mut self, end: Option<&'static str>) {
+        self.confirm();
+        let Some(mut log) = self.log.take() else {
+            return;
+        };
+        let bytes = match end {
+            None => self.handed,
+            Some(_) => self.sent,
+        };
+        if let Some(server) = &log.server {
+            server.counters.current.fetch_sub(1, Ordering::Relaxed);
+            server
+                .counters
+                .bytes_from_server
+                .fetch_add(bytes, Ordering::Relaxed);
+        }
+        if let Some(end) = end {
+            log.end = end;
+        }
+        log.emit(bytes);
     }
 }
 
@@ -136,30 +277,26 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
+        this.confirm();
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+            Inner::Stream(body, ahead, _) => match ahead.pop_front() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => Pin::new(body).poll_frame(cx),
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
-                    this.bytes += d.len() as u64;
+                    this.handed += d.len() as u64;
+                    this.unsent_since = this.shared.as_ref().map(|s| s.flushes());
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                let timed_out = e.kind() == io::ErrorKind::TimedOut;
                 if let Some(s) = this.log.as_ref().and_then(|l| l.server.clone()) {
-                    s.observe_error(if timed_out {
-                        ProxyError::Timeout
-                    } else {
-                        ProxyError::Reset
-                    });
+                    s.observe_error(body_error(e));
                 }
-                this.finish(Some(if timed_out {
-                    "server_timeout"
-                } else {
-                    "server_error"
-                }));
+                this.finish(Some(body_failure(e)));
             }
             Poll::Ready(None) => this.finish(None),
             Poll::Pending => {}
@@ -170,7 +307,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Stream(s) => s.is_end_stream(),
+            Inner::Stream(s, ahead, _) => ahead.is_empty() && s.is_end_stream(),
         }
     }
 
@@ -178,7 +315,18 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Stream(s) => s.size_hint(),
+            Inner::Stream(s, ahead, sized) => {
+                let ahead = ahead.iter().map(|b| b.len() as u64).sum::<u64>();
+                let rest = s.size_hint();
+                match rest.exact() {
+                    Some(n) if *sized => SizeHint::with_exact(ahead + n),
+                    _ => {
+                        let mut h = SizeHint::new();
+                        h.set_lower(ahead + rest.lower());
+                        h
+                    }
+                }
+            }
         }
     }
 }
@@ -196,6 +344,51 @@ impl Drop for ProxyBody {
     }
 }
 
+/// What a response body that failed says of its server (passive ejection).
+fn body_error(e: &io::Error) -> ProxyError {
+    match e.kind() {
+        io::ErrorKind::TimedOut => ProxyError::Timeout,
+        io::ErrorKind::InvalidData => ProxyError::BadResponse,
+        _ => ProxyError::Reset,
+    }
+}
+
+/// The access log's `end` for a response body that failed.
+fn body_failure(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::TimedOut => "server_timeout",
+        io::ErrorKind::InvalidData => "server_garbage",
+        _ => "server_error",
+    }
+}
+
+/// Takes the body frames that are there already (buffered with the head, or readable without
+/// waiting), up to [`PREFETCH`] bytes, so that a body failing within them is answered 502
+/// before any of the response leaves.
+fn read_ahead(body: &mut UpBody) -> io::Result<VecDeque<Bytes>> {
+    let mut ahead = VecDeque::new();
+    if body.is_end_stream() {
+        return Ok(ahead);
+    }
+    // Polled without a waker that matters: hyper polls again (with its own) when it streams
+    // the body, and tokio then registers that one.
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    let mut total = 0;
+    while total < PREFETCH {
+        match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    total += data.len();
+                    ahead.push_back(data);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => return Err(e),
+            Poll::Ready(None) | Poll::Pending => break,
+        }
+    }
+    Ok(ahead)
+}
+
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -210,11 +403,13 @@ fn wants_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE) && upstream::has_token(h, header::CONNECTION, "upgrade")
 }
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and those named in Connection.
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and every header named in
+/// Connection, except those the message cannot do without here: Host, and Content-Length,
+/// which frames the body (`Connection: Content-Length` must not turn a sized body into a
+/// chunked one). Transfer-Encoding goes in any case; the next hop's framing is written anew.
 /// With `upgrade`, Upgrade and `Connection: upgrade` are kept for the next hop.
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    let mut named: [Option<HeaderName>; 4] = Default::default();
-    let mut n = 0;
+    let mut named: Vec<HeaderName> = Vec::new();
     for v in h.get_all(header::CONNECTION) {
         for t in v.to_str().unwrap_or("").split(',') {
             let t = t.trim();
@@ -225,13 +420,14 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
             {
                 continue;
             }
-            if let (Ok(name), true) = (HeaderName::from_bytes(t.as_bytes()), n < named.len()) {
-                named[n] = Some(name);
-                n += 1;
+            if let Ok(name) = HeaderName::from_bytes(t.as_bytes()) {
+                if name != header::HOST && name != header::CONTENT_LENGTH {
+                    named.push(name);
+                }
             }
         }
     }
-    for name in named.into_iter().flatten() {
+    for name in named {
         h.remove(name);
     }
     let upgrade_value = if upgrade {
@@ -248,6 +444,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Sets X-Forwarded-For to every value the request had, in order (over all its lines, as RFC
+/// 9110 §5.3 combines them), then the client's address; and X-Forwarded-Proto.
 fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
     let ip = match peer.ip() {
         std::net::IpAddr::V6(v6) => v6
@@ -257,11 +455,16 @@ fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
         v4 => v4,
     };
     let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match h.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let mut value = Vec::new();
+    for v in h.get_all(&xff) {
+        let v = v.as_bytes().trim_ascii();
+        if !v.is_empty() {
+            value.extend_from_slice(v);
+            value.extend_from_slice(b", ");
+        }
+    }
+    value.extend_from_slice(ip.to_string().as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
         h.insert(xff, v);
     }
     // This proxy terminates plain HTTP: the client spoke http, whatever it claims.
@@ -300,11 +503,145 @@ fn answer(
     plain(status, text, log)
 }
 
+/// Why a request is refused before any server sees it.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    status: StatusCode,
+    text: &'static str,
+    /// The access log's `end`.
+    end: &'static str,
+}
+
+impl Refusal {
+    const BAD_HOST: Refusal = Refusal {
+        status: StatusCode::BAD_REQUEST,
+        text: "400 Bad Request: conflicting Host\n",
+        end: "bad_request",
+    };
+    const URI_TOO_LONG: Refusal = Refusal {
+        status: StatusCode::URI_TOO_LONG,
+        text: "414 URI Too Long\n",
+        end: "too_large",
+    };
+    const HEAD_TOO_LARGE: Refusal = Refusal {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        text: "431 Request Header Fields Too Large\n",
+        end: "too_large",
+    };
+    const CODING: Refusal = Refusal {
+        status: StatusCode::NOT_IMPLEMENTED,
+        text: "501 Not Implemented: transfer coding other than chunked\n",
+        end: "not_implemented",
+    };
+    const CONNECT: Refusal = Refusal {
+        status: StatusCode::NOT_IMPLEMENTED,
+        text: "501 Not Implemented: CONNECT\n",
+        end: "not_implemented",
+    };
+
+    /// The answer, counted and logged; the client connection closes after it (what follows
+    /// a refused head cannot be trusted to be a request).
+    fn answer(self, fe: &Frontend, mut log: Log) -> Response<ProxyBody> {
+        log.end = self.end;
+        let mut r = answer(fe, self.status, self.text, log);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    }
+}
+
+/// The length of `uri` as it came in the request line.
+fn target_len(uri: &Uri) -> usize {
+    let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(a)) => scheme.len() + 3 + a.as_str().len() + path,
+        (None, Some(a)) => a.as_str().len() + path,
+        _ => path,
+    }
+}
+
+/// Checks what must hold before a request may go to a server, and makes Host single.
+fn vet(req: &mut Request<Incoming>) -> Result<(), Refusal> {
+    // RFC 9110 §9.3.6: a tunnel to wherever the client names; the regions take none.
+    if req.method() == Method::CONNECT {
+        return Err(Refusal::CONNECT);
+    }
+    let line = req.method().as_str().len() + 1 + target_len(req.uri()) + 11;
+    if line > MAX_REQUEST_HEAD {
+        return Err(Refusal::URI_TOO_LONG);
+    }
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if line + fields + 2 > MAX_REQUEST_HEAD {
+        return Err(Refusal::HEAD_TOO_LARGE);
+    }
+    // RFC 9112 §6.1: a coding this proxy cannot undo and redo must not be dropped on the way;
+    // 501 as the RFC suggests (HAProxy answers 422).
+    if upstream::transfer_codings(req.headers()) == Codings::Other {
+        return Err(Refusal::CODING);
+    }
+    // RFC 9112 §3.2: two different Host lines are a 400. The same one twice is merged, as
+    // HAProxy does.
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    let mut repeated = false;
+    for other in hosts {
+        if !host
+            .as_ref()
+            .is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(other.as_bytes()))
+        {
+            return Err(Refusal::BAD_HOST);
+        }
+        repeated = true;
+    }
+    if repeated {
+        if let Some(h) = &host {
+            req.headers_mut().insert(header::HOST, h.clone());
+        }
+    }
+    // RFC 9112 §3.2.2: an absolute-form target names the host; a Host that says otherwise
+    // is a conflict (HAProxy answers 400 too). Without Host, the target's authority is it.
+    if let (Some(scheme), Some(authority)) = (req.uri().scheme_str(), req.uri().authority()) {
+        match &host {
+            Some(h) if !same_authority(scheme, authority, h) => return Err(Refusal::BAD_HOST),
+            Some(_) => {}
+            None => {
+                let value = match authority.port() {
+                    Some(port) => format!("{}:{}", authority.host(), port),
+                    None => authority.host().to_owned(),
+                };
+                let value = HeaderValue::from_str(&value).map_err(|_| Refusal::BAD_HOST)?;
+                req.headers_mut().insert(header::HOST, value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a Host value names the same host and port as a URI's authority (names compared
+/// case-insensitively, an absent port being the scheme's default).
+fn same_authority(scheme: &str, authority: &Authority, host: &HeaderValue) -> bool {
+    let Ok(host) = Authority::from_maybe_shared(Bytes::copy_from_slice(host.as_bytes())) else {
+        return false;
+    };
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    authority.host().eq_ignore_ascii_case(host.host())
+        && authority.port_u16().unwrap_or(default) == host.port_u16().unwrap_or(default)
+}
+
 async fn handle(
     fe: &Frontend,
     snap: &Snapshot,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    shared: &Arc<Shared>,
 ) -> Response<ProxyBody> {
     let s = &snap.settings;
     let mut log = Log {
@@ -319,8 +656,12 @@ async fn handle(
         response: Duration::ZERO,
         retries: 0,
         end: "done",
+        bytes_in: 0,
     };
     fe.counters.requests.fetch_add(1, Ordering::Relaxed);
+    if let Err(refusal) = vet(&mut req) {
+        return refusal.answer(fe, log);
+    }
 
     if let Some(target) = &s.redirect_root {
         if req.uri().path() == "/" && matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -444,6 +785,11 @@ async fn handle(
                 s.timeout_server,
             )
             .await;
+        log.bytes_in = conn.body_sent();
+        server
+            .counters
+            .bytes_to_server
+            .fetch_add(conn.body_sent(), Ordering::Relaxed);
         let exchanged = match sent {
             Ok(()) => tokio::time::timeout(s.timeout_server, conn.read_head(&parts.method))
                 .await
@@ -461,24 +807,31 @@ async fn handle(
                     log.end = "server_garbage";
                     return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
                 }
+                let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
+                let (mut up_body, switched) = UpBody::new(conn, &h, pool, s.timeout_server);
+                let sized = up_body.size_hint().exact().is_some();
+                let ahead = match read_ahead(&mut up_body) {
+                    Ok(ahead) => ahead,
+                    Err(e) => {
+                        // Nothing of the response has left: the client can still be told.
+                        server.observe_error(body_error(&e));
+                        log.end = body_failure(&e);
+                        return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
+                    }
+                };
                 server.observe_success();
                 log.status = h.status.as_u16();
                 fe.counters.count_status(log.status);
-                let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
-                let (up_body, switched) = UpBody::new(conn, &h, pool, s.timeout_server);
-                if let (Some(client_up), Some(conn)) = (client_upgrade, switched) {
-                    tokio::spawn(tunnel(client_up, conn, s.timeout_tunnel));
-                }
                 let mut headers = h.headers;
                 strip_hop_by_hop(&mut headers, switching);
                 server.counters.current.fetch_add(1, Ordering::Relaxed);
                 log.server = Some(server.clone());
+                if let (Some(client_up), Some(conn)) = (client_upgrade, switched) {
+                    tokio::spawn(tunnel(client_up, conn, s.timeout_tunnel));
+                }
                 log.end = if switching { "upgraded" } else { "done" };
-                let mut r = Response::new(ProxyBody {
-                    inner: Inner::Stream(up_body),
-                    bytes: 0,
-                    log: Some(Box::new(log)),
-                });
+                let log = Some(Box::new(log));
+                let mut r = Response::new(ProxyBody::stream(up_body, ahead, sized, shared, log));
                 *r.status_mut() = h.status;
                 *r.headers_mut() = headers;
                 return r;

@@ -48,6 +48,8 @@ pub(crate) struct Conn {
     buf: BytesMut,
     /// Whether it has carried a request before.
     reused: bool,
+    /// Request body bytes written by the last [`Conn::send`], however it ended.
+    body_sent: u64,
 }
 
 impl Conn {
@@ -61,6 +63,7 @@ impl Conn {
             stream,
             buf: BytesMut::new(),
             reused: false,
+            body_sent: 0,
         })
     }
 
@@ -74,6 +77,11 @@ impl Conn {
     /// Whether the connection carried a request before this one.
     pub(crate) fn reused(&self) -> bool {
         self.reused
+    }
+
+    /// Request body bytes the last [`Conn::send`] wrote (all of them, or as far as it got).
+    pub(crate) fn body_sent(&self) -> u64 {
+        self.body_sent
     }
 
     /// Reads more bytes into the buffer. `Ok(0)` is the server's end of stream.
@@ -109,6 +117,7 @@ impl Conn {
         client_idle: Duration,
         server_idle: Duration,
     ) -> Result<(), Error> {
+        self.body_sent = 0;
         let Some(mut incoming) = body.take() else {
             return self.write(&mut &head[..], server_idle).await;
         };
@@ -139,8 +148,10 @@ impl Conn {
                 String::new()
             };
             let end: &[u8] = if chunked { b"\r\n" } else { b"" };
+            let len = data.len() as u64;
             let mut out = Buf::chain(head, size.as_bytes()).chain(data).chain(end);
             self.write(&mut out, server_idle).await?;
+            self.body_sent += len;
             head = &[];
         }
         let last: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };

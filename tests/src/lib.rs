@@ -248,3 +248,70 @@ pub async fn health_within(s: &ServerState, h: healthcheck::Health, limit: Durat
     }
     t0.elapsed()
 }
+
+/// The access log (`target: "access"`) of frontends run in-process, captured once per test
+/// binary: a global tracing subscriber that keeps each access-log line as text.
+pub mod access_log {
+    use std::io::Write;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+
+    struct Sink;
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let text = String::from_utf8_lossy(buf);
+            if let Ok(mut lines) = LINES.lock() {
+                lines.extend(text.lines().map(str::to_owned));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Starts capturing (idempotent). Call it before the traffic whose lines a test reads.
+    pub fn capture() {
+        INSTALLED.get_or_init(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("access=info"))
+                .with_writer(|| Sink)
+                .with_ansi(false)
+                .try_init();
+        });
+    }
+
+    /// The access-log lines that name `needle` (a client address is unique to one connection).
+    pub fn lines(needle: &str) -> Vec<String> {
+        LINES
+            .lock()
+            .map(|l| l.iter().filter(|l| l.contains(needle)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `limit` for `n` lines naming `needle`, and returns them.
+    pub async fn wait_for(needle: &str, n: usize, limit: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let got = lines(needle);
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The value of `key=` in a log line (quotes removed), if present.
+    pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+        let pat = format!(" {key}=");
+        let at = line.find(&pat)? + pat.len();
+        let rest = &line[at..];
+        let rest = rest.strip_prefix('"').map_or(rest, |r| r);
+        let end = rest.find(['"', ' ']).unwrap_or(rest.len());
+        Some(&rest[..end])
+    }
+}
