@@ -9,7 +9,9 @@
 //!   connection found closed) and, for idempotent methods without a body, when the server
 //!   closed before any response byte. Never otherwise.
 //! - After `101 Switching Protocols` (websocket) the two connections become a tunnel governed
-//!   by `timeout_tunnel` alone.
+//!   by `timeout_tunnel` alone. It runs in the client connection's task, so it keeps the
+//!   connection's `maxconn` slot and counts in `current` until it ends, and it ends with an
+//!   access-log line of its own (bytes both ways, how it ended).
 //! - Requests that cannot be relayed faithfully are refused before any server sees them (and
 //!   the client connection is closed): a head over [`MAX_REQUEST_HEAD`] (414 when the request
 //!   line alone is, else 431), conflicting Host (400), a transfer coding other than chunked
@@ -27,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,13 +42,15 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::balance::Tried;
 use crate::frontend::{Frontend, Snapshot};
+use crate::l4::{End, Timeouts};
 use crate::upstream::{self, Codings, Conn, UpBody};
 
 /// Largest request head relayed: request line and header lines together, as HAProxy's default
@@ -62,7 +66,8 @@ const PARSE_LIMIT: usize = 64 * 1024;
 /// fails within them is answered 502 instead of a head followed by a cut.
 const PREFETCH: usize = 64 * 1024;
 
-/// Serves one client connection in http mode.
+/// Serves one client connection in http mode; a websocket tunnel that it turns into runs here
+/// too, to its end.
 pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
     // TCP_NODELAY is inherited from the listener (see `listener::bind`).
     let shared = Arc::new(Shared::default());
@@ -83,14 +88,20 @@ pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: Sock
     if let Err(e) = builder.serve_connection(io, svc).with_upgrades().await {
         debug!(client = %peer, frontend = %fe.name, cause = %e, "client connection ended with an error");
     }
+    let tunnel = shared.tunnel.lock().ok().and_then(|mut t| t.take());
+    if let Some(t) = tunnel {
+        t.run().await;
+    }
 }
 
-/// What the service of one client connection shares with its socket.
+/// What the service of one client connection shares with its socket and with [`serve`].
 #[derive(Default)]
 struct Shared {
     /// How many times hyper has emptied its write buffer into the socket (its flush reaching
     /// the socket's own `poll_flush`): body bytes handed over before that are on the wire.
     flushes: AtomicU64,
+    /// The tunnel a `101` turned the connection into, to run once hyper lets go of it.
+    tunnel: Mutex<Option<Tunnel>>,
 }
 
 impl Shared {
@@ -163,7 +174,7 @@ struct Log {
     response: Duration,
     retries: u32,
     end: &'static str,
-    /// Request body bytes sent to the server.
+    /// Request body bytes sent to the server (for a tunnel: every byte from the client).
     bytes_in: u64,
 }
 
@@ -826,11 +837,24 @@ async fn handle(
                 strip_hop_by_hop(&mut headers, switching);
                 server.counters.current.fetch_add(1, Ordering::Relaxed);
                 log.server = Some(server.clone());
-                if let (Some(client_up), Some(conn)) = (client_upgrade, switched) {
-                    tokio::spawn(tunnel(client_up, conn, s.timeout_tunnel));
-                }
-                log.end = if switching { "upgraded" } else { "done" };
-                let log = Some(Box::new(log));
+                let log = Box::new(log);
+                // The tunnel takes the log (and the server's `current`) to its end; the
+                // response itself, empty, logs nothing.
+                let log = match (client_upgrade, switched) {
+                    (Some(client), Some(server)) => {
+                        let tunnel = Tunnel {
+                            client,
+                            server,
+                            log,
+                            idle: s.timeout_tunnel,
+                        };
+                        if let Ok(mut slot) = shared.tunnel.lock() {
+                            *slot = Some(tunnel);
+                        }
+                        None
+                    }
+                    _ => Some(log),
+                };
                 let mut r = Response::new(ProxyBody::stream(up_body, ahead, sized, shared, log));
                 *r.status_mut() = h.status;
                 *r.headers_mut() = headers;
@@ -909,45 +933,107 @@ async fn handle(
     }
 }
 
-/// Copies between the upgraded client connection and the server connection (whose bytes
-/// already read past the 101 response, `early`, go first) until both have closed or nothing
-/// moved in either direction for `idle`.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, server: Conn, idle: Duration) {
-    let Ok(client) = client.await else {
-        return;
-    };
-    let (server, early) = server.into_parts();
-    let (mut cr, mut cw) = tokio::io::split(TokioIo::new(client));
-    if !early.is_empty() && cw.write_all(&early).await.is_err() {
-        return;
-    }
-    let (mut sr, mut sw) = server.into_split();
-    let mut cbuf = vec![0u8; 16 * 1024];
-    let mut sbuf = vec![0u8; 16 * 1024];
-    let (mut c_eof, mut s_eof) = (false, false);
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    while !(c_eof && s_eof) {
-        tokio::select! {
-            r = cr.read(&mut cbuf), if !c_eof => match r {
-                Ok(0) | Err(_) => { c_eof = true; let _ = sw.shutdown().await; }
-                Ok(n) => {
-                    if sw.write_all(&cbuf[..n]).await.is_err() { break; }
-                    sleep.as_mut().reset(Instant::now() + idle);
+/// A websocket (or other `101`) tunnel, from the end of the exchange that made it to the end
+/// of both connections.
+struct Tunnel {
+    /// The client side, once hyper has written the 101 and let go of the connection.
+    client: hyper::upgrade::OnUpgrade,
+    /// The server side, with what it sent past the 101 still buffered.
+    server: Conn,
+    /// The upgrade request's access-log line, written when the tunnel ends.
+    log: Box<Log>,
+    /// `timeout_tunnel`.
+    idle: Duration,
+}
+
+impl Tunnel {
+    /// Copies both ways with the tcp mode's loop, bounded by `idle` whatever either direction
+    /// is doing, then logs; bytes read past the heads (by hyper on the client side, by the
+    /// upstream client on the server side) go first.
+    async fn run(self) {
+        let Tunnel {
+            client,
+            server,
+            mut log,
+            idle,
+        } = self;
+        let mut to_server = 0u64;
+        let mut to_client = 0u64;
+        let end = match client.await.map(|up| up.downcast::<TokioIo<ClientIo>>()) {
+            Ok(Ok(parts)) => {
+                let mut client = parts.io.into_inner().stream;
+                let (mut server, early) = server.into_parts();
+                let mut first = early_bytes(&mut server, &parts.read_buf, idle, false).await;
+                if first.is_ok() {
+                    to_server += parts.read_buf.len() as u64;
+                    first = early_bytes(&mut client, &early, idle, true).await;
                 }
-            },
-            r = sr.read(&mut sbuf), if !s_eof => match r {
-                Ok(0) | Err(_) => { s_eof = true; let _ = cw.shutdown().await; }
-                Ok(n) => {
-                    if cw.write_all(&sbuf[..n]).await.is_err() { break; }
-                    sleep.as_mut().reset(Instant::now() + idle);
+                let end = match first {
+                    Ok(()) => {
+                        to_client += early.len() as u64;
+                        let timeouts = Timeouts {
+                            client: idle,
+                            server: idle,
+                            tunnel: idle,
+                        };
+                        let o = crate::l4::copy_bidirectional(&client, &server, timeouts).await;
+                        to_server += o.to_server;
+                        to_client += o.to_client;
+                        match o.end {
+                            // One limit in a tunnel, whichever side was silent.
+                            End::ClientTimeout | End::ServerTimeout => End::TunnelTimeout,
+                            end => end,
+                        }
+                    }
+                    Err(end) => end,
+                };
+                if end == End::TunnelTimeout {
+                    // As HAProxy on a timeout: reset rather than close, so that bytes queued
+                    // toward a side that reads nothing do not keep its socket alive.
+                    let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                    let _ = SockRef::from(&server).set_linger(Some(Duration::ZERO));
                 }
-            },
-            () = &mut sleep => {
-                debug!("tunnel idle for {idle:?}, closing");
-                break;
+                end
+            }
+            // hyper failed to hand the connection over (it never does once a 101 is written).
+            Ok(Err(_)) | Err(_) => End::ClientError,
+        };
+        if let Some(server) = &log.server {
+            server.counters.current.fetch_sub(1, Ordering::Relaxed);
+            server
+                .counters
+                .bytes_to_server
+                .fetch_add(to_server, Ordering::Relaxed);
+            server
+                .counters
+                .bytes_from_server
+                .fetch_add(to_client, Ordering::Relaxed);
+            if end == End::ServerError {
+                server.observe_error(ProxyError::Reset);
             }
         }
+        log.end = end.as_str();
+        log.bytes_in += to_server;
+        log.emit(to_client);
+    }
+}
+
+/// Writes the bytes one side sent past its head to the other side (`to_client` says which)
+/// before the copy starts, within `idle`.
+async fn early_bytes(
+    dst: &mut TcpStream,
+    bytes: &[u8],
+    idle: Duration,
+    to_client: bool,
+) -> Result<(), End> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(idle, dst.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) if to_client => Err(End::ClientError),
+        Ok(Err(_)) => Err(End::ServerError),
+        Err(_) => Err(End::TunnelTimeout),
     }
 }
 
