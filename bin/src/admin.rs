@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,15 +31,17 @@ use serde::Serialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 use healthcheck::{Admin, Registry};
 
-/// Most admin connections served at once; more wait in the accept queue.
+/// Most admin connections served at once. One more is accepted by closing the oldest that
+/// has not sent its request head yet; while every one is busy answering, it waits.
 const MAX_CONNECTIONS: usize = 64;
-/// A client that has not sent its request head by then is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has not sent its request head by then is dropped (a local tool or a scraper
+/// sends it at once).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the endpoint reads and acts on. The daemon swaps `frontends` on reload; the registry
 /// swaps its own frontends.
@@ -82,16 +84,20 @@ const ROUTES: &[(Method, &str, Handler)] = &[
 /// Serve the admin endpoint on `listener` until `shutdown` turns true (or its sender is
 /// dropped); requests in flight then finish. Accept errors (too many open files, ...) are
 /// logged and retried after a pause: the endpoint never takes the daemon down.
+///
+/// Each connection carries one request (`Connection: close`). Connections that have sent
+/// nothing cannot hold the endpoint: with every slot taken, a new connection closes the
+/// oldest one still waiting for its request head, so an authorised request is served at once
+/// whatever number of idle connections any local user opens.
 pub(crate) async fn serve(
     listener: TcpListener,
     ctx: Arc<AdminContext>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Every connection being served, oldest first.
+    let mut slots: Vec<Arc<Slot>> = Vec::new();
     loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return Ok(()); // never closed
-        };
         let (stream, peer) = tokio::select! {
             biased;
             () = stopped(&mut shutdown) => return Ok(()),
@@ -104,21 +110,47 @@ pub(crate) async fn serve(
                 }
             },
         };
+        slots.retain(|s| Arc::strong_count(s) > 1);
+        if permits.available_permits() == 0 {
+            if let Some(oldest) = slots.iter().find(|s| s.evict()) {
+                debug!(peer = %oldest.peer, "admin endpoint full: closing the oldest idle connection");
+            }
+        }
+        let permit = tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => return Ok(()),
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()), // never closed
+            },
+        };
+        let local = stream.local_addr().unwrap_or(peer);
+        let slot = Arc::new(Slot::new(peer));
+        slots.push(Arc::clone(&slot));
         let ctx = Arc::clone(&ctx);
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let svc = service_fn(move |req| {
-                let r = handle(&ctx, &req, peer);
-                async move { Ok::<_, Infallible>(r) }
-            });
+            let svc = {
+                let slot = Arc::clone(&slot);
+                service_fn(move |req| {
+                    let r = if slot.start() {
+                        handle(&ctx, &req, peer, local)
+                    } else {
+                        error(StatusCode::SERVICE_UNAVAILABLE, "closed to make room")
+                    };
+                    async move { Ok::<_, Infallible>(r) }
+                })
+            };
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             let res = tokio::select! {
                 r = conn.as_mut() => r,
+                () = slot.evicted.notified() => return,
                 () = stopped(&mut shutdown) => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
@@ -131,13 +163,72 @@ pub(crate) async fn serve(
     }
 }
 
+/// One admin connection, as the accept loop sees it.
+struct Slot {
+    peer: SocketAddr,
+    /// [`Slot::WAITING`] for its request head, [`Slot::BUSY`] with it, or [`Slot::EVICTED`].
+    state: AtomicU8,
+    /// Told when the connection is to close to make room.
+    evicted: Notify,
+}
+
+impl Slot {
+    const WAITING: u8 = 0;
+    const BUSY: u8 = 1;
+    const EVICTED: u8 = 2;
+
+    fn new(peer: SocketAddr) -> Slot {
+        Slot {
+            peer,
+            state: AtomicU8::new(Slot::WAITING),
+            evicted: Notify::new(),
+        }
+    }
+
+    /// Marks the request head as received; false if the connection was closed to make room
+    /// meanwhile.
+    fn start(&self) -> bool {
+        self.state
+            .compare_exchange(
+                Slot::WAITING,
+                Slot::BUSY,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Closes the connection if it is still waiting for its request head; says whether it was.
+    fn evict(&self) -> bool {
+        let evicted = self
+            .state
+            .compare_exchange(
+                Slot::WAITING,
+                Slot::EVICTED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if evicted {
+            self.evicted.notify_one();
+        }
+        evicted
+    }
+}
+
 /// Resolves when `shutdown` is true or its sender is gone.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|v| *v).await;
 }
 
-/// Authorize, then route one request. Request bodies are never read (no endpoint takes one).
-fn handle<B>(ctx: &AdminContext, req: &Request<B>, peer: SocketAddr) -> Response<Body> {
+/// Authorize, then route one request that reached the endpoint at `local`. Request bodies are
+/// never read (no endpoint takes one).
+fn handle<B>(
+    ctx: &AdminContext,
+    req: &Request<B>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Response<Body> {
     if let Some(token) = &ctx.token {
         if !authorized(req.headers(), token) {
             if req.headers().contains_key(header::AUTHORIZATION) {
@@ -152,6 +243,19 @@ fn handle<B>(ctx: &AdminContext, req: &Request<B>, peer: SocketAddr) -> Response
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
+    } else if !matches!(*req.method(), Method::GET | Method::HEAD)
+        && !same_site(req.headers(), local)
+    {
+        // Without a token, anything on this host may act: a browser too, on behalf of any
+        // page it shows (a cross-site POST, or DNS rebinding a name to 127.0.0.1). Browsers
+        // send the name they connected to as Host and the page's origin as Origin.
+        warn!(%peer, method = %req.method(), path = req.uri().path(),
+            host = ?req.headers().get(header::HOST), origin = ?req.headers().get(header::ORIGIN),
+            "admin request from another site refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            "without a token, actions need Host (and Origin, if sent) to name this endpoint",
+        );
     }
     let path = req.uri().path();
     let mut allowed: Vec<&str> = Vec::new();
@@ -186,6 +290,35 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     };
     scheme.eq_ignore_ascii_case("bearer")
         && bool::from(presented.trim().as_bytes().ct_eq(token.as_bytes()))
+}
+
+/// Whether a request names the endpoint it reached at `local` (the open mode's defence against
+/// browsers): Host is `local`'s address, or `localhost` when that is a loopback address, with
+/// `local`'s port; an Origin, if sent, is `http://` and the same.
+fn same_site(headers: &HeaderMap, local: SocketAddr) -> bool {
+    let names_local = |authority: &str| {
+        let Ok(a) = authority.parse::<http::uri::Authority>() else {
+            return false;
+        };
+        let host = a.host();
+        let host_ok = (host.eq_ignore_ascii_case("localhost") && local.ip().is_loopback())
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip == local.ip());
+        host_ok && a.port_u16().unwrap_or(80) == local.port()
+    };
+    let host_ok = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(names_local);
+    let origin_ok = match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        None => true,
+        Some(Ok(origin)) => origin.strip_prefix("http://").is_some_and(names_local),
+        Some(Err(_)) => false,
+    };
+    host_ok && origin_ok
 }
 
 /// `pattern` like `/servers/{frontend}/{server}/drain` against a request path: the captured
@@ -515,11 +648,15 @@ mod tests {
     }
 
     fn call(ctx: &AdminContext, method: Method, path: &str, auth: Option<&str>) -> Response<Body> {
-        let mut req = Request::builder().method(method).uri(path);
+        let local: SocketAddr = "127.0.0.1:5249".parse().expect("literal");
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, local.to_string());
         if let Some(a) = auth {
             req = req.header(header::AUTHORIZATION, a);
         }
-        handle(ctx, &req.body(()).expect("request"), peer())
+        handle(ctx, &req.body(()).expect("request"), peer(), local)
     }
 
     async fn body(r: Response<Body>) -> String {
@@ -813,7 +950,10 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
         let r = request(
             addr,
-            "POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            &format!(
+                "POST /status HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            ),
         )
         .await;
         assert!(r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{r}");
@@ -876,5 +1016,100 @@ mod tests {
             .expect("stops on shutdown")
             .expect("no panic")
             .expect("no error");
+    }
+
+    /// Starts [`serve`] on loopback port 0 with `ctx`; returns the address, the stop sender and
+    /// the task.
+    async fn start(
+        ctx: AdminContext,
+    ) -> (
+        SocketAddr,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("bound");
+        let (tx, rx) = watch::channel(false);
+        (addr, tx, tokio::spawn(serve(l, Arc::new(ctx), rx)))
+    }
+
+    #[tokio::test]
+    async fn idle_connections_do_not_hold_off_an_authorised_request() {
+        for token in [Some(TOKEN), None] {
+            let (ctx, _) = context(token);
+            let (addr, _tx, _task) = start(ctx).await;
+            // More idle connections than the endpoint serves at once, none sending a byte.
+            let mut idle = Vec::new();
+            for _ in 0..70 {
+                idle.push(TcpStream::connect(addr).await.expect("connect"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let auth = token
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .unwrap_or_default();
+            let t = std::time::Instant::now();
+            let r = tokio::time::timeout(
+                Duration::from_secs(1),
+                request(
+                    addr,
+                    &format!(
+                        "GET /status HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+                    ),
+                ),
+            )
+            .await
+            .expect("answered within 1 s despite 70 idle connections");
+            assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+            println!("token {}: answered in {:?}", token.is_some(), t.elapsed());
+        }
+    }
+
+    #[tokio::test]
+    async fn open_mode_refuses_cross_site_state_changes() {
+        let (ctx, states) = context(None);
+        let (addr, _tx, _task) = start(ctx).await;
+        let port = addr.port();
+        let post = |host: &str, origin: Option<&str>| {
+            let origin = origin
+                .map(|o| format!("Origin: {o}\r\n"))
+                .unwrap_or_default();
+            format!(
+                "POST /servers/maas/r1/drain HTTP/1.1\r\nHost: {host}\r\n{origin}\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        };
+        for (host, origin) in [
+            (format!("evil.example:{port}"), Some("http://evil.example")),
+            (format!("evil.example:{port}"), None),
+            ("x".to_string(), None),
+            (format!("127.0.0.1:{}", port + 1), None),
+            (format!("127.0.0.1:{port}"), Some("http://evil.example")),
+            (format!("127.0.0.1:{port}"), Some("null")),
+            (format!("localhost:{port}"), Some("http://localhost")),
+        ] {
+            let r = request(addr, &post(&host, origin)).await;
+            assert!(
+                r.starts_with("HTTP/1.1 403 Forbidden\r\n"),
+                "Host {host}, Origin {origin:?}: {r}"
+            );
+            assert_eq!(
+                states[0].admin(),
+                Admin::Ready,
+                "Host {host}, Origin {origin:?}"
+            );
+        }
+        // Reads stay open; the endpoint's own address, by number or as localhost, acts.
+        let r = request(
+            addr,
+            "GET /status HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        let r = request(addr, &post(&format!("127.0.0.1:{port}"), None)).await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert_eq!(states[0].admin(), Admin::Drain);
+        let local = format!("http://localhost:{port}");
+        let r = request(addr, &post(&format!("localhost:{port}"), Some(&local))).await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
     }
 }

@@ -65,7 +65,8 @@ fn http(admin: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u1
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\n{auth}Content-Length: 0\r\n\
+         Connection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).ok()?;
     let mut out = String::new();
