@@ -25,10 +25,11 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -71,10 +72,11 @@ const PREFETCH: usize = 64 * 1024;
 pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
     // TCP_NODELAY is inherited from the listener (see `listener::bind`).
     let shared = Arc::new(Shared::default());
-    let io = TokioIo::new(ClientIo {
-        stream: client,
-        shared: shared.clone(),
-    });
+    let io = TokioIo::new(ClientIo::new(
+        client,
+        shared.clone(),
+        snap.settings.timeout_client,
+    ));
     let svc = service_fn(|req: Request<Incoming>| {
         let shared = &shared;
         async move { Ok::<_, Infallible>(handle(fe, snap, req, peer, shared).await) }
@@ -102,6 +104,8 @@ struct Shared {
     flushes: AtomicU64,
     /// The tunnel a `101` turned the connection into, to run once hyper lets go of it.
     tunnel: Mutex<Option<Tunnel>>,
+    /// The client took nothing for `timeout_client`: its connection is being cut.
+    write_timed_out: AtomicBool,
 }
 
 impl Shared {
@@ -110,10 +114,52 @@ impl Shared {
     }
 }
 
-/// The client socket as hyper sees it, telling [`Shared`] when hyper has flushed.
+/// The client socket as hyper sees it: it tells [`Shared`] when hyper has flushed, and fails
+/// a write that the client takes nothing of for `idle` (`timeout_client`). hyper has no such
+/// limit, and while it waits to write it does not poll the response body, whose own timer
+/// would not run: a client that stops reading would hold its connection and the server's for
+/// good.
 struct ClientIo {
     stream: TcpStream,
     shared: Arc<Shared>,
+    idle: Duration,
+    /// Armed when a write has to wait; disarmed by any progress.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ClientIo {
+    fn new(stream: TcpStream, shared: Arc<Shared>, idle: Duration) -> ClientIo {
+        ClientIo {
+            stream,
+            shared,
+            idle,
+            stall: None,
+        }
+    }
+
+    /// Passes a write's result on, timing how long it has been waiting.
+    fn watch(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if r.is_ready() {
+            self.stall = None;
+            return r;
+        }
+        let idle = self.idle;
+        let timer = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.shared.write_timed_out.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing of the response for timeout_client",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl AsyncRead for ClientIo {
@@ -132,7 +178,8 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, r)
     }
 
     fn poll_write_vectored(
@@ -140,7 +187,8 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -210,7 +258,7 @@ pub struct ProxyBody {
 enum Inner {
     /// The server's body, after the frames read ahead of the head; whether its length was
     /// known from the head (else it goes chunked, as it came, even when read ahead whole).
-    Stream(UpBody, VecDeque<Bytes>, bool),
+    Stream(UpBody, Ahead, bool),
     Full(Option<Bytes>),
 }
 
@@ -229,7 +277,7 @@ impl ProxyBody {
     /// `sized`: whether the head gave the body's length.
     fn stream(
         body: UpBody,
-        ahead: VecDeque<Bytes>,
+        ahead: Ahead,
         sized: bool,
         shared: &Arc<Shared>,
         log: Option<Box<Log>>,
@@ -291,7 +339,7 @@ impl Body for ProxyBody {
         this.confirm();
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream(body, ahead, _) => match ahead.pop_front() {
+            Inner::Stream(body, ahead, _) => match ahead.pop() {
                 Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
                 None => Pin::new(body).poll_frame(cx),
             },
@@ -327,7 +375,7 @@ impl Body for ProxyBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Stream(s, ahead, sized) => {
-                let ahead = ahead.iter().map(|b| b.len() as u64).sum::<u64>();
+                let ahead = ahead.len();
                 let rest = s.size_hint();
                 match rest.exact() {
                     Some(n) if *sized => SizeHint::with_exact(ahead + n),
@@ -348,6 +396,12 @@ impl Drop for ProxyBody {
         // dropped before its end means the client went away mid-response.
         let end = if self.is_end_stream() {
             None
+        } else if self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.write_timed_out.load(Ordering::Relaxed))
+        {
+            Some("client_timeout")
         } else {
             Some("client_abort")
         };
@@ -373,11 +427,46 @@ fn body_failure(e: &io::Error) -> &'static str {
     }
 }
 
+/// Body frames read ahead of the response head, in order. The first is kept apart: it is
+/// most often the only one, and then costs no allocation.
+#[derive(Default)]
+struct Ahead {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Ahead {
+    fn push(&mut self, data: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(data);
+        } else {
+            self.rest.push_back(data);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    /// Bytes held.
+    fn len(&self) -> u64 {
+        self.first
+            .iter()
+            .chain(&self.rest)
+            .map(|b| b.len() as u64)
+            .sum()
+    }
+}
+
 /// Takes the body frames that are there already (buffered with the head, or readable without
 /// waiting), up to [`PREFETCH`] bytes, so that a body failing within them is answered 502
 /// before any of the response leaves.
-fn read_ahead(body: &mut UpBody) -> io::Result<VecDeque<Bytes>> {
-    let mut ahead = VecDeque::new();
+fn read_ahead(body: &mut UpBody) -> io::Result<Ahead> {
+    let mut ahead = Ahead::default();
     if body.is_end_stream() {
         return Ok(ahead);
     }
@@ -390,7 +479,7 @@ fn read_ahead(body: &mut UpBody) -> io::Result<VecDeque<Bytes>> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     total += data.len();
-                    ahead.push_back(data);
+                    ahead.push(data);
                 }
             }
             Poll::Ready(Some(Err(e))) => return Err(e),

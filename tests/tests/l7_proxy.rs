@@ -680,3 +680,55 @@ async fn websocket_upgrade_becomes_a_tunnel_beyond_client_and_server_timeouts() 
         assert_eq!(back, msg.as_bytes());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_after_timeout_client() {
+    // A region that streams a large body for as long as the proxy takes it; it reports when
+    // the proxy lets go of its connection.
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = l.accept().await else {
+            return;
+        };
+        let mut b = [0u8; 1024];
+        let _ = s.read(&mut b).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n")
+            .await;
+        let chunk = vec![0u8; 64 * 1024];
+        while s.write_all(&chunk).await.is_ok() {}
+        let _ = tx.send(Instant::now());
+    });
+    access_log::capture();
+    let fe = http_frontend(
+        "timeout_client = \"300ms\"\ntimeout_server = \"30s\"",
+        &[("big", addr)],
+    )
+    .await;
+    let mut c = TcpStream::connect(fe.addr).await.expect("connect");
+    let me = c.local_addr().expect("local").to_string();
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: maas\r\n\r\n")
+        .await
+        .expect("send");
+    // The client reads nothing from now on.
+    let t = Instant::now();
+    let released = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the region's connection released within 5 s")
+        .expect("region task");
+    println!(
+        "a client that reads nothing was cut {:?} after its request",
+        released - t
+    );
+    let lines = access_log::wait_for(&me, 1, Duration::from_secs(5)).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        access_log::field(&lines[0], "end"),
+        Some("client_timeout"),
+        "{}",
+        lines[0]
+    );
+    drop(c);
+}
