@@ -88,7 +88,22 @@ pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: Sock
         .max_header_size(PARSE_LIMIT)
         .keep_alive(true);
     if let Err(e) = builder.serve_connection(io, svc).with_upgrades().await {
-        debug!(client = %peer, frontend = %fe.name, cause = %e, "client connection ended with an error");
+        if e.is_parse() {
+            // A head hyper refused and answered itself (400, or 431 beyond PARSE_LIMIT): no
+            // request reached `handle`, but the refusal is logged and counted as one.
+            let (status, end) = if e.is_parse_too_large() {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_large")
+            } else {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            };
+            fe.counters.requests.fetch_add(1, Ordering::Relaxed);
+            fe.counters.count_status(status.as_u16());
+            info!(target: "access", client = %peer, frontend = %fe.name, method = "-",
+                path = "-", status = status.as_u16(), server = "-", cause = %e, end, "http");
+        } else {
+            debug!(client = %peer, frontend = %fe.name, cause = %e,
+                "client connection ended with an error");
+        }
     }
     let tunnel = shared.tunnel.lock().ok().and_then(|mut t| t.take());
     if let Some(t) = tunnel {

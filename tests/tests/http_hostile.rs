@@ -444,11 +444,19 @@ async fn request_heads_beyond_the_limit_are_431_and_uris_414() {
     for n in [20_000, 420_000] {
         let (me, out) = exchange(fe.addr, &big(n)).await;
         assert_eq!(status_of(&out), 431, "{n}-byte header");
-        if n == 20_000 {
-            let line = log_line(&me).await;
-            assert_eq!(field(&line, "status"), Some("431"), "{line}");
-        }
+        let line = log_line(&me).await;
+        assert_eq!(
+            field(&line, "status"),
+            Some("431"),
+            "{n}-byte header: {line}"
+        );
+        assert_eq!(field(&line, "end"), Some("too_large"), "{line}");
     }
+    // A head the parser refuses outright is logged too.
+    let (me, out) = exchange(fe.addr, b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n").await;
+    assert_eq!(status_of(&out), 400);
+    let line = log_line(&me).await;
+    assert_eq!(field(&line, "status"), Some("400"), "{line}");
     let mut uri = b"GET /x?".to_vec();
     uri.extend(vec![b'a'; 20_000]);
     uri.extend_from_slice(b" HTTP/1.1\r\nHost: maas\r\nConnection: close\r\n\r\n");
