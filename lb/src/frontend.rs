@@ -253,7 +253,7 @@ impl Frontend {
                 // Server connections in http mode are pooled, not one per client: nothing to
                 // wait for here (a connect that finds no descriptor holds accepts off itself).
                 admission.release();
-                crate::l7::serve(self, &snap, stream, peer).await
+                crate::l7::serve(self, snap, stream, peer).await
             }
         }
         self.counters.current.fetch_sub(1, Ordering::Relaxed);

@@ -68,8 +68,9 @@ const PARSE_LIMIT: usize = 64 * 1024;
 const PREFETCH: usize = 64 * 1024;
 
 /// Serves one client connection in http mode; a websocket tunnel that it turns into runs here
-/// too, to its end.
-pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: SocketAddr) {
+/// too, to its end. The snapshot is let go of before the tunnel starts: a tunnel may outlive
+/// many reloads, and the server pools of its generation should not.
+pub async fn serve(fe: &Frontend, snap: Arc<Snapshot>, client: TcpStream, peer: SocketAddr) {
     // TCP_NODELAY is inherited from the listener (see `listener::bind`).
     let shared = Arc::new(Shared::default());
     let io = TokioIo::new(ClientIo::new(
@@ -78,7 +79,7 @@ pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: Sock
         snap.settings.timeout_client,
     ));
     let svc = service_fn(|req: Request<Incoming>| {
-        let shared = &shared;
+        let (snap, shared) = (&*snap, &shared);
         async move { Ok::<_, Infallible>(handle(fe, snap, req, peer, shared).await) }
     });
     let mut builder = server_http1::Builder::new();
@@ -105,6 +106,7 @@ pub async fn serve(fe: &Frontend, snap: &Snapshot, client: TcpStream, peer: Sock
                 "client connection ended with an error");
         }
     }
+    drop(snap);
     let tunnel = shared.tunnel.lock().ok().and_then(|mut t| t.take());
     if let Some(t) = tunnel {
         t.run().await;

@@ -123,6 +123,9 @@ async fn a_tunnel_holds_its_connection_slot_and_is_logged_when_it_ends() {
         !fe.frontend.drain(Duration::from_millis(50)).await,
         "a graceful stop waits for the tunnel"
     );
+    // The tunnel keeps no config generation alive (the frontend's and this one only): its
+    // server pools are not held across reloads.
+    assert_eq!(std::sync::Arc::strong_count(&fe.frontend.snapshot()), 2);
 
     // maxconn = 1: a second client waits while the tunnel lives.
     let mut other = connect(fe.addr).await;
