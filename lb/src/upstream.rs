@@ -237,7 +237,11 @@ fn head_eof(received: bool) -> Error {
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    // Only the first MAX_HEAD bytes are looked at, however many were read: what lies beyond
+    // cannot change the outcome (a head that does not end within them is too large), whether
+    // it came in one read or in many.
+    let window = &buf[..buf.len().min(MAX_HEAD)];
+    let len = match parsed.parse(window) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -245,10 +249,6 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error
         }
         Err(_) => return Err(Error::Garbage("malformed response head")),
     };
-    // The same limit whether the head came in one read or in many.
-    if len > MAX_HEAD {
-        return Err(Error::Garbage("response head too large"));
-    }
     let status = parsed
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
