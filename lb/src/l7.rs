@@ -1101,7 +1101,8 @@ impl Tunnel {
                 }
                 end
             }
-            // hyper failed to hand the connection over (it never does once a 101 is written).
+            // The client connection broke before hyper could hand it over (or is not the
+            // socket `serve` gave hyper, which cannot be).
             Ok(Err(_)) | Err(_) => End::ClientError,
         };
         if let Some(server) = &log.server {
