@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const PROTOCOL: u8 = 112;
 /// IPv4 multicast group of VRRP (RFC 3768 §5.2.2).
 pub const MULTICAST_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// IPv6 multicast group of VRRP, link-local scope (RFC 9568 §5.1.2.2).
+pub const MULTICAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 8;
 /// Length of the VRRPv2 authentication data (RFC 3768 §5.3.10).
@@ -157,6 +159,25 @@ impl IpPair {
             IpAddr::V6(_) => 16,
         }
     }
+}
+
+/// What the VRRPv3 checksum covers over IPv4. Over IPv6 it always covers the IPv6
+/// pseudo-header (RFC 8200 §8.1, next header 112); VRRPv2 never covers one.
+///
+/// RFC 5798 §5.2.8 named a pseudo-header without saying whose; keepalived, Wireshark and tcpdump
+/// took the IPv4 one, while Cisco and Juniper sum the VRRP message alone, which is what RFC 9568
+/// §5.2.8 now specifies (keepalived's `v3_checksum_as_v2`, from 2.2.8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum V3Checksum {
+    /// The IPv4 pseudo-header (source, destination, zero, protocol 112, VRRP length) is
+    /// included, as keepalived does by default. Only that form is accepted, as keepalived does.
+    #[default]
+    PseudoHeader,
+    /// The VRRP message alone (RFC 9568). Both forms are accepted: keepalived with
+    /// `v3_checksum_as_v2` does not verify the checksum of a VRRPv3 IPv4 advert at all
+    /// (keepalived/vrrp/vrrp.c, vrrp_check_packet), so a mixed LAN keeps working while it is
+    /// switched host by host; bytes that verify in neither form are still dropped.
+    MessageOnly,
 }
 
 mod field {
@@ -322,14 +343,27 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Whether the checksum verifies; `ip` is needed for version 3 only.
     pub fn verify_checksum(&self, ip: &IpPair) -> bool {
+        self.verify_checksum_with(ip, V3Checksum::default())
+    }
+
+    /// [`Packet::verify_checksum`] with the receive rule of `mode` for VRRPv3 over IPv4 (see
+    /// [`V3Checksum`]).
+    pub fn verify_checksum_with(&self, ip: &IpPair, mode: V3Checksum) -> bool {
         let data = self.buffer.as_ref();
-        let sum = match self.version() {
+        let whole = checksum::sum(data) == 0xffff;
+        match self.version() {
             Version::V3 => {
-                checksum::combine(&[pseudo_header_sum(ip, data.len()), checksum::sum(data)])
+                let with_pseudo = || {
+                    checksum::combine(&[pseudo_header_sum(ip, data.len()), checksum::sum(data)])
+                        == 0xffff
+                };
+                match (ip.addr_len(), mode) {
+                    (4, V3Checksum::MessageOnly) => whole || with_pseudo(),
+                    _ => with_pseudo(),
+                }
             }
-            _ => checksum::sum(data),
-        };
-        sum == 0xffff
+            _ => whole,
+        }
     }
 }
 
@@ -358,13 +392,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Recomputes the checksum (after the other fields are set).
     pub fn fill_checksum(&mut self, ip: &IpPair) {
+        self.fill_checksum_with(ip, V3Checksum::default());
+    }
+
+    /// [`Packet::fill_checksum`], the VRRPv3-over-IPv4 checksum computed as `mode` says.
+    pub fn fill_checksum_with(&mut self, ip: &IpPair, mode: V3Checksum) {
         self.set_checksum(0);
         let data = self.buffer.as_ref();
-        let sum = match self.version() {
-            Version::V3 => {
-                checksum::combine(&[pseudo_header_sum(ip, data.len()), checksum::sum(data)])
-            }
-            _ => checksum::sum(data),
+        let pseudo = match (self.version(), ip.addr_len(), mode) {
+            (Version::V3, 4, V3Checksum::MessageOnly) => false,
+            (Version::V3, ..) => true,
+            _ => false,
+        };
+        let sum = if pseudo {
+            checksum::combine(&[pseudo_header_sum(ip, data.len()), checksum::sum(data)])
+        } else {
+            checksum::sum(data)
         };
         self.set_checksum(!sum);
     }
@@ -448,6 +491,15 @@ pub struct Repr {
 impl Repr {
     /// Decodes and validates a message: version, type, length, checksum, in that order.
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>, ip: &IpPair) -> Result<Repr, WireError> {
+        Self::parse_with(packet, ip, V3Checksum::default())
+    }
+
+    /// [`Repr::parse`] with the checksum rule `mode` for VRRPv3 over IPv4.
+    pub fn parse_with<T: AsRef<[u8]>>(
+        packet: &Packet<T>,
+        ip: &IpPair,
+        mode: V3Checksum,
+    ) -> Result<Repr, WireError> {
         packet.check_len()?;
         let version = packet.version();
         match version {
@@ -460,7 +512,7 @@ impl Repr {
         }
         let addr_len = ip.addr_len();
         packet.check_count(addr_len)?;
-        if !packet.verify_checksum(ip) {
+        if !packet.verify_checksum_with(ip, mode) {
             return Err(WireError::Checksum);
         }
         let mut addresses = Vec::with_capacity(usize::from(packet.count()));
@@ -508,6 +560,16 @@ impl Repr {
     /// Writes the message into `packet`, which must be exactly [`Repr::buffer_len`] long, and
     /// fills the checksum (`ip` is used for version 3 only).
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>, ip: &IpPair) {
+        self.emit_with(packet, ip, V3Checksum::default());
+    }
+
+    /// [`Repr::emit`] with the VRRPv3-over-IPv4 checksum computed as `mode` says.
+    pub fn emit_with<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut Packet<T>,
+        ip: &IpPair,
+        mode: V3Checksum,
+    ) {
         packet.set_ver_type(self.version, Type::Advertisement);
         packet.set_vrid(self.vrid);
         packet.set_priority(self.priority);
@@ -535,13 +597,18 @@ impl Repr {
         if self.version == Version::V2 {
             buf[at..at + AUTH_LEN].copy_from_slice(&self.auth.data());
         }
-        packet.fill_checksum(ip);
+        packet.fill_checksum_with(ip, mode);
     }
 
     /// Encodes into a new vector.
     pub fn to_bytes(&self, ip: &IpPair) -> Vec<u8> {
+        self.to_bytes_with(ip, V3Checksum::default())
+    }
+
+    /// [`Repr::to_bytes`] with the VRRPv3-over-IPv4 checksum computed as `mode` says.
+    pub fn to_bytes_with(&self, ip: &IpPair, mode: V3Checksum) -> Vec<u8> {
         let mut buf = vec![0u8; self.buffer_len()];
-        self.emit(&mut Packet::new_unchecked(&mut buf[..]), ip);
+        self.emit_with(&mut Packet::new_unchecked(&mut buf[..]), ip, mode);
         buf
     }
 }
@@ -632,5 +699,7 @@ pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, id: u16, payload: &[u8]) -> Vec<
     b
 }
 
+#[cfg(test)]
+mod ipv6_tests;
 #[cfg(test)]
 mod tests;
