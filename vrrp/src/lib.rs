@@ -6,6 +6,7 @@
 //! - [`auth_hmac`]: keepalived 2.4's HMAC-SHA256 advert trailer: signing, verifying, anti-replay,
 //!   keys from files and systemd credentials.
 //! - [`arp`]: gratuitous ARP frames.
+//! - [`ndisc`]: unsolicited neighbour advertisements (the IPv6 gratuitous ARP).
 //! - [`machine`]: the sans-IO state machine of RFC 3768 §6 (time in, actions out).
 //! - [`run`]: the Linux driver: raw socket of protocol 112, VIPs and link state through
 //!   rtnetlink, gratuitous ARP through the datalink, track scripts, notify;
@@ -27,6 +28,7 @@ pub mod auth_hmac;
 pub mod config;
 mod driver;
 pub mod machine;
+pub mod ndisc;
 mod netlink;
 pub mod packet;
 mod release;
