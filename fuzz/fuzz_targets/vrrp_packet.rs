@@ -99,11 +99,12 @@ fn machine(meta: RxMeta, payload: &[u8]) {
         preempt: true,
         preempt_delay: Duration::ZERO,
         auth_pass: (version == 2).then(|| b"s3cret".to_vec()),
-        vips: vec![Ipv4Addr::new(10, 99, 0, 100)],
-        primary: Ipv4Addr::new(10, 99, 0, 1),
+        vips: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))],
+        primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1)),
         start_as_master: false,
         garp_delay: Duration::from_secs(5),
         unicast_peers: Vec::new(),
+        v3_checksum: Default::default(),
     });
     let now = Instant::now();
     m.start(now);
@@ -121,8 +122,8 @@ fn one(data: &[u8]) {
         round_trip(payload, &meta.pair());
         machine(
             RxMeta {
-                src: meta.src,
-                dst: meta.dst,
+                src: IpAddr::V4(meta.src),
+                dst: IpAddr::V4(meta.dst),
                 ttl: meta.ttl,
             },
             payload,

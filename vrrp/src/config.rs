@@ -4,7 +4,7 @@
 //! reports them with the value's line and column. Checks that relate several values run in
 //! [`VrrpConfig::validate`] and point at the value concerned through its [`Spanned`] span.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -48,12 +48,14 @@ pub struct VrrpConfig {
     /// VRRPv2 simple text password (auth type 1), at most 8 bytes.
     #[serde(default, deserialize_with = "de_auth_pass")]
     pub auth_pass: Option<Spanned<String>>,
-    /// Virtual addresses with their prefix length, e.g. "10.0.0.100/24".
+    /// Virtual addresses with their prefix length, e.g. "10.0.0.100/24"; all IPv4, or all IPv6
+    /// with `version = 3` (then the first one should be link-local, as keepalived warns).
     #[serde(deserialize_with = "de_vips")]
     pub virtual_ipaddresses: Spanned<Vec<Vip>>,
-    /// Send adverts by unicast to these peers instead of multicast to 224.0.0.18.
+    /// Send adverts by unicast to these peers instead of multicast to 224.0.0.18 (ff02::12
+    /// over IPv6); of the virtual addresses' family.
     #[serde(default)]
-    pub unicast_peers: Vec<Ipv4Addr>,
+    pub unicast_peers: Vec<IpAddr>,
     /// Delay before the second burst of gratuitous ARP after becoming master.
     #[serde(default = "default_garp_delay", with = "humantime_serde")]
     pub garp_master_delay: Duration,
@@ -94,8 +96,9 @@ pub enum InitialState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vip {
     /// The address itself.
-    pub addr: Ipv4Addr,
-    /// Prefix length, 0..=32; 32 when the config gives none.
+    pub addr: IpAddr,
+    /// Prefix length, 0..=32 (IPv4) or 0..=128 (IPv6); the whole address (32, 128) when the
+    /// config gives none, as keepalived does.
     pub prefix: u8,
 }
 
@@ -105,24 +108,44 @@ impl std::fmt::Display for Vip {
     }
 }
 
+/// IPv4 only, as `maas-vip import` relies on today (it notes keepalived's IPv6 entries as not
+/// carried over); [`Vip::parse`] takes both families, as `virtual_ipaddresses` does.
 impl std::str::FromStr for Vip {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        let addr = s.split('/').next().unwrap_or(s);
+        if addr.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(format!(
+                "`{s}` is not an IPv4 address (expected e.g. \"10.0.0.100/24\")"
+            ));
+        }
+        Vip::parse(s)
+    }
+}
+
+impl Vip {
+    /// An IPv4 or IPv6 address with an optional prefix length: "10.0.0.100/24",
+    /// "2001:db8::100/64", "fe80::61" (then /32 or /128, as keepalived).
+    pub fn parse(s: &str) -> Result<Vip, String> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: Ipv4Addr = addr.parse().map_err(|_| {
-            format!("`{s}` is not an IPv4 address (expected e.g. \"10.0.0.100/24\")")
+        let addr: IpAddr = addr.parse().map_err(|_| {
+            format!(
+                "`{s}` is not an IP address (expected e.g. \"10.0.0.100/24\" or \"2001:db8::100/64\")"
+            )
         })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            None => 32,
+            None => max,
             Some(p) => match p.parse::<u8>() {
-                Ok(p) if p <= 32 => p,
-                _ => return Err(format!("`{s}`: prefix length must be 0..=32")),
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("`{s}`: prefix length must be 0..={max}")),
             },
         };
-        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+        let broadcast = matches!(addr, IpAddr::V4(a) if a.is_broadcast());
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() || broadcast {
             return Err(format!("`{s}` cannot be a virtual address"));
         }
         Ok(Vip { addr, prefix })
@@ -311,6 +334,7 @@ impl VrrpConfig {
                 "`virtual_ipaddresses` needs at least one address".into(),
             );
         }
+        self.validate_families(&mut out);
         if let Some(notify) = &self.notify {
             if notify.get_ref().is_empty() || notify.get_ref()[0].is_empty() {
                 err(
@@ -347,6 +371,51 @@ impl VrrpConfig {
             }
         }
         out
+    }
+
+    /// The address family of this instance: that of its first virtual address (IPv4 when
+    /// there is none), as keepalived decides it.
+    pub fn is_ipv6(&self) -> bool {
+        self.virtual_ipaddresses
+            .get_ref()
+            .first()
+            .is_some_and(|v| v.addr.is_ipv6())
+    }
+
+    /// An instance is IPv4 or IPv6 (RFC 9568 §1: separate virtual routers per family), and
+    /// VRRPv2 is IPv4 only. keepalived ignores a VIP of the other family with an error; here
+    /// the config is refused.
+    fn validate_families(&self, out: &mut Vec<Problem>) {
+        let vips = &self.virtual_ipaddresses;
+        let v6 = self.is_ipv6();
+        if let Some(odd) = vips.get_ref().iter().find(|v| v.addr.is_ipv6() != v6) {
+            out.push(Spanned::new(
+                vips.span(),
+                format!(
+                    "`virtual_ipaddresses` mixes IPv4 and IPv6 ({} and {odd}): an instance's addresses are all IPv4 or all IPv6; use one [[vrrp]] block per family",
+                    vips.get_ref()[0]
+                ),
+            ));
+        }
+        if v6 && *self.version.get_ref() != 3 {
+            out.push(Spanned::new(
+                if self.version.span().is_empty() {
+                    vips.span()
+                } else {
+                    self.version.span()
+                },
+                "IPv6 virtual addresses need `version = 3` (VRRPv2 is IPv4 only)".into(),
+            ));
+        }
+        if let Some(p) = self.unicast_peers.iter().find(|p| p.is_ipv6() != v6) {
+            out.push(Spanned::new(
+                vips.span(),
+                format!(
+                    "unicast peer {p} is not of the virtual addresses' family ({})",
+                    if v6 { "IPv6" } else { "IPv4" }
+                ),
+            ));
+        }
     }
 }
 
@@ -446,7 +515,7 @@ fn de_vips<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<Vec<Vip>>, D::Erro
     let span = v.span();
     let mut vips: Vec<Vip> = Vec::new();
     for s in v.into_inner() {
-        let vip: Vip = s.parse().map_err(serde::de::Error::custom)?;
+        let vip = Vip::parse(&s).map_err(serde::de::Error::custom)?;
         if vips.iter().any(|x| x.addr == vip.addr) {
             return Err(serde::de::Error::custom(format!(
                 "virtual address {} is listed twice",
@@ -479,14 +548,59 @@ mod tests {
         assert_eq!(
             "10.0.0.100/24".parse::<Vip>(),
             Ok(Vip {
-                addr: Ipv4Addr::new(10, 0, 0, 100),
+                addr: IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 100)),
                 prefix: 24
             })
         );
         assert_eq!("10.0.0.100".parse::<Vip>().map(|v| v.prefix), Ok(32));
         assert!("10.0.0.100/33".parse::<Vip>().is_err());
         assert!("224.0.0.18/32".parse::<Vip>().is_err());
+        // FromStr stays IPv4 (the importer's rule); Vip::parse, used by the config, takes both.
         assert!("fe80::1/64".parse::<Vip>().is_err());
+        assert_eq!(
+            Vip::parse("fe80::1/64").map(|v| v.to_string()),
+            Ok("fe80::1/64".to_string())
+        );
+        assert_eq!(Vip::parse("2001:db8::100").map(|v| v.prefix), Ok(128));
+        assert!(Vip::parse("2001:db8::100/129").is_err());
+        for bad in ["ff02::12", "::", "::1", "127.0.0.1", "255.255.255.255"] {
+            assert!(Vip::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn problems(body: &str) -> Vec<String> {
+        let c: VrrpConfig = toml::from_str(&format!(
+            "name = \"v6\"\ninterface = \"eth0\"\nvirtual_router_id = 61\n{body}"
+        ))
+        .expect("parses");
+        c.validate().into_iter().map(|p| p.into_inner()).collect()
+    }
+
+    #[test]
+    fn families_are_not_mixed_and_ipv6_is_version_3() {
+        assert!(problems(
+            "version = 3\nvirtual_ipaddresses = [\"fe80::61/64\", \"2001:db8::100/64\"]"
+        )
+        .is_empty());
+        assert_eq!(
+            problems("virtual_ipaddresses = [\"2001:db8::100/64\"]"),
+            ["IPv6 virtual addresses need `version = 3` (VRRPv2 is IPv4 only)"]
+        );
+        let mixed =
+            problems("version = 3\nvirtual_ipaddresses = [\"10.0.0.100/24\", \"fe80::61/64\"]");
+        assert_eq!(mixed.len(), 1, "{mixed:?}");
+        assert!(
+            mixed[0].contains("mixes IPv4 and IPv6 (10.0.0.100/24 and fe80::61/64)"),
+            "{mixed:?}"
+        );
+        let peer = problems(
+            "version = 3\nvirtual_ipaddresses = [\"fe80::61/64\"]\nunicast_peers = [\"10.0.0.2\"]",
+        );
+        assert_eq!(peer.len(), 1, "{peer:?}");
+        assert!(
+            peer[0].starts_with("unicast peer 10.0.0.2 is not"),
+            "{peer:?}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! [`Machine`] with packets, timers, link events and track results and carries out its
 //! actions on the raw socket, netlink and the datalink.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,10 +12,11 @@ use tracing::{debug, error, info, warn, Instrument as _};
 
 use crate::auth_hmac::instance as hmac;
 use crate::config::{InitialState, TrackScript, Vip, VrrpConfig};
-use crate::machine::{Action, Machine, Params, Reject, RxMeta, State};
+use crate::machine::{Action, Machine, Params, Reject, State};
 use crate::netlink::{self, LinkEvent, Netlink};
-use crate::packet::{IpPair, MULTICAST_V4};
-use crate::socket::{self, VrrpSocket};
+use crate::packet::IpPair;
+use crate::socket;
+use crate::socket6::{self, AdvertSocket};
 use crate::track;
 
 /// Answers, for a frontend name, whether it has at least one available server (None: unknown
@@ -48,11 +49,17 @@ pub enum VrrpError {
     /// The interface does not exist.
     #[error("interface {0} does not exist")]
     NoInterface(String),
-    /// The interface has no IPv4 address of its own to send from.
+    /// The interface has no address of its own to send from: for IPv4 any address, for IPv6
+    /// a link-local one that has passed duplicate address detection.
     #[error(
-        "interface {0} has no IPv4 address besides the virtual ones (needed as the advert source)"
+        "interface {iface} has no {what} besides the virtual ones (needed as the advert source)"
     )]
-    NoAddress(String),
+    NoAddress {
+        /// The interface.
+        iface: String,
+        /// "IPv4 address" or "usable IPv6 link-local address".
+        what: &'static str,
+    },
     /// The rtnetlink socket could not be opened.
     #[error("opening a netlink socket: {0}")]
     NetlinkSocket(#[source] std::io::Error),
@@ -281,11 +288,11 @@ struct Instance {
     index: u32,
     cfg: VrrpConfig,
     vips: Vec<Vip>,
-    primary: Ipv4Addr,
+    primary: IpAddr,
     /// Virtual addresses that are the owner's own (priority 255): never removed.
-    owned: Vec<Ipv4Addr>,
+    owned: Vec<IpAddr>,
     machine: Machine,
-    sock: VrrpSocket,
+    sock: AdvertSocket,
     nl: Netlink,
     link_events: mpsc::Receiver<LinkEvent>,
     link_up: bool,
@@ -322,7 +329,7 @@ impl Drop for ScriptRt {
 }
 
 /// The machine's parameters for `cfg`.
-fn params(cfg: &VrrpConfig, vips: &[Vip], primary: Ipv4Addr) -> Params {
+fn params(cfg: &VrrpConfig, vips: &[Vip], primary: IpAddr) -> Params {
     Params {
         vrid: cfg.virtual_router_id,
         priority: *cfg.priority.get_ref(),
@@ -339,6 +346,7 @@ fn params(cfg: &VrrpConfig, vips: &[Vip], primary: Ipv4Addr) -> Params {
         start_as_master: cfg.state == InitialState::Master,
         garp_delay: cfg.garp_master_delay,
         unicast_peers: cfg.unicast_peers.clone(),
+        v3_checksum: Default::default(),
     }
 }
 
@@ -379,7 +387,7 @@ async fn set_up_when_ready(
                 }
                 return Ok(Some(inst));
             }
-            Err(e @ (VrrpError::NoInterface(_) | VrrpError::NoAddress(_))) => {
+            Err(e @ (VrrpError::NoInterface(_) | VrrpError::NoAddress { .. })) => {
                 let why = e.to_string();
                 if waiting.as_deref() != Some(why.as_str()) {
                     warn!(error = %why, "vrrp instance in FAULT until the interface is ready");
@@ -436,8 +444,9 @@ impl Instance {
         // No address to send from: fail before subscribing to netlink events, so that waiting
         // for one (see `set_up_when_ready`) opens no monitor socket per attempt.
         let candidates: &[Vip] = if owner { &[] } else { &vips };
-        if nl.primary(index, &iface, candidates).await?.is_none() {
-            return Err(VrrpError::NoAddress(iface));
+        let v6 = cfg.is_ipv6();
+        if nl.primary(index, &iface, candidates, v6).await?.is_none() {
+            return Err(no_address(iface, v6));
         }
         // Subscribe before reading the state so no change falls in between.
         let link_events = netlink::monitor(index)?;
@@ -448,7 +457,7 @@ impl Instance {
         }
         // The address owner (priority 255, RFC 3768 §3) has the virtual addresses as its own:
         // they are neither stale nor ever removed, and one of them may be the primary.
-        let owned: Vec<Ipv4Addr> = if owner {
+        let owned: Vec<IpAddr> = if owner {
             let present = nl.addresses(link.index, &iface).await?;
             vips.iter()
                 .map(|v| v.addr)
@@ -463,9 +472,15 @@ impl Instance {
             .copied()
             .collect();
         let primary = nl
-            .primary(link.index, &iface, &not_primary)
+            .primary(link.index, &iface, &not_primary, v6)
             .await?
-            .ok_or_else(|| VrrpError::NoAddress(iface.clone()))?;
+            .ok_or_else(|| no_address(iface.clone(), v6))?;
+        if v6 && cfg.unicast_peers.is_empty() {
+            if let Some(first) = vips.first().filter(|v| !netlink::is_link_local_v6(v.addr)) {
+                // keepalived logs the same (vrrp.c, vrrp_complete_instance) and runs on.
+                warn!(first = %first, "the first IPv6 virtual address should be link-local");
+            }
+        }
         // Stale VIPs of ours, left by a crash (kill -9), go before anything else: we are not
         // master yet, and another router may be.
         for v in vips.iter().filter(|v| !owned.contains(&v.addr)) {
@@ -474,7 +489,7 @@ impl Instance {
                 warn!(vip = %v, "removed a stale virtual address left on the interface");
             }
         }
-        let sock = VrrpSocket::open(&iface, link.index, primary, cfg.unicast_peers.is_empty())
+        let sock = AdvertSocket::open(&iface, link.index, primary, cfg.unicast_peers.is_empty())
             .map_err(|source| VrrpError::Socket {
                 iface: iface.clone(),
                 source,
@@ -557,7 +572,7 @@ impl Instance {
         // Switching between multicast and unicast: a socket with or without the group.
         let multicast = new.unicast_peers.is_empty();
         if multicast != self.cfg.unicast_peers.is_empty() {
-            match VrrpSocket::open(&self.iface, self.index, self.primary, multicast) {
+            match AdvertSocket::open(&self.iface, self.index, self.primary, multicast) {
                 Ok(sock) => self.sock = sock,
                 Err(e) => {
                     error!(error = %e, "reopening the VRRP socket for the new unicast_peers; the instance keeps running the previous config");
@@ -727,9 +742,8 @@ impl Instance {
                 }
                 r = self.sock.recv(&mut buf) => match r {
                     Ok(Some((meta, payload))) => {
-                        let rx = RxMeta { src: meta.src, dst: meta.dst, ttl: meta.ttl };
                         let now = Instant::now();
-                        if let Err(reason) = self.machine.handle_packet_at(now, SystemTime::now(), rx, payload) {
+                        if let Err(reason) = self.machine.handle_packet_at(now, SystemTime::now(), meta, payload) {
                             let count = self.machine.stats().rejected(reason);
                             self.rejects.rejected(now, reason, meta.src, count);
                         }
@@ -845,7 +859,12 @@ impl Instance {
     async fn refresh_primary(&mut self) {
         match self
             .nl
-            .primary(self.index, &self.iface, &self.not_owned())
+            .primary(
+                self.index,
+                &self.iface,
+                &self.not_owned(),
+                self.cfg.is_ipv6(),
+            )
             .await
         {
             Ok(Some(p)) if p != self.primary => {
@@ -864,7 +883,7 @@ impl Instance {
             Ok(Some(_)) => {}
             Ok(None) => warn!(
                 old = %self.primary,
-                "no IPv4 address of its own left on the interface; adverts keep the old source"
+                "no address of its own of the instance's family left on the interface; adverts keep the old source"
             ),
             Err(e) => warn!(error = %e, "re-reading the primary address"),
         }
@@ -895,7 +914,7 @@ impl Instance {
                     }
                 }
                 Action::SendGarp => {
-                    let all: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
+                    let all: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
                     self.send_garps(all);
                 }
                 Action::VipsChanged { added, removed } => {
@@ -947,8 +966,8 @@ impl Instance {
 
     fn send_advert(&mut self, priority: u8) {
         let repr = self.machine.advert(priority);
-        let dsts: Vec<Ipv4Addr> = if self.cfg.unicast_peers.is_empty() {
-            vec![MULTICAST_V4]
+        let dsts: Vec<IpAddr> = if self.cfg.unicast_peers.is_empty() {
+            vec![socket6::multicast_group(self.primary)]
         } else {
             self.cfg.unicast_peers.clone()
         };
@@ -956,10 +975,10 @@ impl Instance {
         let mut trailer = None;
         for dst in dsts {
             let pair = IpPair {
-                src: self.primary.into(),
-                dst: dst.into(),
+                src: self.primary,
+                dst,
             };
-            let mut bytes = repr.to_bytes(&pair);
+            let mut bytes = repr.to_bytes_with(&pair, self.machine.params().v3_checksum);
             let t =
                 trailer.get_or_insert_with(|| self.machine.sign_advert(SystemTime::now(), &bytes));
             if let Some(t) = t {
@@ -975,7 +994,8 @@ impl Instance {
         }
     }
 
-    fn send_garps(&mut self, addrs: Vec<Ipv4Addr>) {
+    /// Gratuitous ARP for IPv4 addresses, unsolicited neighbour advertisements for IPv6 ones.
+    fn send_garps(&mut self, addrs: Vec<IpAddr>) {
         let iface = self.iface.clone();
         let repeat = self.cfg.garp_master_repeat;
         if repeat == 0 {
@@ -984,11 +1004,45 @@ impl Instance {
         let span = tracing::Span::current();
         self.garp = Some(tokio::task::spawn_blocking(move || {
             let _g = span.enter();
-            match socket::send_garps(&iface, &addrs, repeat) {
-                Ok(n) => debug!(frames = n, "sent gratuitous ARP"),
-                Err(e) => warn!(error = %e, "sending gratuitous ARP"),
+            let v4: Vec<_> = addrs
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            let v6: Vec<Ipv6Addr> = addrs
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V6(a) => Some(*a),
+                    IpAddr::V4(_) => None,
+                })
+                .collect();
+            if !v4.is_empty() {
+                match socket::send_garps(&iface, &v4, repeat) {
+                    Ok(n) => debug!(frames = n, "sent gratuitous ARP"),
+                    Err(e) => warn!(error = %e, "sending gratuitous ARP"),
+                }
+            }
+            if !v6.is_empty() {
+                match socket6::send_nas(&iface, &v6, repeat) {
+                    Ok(n) => debug!(frames = n, "sent unsolicited neighbour advertisements"),
+                    Err(e) => warn!(error = %e, "sending unsolicited neighbour advertisements"),
+                }
             }
         }));
+    }
+}
+
+/// No source address for an instance of that family on `iface`.
+fn no_address(iface: String, v6: bool) -> VrrpError {
+    VrrpError::NoAddress {
+        iface,
+        what: if v6 {
+            "usable IPv6 link-local address (one that passed duplicate address detection)"
+        } else {
+            "IPv4 address"
+        },
     }
 }
 
@@ -1046,7 +1100,7 @@ impl RejectLog {
     }
 
     /// One drop; `count` is the instance's total for this reason, this one included.
-    fn rejected(&mut self, now: Instant, reason: Reject, from: Ipv4Addr, count: u64) {
+    fn rejected(&mut self, now: Instant, reason: Reject, from: IpAddr, count: u64) {
         if reason == Reject::Vrid || reason == Reject::Own {
             // Other virtual routers on the LAN, and our own looped-back adverts, are normal.
             return;
@@ -1098,14 +1152,14 @@ impl RejectLog {
 mod tests {
     use super::{combine_tracking, RejectLog, LOG_FIRST, LOG_WINDOW};
     use crate::machine::Reject;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
     use std::time::{Duration, Instant};
 
     #[test]
     fn reject_log_is_rate_limited_per_reason_and_window() {
         let t0 = Instant::now();
         let mut log = RejectLog::new(t0);
-        let from = Ipv4Addr::new(10, 0, 0, 66);
+        let from = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 66));
         for i in 0..1000u32 {
             let r = [Reject::Ttl, Reject::Checksum, Reject::Vrid][i as usize % 3];
             log.rejected(t0 + Duration::from_millis(u64::from(i)), r, from, 1);

@@ -33,6 +33,7 @@ mod netlink;
 pub mod packet;
 mod release;
 mod socket;
+mod socket6;
 mod sys;
 mod track;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use subtle::ConstantTimeEq;
 
 use crate::auth_hmac::{self, AuthHmac, Rejection, TRAILER_LEN};
-use crate::packet::{Auth, IpPair, Packet, Repr, Version, WireError, AUTH_LEN};
+use crate::packet::{Auth, IpPair, Packet, Repr, V3Checksum, Version, WireError, AUTH_LEN};
 
 /// Everything the machine needs to know about its instance. `vrid`, `version` and whether it
 /// is the address owner (priority 255) are fixed for its lifetime; the rest can change while
@@ -36,16 +36,18 @@ pub struct Params {
     pub preempt_delay: Duration,
     /// VRRPv2 simple text password; `None`: auth type 0.
     pub auth_pass: Option<Vec<u8>>,
-    /// The virtual addresses.
-    pub vips: Vec<Ipv4Addr>,
+    /// The virtual addresses, all of one family (the adverts' IP family).
+    pub vips: Vec<IpAddr>,
     /// Primary address of the interface: the source of our adverts and the tie-breaker.
-    pub primary: Ipv4Addr,
+    pub primary: IpAddr,
     /// keepalived's `state MASTER`: claim at once instead of waiting Master_Down_Interval.
     pub start_as_master: bool,
     /// Delay before the second burst of gratuitous ARP.
     pub garp_delay: Duration,
     /// Unicast mode: adverts are accepted from these sources only (as keepalived does).
-    pub unicast_peers: Vec<Ipv4Addr>,
+    pub unicast_peers: Vec<IpAddr>,
+    /// VRRPv3 over IPv4: what the checksum covers (keepalived's default, or RFC 9568's).
+    pub v3_checksum: V3Checksum,
 }
 
 /// Protocol state.
@@ -109,14 +111,14 @@ pub enum Reason {
     /// A lower-priority master was preempted (after preempt_delay).
     Preempt {
         /// Its address.
-        from: Ipv4Addr,
+        from: IpAddr,
         /// Its priority.
         priority: u8,
     },
     /// An advert with a higher priority (or equal and a higher address) arrived.
     HigherPriority {
         /// Its source.
-        from: Ipv4Addr,
+        from: IpAddr,
         /// Its priority.
         priority: u8,
     },
@@ -170,9 +172,9 @@ pub enum Action {
     /// and send gratuitous ARP for them; remove `removed`.
     VipsChanged {
         /// Addresses now ours.
-        added: Vec<Ipv4Addr>,
+        added: Vec<IpAddr>,
         /// Addresses ours no more.
-        removed: Vec<Ipv4Addr>,
+        removed: Vec<IpAddr>,
     },
     /// The state changed (log it, run notify).
     StateChanged {
@@ -366,9 +368,9 @@ impl Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxMeta {
     /// IP source.
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     /// IP destination.
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     /// IP TTL.
     pub ttl: u8,
 }
@@ -436,7 +438,7 @@ pub struct Machine {
     track_weight: i32,
     stats: Stats,
     /// Address and priority of the lower-priority master being preempted after a delay.
-    preempting: Option<(Ipv4Addr, u8)>,
+    preempting: Option<(IpAddr, u8)>,
     /// Why the Master_Down_Timer runs: no advert, or a priority-0 advert (Skew_Time).
     down_reason: Reason,
     auth_data: [u8; AUTH_LEN],
@@ -496,7 +498,7 @@ impl Machine {
         let origin = auth_hmac::Origin {
             version: self.p.version,
             vrid: self.p.vrid,
-            src: IpAddr::V4(self.p.primary),
+            src: self.p.primary,
         };
         self.hmac.as_mut()?.sign(wall, &origin, msg)
     }
@@ -558,7 +560,7 @@ impl Machine {
             priority,
             auth,
             adver_int,
-            addresses: self.p.vips.iter().map(|a| IpAddr::V4(*a)).collect(),
+            addresses: self.p.vips.clone(),
         }
     }
 
@@ -671,7 +673,9 @@ impl Machine {
                 }
                 (State::Backup, Timer::Preempt) => {
                     // keepalived: preempt_delay ran out with a lower-priority master still up.
-                    let (from, priority) = self.preempting.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
+                    let (from, priority) = self
+                        .preempting
+                        .unwrap_or((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
                     self.become_master(now, Reason::Preempt { from, priority });
                 }
                 _ => {}
@@ -750,16 +754,16 @@ impl Machine {
         // keepalived 2.4 auth_hmac: a trailer is there when the payload is exactly 28 bytes
         // longer than the message; the checks below judge the message alone.
         let (payload, trailer) = match self.hmac {
-            Some(_) => auth_hmac::split_trailer(payload, 4),
+            Some(_) => auth_hmac::split_trailer(payload, if meta.src.is_ipv6() { 16 } else { 4 }),
             None => (payload, None),
         };
         let packet = Packet::new_checked(payload).map_err(|_| Reject::Length)?;
         let pair = IpPair {
-            src: IpAddr::V4(meta.src),
-            dst: IpAddr::V4(meta.dst),
+            src: meta.src,
+            dst: meta.dst,
         };
-        // RFC 3768 §7.1: type, length (count vs. message), checksum.
-        let repr = Repr::parse(&packet, &pair).map_err(|e| match e {
+        // RFC 3768 §7.1 (RFC 9568 §7.1): type, length (count vs. message), checksum.
+        let repr = Repr::parse_with(&packet, &pair, self.p.v3_checksum).map_err(|e| match e {
             WireError::Truncated | WireError::Length { .. } => Reject::Length,
             WireError::Version(_) | WireError::Family => Reject::Version,
             WireError::Type(_) => Reject::Type,
@@ -777,7 +781,7 @@ impl Machine {
             let origin = auth_hmac::Origin {
                 version: self.p.version,
                 vrid: self.p.vrid,
-                src: IpAddr::V4(meta.src),
+                src: meta.src,
             };
             let wall = wall.unwrap_or(std::time::UNIX_EPOCH);
             match h.verify(wall, &origin, payload, trailer)? {
@@ -812,11 +816,7 @@ impl Machine {
         }
         // RFC 3768 §7.1: a differing address list MAY be logged; it is not dropped.
         let same = repr.addresses.len() == self.p.vips.len()
-            && self
-                .p
-                .vips
-                .iter()
-                .all(|v| repr.addresses.contains(&IpAddr::V4(*v)));
+            && self.p.vips.iter().all(|v| repr.addresses.contains(v));
         if !same {
             self.stats.vip_mismatch += 1;
             if self.stats.vip_mismatch == 1 || self.stats.vip_mismatch.is_multiple_of(100) {
@@ -832,7 +832,7 @@ impl Machine {
         Ok(repr)
     }
 
-    fn on_advert(&mut self, now: Instant, from: Ipv4Addr, repr: &Repr) {
+    fn on_advert(&mut self, now: Instant, from: IpAddr, repr: &Repr) {
         let mine = self.priority();
         match self.state {
             State::Backup => {
@@ -876,7 +876,8 @@ impl Machine {
                     self.send_advert(mine);
                     self.timers.set(Timer::Advert, now + self.p.advert_interval);
                 } else if repr.priority > mine
-                    || (repr.priority == mine && u32::from(from) > u32::from(self.p.primary))
+                    // IpAddr orders each family numerically; both are of one family here.
+                    || (repr.priority == mine && from > self.p.primary)
                 {
                     // RFC 3768 §6.4.3: greater priority, or equal and a greater primary
                     // address -> cancel Adver_Timer, Master_Down_Timer = Master_Down_Interval,
@@ -917,7 +918,7 @@ impl Machine {
 
     /// The interface's primary address changed: the source of our adverts and the
     /// tie-breaker of RFC 3768 §6.4.3.
-    pub fn set_primary(&mut self, primary: Ipv4Addr) {
+    pub fn set_primary(&mut self, primary: IpAddr) {
         self.p.primary = primary;
     }
 
@@ -1014,14 +1015,14 @@ impl Machine {
         }
         match self.state {
             State::Master => {
-                let added: Vec<Ipv4Addr> = self
+                let added: Vec<IpAddr> = self
                     .p
                     .vips
                     .iter()
                     .filter(|a| !old.vips.contains(a))
                     .copied()
                     .collect();
-                let removed: Vec<Ipv4Addr> = old
+                let removed: Vec<IpAddr> = old
                     .vips
                     .iter()
                     .filter(|a| !self.p.vips.contains(a))

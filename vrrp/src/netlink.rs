@@ -1,10 +1,11 @@
 //! Interface facts and virtual addresses through rtnetlink (never by running `ip`).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures::{StreamExt, TryStreamExt};
 use netlink_packet_route::address::{
-    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressScope,
 };
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -23,10 +24,11 @@ pub(crate) enum LinkEvent {
         /// Up and running.
         up: bool,
     },
-    /// An IPv4 address was removed.
-    AddrDeleted(Ipv4Addr),
-    /// An IPv4 address was added.
-    AddrAdded(Ipv4Addr),
+    /// An address was removed.
+    AddrDeleted(IpAddr),
+    /// An address was added, or changed (an IPv6 one that finished duplicate address
+    /// detection is announced again without its tentative flag).
+    AddrAdded(IpAddr),
     /// The interface was deleted (or moved to another namespace): its index is gone for good.
     Gone,
 }
@@ -44,45 +46,92 @@ pub(crate) struct LinkInfo {
 /// (iproute2 6.4+) shows it as `proto 0x6d`.
 pub const ADDR_PROTO: u8 = 0x6d;
 
-/// An IPv4 address on an interface as netlink describes it.
+/// An address on an interface as netlink describes it.
 #[derive(Debug, Clone)]
 pub(crate) struct Addr {
-    pub(crate) addr: Ipv4Addr,
+    pub(crate) addr: IpAddr,
     pub(crate) prefix: u8,
     pub(crate) index: u32,
     pub(crate) secondary: bool,
+    /// IPv6 duplicate address detection not finished (tentative) or failed (dadfailed, which
+    /// the kernel reports together with tentative): not usable as a source.
+    pub(crate) tentative: bool,
+    /// Link scope: for IPv6, a link-local address (fe80::/10).
+    pub(crate) link_scope: bool,
     /// `IFA_PROTO`, if the kernel has one for it.
     pub(crate) proto: Option<u8>,
     msg: AddressMessage,
 }
 
 impl Addr {
-    /// From a netlink message: IPv4 addresses only.
+    /// From a netlink message: IPv4 and IPv6 addresses.
     pub(crate) fn from_msg(m: AddressMessage) -> Option<Addr> {
-        if m.header.family != AddressFamily::Inet {
+        if !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
             return None;
         }
-        let find = |local: bool| {
-            m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(a)) if local => Some(*a),
-                AddressAttribute::Address(IpAddr::V4(a)) if !local => Some(*a),
-                _ => None,
-            })
-        };
-        let addr = find(true).or_else(|| find(false))?;
+        let addr = address_of(&m)?;
         let proto = m.attributes.iter().find_map(|a| match a {
             AddressAttribute::Protocol(p) => Some(u8::from(*p)),
             _ => None,
         });
+        // IFA_FLAGS (32 bits) when the kernel sends it, else the header's 8.
+        let flags = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                AddressAttribute::Flags(f) => Some(*f),
+                _ => None,
+            })
+            .unwrap_or_else(|| AddressFlags::from_bits_retain(u32::from(m.header.flags.bits())));
         Some(Addr {
             addr,
             prefix: m.header.prefix_len,
             index: m.header.index,
-            secondary: m.header.flags.contains(AddressHeaderFlags::Secondary),
+            secondary: flags.contains(AddressFlags::Secondary),
+            tentative: flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed),
+            link_scope: m.header.scope == AddressScope::Link,
             proto,
             msg: m,
         })
     }
+}
+
+/// The address of a netlink address message: IFA_LOCAL, else IFA_ADDRESS (IPv6 sends only
+/// the latter; on a point-to-point IPv4 link it is the peer's).
+fn address_of(m: &AddressMessage) -> Option<IpAddr> {
+    let local = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(a) => Some(*a),
+        _ => None,
+    });
+    local.or_else(|| {
+        m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(a) => Some(*a),
+            _ => None,
+        })
+    })
+}
+
+/// The source of adverts among `addrs`, excluding `vips`: for IPv4 the primary address
+/// (the first non-secondary one, else the first); for IPv6 the first link-local one (RFC
+/// 9568 §5.1.2.1), as keepalived takes it. Tentative and DAD-failed addresses are skipped,
+/// as keepalived's netlink filter does: the kernel would not send from them.
+pub(crate) fn pick_source(addrs: &[Addr], vips: &[Vip], v6: bool) -> Option<IpAddr> {
+    let theirs = || {
+        addrs.iter().filter(move |a| {
+            a.addr.is_ipv6() == v6 && !a.tentative && !vips.iter().any(|v| v.addr == a.addr)
+        })
+    };
+    let found = if v6 {
+        theirs().find(|a| a.link_scope || is_link_local_v6(a.addr))
+    } else {
+        theirs().find(|a| !a.secondary).or_else(|| theirs().next())
+    };
+    found.map(|a| a.addr)
+}
+
+/// fe80::/10.
+pub(crate) fn is_link_local_v6(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 fn link_up(msg: &LinkMessage) -> bool {
@@ -151,7 +200,7 @@ impl Netlink {
             .collect())
     }
 
-    /// Every IPv4 address of every interface.
+    /// Every address (IPv4 and IPv6) of every interface.
     pub(crate) async fn all_addresses(&self) -> Result<Vec<Addr>, VrrpError> {
         let msgs: Vec<AddressMessage> = self
             .handle
@@ -200,38 +249,36 @@ impl Netlink {
         }
     }
 
-    /// The interface's primary IPv4 address: the first non-secondary one that is not one of
-    /// ours.
+    /// The source of our adverts on the interface, of the family `v6` says (see
+    /// [`pick_source`]): an address that is not one of `vips`.
     pub(crate) async fn primary(
         &self,
         index: u32,
         iface: &str,
         vips: &[Vip],
-    ) -> Result<Option<Ipv4Addr>, VrrpError> {
+        v6: bool,
+    ) -> Result<Option<IpAddr>, VrrpError> {
         let addrs = self.addresses(index, iface).await?;
-        let theirs = || {
-            addrs
-                .iter()
-                .filter(|a| !vips.iter().any(|v| v.addr == a.addr))
-        };
-        Ok(theirs()
-            .find(|a| !a.secondary)
-            .or_else(|| theirs().next())
-            .map(|a| a.addr))
+        Ok(pick_source(&addrs, vips, v6))
     }
 
     /// Adds a virtual address, marked with [`ADDR_PROTO`]; already there is fine (and stays
-    /// as it was: an address someone else added is not marked ours).
+    /// as it was: an address someone else added is not marked ours). An IPv6 one is added
+    /// with `nodad`, as keepalived does: usable at once on takeover, and never left
+    /// `dadfailed` by a peer that still holds it during a split brain (VRRP is the duplicate
+    /// detection here).
     pub(crate) async fn add(&self, index: u32, iface: &str, vip: Vip) -> Result<(), VrrpError> {
-        let mut req = self
-            .handle
-            .address()
-            .add(index, IpAddr::V4(vip.addr), vip.prefix);
-        req.message_mut()
-            .attributes
+        let mut req = self.handle.address().add(index, vip.addr, vip.prefix);
+        let m = req.message_mut();
+        m.attributes
             .push(AddressAttribute::Protocol(AddressProtocol::Other(
                 ADDR_PROTO,
             )));
+        if vip.addr.is_ipv6() {
+            m.header.flags |= AddressHeaderFlags::Nodad;
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
         match req.execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => Ok(()),
@@ -244,7 +291,7 @@ impl Netlink {
         &self,
         index: u32,
         iface: &str,
-        vip: Ipv4Addr,
+        vip: IpAddr,
     ) -> Result<usize, VrrpError> {
         let mut n = 0;
         for a in self.addresses(index, iface).await? {
@@ -256,11 +303,14 @@ impl Netlink {
     }
 }
 
-/// Follows link and IPv4 address changes of interface `index` (like `ip monitor link address`).
+/// Follows link and address changes of interface `index` (like `ip monitor link address`).
 pub(crate) fn monitor(index: u32) -> Result<mpsc::Receiver<LinkEvent>, VrrpError> {
-    let (conn, _handle, mut messages) =
-        rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr])
-            .map_err(VrrpError::NetlinkSocket)?;
+    let (conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ])
+    .map_err(VrrpError::NetlinkSocket)?;
     let conn = tokio::spawn(conn);
     let (tx, rx) = mpsc::channel(64);
     // Lives as long as `rx`: once the instance drops it, the netlink socket closes at once
@@ -297,20 +347,91 @@ fn link_event(index: u32, payload: NetlinkPayload<RouteNetlinkMessage>) -> Optio
         }
         RouteNetlinkMessage::DelLink(l) if l.header.index == index => Some(LinkEvent::Gone),
         RouteNetlinkMessage::DelAddress(a) if a.header.index == index => {
-            ipv4_of(&a).map(LinkEvent::AddrDeleted)
+            address_of(&a).map(LinkEvent::AddrDeleted)
         }
         RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
-            ipv4_of(&a).map(LinkEvent::AddrAdded)
+            address_of(&a).map(LinkEvent::AddrAdded)
         }
         _ => None,
     }
 }
 
-fn ipv4_of(m: &AddressMessage) -> Option<Ipv4Addr> {
-    m.attributes.iter().find_map(|x| match x {
-        AddressAttribute::Local(IpAddr::V4(a)) | AddressAttribute::Address(IpAddr::V4(a)) => {
-            Some(*a)
-        }
-        _ => None,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::address::AddressHeader;
+
+    fn addr(a: &str, scope: AddressScope, flags: AddressFlags) -> Addr {
+        let ip: IpAddr = a.parse().expect("address");
+        let mut msg = AddressMessage::default();
+        msg.header = AddressHeader {
+            family: if ip.is_ipv6() {
+                AddressFamily::Inet6
+            } else {
+                AddressFamily::Inet
+            },
+            scope,
+            ..Default::default()
+        };
+        msg.attributes.push(AddressAttribute::Address(ip));
+        msg.attributes.push(AddressAttribute::Flags(flags));
+        Addr::from_msg(msg).expect("an address")
+    }
+
+    fn vip(a: &str) -> Vip {
+        Vip::parse(a).expect("vip")
+    }
+
+    #[test]
+    fn ipv6_source_is_the_first_usable_link_local() {
+        let none = AddressFlags::empty();
+        let addrs = vec![
+            addr("2001:db8::5", AddressScope::Universe, none),
+            // A static link-local still in DAD, one whose DAD failed (the kernel keeps
+            // tentative with dadfailed; dadfailed alone is refused too), then our own VIP.
+            addr("fe80::5", AddressScope::Link, AddressFlags::Tentative),
+            addr(
+                "fe80::6",
+                AddressScope::Link,
+                AddressFlags::Tentative | AddressFlags::Dadfailed,
+            ),
+            addr("fe80::7", AddressScope::Link, AddressFlags::Dadfailed),
+            addr("fe80::61", AddressScope::Link, AddressFlags::Nodad),
+            addr(
+                "fe80::8c8c:99ff:fe68:20f0",
+                AddressScope::Link,
+                AddressFlags::Permanent,
+            ),
+            addr("10.0.0.1", AddressScope::Universe, none),
+        ];
+        let vips = [vip("fe80::61/64"), vip("2001:db8::100/64")];
+        assert_eq!(
+            pick_source(&addrs, &vips, true),
+            Some("fe80::8c8c:99ff:fe68:20f0".parse().expect("addr"))
+        );
+        // Only tentative ones left: no source (the instance waits, as for a missing IPv4).
+        assert_eq!(pick_source(&addrs[..5], &vips, true), None);
+        // The IPv4 rule is unchanged and never picks an IPv6 address.
+        assert_eq!(
+            pick_source(&addrs, &[], false),
+            Some("10.0.0.1".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn ipv4_primary_skips_secondaries_and_vips() {
+        let addrs = vec![
+            addr("10.0.0.100", AddressScope::Universe, AddressFlags::empty()),
+            addr("10.0.0.9", AddressScope::Universe, AddressFlags::Secondary),
+            addr("10.0.0.1", AddressScope::Universe, AddressFlags::Permanent),
+        ];
+        assert_eq!(
+            pick_source(&addrs, &[vip("10.0.0.100/24")], false),
+            Some("10.0.0.1".parse().expect("addr"))
+        );
+        assert_eq!(
+            pick_source(&addrs[..2], &[vip("10.0.0.100/24")], false),
+            Some("10.0.0.9".parse().expect("addr"))
+        );
+    }
 }

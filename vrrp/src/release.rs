@@ -14,7 +14,7 @@
 //! their interfaces (except for an address owner, priority 255), which is what the daemon
 //! itself does to them at start.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use tracing::debug;
 
@@ -27,8 +27,8 @@ use crate::VrrpError;
 pub struct Released {
     /// The interface it was on.
     pub interface: String,
-    /// The address.
-    pub addr: Ipv4Addr,
+    /// The address (IPv4 or IPv6).
+    pub addr: IpAddr,
     /// Its prefix length.
     pub prefix: u8,
 }
@@ -143,6 +143,7 @@ mod tests {
     use netlink_packet_route::AddressFamily;
 
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn addr(index: u32, a: [u8; 4], proto: Option<u8>) -> Addr {
         let mut m = AddressMessage::default();
@@ -155,7 +156,7 @@ mod tests {
             m.attributes
                 .push(AddressAttribute::Protocol(AddressProtocol::Other(p)));
         }
-        Addr::from_msg(m).expect("an IPv4 address")
+        Addr::from_msg(m).expect("an address")
     }
 
     fn config(priority: u8) -> VrrpConfig {
@@ -182,7 +183,7 @@ mod tests {
             addr(3, [192, 168, 0, 100], Some(ADDR_PROTO)), // from an older config
             addr(2, [10, 0, 0, 12], Some(1)),              // another protocol's
         ];
-        let picked = |o, c: &[VrrpConfig]| -> Vec<(u32, Ipv4Addr)> {
+        let picked = |o, c: &[VrrpConfig]| -> Vec<(u32, IpAddr)> {
             select(&addrs, o, c, &name_of)
                 .iter()
                 .map(|a| (a.index, a.addr))
@@ -191,14 +192,14 @@ mod tests {
         assert_eq!(
             picked(Ownership::Marked, &[]),
             [
-                (2, Ipv4Addr::new(10, 0, 0, 100)),
-                (3, Ipv4Addr::new(192, 168, 0, 100))
+                (2, Ipv4Addr::new(10, 0, 0, 100).into()),
+                (3, Ipv4Addr::new(192, 168, 0, 100).into())
             ],
             "marked ones only, on any interface"
         );
         assert_eq!(
             picked(Ownership::ConfigVips, &[config(150)]),
-            [(2, Ipv4Addr::new(10, 0, 0, 100))],
+            [(2, Ipv4Addr::new(10, 0, 0, 100).into())],
             "without marks: the config's VIPs on the config's interface"
         );
         assert!(

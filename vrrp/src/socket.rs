@@ -85,6 +85,19 @@ impl VrrpSocket {
 /// Sends `repeat` gratuitous ARP frames for each address, from the interface's MAC
 /// (blocking: run it off the async threads).
 pub(crate) fn send_garps(iface: &str, addrs: &[Ipv4Addr], repeat: u32) -> io::Result<usize> {
+    send_frames(iface, addrs, repeat, |mac, a| {
+        crate::arp::Garp { mac, addr: *a }.to_frame().to_vec()
+    })
+}
+
+/// Sends `repeat` rounds of one link-layer frame per address, `frame(mac, addr)` built with
+/// the interface's MAC; returns how many went out.
+pub(crate) fn send_frames<A>(
+    iface: &str,
+    addrs: &[A],
+    repeat: u32,
+    frame: impl Fn(crate::arp::Mac, &A) -> Vec<u8>,
+) -> io::Result<usize> {
     use pnet_datalink::Channel;
     let nic = pnet_datalink::interfaces()
         .into_iter()
@@ -108,11 +121,7 @@ pub(crate) fn send_garps(iface: &str, addrs: &[Ipv4Addr], repeat: u32) -> io::Re
     let mut sent = 0;
     for _ in 0..repeat {
         for a in addrs {
-            let frame = crate::arp::Garp {
-                mac: mac.octets(),
-                addr: *a,
-            }
-            .to_frame();
+            let frame = frame(mac.octets(), a);
             match tx.send_to(&frame, None) {
                 Some(Ok(())) => sent += 1,
                 Some(Err(e)) => return Err(e),

@@ -991,11 +991,12 @@ mod machine {
             preempt: true,
             preempt_delay: Duration::ZERO,
             auth_pass: None,
-            vips: vec![Ipv4Addr::new(10, 99, 0, 100)],
-            primary: Ipv4Addr::new(10, 99, 0, 13),
+            vips: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))],
+            primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 13)),
             start_as_master: false,
             garp_delay: Duration::from_secs(5),
             unicast_peers: Vec::new(),
+            v3_checksum: Default::default(),
         });
         mach.set_auth_hmac(Some(hmac(1, mode, TIME5)));
         mach.start(Instant::now());
@@ -1005,8 +1006,8 @@ mod machine {
 
     fn rx(src: Ipv4Addr) -> RxMeta {
         RxMeta {
-            src,
-            dst: MULTICAST_V4,
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(MULTICAST_V4),
             ttl: 255,
         }
     }

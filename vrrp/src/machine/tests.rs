@@ -15,11 +15,12 @@ fn params(priority: u8, last_octet: u8) -> Params {
         preempt: true,
         preempt_delay: Duration::ZERO,
         auth_pass: Some(b"s3cret".to_vec()),
-        vips: vec![Ipv4Addr::new(10, 0, 0, 100)],
-        primary: Ipv4Addr::new(10, 0, 0, last_octet),
+        vips: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100))],
+        primary: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last_octet)),
         start_as_master: false,
         garp_delay: Duration::from_secs(5),
         unicast_peers: Vec::new(),
+        v3_checksum: V3Checksum::default(),
     }
 }
 
@@ -36,7 +37,7 @@ struct Router {
     alive: bool,
     holds_vips: bool,
     garp_bursts: u32,
-    vips_changed: Vec<(Vec<Ipv4Addr>, Vec<Ipv4Addr>)>,
+    vips_changed: Vec<(Vec<IpAddr>, Vec<IpAddr>)>,
     adverts: Vec<(Instant, u8)>,
     transitions: Vec<(Instant, State, Reason)>,
 }
@@ -121,7 +122,7 @@ impl Sim {
                     match a {
                         Action::SendAdvert { priority } => {
                             let pair = IpPair {
-                                src: IpAddr::V4(r.m.params().primary),
+                                src: r.m.params().primary,
                                 dst: IpAddr::V4(MULTICAST_V4),
                             };
                             r.adverts.push((self.now, priority));
@@ -153,7 +154,7 @@ impl Sim {
                     }
                     let meta = RxMeta {
                         src: self.r[from].m.params().primary,
-                        dst: MULTICAST_V4,
+                        dst: IpAddr::V4(MULTICAST_V4),
                         ttl: 255,
                     };
                     let now = self.now;
@@ -341,8 +342,8 @@ fn master_answers_priority_zero_at_once() {
     let bytes = pz.to_bytes(&pair);
     let now = s.now;
     let meta = RxMeta {
-        src: Ipv4Addr::new(10, 0, 0, 2),
-        dst: MULTICAST_V4,
+        src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        dst: IpAddr::V4(MULTICAST_V4),
         ttl: 255,
     };
     s.r[2].m.handle_packet(now, meta, &bytes).expect("valid");
@@ -672,21 +673,21 @@ fn good_advert() -> (RxMeta, Vec<u8>, Machine) {
     let m = Machine::new(params(100, 1));
     let sender = Machine::new(params(150, 9));
     let meta = RxMeta {
-        src: Ipv4Addr::new(10, 0, 0, 9),
-        dst: MULTICAST_V4,
+        src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
+        dst: IpAddr::V4(MULTICAST_V4),
         ttl: 255,
     };
     let pair = IpPair {
-        src: IpAddr::V4(meta.src),
-        dst: IpAddr::V4(meta.dst),
+        src: meta.src,
+        dst: meta.dst,
     };
     (meta, sender.advert(150).to_bytes(&pair), m)
 }
 
 fn refix(bytes: &mut [u8], meta: RxMeta) {
     let pair = IpPair {
-        src: IpAddr::V4(meta.src),
-        dst: IpAddr::V4(meta.dst),
+        src: meta.src,
+        dst: meta.dst,
     };
     Packet::new_unchecked(bytes).fill_checksum(&pair);
 }
@@ -702,7 +703,7 @@ fn receive_checks_count_each_reason() {
     cases.push((
         Reject::Own,
         RxMeta {
-            src: Ipv4Addr::new(10, 0, 0, 1),
+            src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             ..meta
         },
         good.clone(),
@@ -757,10 +758,10 @@ fn differing_vip_list_is_accepted_and_counted() {
     let now = Instant::now();
     let (meta, _, mut m) = good_advert();
     let mut p = params(150, 9);
-    p.vips.push(Ipv4Addr::new(10, 0, 0, 101));
+    p.vips.push(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 101)));
     let pair = IpPair {
-        src: IpAddr::V4(meta.src),
-        dst: IpAddr::V4(meta.dst),
+        src: meta.src,
+        dst: meta.dst,
     };
     let bytes = Machine::new(p).advert(150).to_bytes(&pair);
     m.start(now);
@@ -808,7 +809,7 @@ fn unicast_mode_accepts_listed_peers_only() {
     let now = Instant::now();
     let (meta, good, _) = good_advert();
     let mut p = params(100, 1);
-    p.unicast_peers = vec![Ipv4Addr::new(10, 0, 0, 8)];
+    p.unicast_peers = vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 8))];
     let mut m = Machine::new(p.clone());
     m.start(now);
     assert_eq!(m.handle_packet(now, meta, &good), Err(Reject::NotPeer));
@@ -967,9 +968,9 @@ fn reconfigure_backup_priority_falling_below_a_preempted_master_follows_it() {
 fn reconfigure_vips_while_master_adds_and_removes_at_once() {
     let mut s = two_started();
     let (a, b, c) = (
-        Ipv4Addr::new(10, 0, 0, 100),
-        Ipv4Addr::new(10, 0, 0, 101),
-        Ipv4Addr::new(10, 0, 0, 102),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100)),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 101)),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 102)),
     );
     reconfigure(&mut s, 0, |p| p.vips = vec![a, b]);
     assert_eq!(s.r[0].vips_changed, vec![(vec![b], vec![])]);
@@ -982,7 +983,7 @@ fn reconfigure_vips_while_master_adds_and_removes_at_once() {
     s.run_for(10 * SEC);
     assert_eq!(s.masters(), vec![0]);
     let ad = s.r[0].m.advert(150);
-    assert_eq!(ad.addresses, vec![IpAddr::V4(b), IpAddr::V4(c)]);
+    assert_eq!(ad.addresses, vec![b, c]);
     assert_eq!(s.r[1].m.stats().vip_mismatch, 0);
     // Same list again: nothing to do.
     reconfigure(&mut s, 0, |p| p.vips = vec![b, c]);
@@ -1014,12 +1015,12 @@ fn reconfigure_password_is_checked_from_now_on() {
     reconfigure(&mut s, 1, |p| p.auth_pass = Some(b"n3w".to_vec()));
     // r1 now drops r0's adverts (old password) and takes over: reload both together.
     let meta = RxMeta {
-        src: Ipv4Addr::new(10, 0, 0, 1),
-        dst: MULTICAST_V4,
+        src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        dst: IpAddr::V4(MULTICAST_V4),
         ttl: 255,
     };
     let pair = IpPair {
-        src: IpAddr::V4(meta.src),
+        src: meta.src,
         dst: IpAddr::V4(MULTICAST_V4),
     };
     let old = s.r[0].m.advert(150).to_bytes(&pair);
@@ -1048,7 +1049,7 @@ fn reconfigure_refuses_what_needs_a_restart() {
     assert_eq!(m.reconfigure(now, params(255, 1)), Err(NeedsRestart::Owner));
     // The primary address stays the machine's own.
     assert_eq!(m.reconfigure(now, params(100, 9)), Ok(()));
-    assert_eq!(m.params().primary, Ipv4Addr::new(10, 0, 0, 1));
+    assert_eq!(m.params().primary, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
     assert_eq!(m.priority(), 100);
 }
 
