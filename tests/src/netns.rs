@@ -5,7 +5,7 @@
 //! the namespace the tests run in. Names are unique per process and call (pid + counter), and
 //! `Drop` kills whatever still runs in a namespace before deleting it.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -175,23 +175,39 @@ impl Host {
 
     /// IPv4 addresses on eth0, as "a.b.c.d/len".
     pub fn addrs(&self) -> Vec<String> {
+        self.addrs_of("inet")
+    }
+
+    /// IPv6 addresses on eth0, as "x::y/len".
+    pub fn addrs6(&self) -> Vec<String> {
+        self.addrs_of("inet6")
+    }
+
+    fn addrs_of(&self, family: &str) -> Vec<String> {
+        let flag = if family == "inet" { "-4" } else { "-6" };
         let out = self
             .ns
-            .ip_output(&["-4", "-o", "addr", "show", "dev", Self::IFACE]);
+            .ip_output(&[flag, "-o", "addr", "show", "dev", Self::IFACE]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| {
                 let mut w = l.split_whitespace();
-                w.find(|x| *x == "inet")?;
+                w.find(|x| *x == family)?;
                 w.next().map(str::to_string)
             })
             .collect()
     }
 
-    /// Whether eth0 carries `addr` (any prefix).
-    pub fn has(&self, addr: Ipv4Addr) -> bool {
+    /// Whether eth0 carries `addr` (any prefix), IPv4 or IPv6.
+    pub fn has(&self, addr: impl Into<IpAddr>) -> bool {
+        let addr = addr.into();
         let want = format!("{addr}/");
-        self.addrs().iter().any(|a| a.starts_with(&want))
+        let addrs = if addr.is_ipv4() {
+            self.addrs()
+        } else {
+            self.addrs6()
+        };
+        addrs.iter().any(|a| a.starts_with(&want))
     }
 
     /// `maas-vip status --json -c conf` run inside the host, parsed; `None` if it failed.
@@ -271,7 +287,8 @@ impl Lan {
     }
 
     /// Indices of the hosts that carry `addr`.
-    pub fn holders(&self, addr: Ipv4Addr) -> Vec<usize> {
+    pub fn holders(&self, addr: impl Into<IpAddr>) -> Vec<usize> {
+        let addr = addr.into();
         (0..self.hosts.len())
             .filter(|i| self.hosts[*i].has(addr))
             .collect()
@@ -281,12 +298,13 @@ impl Lan {
     /// that took; otherwise prints the `logs` and panics, saying `what` was awaited.
     pub fn wait_holders(
         &self,
-        addr: Ipv4Addr,
+        addr: impl Into<IpAddr>,
         want: &[usize],
         limit: Duration,
         what: &str,
         logs: &[&Proc],
     ) -> Duration {
+        let addr = addr.into();
         match wait_for(limit, || self.holders(addr) == want) {
             Some(t) => t,
             None => {
@@ -300,7 +318,14 @@ impl Lan {
     }
 
     /// Samples the holders of `addr` every 100 ms for `d`: each sample must be `want`.
-    pub fn assert_holders_stable(&self, addr: Ipv4Addr, want: &[usize], d: Duration, what: &str) {
+    pub fn assert_holders_stable(
+        &self,
+        addr: impl Into<IpAddr>,
+        want: &[usize],
+        d: Duration,
+        what: &str,
+    ) {
+        let addr = addr.into();
         let end = Instant::now() + d;
         while Instant::now() < end {
             assert_eq!(self.holders(addr), want, "{what}: holders of {addr}");
@@ -478,6 +503,17 @@ impl Lan {
     /// Starts tcpdump on host `host`'s eth0, writing VRRP and ARP frames to
     /// `dir/cap-{tag}.pcap` (its output in `dir/tcpdump-{tag}.log`), and waits until it listens.
     pub fn capture(&self, host: usize, dir: &Path, tag: &str) -> (Proc, std::path::PathBuf) {
+        self.capture_filtered(host, dir, tag, "arp or ip proto 112")
+    }
+
+    /// [`Lan::capture`] with another tcpdump filter.
+    pub fn capture_filtered(
+        &self,
+        host: usize,
+        dir: &Path,
+        tag: &str,
+        filter: &str,
+    ) -> (Proc, std::path::PathBuf) {
         let file = dir.join(format!("cap-{tag}.pcap"));
         let p = Proc::spawn(
             &self.hosts[host].ns,
@@ -489,7 +525,7 @@ impl Lan {
                 "-n",
                 "-w",
                 file.to_str().expect("utf8 path"),
-                "arp or ip proto 112",
+                filter,
             ],
             &[],
             dir.join(format!("tcpdump-{tag}.log")),

@@ -1082,4 +1082,6 @@ impl Machine {
 }
 
 #[cfg(test)]
+mod ipv6_tests;
+#[cfg(test)]
 mod tests;

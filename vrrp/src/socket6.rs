@@ -52,7 +52,6 @@ impl VrrpSocket6 {
             Some(Protocol::from(i32::from(PROTOCOL))),
         )?;
         s.bind_device(Some(iface.as_bytes()))?;
-        s.set_only_v6(true)?;
         s.set_multicast_loop_v6(false)?;
         // RFC 9568 §5.1.2.3: hop limit 255, multicast or not.
         s.set_multicast_hops_v6(255)?;
