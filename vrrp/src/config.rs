@@ -203,6 +203,9 @@ impl VrrpConfig {
             Some("virtual_router_id changed")
         } else if self.version != new.version {
             Some("version changed")
+        } else if self.is_ipv6() != new.is_ipv6() {
+            // Another socket, another source address: another virtual router (RFC 9568 §1).
+            Some("address family changed")
         } else if (*self.priority.get_ref() == 255) != (*new.priority.get_ref() == 255) {
             Some("priority moved to or from 255 (address owner)")
         } else {
@@ -645,6 +648,14 @@ mod tests {
         ] {
             assert_eq!(old.restart_reason(&with(from, to)), Some(why));
         }
+        let v3 = with("priority = 150", "priority = 150\nversion = 3");
+        let v6 = toml::from_str::<VrrpConfig>(
+            &base
+                .replace("priority = 150", "priority = 150\nversion = 3")
+                .replace("\"10.0.0.100/24\"", "\"fe80::61/64\""),
+        )
+        .expect("parses");
+        assert_eq!(v3.restart_reason(&v6), Some("address family changed"));
         // Spans (where a value sits in the file) are not changes.
         let moved: VrrpConfig = toml::from_str(&format!("\n\n{base}")).expect("parses");
         assert!(old.changed_fields(&moved).is_empty());

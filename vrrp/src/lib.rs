@@ -8,8 +8,9 @@
 //! - [`arp`]: gratuitous ARP frames.
 //! - [`ndisc`]: unsolicited neighbour advertisements (the IPv6 gratuitous ARP).
 //! - [`machine`]: the sans-IO state machine of RFC 3768 §6 (time in, actions out).
-//! - [`run`]: the Linux driver: raw socket of protocol 112, VIPs and link state through
-//!   rtnetlink, gratuitous ARP through the datalink, track scripts, notify;
+//! - [`run`]: the Linux driver: raw socket of protocol 112 (IPv4, or IPv6 with ancillary
+//!   data), VIPs and link state through rtnetlink, gratuitous ARP and unsolicited neighbour
+//!   advertisements through the datalink, track scripts, notify;
 //!   [`run_with_updates`]: one instance that takes new configs while it runs (live reload).
 //! - [`release_vips`]: removes the VIPs a dead maas-vip left (the unit's `ExecStopPost=`).
 //!
@@ -17,8 +18,7 @@
 //! binary through a [`BackendsProbe`].
 //!
 //! # What it is not
-//! - IPv4 only: VRRPv3 messages with IPv6 addresses are parsed and emitted by [`packet`], but
-//!   the driver sends and receives over IPv4 and adds IPv4 addresses.
+//! - One family per instance: IPv4 (VRRPv2 or v3) or IPv6 (VRRPv3, RFC 9568), as keepalived.
 //! - No virtual MAC (keepalived's `use_vmac`), no sync groups, no `garp_master_refresh`.
 //! - Not a general keepalived: one `[[vrrp]]` block is one `vrrp_instance`, and what the MAAS
 //!   guide uses is what is implemented.
