@@ -795,3 +795,80 @@ fn ipv6_hostile_adverts_dropped_and_counted() {
     assert_eq!(v["vrrp"][0]["state"], "MASTER", "{v}");
     eprintln!("hostile IPv6 adverts counted: {:?}", counted());
 }
+
+/// A link-local address whose duplicate address detection failed (the kernel keeps it as
+/// `tentative dadfailed`) is not the advert source, though it is listed first: adverts go out
+/// from the next usable link-local address (keepalived's rule; its issue history has adverts
+/// failing with EINVAL from an unusable source).
+#[test]
+fn ipv6_dadfailed_link_local_is_not_the_source() {
+    let Some(mut bed) = Bed::start("ipv6_dadfailed_link_local_is_not_the_source") else {
+        return;
+    };
+    let (lan, dir) = (&bed.lan, bed.dir.clone());
+    let dup = "fe80::dad";
+    lan.hosts[1]
+        .ns
+        .ip(&["addr", "add", &format!("{dup}/64"), "dev", "eth0"]);
+    let ok = wait_for(Duration::from_secs(10), || {
+        link_local(&lan.hosts[1].ns).is_some() && {
+            addr_lines(&lan.hosts[1].ns)
+                .iter()
+                .any(|l| l.contains(dup) && !l.contains("tentative"))
+        }
+    });
+    assert!(
+        ok.is_some(),
+        "h1 holds {dup}: {:?}",
+        addr_lines(&lan.hosts[1].ns)
+    );
+    lan.hosts[0]
+        .ns
+        .ip(&["addr", "add", &format!("{dup}/64"), "dev", "eth0"]);
+    let failed = wait_for(Duration::from_secs(10), || {
+        addr_lines(&lan.hosts[0].ns)
+            .iter()
+            .any(|l| l.contains(dup) && l.contains("dadfailed"))
+    });
+    assert!(
+        failed.is_some(),
+        "DAD failed on h0: {:?}",
+        addr_lines(&lan.hosts[0].ns)
+    );
+    let first_ll = addr_lines(&lan.hosts[0].ns)
+        .into_iter()
+        .find(|l| l.contains("scope link"))
+        .unwrap_or_default();
+    assert!(
+        first_ll.contains(dup),
+        "the failed address is listed first: {first_ll}"
+    );
+    let own = link_local(&lan.hosts[0].ns).expect("h0's own link-local");
+    assert_ne!(own.to_string(), dup);
+    let mv = lan.start_maas_vip(&dir, 0, &config(150, "state = \"MASTER\""));
+    wait_holders(lan, &[0], Duration::from_secs(10), "master", &[&mv]);
+    let pcap = bed.pcap.clone();
+    let sources = || -> Vec<String> {
+        let out = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(&pcap)
+            .args(["-Y", "vrrp", "-T", "fields", "-e", "ipv6.src"])
+            .output()
+            .expect("tshark");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // tcpdump -U writes each frame as it comes: three adverts at 1 s.
+    let three = wait_for(Duration::from_secs(6), || sources().len() >= 3);
+    assert!(three.is_some(), "adverts: {:?}\n{}", sources(), mv.output());
+    drop(mv);
+    let srcs = sources();
+    let (adverts, _) = bed.finish(&[0]);
+    assert!(adverts >= 2, "adverts: {adverts}");
+    assert!(
+        srcs.iter().all(|s| *s == own.to_string()),
+        "every advert from {own}, none from {dup}: {srcs:?}"
+    );
+}
