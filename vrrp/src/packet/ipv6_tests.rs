@@ -89,9 +89,9 @@ fn v6_advert() -> (IpPair, Vec<u8>) {
 
 #[test]
 fn fixture_has_every_kind() {
-    assert_eq!(frames().len(), 14);
+    assert_eq!(frames().len(), 15);
     let all = adverts();
-    assert_eq!(all.len(), 9);
+    assert_eq!(all.len(), 10);
     assert_eq!(all.iter().filter(|(_, p, ..)| p.src.is_ipv6()).count(), 6);
 }
 
@@ -261,6 +261,19 @@ fn ipv4_checksum_option_on_receive_follows_keepalived() {
     // RFC 9568 mode: both forms (keepalived with the option checks neither), nothing else.
     assert!(parse(&keepalived, V3Checksum::MessageOnly).is_ok());
     assert!(parse(&rfc, V3Checksum::MessageOnly).is_ok());
+    // keepalived 2.4.3 with v3_checksum_as_v2 sends the RFC 9568 form.
+    let (_, ka_pair, _, ka243) = adverts()
+        .into_iter()
+        .find(|(s, ..)| s.contains("ip.src=10.97.0.11"))
+        .expect("keepalived 2.4.3's frame");
+    let p = Packet::new_checked(&ka243[..]).expect("header");
+    assert_eq!(
+        Repr::parse(&p, &ka_pair),
+        Err(WireError::Checksum),
+        "not keepalived's default form"
+    );
+    let repr = Repr::parse_with(&p, &ka_pair, V3Checksum::MessageOnly).expect("RFC 9568 form");
+    assert_eq!(repr.to_bytes_with(&ka_pair, V3Checksum::MessageOnly), ka243);
     let mut bad = rfc.clone();
     bad[7] ^= 0x40;
     assert_eq!(
