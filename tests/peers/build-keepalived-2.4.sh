@@ -33,6 +33,7 @@ fi
 
 # Build beside the destination and move it into place at the end, so that an interrupted
 # build never looks finished.
+mkdir -p "$root/target"
 work=$(mktemp -d "$root/target/peers-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 tar xzf "$tarball" -C "$work"
