@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::netns::{print_logs, wait_for, Netns, Proc};
 
@@ -193,6 +193,26 @@ pub struct Tally {
     pub errors: u64,
     /// The failures by kind ("ConnectionRefused", "TimedOut"...).
     pub error_kinds: BTreeMap<String, u64>,
+    /// Each failure: when its connection started and ended, and its kind.
+    pub failures: Vec<Failure>,
+}
+
+/// One failed connection of a [`Tally`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// When the client started connecting.
+    pub start: SystemTime,
+    /// When it gave up.
+    pub end: SystemTime,
+    /// "ConnectionReset", "TimedOut", "empty"...
+    pub kind: String,
+}
+
+impl Failure {
+    /// Whether the connection was open at some moment between `from` and `to`.
+    pub fn overlaps(&self, from: SystemTime, to: SystemTime) -> bool {
+        self.start <= to && self.end >= from
+    }
 }
 
 impl Tally {
@@ -206,10 +226,23 @@ impl Tally {
                 .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
                 .collect()
         };
+        let ms =
+            |v: &serde_json::Value| UNIX_EPOCH + Duration::from_millis(v.as_u64().unwrap_or(0));
+        let failures = v["failures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| Failure {
+                start: ms(&f[0]),
+                end: ms(&f[1]),
+                kind: f[2].as_str().unwrap_or_default().to_string(),
+            })
+            .collect();
         Tally {
             names: map("names"),
             errors: v["errors"].as_u64().unwrap_or(u64::MAX),
             error_kinds: map("error_kinds"),
+            failures,
         }
     }
 

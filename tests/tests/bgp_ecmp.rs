@@ -5,7 +5,7 @@
 //! within the documented bound.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use maas_vip_tests::bgp::{frr_available, Fabric, Tally, VIP_IFACE, WITHDRAW_BOUND};
 use maas_vip_tests::netns::{check_or_skip, REQUIRE_ENV};
@@ -131,6 +131,7 @@ fn sigterm_withdraws_first_and_closes_the_listener_after_the_drain_delay() {
     // Traffic over all three hosts first (load time, not synchronisation).
     std::thread::sleep(Duration::from_secs(1));
     let t0 = Instant::now();
+    let signalled = SystemTime::now();
     hosts[1].signal("TERM");
     let t = f.wait_next_hops(
         VIP,
@@ -139,6 +140,7 @@ fn sigterm_withdraws_first_and_closes_the_listener_after_the_drain_delay() {
         "SIGTERM: withdraw",
         &[&hosts[1]],
     );
+    let dropped = SystemTime::now();
     eprintln!("SIGTERM -> router dropped host 1 after {t:?}");
     assert!(
         hosts[1].running(),
@@ -155,8 +157,27 @@ fn sigterm_withdraws_first_and_closes_the_listener_after_the_drain_delay() {
     );
 
     let got = Tally::of(&mut hammer);
-    eprintln!("client through the drain: {got:?}");
-    assert_eq!(got.errors, 0, "no connection refused or lost: {got:?}");
+    // The router rehashes its ECMP flows when host 1's next hop goes: a connection in flight
+    // at that instant may have its next packet sent to another host, which resets it (what
+    // any ECMP router without resilient hashing does, and why the drain delay exists). Those
+    // are allowed, a few; every other connection, before the signal or after the route
+    // change, must be answered: nothing refused while host 1 drains.
+    let (at_change, others): (Vec<_>, Vec<_>) = got
+        .failures
+        .iter()
+        .partition(|x| x.kind == "ConnectionReset" && x.overlaps(signalled, dropped));
+    eprintln!(
+        "client through the drain: {got:?}; {} reset in flight at the route change",
+        at_change.len()
+    );
+    assert!(
+        others.is_empty(),
+        "no connection refused or lost: {others:?} ({got:?})"
+    );
+    assert!(
+        at_change.len() <= 3,
+        "resets at the route change: {at_change:?}"
+    );
     assert_eq!(got.hosts(), ["h0", "h1", "h2"], "{got:?}");
 }
 

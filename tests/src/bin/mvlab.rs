@@ -7,14 +7,16 @@
 //!   SIGTERM drains: withdraw, DRAIN_MS later close the listener and exit. A SIGKILL leaves
 //!   the clean-up to the kernel, which is what the fate-sharing test checks.
 //! - `mvlab fetch ADDR COUNT`: COUNT connections one after the other (each from a new source
-//!   port), printing `{"names":{NAME:n,...},"errors":n}`.
+//!   port), printing `{"names":{NAME:n,...},"errors":n,"error_kinds":{..},"failures":[..]}`,
+//!   where each failure is `[start_ms, end_ms, kind]` in milliseconds since the Unix epoch
+//!   (the test compares them with the moment the router changed its routes).
 //! - `mvlab hammer ADDR MILLIS`: the same for MILLIS milliseconds, as fast as it can.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use announce::{Action, Announcer, HostPrefix, Timings, VipLink};
 
@@ -131,24 +133,41 @@ fn connect_many(addr: &str, mut more: impl FnMut(u64, Instant) -> bool) -> Resul
     let addr: SocketAddr = parse(addr)?;
     let mut names: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failures: Vec<(u128, u128, String)> = Vec::new();
+    let unix_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    };
     let mut done = 0;
     while more(done, Instant::now()) {
         done += 1;
+        let start = unix_ms();
         let got = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut s| {
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
             let mut buf = String::new();
             s.read_to_string(&mut buf)?;
             Ok(buf)
         });
-        match got {
-            Ok(n) if !n.is_empty() => *names.entry(n).or_default() += 1,
-            Ok(_) => *errors.entry("empty".into()).or_default() += 1,
-            Err(x) => *errors.entry(format!("{:?}", x.kind())).or_default() += 1,
-        }
+        let kind = match got {
+            Ok(n) if !n.is_empty() => {
+                *names.entry(n).or_default() += 1;
+                continue;
+            }
+            Ok(_) => "empty".to_string(),
+            Err(x) => format!("{:?}", x.kind()),
+        };
+        *errors.entry(kind.clone()).or_default() += 1;
+        failures.push((start, unix_ms(), kind));
     }
     println!(
         "{}",
-        serde_json::json!({ "names": names, "errors": errors.values().sum::<u64>(), "error_kinds": errors })
+        serde_json::json!({
+            "names": names,
+            "errors": errors.values().sum::<u64>(),
+            "error_kinds": errors,
+            "failures": failures,
+        })
     );
     Ok(())
 }
