@@ -15,7 +15,15 @@ tarball=${KEEPALIVED_TARBALL:-$root/../shared/keepalived-$version.tar.gz}
 dest=$root/target/peers/keepalived-$version
 bin=$dest/inst/sbin/keepalived
 
-if [ -x "$bin" ] && "$bin" --version 2>&1 | grep -q "Keepalived v$version"; then
+# The version line is read whole before matching: `grep -q` closing the pipe early would make
+# keepalived die of SIGPIPE and, under pipefail, a good build look broken.
+reports_version() {
+  local out
+  out=$("$bin" --version 2>&1) || true
+  case $out in *"Keepalived v$version"*) return 0 ;; *) return 1 ;; esac
+}
+
+if [ -x "$bin" ] && reports_version; then
   echo "$bin"
   exit 0
 fi
@@ -49,7 +57,7 @@ rm -rf "$dest"
 mkdir -p "$dest"
 make -C "$src" install >>"$log" 2>&1 || { tail -n 40 "$log" >&2; exit 1; }
 cp "$log" "$dest/build.log"
-"$bin" --version 2>&1 | grep -q "Keepalived v$version" || {
+reports_version || {
   echo "build-keepalived: $bin does not report v$version" >&2
   exit 1
 }
