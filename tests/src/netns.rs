@@ -6,7 +6,7 @@
 //! `Drop` kills whatever still runs in a namespace before deleting it.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -404,6 +404,28 @@ impl Lan {
     }
 }
 
+/// keepalived 2.4.3 as tests/peers/build-keepalived-2.4.sh leaves it (or $MAAS_VIP_KEEPALIVED24).
+pub fn keepalived24(test: &str) -> Option<PathBuf> {
+    let p = std::env::var_os("MAAS_VIP_KEEPALIVED24")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/peers/keepalived-2.4.3/inst/sbin/keepalived")
+        });
+    if p.exists() {
+        return Some(p);
+    }
+    let why = format!(
+        "{} not built (run tests/peers/build-keepalived-2.4.sh)",
+        p.display()
+    );
+    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
+        panic!("{test}: keepalived 2.4.3 is required ({REQUIRE_ENV}=1): {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    None
+}
+
 /// Polls `cond` every 20 ms until it holds (`Some(elapsed)`) or `limit` passes (`None`).
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
@@ -423,7 +445,7 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Durat
 pub struct Proc {
     child: std::process::Child,
     /// Where its output goes.
-    pub log: std::path::PathBuf,
+    pub log: PathBuf,
 }
 
 impl Proc {
@@ -433,7 +455,7 @@ impl Proc {
         program: impl AsRef<std::ffi::OsStr>,
         args: &[&str],
         envs: &[(&str, &str)],
-        log: std::path::PathBuf,
+        log: PathBuf,
     ) -> Proc {
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -502,7 +524,7 @@ impl Drop for Proc {
 impl Lan {
     /// Starts tcpdump on host `host`'s eth0, writing VRRP and ARP frames to
     /// `dir/cap-{tag}.pcap` (its output in `dir/tcpdump-{tag}.log`), and waits until it listens.
-    pub fn capture(&self, host: usize, dir: &Path, tag: &str) -> (Proc, std::path::PathBuf) {
+    pub fn capture(&self, host: usize, dir: &Path, tag: &str) -> (Proc, PathBuf) {
         self.capture_filtered(host, dir, tag, "arp or ip proto 112")
     }
 
@@ -513,7 +535,7 @@ impl Lan {
         dir: &Path,
         tag: &str,
         filter: &str,
-    ) -> (Proc, std::path::PathBuf) {
+    ) -> (Proc, PathBuf) {
         let file = dir.join(format!("cap-{tag}.pcap"));
         let p = Proc::spawn(
             &self.hosts[host].ns,

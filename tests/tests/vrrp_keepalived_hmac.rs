@@ -6,39 +6,17 @@
 //! unless MAAS_VIP_REQUIRE_NETNS=1. The tests of this file run one at a time.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use maas_vip_tests::netns::{check_or_skip, wait_for, Lan, Proc, REQUIRE_ENV};
+use maas_vip_tests::netns::{check_or_skip, keepalived24, wait_for, Lan, Proc};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 const TERM_BOUND: Duration = Duration::from_millis(1200);
 const KEY_HEX: &str = "5ee0c0ffee00112233445566778899aabbccddeeff00112233445566778899aa";
-
-/// keepalived 2.4.3 as tests/peers/build-keepalived-2.4.sh leaves it (or $MAAS_VIP_KEEPALIVED24).
-fn keepalived24(test: &str) -> Option<PathBuf> {
-    let p = std::env::var_os("MAAS_VIP_KEEPALIVED24")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/peers/keepalived-2.4.3/inst/sbin/keepalived")
-        });
-    if p.exists() {
-        return Some(p);
-    }
-    let why = format!(
-        "{} not built (run tests/peers/build-keepalived-2.4.sh)",
-        p.display()
-    );
-    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-        panic!("{test}: keepalived 2.4.3 is required ({REQUIRE_ENV}=1): {why}");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    None
-}
 
 struct Pair {
     lan: Lan,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use serde_spanned::Spanned;
 
 pub use crate::auth_hmac::config::AuthHmacConfig;
+use crate::packet::V3Checksum;
 
 /// A problem found in a config, located by the byte range of the value it is about.
 pub type Problem = Spanned<String>;
@@ -79,6 +80,31 @@ pub struct VrrpConfig {
     /// keepalived 2.4's HMAC-SHA256 advert authentication (see [`crate::auth_hmac::config`]).
     #[serde(default)]
     pub auth_hmac: Option<AuthHmacConfig>,
+    /// What the VRRPv3 checksum covers over IPv4: "pseudo_header" (default, keepalived's
+    /// default, Wireshark's) or "rfc9568" (the VRRP message alone: RFC 9568, Cisco, Juniper,
+    /// keepalived's `v3_checksum_as_v2`). Only for `version = 3` with IPv4 addresses.
+    #[serde(default = "default_v3_checksum")]
+    pub v3_checksum: Spanned<V3ChecksumKey>,
+}
+
+/// The values of `v3_checksum`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum V3ChecksumKey {
+    /// The IPv4 pseudo-header is included ([`V3Checksum::PseudoHeader`]).
+    #[default]
+    PseudoHeader,
+    /// The VRRP message alone ([`V3Checksum::MessageOnly`]).
+    Rfc9568,
+}
+
+impl From<V3ChecksumKey> for V3Checksum {
+    fn from(k: V3ChecksumKey) -> V3Checksum {
+        match k {
+            V3ChecksumKey::PseudoHeader => V3Checksum::PseudoHeader,
+            V3ChecksumKey::Rfc9568 => V3Checksum::MessageOnly,
+        }
+    }
 }
 
 /// keepalived's `state` keyword.
@@ -254,6 +280,7 @@ impl VrrpConfig {
         diff(self.notify != new.notify, "notify");
         diff(self.track_script != new.track_script, "track_script");
         diff(self.auth_hmac != new.auth_hmac, "auth_hmac");
+        diff(self.v3_checksum != new.v3_checksum, "v3_checksum");
         out
     }
 
@@ -410,6 +437,14 @@ impl VrrpConfig {
                 "IPv6 virtual addresses need `version = 3` (VRRPv2 is IPv4 only)".into(),
             ));
         }
+        if *self.v3_checksum.get_ref() == V3ChecksumKey::Rfc9568
+            && (v6 || *self.version.get_ref() != 3)
+        {
+            out.push(Spanned::new(
+                self.v3_checksum.span(),
+                "`v3_checksum = \"rfc9568\"` applies to VRRPv3 over IPv4 only (`version = 3` with IPv4 addresses); VRRPv2 and IPv6 have one checksum rule each".into(),
+            ));
+        }
         if let Some(p) = self.unicast_peers.iter().find(|p| p.is_ipv6() != v6) {
             out.push(Spanned::new(
                 vips.span(),
@@ -431,6 +466,10 @@ fn one() -> u32 {
 fn two_secs() -> Duration {
     Duration::from_secs(2)
 }
+fn default_v3_checksum() -> Spanned<V3ChecksumKey> {
+    Spanned::new(0..0, V3ChecksumKey::default())
+}
+
 fn default_priority() -> Spanned<u8> {
     Spanned::new(0..0, 100)
 }
@@ -607,6 +646,38 @@ mod tests {
     }
 
     #[test]
+    fn v3_checksum_is_for_vrrpv3_over_ipv4() {
+        let v4 = "virtual_ipaddresses = [\"10.0.0.100/24\"]";
+        assert!(problems(&format!("version = 3\nv3_checksum = \"rfc9568\"\n{v4}")).is_empty());
+        assert!(problems(&format!(
+            "version = 3\nv3_checksum = \"pseudo_header\"\n{v4}"
+        ))
+        .is_empty());
+        let why = "`v3_checksum = \"rfc9568\"` applies to VRRPv3 over IPv4 only";
+        for body in [
+            format!("v3_checksum = \"rfc9568\"\n{v4}"),
+            "version = 3\nv3_checksum = \"rfc9568\"\nvirtual_ipaddresses = [\"fe80::61/64\"]"
+                .to_string(),
+        ] {
+            let got = problems(&body);
+            assert!(got.len() == 1 && got[0].starts_with(why), "{body}: {got:?}");
+        }
+        let bad = toml::from_str::<VrrpConfig>(&format!(
+            "name = \"a\"\ninterface = \"eth0\"\nvirtual_router_id = 1\nv3_checksum = \"cisco\"\n{v4}"
+        ))
+        .expect_err("an unknown form is refused");
+        assert!(bad.to_string().contains("pseudo_header"), "{bad}");
+        let c: VrrpConfig = toml::from_str(&format!(
+            "name = \"a\"\ninterface = \"eth0\"\nvirtual_router_id = 1\nversion = 3\nv3_checksum = \"rfc9568\"\n{v4}"
+        ))
+        .expect("parses");
+        assert_eq!(
+            V3Checksum::from(*c.v3_checksum.get_ref()),
+            V3Checksum::MessageOnly
+        );
+    }
+
+    #[test]
     fn what_needs_a_restart() {
         let base = r#"
             name = "maas_region"
@@ -625,6 +696,10 @@ mod tests {
             ("\"10.0.0.100/24\"", "\"10.0.0.101/24\", \"10.0.0.102/25\""),
             ("priority = 150", "priority = 150\nadvert_interval = \"3s\""),
             ("priority = 150", "priority = 150\nauth_pass = \"x\""),
+            (
+                "priority = 150",
+                "priority = 150\nv3_checksum = \"rfc9568\"",
+            ),
         ] {
             let new = with(from, to);
             assert_eq!(old.restart_reason(&new), None, "{to}");

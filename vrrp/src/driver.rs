@@ -346,7 +346,7 @@ fn params(cfg: &VrrpConfig, vips: &[Vip], primary: IpAddr) -> Params {
         start_as_master: cfg.state == InitialState::Master,
         garp_delay: cfg.garp_master_delay,
         unicast_peers: cfg.unicast_peers.clone(),
-        v3_checksum: Default::default(),
+        v3_checksum: (*cfg.v3_checksum.get_ref()).into(),
     }
 }
 
