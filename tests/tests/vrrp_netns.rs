@@ -488,30 +488,22 @@ fn vrrp_track_backends_lowers_priority() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
-    // The only region of host 0's frontend, inside host 0: a stand-in that accepts TCP (the
-    // check's kind), here a proxy-only maas-vip listening on 127.0.0.1:5240.
-    let stand_in = dir.path().join("region.toml");
-    std::fs::write(
-        &stand_in,
-        r#"
-[[frontend]]
-name = "stand_in"
-bind = ["127.0.0.1:5240"]
-
-[[frontend.server]]
-name = "nowhere"
-address = "127.0.0.1:9"
-
-[admin]
-bind = "127.0.0.1:5250"
-"#,
-    )
-    .expect("stand-in config");
+    // The only region of host 0's frontend, inside host 0: `maas-vip demo region` (the demo's
+    // stand-in) on 127.0.0.1:5240. (A proxy-only maas-vip with no live server, used before,
+    // reset each connection at once, and the reset could beat the tcp check's connect: the
+    // check flapped and the priority with it.)
     let region = || {
         Proc::spawn(
             &lan.hosts[0].ns,
             maas_vip_bin(),
-            &["run", "-c", stand_in.to_str().expect("utf8 path")],
+            &[
+                "demo",
+                "region",
+                "--name",
+                "region-1",
+                "--bind",
+                "127.0.0.1:5240",
+            ],
             &[],
             dir.path().join("region.log"),
         )
