@@ -66,6 +66,8 @@ pub(crate) fn signals(tx: mpsc::Sender<Signal>) -> anyhow::Result<JoinHandle<()>
 struct ListenerTask {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// An IPv6 wildcard listener that takes IPv4 too ([`lb::listener::dual_stack`]).
+    dual_stack: bool,
 }
 
 struct FrontendRt {
@@ -177,13 +179,39 @@ fn health_frontend(cfg: &FrontendConfig, states: &[Arc<ServerState>]) -> HealthF
 fn spawn_listener(
     workers: &Workers,
     fe: &Arc<Frontend>,
-    ls: Vec<std::net::TcpListener>,
+    (ls, dual_stack): (Vec<std::net::TcpListener>, bool),
 ) -> ListenerTask {
     let (stop, rx) = watch::channel(false);
     ListenerTask {
         stop,
         tasks: workers.accept(fe, ls, &rx),
+        dual_stack,
     }
+}
+
+/// Every address the frontends of `cfg` bind.
+fn all_binds(cfg: &Config) -> Vec<SocketAddr> {
+    cfg.frontend
+        .iter()
+        .flat_map(|f| f.bind.get_ref().iter().copied())
+        .collect()
+}
+
+/// Binds `addr` for frontend `name` on every worker, dual-stack or not as `binds` (the
+/// whole config's) decide; the flag comes back with the sockets.
+fn bind_frontend(
+    name: &str,
+    addr: SocketAddr,
+    binds: &[SocketAddr],
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::TcpListener>, bool)> {
+    let dual = lb::listener::dual_stack(addr, binds.iter().copied());
+    let ls = lb::listener::bind_shared(addr, workers, dual)
+        .with_context(|| format!("frontend `{name}`: cannot bind {addr}"))?;
+    if dual {
+        info!(frontend = name, bind = %addr, "listening on IPv6 and IPv4 (dual-stack)");
+    }
+    Ok((ls, dual))
 }
 
 fn spawn_vrrp(cfg: VrrpConfig, registry: &Arc<Registry>) -> VrrpRt {
@@ -242,12 +270,11 @@ impl Daemon {
         let workers = Workers::start(cfg.global.workers).context("starting the proxy threads")?;
         // Bind everything first: a port we cannot have is a startup failure, not a log line.
         let mut bound = Vec::new();
+        let binds = all_binds(&cfg);
         for f in &cfg.frontend {
             let mut ls = Vec::new();
             for addr in f.bind.get_ref() {
-                let l = lb::listener::bind_shared(*addr, workers.len()).with_context(|| {
-                    format!("frontend `{}`: cannot bind {addr}", f.name.get_ref())
-                })?;
+                let l = bind_frontend(f.name.get_ref(), *addr, &binds, workers.len())?;
                 ls.push((*addr, l));
             }
             bound.push(ls);
@@ -332,7 +359,9 @@ impl Daemon {
 
     async fn apply(&mut self, new: Config) -> anyhow::Result<String> {
         // 1. Bind the new addresses first; failing here changes nothing.
-        let mut fresh: HashMap<(String, SocketAddr), Vec<std::net::TcpListener>> = HashMap::new();
+        let mut fresh: HashMap<(String, SocketAddr), (Vec<std::net::TcpListener>, bool)> =
+            HashMap::new();
+        let binds = all_binds(&new);
         for f in &new.frontend {
             let old = self.frontends.get(f.name.get_ref());
             for addr in f.bind.get_ref() {
@@ -340,8 +369,22 @@ impl Daemon {
                     .frontends
                     .values()
                     .any(|o| o.listeners.contains_key(addr));
-                let held_here = old.is_some_and(|o| o.listeners.contains_key(addr));
-                if held_here {
+                if let Some(held) = old.and_then(|o| o.listeners.get(addr)) {
+                    // IPV6_V6ONLY cannot change once a socket is bound, and replacing the
+                    // socket in place would drop the connections in its accept queue.
+                    if held.dual_stack != lb::listener::dual_stack(*addr, binds.iter().copied()) {
+                        anyhow::bail!(
+                            "bind {addr} would change from {} (an IPv4 bind on port {} was {}); \
+                             remove it in one reload, add it back in the next",
+                            if held.dual_stack {
+                                "dual-stack to IPv6-only"
+                            } else {
+                                "IPv6-only to dual-stack"
+                            },
+                            addr.port(),
+                            if held.dual_stack { "added" } else { "removed" },
+                        );
+                    }
                     continue;
                 }
                 if held_by_any {
@@ -349,10 +392,7 @@ impl Daemon {
                         "bind {addr} moves between frontends; remove it in one reload, add it in the next"
                     );
                 }
-                let l =
-                    lb::listener::bind_shared(*addr, self.workers.len()).with_context(|| {
-                        format!("frontend `{}`: cannot bind {addr}", f.name.get_ref())
-                    })?;
+                let l = bind_frontend(f.name.get_ref(), *addr, &binds, self.workers.len())?;
                 fresh.insert((f.name.get_ref().clone(), *addr), l);
             }
         }

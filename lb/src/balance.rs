@@ -209,16 +209,20 @@ fn fmix64(mut k: u64) -> u64 {
     k
 }
 
+/// The key of a client: a hash of its whole address, for IPv6 too (not of its /64).
+///
+/// HAProxy's `balance source` hashes the whole IPv6 address, and so a config imported from it
+/// spreads clients the same way. A /64 would keep a host on its region across a change of
+/// its RFC 8981 temporary address, but it would put a whole subnet on one region: the rack
+/// controllers and machines that talk to a MAAS region mostly share the one /64 of the region
+/// network, so hashing the prefix would send all of them to a single region. MAAS keeps
+/// sessions in PostgreSQL, so a client that changes its address loses nothing but a warm
+/// connection.
+///
+/// An IPv4-mapped address (`::ffff:a.b.c.d`, an IPv4 client of a dual-stack listener) hashes
+/// as the IPv4 address: the same client lands on the same region on either listener.
 fn client_hash(ip: IpAddr) -> u64 {
-    // An IPv4 client and its IPv4-mapped IPv6 form hash alike (dual-stack listeners).
-    let ip = match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => fmix64(fnv1a(&v4.octets())),
         IpAddr::V6(v6) => fmix64(fnv1a(&v6.octets())),
     }
@@ -237,7 +241,7 @@ fn rendezvous_score(name_hash: u64, key: u64, weight: u32) -> f64 {
 mod tests {
     use super::*;
     use healthcheck::{Admin, Health};
-    use std::net::{Ipv4Addr, SocketAddr};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
     fn state(name: &str) -> Arc<ServerState> {
         Arc::new(ServerState::new(
@@ -447,5 +451,82 @@ mod tests {
             client_hash(IpAddr::V4(v4)),
             client_hash(IpAddr::V6(v4.to_ipv6_mapped()))
         );
+        // And pick alike, for every client: a dual-stack listener changes nobody's region.
+        let p = pool(Algorithm::Source, &[("r1", 1), ("r2", 1), ("r3", 1)]);
+        for i in 0..500 {
+            let IpAddr::V4(v4) = ip(i) else {
+                unreachable!("ip() gives IPv4")
+            };
+            assert_eq!(
+                p.pick(IpAddr::V4(v4), Tried::default()),
+                p.pick(IpAddr::V6(v4.to_ipv6_mapped()), Tried::default())
+            );
+        }
+        // The IPv4-compatible form (::a.b.c.d, deprecated) is an IPv6 address of its own.
+        assert_ne!(
+            client_hash(IpAddr::V4(v4)),
+            client_hash(IpAddr::V6(v4.to_ipv6_compatible()))
+        );
+    }
+
+    fn ip6(i: u32) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            (i >> 16) as u16,
+            i as u16,
+        ))
+    }
+
+    #[test]
+    fn ipv6_source_hashes_the_whole_address() {
+        let p = pool(Algorithm::Source, &[("r1", 1), ("r2", 1), ("r3", 1)]);
+        let mut n = [0; 3];
+        // 3000 clients of one /64 (a MAAS region network): spread, each one sticky.
+        for i in 0..3000 {
+            let first = p.pick(ip6(i), Tried::default()).expect("a server");
+            assert_eq!(p.pick(ip6(i), Tried::default()), Some(first));
+            n[first] += 1;
+        }
+        for c in n {
+            assert!(
+                (850..=1150).contains(&c),
+                "uneven spread over one /64: {n:?}"
+            );
+        }
+        // Every byte counts, the interface identifier's last one too.
+        let a: Ipv6Addr = "2001:db8::1".parse().expect("v6");
+        let b: Ipv6Addr = "2001:db8::2".parse().expect("v6");
+        assert_ne!(client_hash(IpAddr::V6(a)), client_hash(IpAddr::V6(b)));
+    }
+
+    /// Clients 2001:db8::0..=7 over maas-api-1..3: pinned like [`PINNED`], so that a change of
+    /// the IPv6 key (to a /64, say) shows.
+    const PINNED6: [&str; 8] = [
+        "maas-api-1",
+        "maas-api-2",
+        "maas-api-1",
+        "maas-api-1",
+        "maas-api-3",
+        "maas-api-3",
+        "maas-api-2",
+        "maas-api-3",
+    ];
+
+    #[test]
+    fn ipv6_source_mapping_is_fixed_across_builds() {
+        let p = pool(
+            Algorithm::Source,
+            &[("maas-api-1", 1), ("maas-api-2", 1), ("maas-api-3", 1)],
+        );
+        let got: Vec<String> = (0..8)
+            .map(|i| p.pick(ip6(i), Tried::default()).expect("a server"))
+            .map(|i| p.members()[i].state.name.clone())
+            .collect();
+        assert_eq!(got, PINNED6);
     }
 }

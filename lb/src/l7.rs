@@ -563,14 +563,12 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 
 /// Sets X-Forwarded-For to every value the request had, in order (over all its lines, as RFC
 /// 9110 §5.3 combines them), then the client's address; and X-Forwarded-Proto.
+///
+/// An IPv6 client is written bare (`2001:db8::5`, no brackets, no port), as HAProxy's
+/// `option forwardfor` writes it and nginx's realip module reads it; an IPv4 client of a
+/// dual-stack listener as its IPv4 address. No RFC 7239 `Forwarded` header is sent.
 fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
-    let ip = match peer.ip() {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(std::net::IpAddr::V4)
-            .unwrap_or(std::net::IpAddr::V6(v6)),
-        v4 => v4,
-    };
+    let ip = peer.ip().to_canonical();
     let xff = HeaderName::from_static("x-forwarded-for");
     let mut value = Vec::new();
     for v in h.get_all(&xff) {
@@ -1198,5 +1196,20 @@ mod tests {
             h.get("x-forwarded-proto").map(|v| v.as_bytes()),
             Some(&b"http"[..])
         );
+    }
+
+    #[test]
+    fn forwarded_for_ipv6_is_bare_and_v4_mapped_is_ipv4() {
+        let v6: SocketAddr = "[2001:db8::5]:4000".parse().expect("v6");
+        let mapped: SocketAddr = "[::ffff:10.0.0.5]:4001".parse().expect("mapped");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("2001:db8::1"));
+        add_forwarded(&mut h, v6);
+        add_forwarded(&mut h, mapped);
+        assert_eq!(
+            h.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"2001:db8::1, 2001:db8::5, 10.0.0.5"[..])
+        );
+        assert!(h.get("forwarded").is_none());
     }
 }

@@ -11,19 +11,55 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::{debug, warn};
 
-/// Opens a listening socket on `addr` with IP_FREEBIND, so that a listener on the VIP works
-/// before this host holds the VIP (no `net.ipv4.ip_nonlocal_bind` sysctl needed).
+/// Opens a listening socket on `addr` with IP_FREEBIND (IPV6_FREEBIND for IPv6), so that a
+/// listener on the VIP works before this host holds the VIP (no `net.ipv4.ip_nonlocal_bind`
+/// sysctl needed). An IPv6 socket opened here takes IPv6 only.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::from_std(bind_std(addr, false)?)
+    TcpListener::from_std(bind_std(addr, false, false)?)
 }
 
 /// Opens `n` listening sockets on `addr` with SO_REUSEPORT, one per worker thread: the kernel
-/// spreads new connections over them, so each connection stays on one thread.
-pub fn bind_shared(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    (0..n.max(1)).map(|_| bind_std(addr, true)).collect()
+/// spreads new connections over them, so each connection stays on one thread. `dual_stack`
+/// (see [`dual_stack`]) turns IPV6_V6ONLY off on an IPv6 socket; it is ignored for IPv4.
+pub fn bind_shared(
+    addr: SocketAddr,
+    n: usize,
+    dual_stack: bool,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    (0..n.max(1))
+        .map(|_| bind_std(addr, true, dual_stack))
+        .collect()
 }
 
-fn bind_std(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+/// Whether the listener on `addr` also takes IPv4 clients (IPV6_V6ONLY off), given every
+/// address the config binds (`binds`, all frontends). Only `[::]:port` does, and only while
+/// no IPv4 address is bound on the same port: then that IPv4 listener takes IPv4, and which
+/// socket gets an IPv4 client never rests on the kernel's choice between two that could (with
+/// SO_REUSEPORT a dual-stack `[::]:80` and `0.0.0.0:80` can both be bound). The choice is made here, never left to the `net.ipv6.bindv6only` sysctl, so a
+/// config means the same on every host: `["[::]:80"]` alone is IPv6 and IPv4 (HAProxy's
+/// `bind :::80 v4v6`), `["0.0.0.0:80", "[::]:80"]` is two listeners, one per family (`v6only`
+/// on the second). A specific IPv6 address takes IPv6 only either way.
+pub fn dual_stack(addr: SocketAddr, binds: impl IntoIterator<Item = SocketAddr>) -> bool {
+    match addr {
+        SocketAddr::V6(a) if a.ip().is_unspecified() => !binds
+            .into_iter()
+            .any(|b| b.is_ipv4() && b.port() == a.port()),
+        _ => false,
+    }
+}
+
+/// The client's address as it is logged, hashed and forwarded: an IPv4 client of a
+/// dual-stack listener arrives as `[::ffff:a.b.c.d]:port` and is turned back into
+/// `a.b.c.d:port`, so that it is the same client as on an IPv4 listener.
+pub fn client_addr(peer: SocketAddr) -> SocketAddr {
+    SocketAddr::new(peer.ip().to_canonical(), peer.port())
+}
+
+fn bind_std(
+    addr: SocketAddr,
+    reuse_port: bool,
+    dual_stack: bool,
+) -> io::Result<std::net::TcpListener> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -33,7 +69,8 @@ fn bind_std(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
     match addr {
         SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
         SocketAddr::V6(_) => {
-            socket.set_only_v6(true)?;
+            // Set both ways: the sysctl's default is not ours to inherit.
+            socket.set_only_v6(!dual_stack)?;
             socket.set_freebind_v6(true)?;
         }
     }
@@ -200,6 +237,7 @@ pub async fn accept_loop<F>(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let peer = client_addr(peer);
                 backoff = Duration::from_millis(5);
                 let admission = if careful() {
                     let (tx, rx) = oneshot::channel();
@@ -241,6 +279,7 @@ pub async fn accept_loop<F>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socket2::SockRef;
 
     #[tokio::test(start_paused = true)]
     async fn shortage_waits_double_and_stop_within_the_budget() {
@@ -334,10 +373,119 @@ mod tests {
             .expect("a free port")
             .port();
         let a = SocketAddr::from(([127, 0, 0, 1], port));
-        let ls = bind_shared(a, 2).expect("two sockets on one port (SO_REUSEPORT)");
+        let ls = bind_shared(a, 2, false).expect("two sockets on one port (SO_REUSEPORT)");
         assert_eq!(ls.len(), 2);
         // A plain bind of the same port fails: only SO_REUSEPORT sockets share it.
         assert!(bind(a).is_err());
         drop(ls);
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("[::]:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    #[test]
+    fn only_the_v6_wildcard_without_an_ipv4_twin_is_dual_stack() {
+        let a = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let wild = a("[::]:80");
+        assert!(dual_stack(wild, [wild]));
+        assert!(dual_stack(wild, [wild, a("0.0.0.0:81"), a("[::1]:80")]));
+        assert!(!dual_stack(wild, [wild, a("0.0.0.0:80")]));
+        assert!(!dual_stack(wild, [a("10.0.0.100:80"), wild]));
+        assert!(!dual_stack(
+            a("[2001:db8::100]:80"),
+            [a("[2001:db8::100]:80")]
+        ));
+        assert!(!dual_stack(a("0.0.0.0:80"), [a("0.0.0.0:80")]));
+    }
+
+    #[test]
+    fn client_addr_unmaps_ipv4_and_keeps_ipv6() {
+        let a = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(client_addr(a("[::ffff:10.0.0.5]:4000")), a("10.0.0.5:4000"));
+        assert_eq!(
+            client_addr(a("[2001:db8::5]:4000")),
+            a("[2001:db8::5]:4000")
+        );
+        assert_eq!(client_addr(a("10.0.0.5:4000")), a("10.0.0.5:4000"));
+        assert_eq!(a("[2001:db8::5]:4000").to_string(), "[2001:db8::5]:4000");
+    }
+
+    /// `[::]` dual-stack takes an IPv4 client, and the accept loop hands it over as IPv4.
+    #[tokio::test]
+    async fn dual_stack_wildcard_takes_ipv4_clients_as_ipv4() {
+        let port = free_port();
+        let wild = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        let mut ls = bind_shared(wild, 1, true).expect("bind [::] dual-stack");
+        let l = TcpListener::from_std(ls.remove(0)).expect("tokio listener");
+        assert!(!SockRef::from(&l).only_v6().expect("getsockopt"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(
+            l,
+            Arc::new(Semaphore::new(10)),
+            shutdown,
+            move |s, peer, _, _| {
+                let _ = tx.send((s, peer));
+            },
+        ));
+        let wait = Duration::from_secs(5);
+        for dst in ["127.0.0.1", "::1"] {
+            let dst: std::net::IpAddr = dst.parse().expect("ip");
+            let c = TcpStream::connect((dst, port)).await.expect("connect");
+            let local = c.local_addr().expect("local");
+            let (_s, peer) = tokio::time::timeout(wait, rx.recv())
+                .await
+                .expect("accepted")
+                .expect("open");
+            assert_eq!(peer, local, "{dst}: the client as it is");
+        }
+        let _ = stop.send(true);
+        task.await.expect("accept loop");
+    }
+
+    /// `[::]` IPv6-only beside `0.0.0.0` on the same port: both bind, each takes its family.
+    #[tokio::test]
+    async fn v6_only_wildcard_leaves_ipv4_to_its_twin() {
+        let port = free_port();
+        let wild = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        let four = SocketAddr::from(([0, 0, 0, 0], port));
+        let v6 = bind_shared(wild, 1, false).expect("v6only");
+        assert!(SockRef::from(&v6[0]).only_v6().expect("getsockopt"));
+        // IPv6-only whatever net.ipv6.bindv6only says: IPv4 finds nobody.
+        let refused = TcpStream::connect(("127.0.0.1", port)).await;
+        assert!(refused.is_err(), "IPv4 reached an IPv6-only [::]");
+        let v4 = bind_shared(four, 1, false).expect("IPv4 beside v6only [::]");
+        let (l4, l6) = (
+            TcpListener::from_std(v4.into_iter().next().expect("one")).expect("tokio"),
+            TcpListener::from_std(v6.into_iter().next().expect("one")).expect("tokio"),
+        );
+        let _c4 = TcpStream::connect(("127.0.0.1", port)).await.expect("v4");
+        let _c6 = TcpStream::connect(("::1", port)).await.expect("v6");
+        let wait = Duration::from_secs(5);
+        let (_, p4) = tokio::time::timeout(wait, l4.accept())
+            .await
+            .expect("v4 accepted")
+            .expect("ok");
+        let (_, p6) = tokio::time::timeout(wait, l6.accept())
+            .await
+            .expect("v6 accepted")
+            .expect("ok");
+        assert!(p4.is_ipv4() && p6.is_ipv6(), "{p4} {p6}");
+    }
+
+    /// IPV6_FREEBIND: an IPv6 VIP this host does not hold (yet) can be listened on.
+    #[tokio::test]
+    async fn ipv6_vip_not_held_is_bound() {
+        let vip: SocketAddr = "[2001:db8:ffff::100]:0".parse().expect("addr");
+        let vip = SocketAddr::new(vip.ip(), free_port());
+        let l = bind(vip).expect("freebind on an address not held");
+        assert_eq!(l.local_addr().expect("addr"), vip);
+        drop(l);
+        let ls = bind_shared(vip, 2, false).expect("shared, freebind");
+        assert_eq!(ls.len(), 2);
     }
 }
