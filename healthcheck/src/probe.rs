@@ -202,4 +202,48 @@ mod tests {
         assert!(judge(ok, None).passed());
         assert!(!CheckResult::Refused.passed());
     }
+
+    /// tcp and http checks of an IPv6 server (on ::1): the Host header is bracketed.
+    #[tokio::test]
+    async fn ipv6_server_checks() {
+        let l = tokio::net::TcpListener::bind("[::1]:0")
+            .await
+            .expect("bind ::1");
+        let target = l.local_addr().expect("addr");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 1024];
+                    let mut len = 0;
+                    while !buf[..len].ends_with(b"\r\n\r\n") {
+                        match s.read(&mut buf[len..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => len += n,
+                        }
+                    }
+                    let _ = tx.send(String::from_utf8_lossy(&buf[..len]).into_owned());
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        let tcp = CheckConfig {
+            kind: CheckKind::Tcp,
+            ..CheckConfig::default()
+        };
+        assert_eq!(NetProbe.probe(target, &tcp).await, CheckResult::Connected);
+        let http = CheckConfig::default();
+        assert_eq!(
+            NetProbe.probe(target, &http).await,
+            CheckResult::HttpOk(200)
+        );
+        let head = rx.recv().await.expect("the check's request");
+        assert!(
+            head.contains(&format!("\r\nHost: [::1]:{}\r\n", target.port())),
+            "{head}"
+        );
+    }
 }

@@ -17,7 +17,7 @@ pub struct FrontendConfig {
     /// Name used in logs, metrics and `track_backends`.
     pub name: Spanned<String>,
     /// Addresses to listen on. They may be the VIP: listeners use IP_FREEBIND.
-    #[serde(default = "default_bind")]
+    #[serde(default = "default_bind", deserialize_with = "de_bind")]
     pub bind: Spanned<Vec<SocketAddr>>,
     /// "tcp" (L4) or "http" (L7).
     #[serde(default)]
@@ -135,6 +135,9 @@ impl FrontendConfig {
                     format!("bind address {a} needs a port"),
                 ));
             }
+            if let Some(why) = bad_ipv6(a, "bind") {
+                out.push(Spanned::new(self.bind.span(), why));
+            }
             if self.bind.get_ref()[..i].contains(a) {
                 out.push(Spanned::new(
                     self.bind.span(),
@@ -188,6 +191,8 @@ impl FrontendConfig {
                     s.address.span(),
                     format!("server address {a} must be a unicast address with a port"),
                 ));
+            } else if let Some(why) = bad_ipv6(a, "server address") {
+                out.push(Spanned::new(s.address.span(), why));
             }
         }
         for (key, d) in [
@@ -218,6 +223,33 @@ impl FrontendConfig {
     }
 }
 
+/// What is wrong with an IPv6 `addr` (a bind or a server, named by `what`), if anything:
+/// an IPv4-mapped form (it means the IPv4 address, so it is written as one), a multicast
+/// bind, or a link-local address without its interface (it names none on its own).
+fn bad_ipv6(addr: &SocketAddr, what: &str) -> Option<String> {
+    let SocketAddr::V6(a) = addr else {
+        return None;
+    };
+    let ip = a.ip();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(format!(
+            "{what} {addr} is an IPv4 address in IPv6 form: write {}",
+            SocketAddr::from((v4, a.port()))
+        ));
+    }
+    if ip.is_multicast() {
+        return Some(format!("{what} {addr} is a multicast address"));
+    }
+    if ip.is_unicast_link_local() && a.scope_id() == 0 {
+        return Some(format!(
+            "{what} {addr} is link-local: give its interface index too, as [{ip}%2]:{} \
+             (or use a global address)",
+            a.port()
+        ));
+    }
+    None
+}
+
 fn yes() -> bool {
     true
 }
@@ -244,6 +276,33 @@ fn ninety_secs() -> Duration {
 }
 fn one_hour() -> Duration {
     Duration::from_secs(3600)
+}
+
+/// `bind` as socket addresses; an IPv6 address without brackets (HAProxy's `:::80`) gets a
+/// message that shows the form wanted instead of a bare "invalid socket address syntax".
+fn de_bind<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<Vec<SocketAddr>>, D::Error> {
+    let v = Spanned::<Vec<String>>::deserialize(d)?;
+    let span = v.span();
+    let mut out = Vec::new();
+    for s in v.into_inner() {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => out.push(a),
+            Err(_) => {
+                let hint = match s.rsplit_once(':') {
+                    Some((ip, port)) if ip.contains(':') => {
+                        let ip = ip.trim_matches(|c| c == '[' || c == ']');
+                        let ip = if ip.is_empty() || ip == ":" { "::" } else { ip };
+                        format!(": an IPv6 address goes in brackets, as \"[{ip}]:{port}\"")
+                    }
+                    _ => ": expected \"address:port\", e.g. \"0.0.0.0:80\" or \"[::]:80\"".into(),
+                };
+                return Err(serde::de::Error::custom(format!(
+                    "bind address `{s}` is not valid{hint}"
+                )));
+            }
+        }
+    }
+    Ok(Spanned::new(span, out))
 }
 
 fn de_retries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

@@ -225,3 +225,84 @@ fn unknown_script_user_is_a_warning() {
         "{r}"
     );
 }
+
+const IPV6: &str = r#"
+[[frontend]]
+name = "maas"
+bind = ["[::]:80"]
+
+[[frontend.server]]
+name = "maas-api-1"
+address = "[2001:db8::11]:5240"
+
+[[frontend]]
+name = "api6"
+bind = ["[2001:db8::100]:8080", "0.0.0.0:8080"]
+mode = "http"
+check = { kind = "http", path = "/MAAS/api/2.0/version/" }
+
+[[frontend.server]]
+name = "maas-api-1"
+address = "[2001:db8::11]:5240"
+
+[[frontend.server]]
+name = "maas-api-2"
+address = "[fe80::12%2]:5240"
+"#;
+
+#[test]
+fn ipv6_binds_and_servers_are_accepted() {
+    let (c, r) = parse(Path::new("x.toml"), IPV6.to_string()).expect("valid");
+    assert!(!r.has_errors(), "{r}");
+    assert_eq!(c.frontend[0].bind.get_ref()[0].to_string(), "[::]:80");
+    assert_eq!(
+        c.frontend[1].server[0].address.get_ref().to_string(),
+        "[2001:db8::11]:5240"
+    );
+}
+
+#[test]
+fn bad_ipv6_binds_and_servers_are_located() {
+    let text = IPV6
+        .replace(
+            r#"bind = ["[::]:80"]"#,
+            r#"bind = ["[::ffff:10.0.0.100]:80", "[fe80::1]:81", "[ff02::1]:82"]"#,
+        )
+        .replacen("[2001:db8::11]:5240", "[::ffff:10.0.0.11]:5240", 1)
+        .replace("[fe80::12%2]:5240", "[fe80::12]:5240");
+    let r = report(&text);
+    for want in [
+        "x.toml:4:8: bind [::ffff:10.0.0.100]:80 is an IPv4 address in IPv6 form: write 10.0.0.100:80",
+        "x.toml:4:8: bind [fe80::1]:81 is link-local: give its interface index too",
+        "x.toml:4:8: bind [ff02::1]:82 is a multicast address",
+        "x.toml:8:11: server address [::ffff:10.0.0.11]:5240 is an IPv4 address in IPv6 form: write 10.0.0.11:5240",
+        "x.toml:22:11: server address [fe80::12]:5240 is link-local",
+    ] {
+        assert!(r.contains(want.trim_start_matches("x.toml")), "{want}\n{r}");
+    }
+    // The v6 wildcard and a v6 address on one port overlap; an IPv4 bind beside them does not.
+    let text = IPV6.replace(r#"bind = ["[::]:80"]"#, r#"bind = ["[::]:8080"]"#);
+    let r = report(&text);
+    assert!(
+        r.contains("bind [2001:db8::100]:8080 overlaps [::]:8080 of frontend `maas`"),
+        "{r}"
+    );
+    assert!(!r.contains("0.0.0.0:8080 overlaps"), "{r}");
+}
+
+#[test]
+fn unbracketed_ipv6_bind_says_how_to_write_it() {
+    for (bind, want) in [
+        (":::80", r#"an IPv6 address goes in brackets, as "[::]:80""#),
+        ("2001:db8::100:80", r#"as "[2001:db8::100]:80""#),
+        ("*:80", r#"expected "address:port""#),
+    ] {
+        let text = IPV6.replace(r#""[::]:80""#, &format!("{bind:?}"));
+        let r = report(&text);
+        assert!(
+            r.contains(&format!("bind address `{bind}` is not valid")) && r.contains(want),
+            "{bind}: {r}"
+        );
+        assert!(r.contains(":4:"), "located on line 4: {r}");
+    }
+}
