@@ -210,6 +210,28 @@ impl Host {
         addrs.iter().any(|a| a.starts_with(&want))
     }
 
+    /// The first link-local IPv6 address on eth0 that duplicate address detection has passed
+    /// (neither `tentative` nor `dadfailed`): the one VRRPv3 over IPv6 sends from.
+    pub fn link_local(&self) -> Option<std::net::Ipv6Addr> {
+        let out = self.ns.ip_output(&[
+            "-6",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            Self::IFACE,
+            "scope",
+            "link",
+        ]);
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            if l.contains("tentative") || l.contains("dadfailed") {
+                return None;
+            }
+            let a = l.split_whitespace().skip_while(|w| *w != "inet6").nth(1)?;
+            a.split('/').next()?.parse().ok()
+        })
+    }
+
     /// `maas-vip status --json -c conf` run inside the host, parsed; `None` if it failed.
     pub fn status_json(&self, conf: &Path) -> Option<serde_json::Value> {
         let out = self
@@ -271,6 +293,19 @@ impl Lan {
             hosts.push(Host { ns, addr });
         }
         Lan { hosts, bridge }
+    }
+
+    /// Waits until every host has a usable link-local address ([`Host::link_local`]), as
+    /// IPv6 tests need before VRRPv3 or neighbour discovery can work; panics after `limit`.
+    pub fn wait_link_local(&self, limit: Duration) {
+        for h in &self.hosts {
+            let ready = wait_for(limit, || h.link_local().is_some());
+            assert!(
+                ready.is_some(),
+                "no usable link-local address on {}",
+                h.ns.name()
+            );
+        }
     }
 
     /// Cuts host `i` off the LAN without touching its carrier (its bridge port leaves the
