@@ -236,3 +236,79 @@ fn import_of_the_guide_setup_passes_check() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// `[::]` alone is dual-stack; a reload that adds an IPv4 bind on its port (which would make
+/// it IPv6-only) is refused with the reason and the running listener keeps both families;
+/// removing `[::]` in one reload and adding it beside the IPv4 bind in the next works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_refuses_to_flip_a_dual_stack_listener() {
+    let r = name_server("r").await;
+    let port = std::net::TcpListener::bind("[::]:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let admin = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("maas-vip.toml");
+    let log = dir.path().join("maas-vip.log");
+    let conf = |binds: &str| {
+        format!(
+            "[[frontend]]\nname = \"maas\"\nbind = [{binds}]\n\
+             check = {{ kind = \"tcp\", interval = \"200ms\", rise = 1, fall = 1 }}\n\
+             [[frontend.server]]\nname = \"r\"\naddress = \"{r}\"\n\
+             [admin]\nbind = \"127.0.0.1:{admin}\"\n"
+        )
+    };
+    let dual = format!("\"[::]:{port}\"");
+    let v4 = format!("\"0.0.0.0:{port}\"");
+    std::fs::write(&path, conf(&dual)).expect("write");
+    let child = Command::new(maas_vip_bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start maas-vip");
+    let daemon = Daemon(child);
+    let output = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the frontend", Duration::from_secs(10), || {
+        server_names(admin).len() == 1
+    });
+    let name_via = |ip: &str| -> String {
+        let mut s = TcpStream::connect((ip, port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    // The server comes up after its first check: wait until IPv4 gets through.
+    wait_for("IPv4 through [::]", Duration::from_secs(5), || {
+        name_via("127.0.0.1") == "r"
+    });
+    assert_eq!(name_via("::1"), "r");
+
+    std::fs::write(&path, conf(&format!("{dual}, {v4}"))).expect("write");
+    signal(&daemon.0, libc::SIGHUP);
+    wait_for("the reload refused", Duration::from_secs(5), || {
+        output().contains("would change from dual-stack to IPv6-only")
+    });
+    assert_eq!(name_via("127.0.0.1"), "r", "IPv4 still through [::]");
+
+    // In two steps it works: [::] out, then back beside the IPv4 bind.
+    for (step, binds) in [(1, v4.clone()), (2, format!("{dual}, {v4}"))] {
+        std::fs::write(&path, conf(&binds)).expect("write");
+        signal(&daemon.0, libc::SIGHUP);
+        wait_for("the reload applied", Duration::from_secs(5), || {
+            output().matches("reload applied").count() == step
+        });
+    }
+    assert_eq!(name_via("127.0.0.1"), "r");
+    assert_eq!(name_via("::1"), "r");
+    assert!(
+        !output().contains("reload rejected: bind 0.0.0.0"),
+        "{}",
+        output()
+    );
+}
