@@ -215,6 +215,60 @@ pub(crate) fn load(path: &Path) -> Result<(Config, Report), Report> {
     }
 }
 
+/// Who reads the auth_hmac keys, which decides what an unset `$CREDENTIALS_DIRECTORY` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyReader {
+    /// `check` run by hand: only systemd sets `$CREDENTIALS_DIRECTORY`, so a credential is
+    /// out of sight (a warning); the unit's `ExecStartPre=` check does see it.
+    Check,
+    /// The daemon (start, reload): every key must be there.
+    Daemon,
+}
+
+/// Reads the auth_hmac keys of every `[[vrrp]]` block of a loaded config. A key file that is
+/// missing, open to group or others, or holds no usable key, and a credential that is not
+/// there, are errors located at their `key_file` or `credential` value, each saying how to fix
+/// it. The keys themselves are dropped at once (the daemon's instances read them again).
+pub(crate) fn read_keys(
+    loaded: Result<(Config, Report), Report>,
+    reader: KeyReader,
+) -> Result<(Config, Report), Report> {
+    use vrrp::auth_hmac::keys::{credentials_directory, KeyFileError, CREDENTIALS_DIRECTORY};
+    let (c, mut report) = loaded?;
+    let creds = credentials_directory();
+    for h in c.vrrp.iter().filter_map(|v| v.auth_hmac.as_ref()) {
+        for key in h.read_keys(creds.as_deref()) {
+            let span = located(key.span());
+            let Err(e) = key.get_ref() else { continue };
+            let finding = match (e, reader) {
+                (KeyFileError::NoCredentialsDirectory { name }, KeyReader::Check) => Finding {
+                    severity: Severity::Warning,
+                    span,
+                    message: format!(
+                        "credential `{name}` not checked: ${CREDENTIALS_DIRECTORY} is not set \
+                         (systemd sets it for the unit, whose ExecStartPre= check reads it; \
+                         here: {CREDENTIALS_DIRECTORY}=/dir/holding/{name} maas-vip check)"
+                    ),
+                },
+                _ => Finding {
+                    severity: Severity::Error,
+                    span,
+                    message: e.to_string(),
+                },
+            };
+            report.findings.push(finding);
+        }
+    }
+    report
+        .findings
+        .sort_by_key(|f| f.span.as_ref().map_or(0, |s| s.start));
+    if report.has_errors() {
+        Err(report)
+    } else {
+        Ok((c, report))
+    }
+}
+
 /// A config that holds a secret (`auth_pass`, the admin `token`) should not be readable by
 /// every user of the host: a warning, as `check` judges the file, not the host.
 fn world_readable_secret(path: &Path, c: &Config) -> Option<Finding> {

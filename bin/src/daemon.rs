@@ -325,7 +325,8 @@ impl Daemon {
     /// Re-reads the file and applies it; on any problem keeps the running config.
     async fn reload(&mut self) {
         crate::systemd::reloading();
-        let new = match crate::config::load(&self.path) {
+        let loaded = crate::config::load(&self.path);
+        let new = match crate::config::read_keys(loaded, crate::config::KeyReader::Daemon) {
             Ok((c, report)) => {
                 for line in report.to_string().lines() {
                     warn!("{line}");

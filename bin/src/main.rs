@@ -140,32 +140,34 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Check { config } => match config::load(&config) {
-            Ok((c, report)) => {
-                print!("{report}");
-                let servers: usize = c.frontend.iter().map(|f| f.server.len()).sum();
-                println!(
-                    "{}: OK ({} vrrp instance(s), {} frontend(s), {} server(s))",
-                    config.display(),
-                    c.vrrp.len(),
-                    c.frontend.len(),
-                    servers
-                );
-                ExitCode::SUCCESS
+        Command::Check { config } => {
+            match config::read_keys(config::load(&config), config::KeyReader::Check) {
+                Ok((c, report)) => {
+                    print!("{report}");
+                    let servers: usize = c.frontend.iter().map(|f| f.server.len()).sum();
+                    println!(
+                        "{}: OK ({} vrrp instance(s), {} frontend(s), {} server(s))",
+                        config.display(),
+                        c.vrrp.len(),
+                        c.frontend.len(),
+                        servers
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(report) => {
+                    eprint!("{report}");
+                    eprintln!(
+                        "{}: {} error(s); not usable",
+                        config.display(),
+                        report.errors()
+                    );
+                    ExitCode::from(2)
+                }
             }
-            Err(report) => {
-                eprint!("{report}");
-                eprintln!(
-                    "{}: {} error(s); not usable",
-                    config.display(),
-                    report.errors()
-                );
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Run { config } => {
             init_tracing();
-            let cfg = match config::load(&config) {
+            let cfg = match config::read_keys(config::load(&config), config::KeyReader::Daemon) {
                 Ok((c, report)) => {
                     for line in report.to_string().lines() {
                         tracing::warn!("{line}");

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_spanned::Spanned;
 
-use super::keys::{load_credential, load_key_file};
+use super::keys::{load_credential, load_key_file, KeyFileError};
 use super::{AntiReplay, Key, KeySet, Mode, Params, WINDOW_MAX, WINDOW_MIN};
 use crate::config::Problem;
 
@@ -157,6 +157,27 @@ impl AuthHmacConfig {
         }
     }
 
+    /// Reads each key that names one source (`key_file` or `credential`; [`Self::validate`]
+    /// reports the others), in order: the key or why not, at its `key_file` or `credential`
+    /// value. `credentials` is `$CREDENTIALS_DIRECTORY` as in [`AuthHmacConfig::load`].
+    pub fn read_keys(&self, credentials: Option<&Path>) -> Vec<Spanned<Result<Key, KeyFileError>>> {
+        self.keys
+            .get_ref()
+            .iter()
+            .filter_map(|k| {
+                let id = *k.id.get_ref();
+                match (&k.key_file, &k.credential) {
+                    (Some(f), None) => Some(Spanned::new(f.span(), load_key_file(id, f.get_ref()))),
+                    (None, Some(c)) => Some(Spanned::new(
+                        c.span(),
+                        load_credential(id, c.get_ref(), credentials),
+                    )),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     /// Reads every key (`credentials` is `$CREDENTIALS_DIRECTORY`, see
     /// [`super::keys::credentials_directory`]) and gives the settings; otherwise every
     /// problem, each at the value it is about. Run [`AuthHmacConfig::validate`] first.
@@ -167,14 +188,9 @@ impl AuthHmacConfig {
     ) -> Result<Params, Vec<Problem>> {
         let mut problems = self.validate();
         let mut keys: Vec<Key> = Vec::new();
-        for k in self.keys.get_ref() {
-            let id = *k.id.get_ref();
-            let (loaded, span) = match (&k.key_file, &k.credential) {
-                (Some(f), None) => (load_key_file(id, f.get_ref()), f.span()),
-                (None, Some(c)) => (load_credential(id, c.get_ref(), credentials), c.span()),
-                _ => continue,
-            };
-            match loaded {
+        for loaded in self.read_keys(credentials) {
+            let span = loaded.span();
+            match loaded.into_inner() {
                 Ok(key) => keys.push(key),
                 Err(e) => problems.push(Spanned::new(span, e.to_string())),
             }

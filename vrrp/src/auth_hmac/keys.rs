@@ -27,6 +27,17 @@ pub const KEY_FILE_MAX: usize = 139;
 /// Why a key could not be loaded. The messages name the file, never the key.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
+    /// The file is not there.
+    #[error(
+        "key file {} does not exist (create it, the same key on every host of the LAN: \
+         umask 077; printf 'hex:%s\\n' \"$(openssl rand -hex 32)\" > {})",
+        path.display(),
+        path.display()
+    )]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file cannot be opened or read.
     #[error("key file {}: {source}", path.display())]
     Read {
@@ -61,13 +72,20 @@ pub enum KeyFileError {
         path: PathBuf,
     },
     /// `hex:` followed by something else than hex digits.
-    #[error("key file {}: `hex:` must be followed by hex digits", path.display())]
+    #[error(
+        "key file {}: `hex:` must be followed by hex digits only (e.g. the 64 that \
+         `openssl rand -hex 32` prints)",
+        path.display()
+    )]
     Hex {
         /// The file.
         path: PathBuf,
     },
     /// The key itself is not usable (length).
-    #[error("key file {}: {source}", path.display())]
+    #[error(
+        "key file {}: {source} (`hex:` and 64 to 128 hex digits, or 32 to 64 bytes as they are)",
+        path.display()
+    )]
     Key {
         /// The file.
         path: PathBuf,
@@ -145,7 +163,15 @@ pub fn load_key_file(id: u8, path: &Path) -> Result<Key, KeyFileError> {
         path: path.to_path_buf(),
         source,
     };
-    let f = File::open(path).map_err(read)?;
+    let f = File::open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            KeyFileError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            read(source)
+        }
+    })?;
     let meta = f.metadata().map_err(read)?;
     if !meta.is_file() {
         return Err(KeyFileError::NotAFile {
@@ -201,12 +227,10 @@ pub fn load_credential(id: u8, name: &str, dir: Option<&Path>) -> Result<Key, Ke
     };
     let path = dir.join(name);
     match load_key_file(id, &path) {
-        Err(KeyFileError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Err(KeyFileError::CredentialMissing {
-                name: name.to_string(),
-                dir: dir.to_path_buf(),
-            })
-        }
+        Err(KeyFileError::Missing { .. }) => Err(KeyFileError::CredentialMissing {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+        }),
         other => other,
     }
 }

@@ -723,7 +723,8 @@ fn key_files() {
     assert_eq!(
         e.to_string(),
         format!(
-            "key file {}: key 1 is 5 bytes; keys are 32 to 64 bytes",
+            "key file {}: key 1 is 5 bytes; keys are 32 to 64 bytes (`hex:` and 64 to 128 hex \
+             digits, or 32 to 64 bytes as they are)",
             p.display()
         )
     );
@@ -738,7 +739,8 @@ fn key_files() {
     ));
     let gone = dir.path().join("none");
     let e = load_key_file(1, &gone).unwrap_err();
-    assert!(matches!(e, KeyFileError::Read { .. }), "{e}");
+    assert!(matches!(e, KeyFileError::Missing { .. }), "{e}");
+    assert!(e.to_string().contains("openssl rand -hex 32"), "{e}");
     // No message ever carries the key.
     write_mode(&p, KEY2, 0o644);
     assert!(!load_key_file(2, &p)
