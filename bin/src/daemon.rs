@@ -479,6 +479,11 @@ impl Daemon {
             let name = v.name.get_ref().clone();
             match self.vrrp.remove(&name) {
                 Some(rt) if rt.cfg == *v && !rt.task.is_finished() => {
+                    // The block is the same, its auth_hmac key files may not be: the instance
+                    // reads them again (and changes nothing if they are the same).
+                    if v.auth_hmac.is_some() {
+                        rt.updates.send_replace(v.clone());
+                    }
                     next_vrrp.insert(name, rt);
                 }
                 Some(mut rt) if rt.cfg.restart_reason(v).is_none() && !rt.task.is_finished() => {

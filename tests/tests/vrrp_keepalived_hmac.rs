@@ -6,7 +6,7 @@
 //! unless MAAS_VIP_REQUIRE_NETNS=1. The tests of this file run one at a time.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,17 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 const TERM_BOUND: Duration = Duration::from_millis(1200);
 const KEY_HEX: &str = "5ee0c0ffee00112233445566778899aabbccddeeff00112233445566778899aa";
+/// The keys a rotation moves to.
+const KEY2_HEX: &str = "2222222222222222c0ffee00112233445566778899aabbccddeeff0011223344";
+const KEY3_HEX: &str = "33333333333333333333c0ffee00112233445566778899aabbccddeeff001122";
+
+/// A key file as keepalived and maas-vip read it: `hex:` and the digits, mode 0600.
+fn write_key(path: &Path, hex: &str) {
+    std::fs::write(path, format!("hex:{hex}\n")).expect("key");
+    let mut perm = std::fs::metadata(path).expect("key").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
+    std::fs::set_permissions(path, perm).expect("chmod");
+}
 
 struct Pair {
     lan: Lan,
@@ -33,10 +44,7 @@ impl Pair {
     /// maas-vip on h0; `extra` goes in its `[vrrp.auth_hmac]` table.
     fn maas_vip_with(&self, prio: u8, mode: &str, extra: &str) -> Proc {
         let key = self.dir.join("k1");
-        std::fs::write(&key, format!("hex:{KEY_HEX}\n")).expect("key");
-        let mut perm = std::fs::metadata(&key).expect("key").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
-        std::fs::set_permissions(&key, perm).expect("chmod");
+        write_key(&key, KEY_HEX);
         let config = format!(
             r#"
 [[vrrp]]
@@ -436,4 +444,181 @@ fn vrrp_keepalived_hmac_forged_and_replayed_adverts() {
         "HMAC attack: {} replays refused before and after the restart, 2 unsigned, 2 bad MACs",
         captured.len()
     );
+}
+
+/// Key rotation on reload as keepalived allows it, maas-vip (150, master) beside keepalived
+/// 2.4.3 (100, backup), both reading the same key files: key 2 is added everywhere, becomes
+/// the signing key everywhere, key 1 is removed everywhere, then key 2's value is changed in
+/// its file; each step is a SIGHUP of both. The VIP never moves, neither side changes state,
+/// keepalived never complains of a trailer. Last, keepalived raised to 200 takes over: maas-vip
+/// verifies its adverts under the rotated key and dropped none.
+#[test]
+fn vrrp_keepalived_hmac_key_rotation_on_reload() {
+    let name = "vrrp_keepalived_hmac_key_rotation_on_reload";
+    let Some((pair, _keep)) = setup(name, 2) else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = &pair.dir;
+    let key_file = |id: u8, hex: &str| {
+        let path = dir.join(format!("rot{id}.key"));
+        write_key(&path, hex);
+        path
+    };
+    let k1 = key_file(1, KEY_HEX);
+    let k2 = dir.join("rot2.key");
+    let mv_conf = |keys: &[u8], active: u8| {
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|id| {
+                format!(
+                    "{{ id = {id}, key_file = \"{}\" }}",
+                    dir.join(format!("rot{id}.key")).display()
+                )
+            })
+            .collect();
+        format!(
+            r#"
+[[vrrp]]
+name = "maas_region"
+interface = "eth0"
+virtual_router_id = 51
+priority = 150
+advert_interval = "1s"
+virtual_ipaddresses = ["{VIP}/24"]
+
+[vrrp.auth_hmac]
+keys = [{}]
+active_key = {active}
+"#,
+            keys.join(", ")
+        )
+    };
+    let ka_conf = |prio: u8, keys: &[u8], active: u8| {
+        let keys: String = keys
+            .iter()
+            .map(|id| {
+                format!(
+                    "        key {id} file:{}\n",
+                    dir.join(format!("rot{id}.key")).display()
+                )
+            })
+            .collect();
+        format!(
+            r#"
+global_defs {{
+    router_id ka_h1
+}}
+vrrp_instance maas_region {{
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority {prio}
+    advert_int 1
+    auth_hmac {{
+{keys}        active_key {active}
+    }}
+    virtual_ipaddress {{
+        {VIP}/24
+    }}
+}}
+"#
+        )
+    };
+    let mv = pair.lan.start_maas_vip(dir, 0, &mv_conf(&[1], 1));
+    pair.holders(&[0], Duration::from_secs(10), "maas-vip alone", &[&mv]);
+    let ka = pair
+        .lan
+        .start_keepalived(dir, 1, &pair.ka, &[], &ka_conf(100, &[1], 1));
+    assert!(
+        wait_for(Duration::from_secs(10), || ka
+            .output()
+            .contains("Entering BACKUP STATE"))
+        .is_some(),
+        "{}",
+        ka.output()
+    );
+    pair.lan
+        .assert_holders_stable(VIP, &[0], Duration::from_secs(3), "before rotation");
+    let transitions = |p: &Proc| p.output().matches("to=").count();
+    let mv_states = transitions(&mv);
+
+    // Both configs rewritten, both reloaded (keepalived first: it is the one that verifies),
+    // then the VIP watched for longer than keepalived's master-down interval (3.6 s).
+    let reload = |what: &str, mv_text: &str, ka_text: &str| {
+        std::fs::write(dir.join("keepalived-h1.conf"), ka_text).expect("ka config");
+        std::fs::write(dir.join("h0.toml"), mv_text).expect("mv config");
+        let (ka_before, mv_before) = (
+            ka.output().matches("Reloading").count(),
+            mv.output().matches("reload applied").count(),
+        );
+        ka.signal("HUP");
+        mv.signal("HUP");
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                ka.output().matches("Reloading").count() > ka_before
+                    && mv.output().matches("reload applied").count() > mv_before
+            })
+            .is_some(),
+            "{what}: reloads not seen\n{}\n{}",
+            mv.output(),
+            ka.output()
+        );
+        pair.lan
+            .assert_holders_stable(VIP, &[0], Duration::from_secs(5), what);
+        assert_keepalived_content(&ka);
+        assert!(
+            !ka.output().contains("Entering MASTER STATE"),
+            "{what}: {}",
+            ka.output()
+        );
+        assert_eq!(transitions(&mv), mv_states, "{what}: {}", mv.output());
+        assert!(
+            !mv.output().contains("reload rejected"),
+            "{what}: {}",
+            mv.output()
+        );
+    };
+    key_file(2, KEY2_HEX);
+    reload(
+        "key 2 added",
+        &mv_conf(&[1, 2], 1),
+        &ka_conf(100, &[1, 2], 1),
+    );
+    reload(
+        "key 2 signs",
+        &mv_conf(&[1, 2], 2),
+        &ka_conf(100, &[1, 2], 2),
+    );
+    std::fs::remove_file(&k1).expect("rm key 1");
+    reload("key 1 removed", &mv_conf(&[2], 2), &ka_conf(100, &[2], 2));
+    // The value of key 2 changes in its file; the configs stay as they are.
+    key_file(2, KEY3_HEX);
+    reload(
+        "key 2's value changed in its file",
+        &mv_conf(&[2], 2),
+        &ka_conf(100, &[2], 2),
+    );
+    assert!(
+        mv.output()
+            .contains("auth_hmac keys changed in their files: taken in place"),
+        "{}",
+        mv.output()
+    );
+
+    // keepalived at 200 preempts: maas-vip accepts its adverts signed with the new value.
+    std::fs::write(dir.join("keepalived-h1.conf"), ka_conf(200, &[2], 2)).expect("ka config");
+    ka.signal("HUP");
+    pair.holders(
+        &[1],
+        Duration::from_secs(10),
+        "keepalived at 200 preempts",
+        &[&mv, &ka],
+    );
+    assert!(!mv.output().contains("dropped advert"), "{}", mv.output());
+    for reason in ["hmac_bad", "hmac_unknown_key", "hmac_missing"] {
+        assert_eq!(rejected(&pair, reason), 0, "{reason}");
+    }
+    assert!(k2.exists());
+    eprintln!("HMAC rotation: 4 reloads of both peers, no VIP move, no state change");
 }

@@ -541,6 +541,7 @@ impl Instance {
     /// Applies a new config to the running instance (see [`run_with_updates`]).
     async fn reconfigure(&mut self, new: VrrpConfig) {
         if new == self.cfg {
+            self.reread_keys();
             return;
         }
         let problems = new.validate();
@@ -646,6 +647,25 @@ impl Instance {
             vips = ?self.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
             "config updated in place (no restart)"
         );
+    }
+
+    /// A reload that leaves the block as it was: its key files and credentials may still
+    /// have changed (a key rotated in place), so they are read again and, if they differ,
+    /// taken like any in-place change (sequences and marks kept, no state change).
+    fn reread_keys(&mut self) {
+        if self.cfg.auth_hmac.is_none() {
+            return;
+        }
+        match hmac::load(&self.cfg) {
+            Ok(p) if p.as_ref() != self.machine.auth_hmac().map(|h| h.params()) => {
+                hmac::apply(&mut self.machine, &self.cfg, p);
+                info!("auth_hmac keys changed in their files: taken in place (no restart)");
+            }
+            Ok(_) => {}
+            Err(problems) => {
+                error!(problems = %problems, "auth_hmac keys not usable; the instance keeps the keys it has");
+            }
+        }
     }
 
     fn not_owned(&self) -> Vec<Vip> {

@@ -39,7 +39,10 @@ pub(crate) fn apply(machine: &mut Machine, cfg: &VrrpConfig, params: Option<Para
     let peers = cfg.unicast_peers.len();
     match (machine.auth_hmac_mut(), params) {
         (_, None) => machine.set_auth_hmac(None),
-        (Some(h), Some(p)) => h.reconfigure(p, peers),
+        (Some(h), Some(p)) => {
+            info!(mode = %p.mode, keys = ?p.keys.ids(), active_key = p.keys.active().id(), "auth_hmac settings updated");
+            h.reconfigure(p, peers)
+        }
         (None, Some(p)) => {
             info!(mode = %p.mode, keys = ?p.keys.ids(), active_key = p.keys.active().id(), "auth_hmac on");
             let mut h = AuthHmac::new(p, peers);
