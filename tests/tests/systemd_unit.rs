@@ -132,3 +132,39 @@ fn unit_asks_for_notify_watchdog_reload_and_three_capabilities() {
         ["/usr/bin/maas-vip release-vips -c /etc/maas-vip/maas-vip.toml"]
     );
 }
+
+/// auth_hmac (issue 17): a state directory for the replay state file, writable under
+/// ProtectSystem=strict and private to the service; the credential example is a comment (a
+/// missing credential file would keep the unit from starting) that systemd accepts once
+/// uncommented, with a key file beside it.
+#[test]
+fn unit_has_a_state_directory_and_a_credential_example() {
+    let text = unit_text();
+    assert_eq!(values(&text, "StateDirectory"), ["maas-vip"]);
+    assert_eq!(values(&text, "StateDirectoryMode"), ["0700"]);
+    assert!(values(&text, "LoadCredential").is_empty());
+    let example = values(&text, "#LoadCredential");
+    assert_eq!(example, ["vrrp_hmac_1:/etc/maas-vip/vrrp-hmac-1.key"]);
+    if !analyzer_or_skip("unit_has_a_state_directory_and_a_credential_example") {
+        return;
+    }
+    let (dir, path) = unit_with_built_binary();
+    let key = dir.path().join("vrrp-hmac-1.key");
+    std::fs::write(&key, "hex:00\n").expect("key");
+    let unit = std::fs::read_to_string(&path).expect("unit").replace(
+        "#LoadCredential=vrrp_hmac_1:/etc/maas-vip/vrrp-hmac-1.key",
+        &format!("LoadCredential=vrrp_hmac_1:{}", key.display()),
+    );
+    std::fs::write(&path, unit).expect("unit");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze verify");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "verify failed:\n{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.contains("maas-vip.service")),
+        "verify warned:\n{stderr}"
+    );
+}
