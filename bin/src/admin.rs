@@ -475,6 +475,25 @@ struct VrrpView {
     became_master: u64,
     /// State changes by the state entered (every state, zeros included).
     transitions: BTreeMap<&'static str, u64>,
+    /// auth_hmac settings and counters; `null` when it is off. Its drops are in `rejected`
+    /// (`hmac_missing`, `hmac_bad`, `hmac_replay`, ...).
+    auth_hmac: Option<HmacView>,
+}
+
+/// An instance's auth_hmac in `/status`: never a key, only ids.
+#[derive(Debug, Serialize)]
+struct HmacView {
+    mode: &'static str,
+    active_key: u8,
+    key_ids: Vec<u8>,
+    /// "time" or "monotonic".
+    anti_replay: &'static str,
+    /// Time mode: the freshness window, seconds.
+    time_window_secs: Option<u32>,
+    /// Adverts accepted without a trailer (receive-only, permissive: a host not signing yet).
+    unsigned_accepted: u64,
+    /// Adverts accepted with a clock skew past half the window (NTP?).
+    clock_skew_high: u64,
 }
 
 impl From<&vrrp::InstanceStatus> for VrrpView {
@@ -498,6 +517,19 @@ impl From<&vrrp::InstanceStatus> for VrrpView {
                 .iter()
                 .map(|st| (st.as_str(), i.stats.transitions[st.index()]))
                 .collect(),
+            auth_hmac: i.auth_hmac.as_ref().map(|h| HmacView {
+                mode: h.mode.as_str(),
+                active_key: h.active_key,
+                key_ids: h.key_ids.clone(),
+                anti_replay: if h.time_window.is_some() {
+                    "time"
+                } else {
+                    "monotonic"
+                },
+                time_window_secs: h.time_window,
+                unsigned_accepted: i.stats.hmac_unsigned,
+                clock_skew_high: i.stats.hmac_skew_high,
+            }),
         }
     }
 }
@@ -842,6 +874,7 @@ mod tests {
             priority: 80,
             configured_priority: 100,
             stats,
+            auth_hmac: None,
         };
         let v = json!(VrrpView::from(&i));
         assert_eq!(v["name"], "maas_region");
@@ -860,6 +893,48 @@ mod tests {
         assert_eq!(
             v["rejected"].as_object().map(|m| m.len()),
             Some(vrrp::machine::Reject::ALL.len())
+        );
+        assert_eq!(v["rejected"]["hmac_bad"], 0);
+        assert!(v["auth_hmac"].is_null());
+    }
+
+    #[test]
+    fn vrrp_view_with_auth_hmac() {
+        use vrrp::machine::Reject;
+        let mut stats = vrrp::machine::Stats {
+            hmac_unsigned: 5,
+            hmac_skew_high: 1,
+            ..Default::default()
+        };
+        stats.rejected[Reject::HmacBad as usize] = 2;
+        stats.rejected[Reject::HmacReplay as usize] = 3;
+        stats.rejected[Reject::HmacMissing as usize] = 4;
+        let i = vrrp::InstanceStatus {
+            name: "maas_region".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            state: vrrp::machine::State::Backup,
+            priority: 100,
+            configured_priority: 100,
+            stats,
+            auth_hmac: Some(vrrp::auth_hmac::Summary {
+                mode: vrrp::auth_hmac::Mode::Permissive,
+                active_key: 2,
+                key_ids: vec![1, 2],
+                time_window: Some(5),
+            }),
+        };
+        let v = json!(VrrpView::from(&i));
+        assert_eq!(v["rejected"]["hmac_bad"], 2);
+        assert_eq!(v["rejected"]["hmac_replay"], 3);
+        assert_eq!(v["rejected"]["hmac_missing"], 4);
+        assert_eq!(
+            v["auth_hmac"],
+            json!({
+                "mode": "permissive", "active_key": 2, "key_ids": [1, 2],
+                "anti_replay": "time", "time_window_secs": 5,
+                "unsigned_accepted": 5, "clock_skew_high": 1
+            })
         );
     }
 

@@ -349,6 +349,7 @@ fn render(v: &Value, now_ms: u64) -> String {
                 "ADVERTS SENT",
                 "RECEIVED",
                 "REJECTED",
+                "AUTH",
             ])];
             for i in instances {
                 rows.push(vec![
@@ -360,6 +361,7 @@ fn render(v: &Value, now_ms: u64) -> String {
                     number(Some(i), "adverts_sent"),
                     number(Some(i), "adverts_received"),
                     rejected(i.get("rejected")),
+                    auth(i),
                 ]);
             }
             table(&mut out, &rows);
@@ -461,6 +463,26 @@ fn age(ms: u64) -> String {
         3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
     }
+}
+
+/// auth_hmac as `hmac MODE key N`, with the unsigned adverts taken if any; `-` without it.
+fn auth(i: &Value) -> String {
+    let Some(h) = i.get("auth_hmac").filter(|h| h.is_object()) else {
+        return "-".into();
+    };
+    let mut out = format!(
+        "hmac {} key {}",
+        text(h, "mode"),
+        number(Some(h), "active_key")
+    );
+    if let Some(n) = h
+        .get("unsigned_accepted")
+        .and_then(Value::as_u64)
+        .filter(|n| *n > 0)
+    {
+        out.push_str(&format!(", unsigned={n}"));
+    }
+    out
 }
 
 /// Non-zero rejection counters as `reason=n`, or `0`.
@@ -578,7 +600,9 @@ mod tests {
             }, {
                 "name": "maas_backup", "interface": "eth1", "vrid": 52, "state": "BACKUP",
                 "priority": 80, "configured_priority": 100, "adverts_sent": 0,
-                "adverts_received": 40, "rejected": {}
+                "adverts_received": 40, "rejected": { "hmac_replay": 3 },
+                "auth_hmac": { "mode": "permissive", "active_key": 2, "key_ids": [1, 2],
+                    "unsigned_accepted": 7 }
             }]
         });
         let got = render(&v, now);
@@ -590,9 +614,9 @@ maas      maas-api-3  10.0.0.13:5240  maint                                     
 maas      maas-api-4  10.0.0.14:5240  down (10 consecutive errors, last: connection refused)  not checked                                     0        10
 frontend maas: 1 of 3 servers take connections; 4 connections now, 1234 since start
 
-VRRP INSTANCE  INTERFACE  VRID  STATE   PRIORITY             ADVERTS SENT  RECEIVED  REJECTED
-maas_region    eth0       51    MASTER  150                  120           3         auth_pass=2
-maas_backup    eth1       52    BACKUP  80 (configured 100)  0             40        0
+VRRP INSTANCE  INTERFACE  VRID  STATE   PRIORITY             ADVERTS SENT  RECEIVED  REJECTED       AUTH
+maas_region    eth0       51    MASTER  150                  120           3         auth_pass=2    -
+maas_backup    eth1       52    BACKUP  80 (configured 100)  0             40        hmac_replay=3  hmac permissive key 2, unsigned=7
 ";
         assert_eq!(got, want, "\n{got}");
     }

@@ -244,6 +244,24 @@ impl Host {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// `GET path` (HTTP/1.0) on the admin endpoint at 127.0.0.1:5249 inside the namespace,
+    /// with bash's /dev/tcp (no HTTP client needed there): the whole response, head included.
+    pub fn admin_get(&self, path: &str) -> String {
+        let out = self
+            .ns
+            .command("bash")
+            .args([
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/127.0.0.1/5249 && \
+                     printf 'GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && cat <&3"
+                ),
+            ])
+            .output()
+            .expect("GET on the admin endpoint");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `ip link set eth0 up|down`.
     pub fn set_link(&self, up: bool) {
         self.ns.ip(&[

@@ -196,20 +196,10 @@ fn status(lan: &Lan, conf: &Path) -> serde_json::Value {
     v["vrrp"][0].clone()
 }
 
-/// `GET /metrics` on the admin endpoint inside the master's namespace (bash's /dev/tcp: no
-/// HTTP client needed there): `maas_vip_vrrp_packets_rejected_total` by reason.
+/// `GET /metrics` on the admin endpoint inside the master's namespace:
+/// `maas_vip_vrrp_packets_rejected_total` by reason.
 fn metrics_rejected(lan: &Lan) -> BTreeMap<String, u64> {
-    let out = lan.hosts[0]
-        .ns
-        .command("bash")
-        .args([
-            "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/5249 && \
-             printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && cat <&3",
-        ])
-        .output()
-        .expect("GET /metrics");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = lan.hosts[0].admin_get("/metrics");
     let mut by_reason = BTreeMap::new();
     for l in text.lines() {
         let Some(rest) = l.strip_prefix("maas_vip_vrrp_packets_rejected_total{") else {

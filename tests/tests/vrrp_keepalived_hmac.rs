@@ -328,6 +328,15 @@ fn rejected(pair: &Pair, reason: &str) -> u64 {
     v["vrrp"][0]["rejected"][reason].as_u64().unwrap_or(0)
 }
 
+/// The value of the sample `name` (of the one instance), with `reason="..."` if given.
+fn metric(text: &str, name: &str, reason: Option<&str>) -> Option<u64> {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
+        .find(|l| reason.is_none_or(|r| l.contains(&format!("reason=\"{r}\""))))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// An advert of VRID 51 at priority 254 from the attacker, as an IPv4 packet; with `trailer`,
 /// followed by a trailer of key 1 with a fresh timestamp and a made-up MAC.
 fn forged(trailer: bool) -> Vec<u8> {
@@ -410,6 +419,39 @@ fn vrrp_keepalived_hmac_forged_and_replayed_adverts() {
     assert_eq!(rejected(&pair, "hmac_missing"), 2);
     assert_eq!(rejected(&pair, "hmac_bad"), 2);
     assert_eq!(rejected(&pair, "hmac_replay"), captured.len() as u64);
+    // The same counts in /metrics; /status shows the settings, no key.
+    let metrics = pair.lan.hosts[0].admin_get("/metrics");
+    for (reason, n) in [
+        ("hmac_missing", 2),
+        ("hmac_bad", 2),
+        ("hmac_replay", captured.len() as u64),
+    ] {
+        assert_eq!(
+            metric(
+                &metrics,
+                "maas_vip_vrrp_packets_rejected_total",
+                Some(reason)
+            ),
+            Some(n),
+            "{reason}:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        metric(&metrics, "maas_vip_vrrp_hmac_active_key", None),
+        Some(1),
+        "{metrics}"
+    );
+    let status = pair.lan.hosts[0]
+        .status_json(&pair.dir.join("h0.toml"))
+        .expect("maas-vip status --json");
+    assert_eq!(
+        status["vrrp"][0]["auth_hmac"],
+        serde_json::json!({
+            "mode": "enforce", "active_key": 1, "key_ids": [1], "anti_replay": "time",
+            "time_window_secs": 60, "unsigned_accepted": 0, "clock_skew_high": 0
+        })
+    );
+    assert!(!status.to_string().contains(&KEY_HEX[..16]), "{status}");
 
     // maas-vip restarts (the state file is written at stop), becomes master again alone, and
     // the same replays are refused, though younger than its window.

@@ -625,6 +625,32 @@ pub struct Params {
     pub anti_replay: AntiReplay,
 }
 
+/// What may be shown of an instance's auth_hmac (`/status`, `/metrics`): its settings and key
+/// ids, never a key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// receive-only, permissive or enforce.
+    pub mode: Mode,
+    /// Id of the signing key.
+    pub active_key: u8,
+    /// Ids of every key accepted, in the order given.
+    pub key_ids: Vec<u8>,
+    /// Time mode: the window in seconds; `None`: monotonic.
+    pub time_window: Option<u32>,
+}
+
+impl Params {
+    /// The settings without the keys.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            mode: self.mode,
+            active_key: self.keys.active().id(),
+            key_ids: self.keys.ids(),
+            time_window: self.anti_replay.window(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Sender {
     addr: IpAddr,

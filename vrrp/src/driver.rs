@@ -105,6 +105,8 @@ pub struct InstanceStatus {
     pub configured_priority: u8,
     /// Counters.
     pub stats: crate::machine::Stats,
+    /// auth_hmac settings (no keys), when it is on.
+    pub auth_hmac: Option<crate::auth_hmac::Summary>,
 }
 
 static STATUS: Mutex<Vec<InstanceStatus>> = Mutex::new(Vec::new());
@@ -399,6 +401,7 @@ async fn set_up_when_ready(
                         priority: *cfg.priority.get_ref(),
                         configured_priority: *cfg.priority.get_ref(),
                         stats: Default::default(),
+                        auth_hmac: None,
                     });
                     waiting = Some(why);
                 }
@@ -723,6 +726,7 @@ impl Instance {
             priority: self.machine.priority(),
             configured_priority: *self.cfg.priority.get_ref(),
             stats: self.machine.stats().clone(),
+            auth_hmac: self.machine.auth_hmac().map(|h| h.params().summary()),
         });
     }
 

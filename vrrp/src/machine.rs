@@ -329,6 +329,9 @@ pub struct Stats {
     /// auth_hmac receive-only or permissive: adverts accepted without a trailer (a host of
     /// the LAN does not sign yet).
     pub hmac_unsigned: u64,
+    /// auth_hmac time mode: accepted adverts whose clock skew with us was past half the
+    /// window (NTP drifting: past the whole window they are dropped as stale).
+    pub hmac_skew_high: u64,
 }
 
 fn ser_transitions<S: serde::Serializer>(v: &[u64; 4], s: S) -> Result<S::Ok, S::Error> {
@@ -444,8 +447,6 @@ pub struct Machine {
     auth_data: [u8; AUTH_LEN],
     /// keepalived 2.4's auth_hmac, when configured ([`Machine::set_auth_hmac`]).
     hmac: Option<AuthHmac>,
-    /// Accepted adverts whose clock skew was past half the window (logged 1 in 60).
-    hmac_skew_high: u64,
 }
 
 impl Machine {
@@ -470,7 +471,6 @@ impl Machine {
             down_reason: Reason::MasterDown,
             auth_data,
             hmac: None,
-            hmac_skew_high: 0,
         }
     }
 
@@ -789,9 +789,10 @@ impl Machine {
                 auth_hmac::Accepted::Signed {
                     skew: Some(skew), ..
                 } if h.skew_is_high(skew) => {
-                    self.hmac_skew_high += 1;
-                    if self.hmac_skew_high % 60 == 1 {
-                        tracing::warn!(from = %meta.src, skew_secs = skew, count = self.hmac_skew_high, "auth_hmac: clock skew with the sender past half the time window (check NTP)");
+                    // Logged 1 in 60.
+                    self.stats.hmac_skew_high += 1;
+                    if self.stats.hmac_skew_high % 60 == 1 {
+                        tracing::warn!(from = %meta.src, skew_secs = skew, count = self.stats.hmac_skew_high, "auth_hmac: clock skew with the sender past half the time window (check NTP)");
                     }
                 }
                 auth_hmac::Accepted::Signed { .. } => {}

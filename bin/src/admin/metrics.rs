@@ -409,6 +409,32 @@ impl Snapshot {
             "vrrp_transitions",
             "State changes, by the state entered.",
             per_state(&inst, |i, st| i.stats.transitions[st.index()]),
+        )?;
+        // auth_hmac: its drops are reasons of vrrp_packets_rejected (hmac_bad, ...).
+        let hmac: Vec<&(Labels, &vrrp::InstanceStatus)> =
+            inst.iter().filter(|(_, i)| i.auth_hmac.is_some()).collect();
+        gauges(
+            enc,
+            "vrrp_hmac_active_key",
+            "auth_hmac: id of the key this instance signs with (the same on every host once a rotation is done).",
+            hmac.iter().map(|(l, i)| {
+                (
+                    l.as_slice(),
+                    i.auth_hmac.as_ref().map_or(0, |h| u64::from(h.active_key)),
+                )
+            }),
+        )?;
+        counters(
+            enc,
+            "vrrp_hmac_unsigned_accepted",
+            "auth_hmac receive-only or permissive: adverts accepted without a trailer (a host that does not sign yet).",
+            hmac.iter().map(|(l, i)| (l.as_slice(), i.stats.hmac_unsigned)),
+        )?;
+        counters(
+            enc,
+            "vrrp_hmac_clock_skew_high",
+            "auth_hmac time mode: adverts accepted with a clock skew past half the window (check NTP).",
+            hmac.iter().map(|(l, i)| (l.as_slice(), i.stats.hmac_skew_high)),
         )
     }
 }
@@ -650,6 +676,8 @@ pub(super) mod tests {
             ..Stats::default()
         };
         stats.rejected[Reject::AuthPass as usize] = 2;
+        stats.rejected[Reject::HmacReplay as usize] = 6;
+        stats.hmac_unsigned = 9;
         let snap = Snapshot {
             proxies: Arc::new(vec![fe.clone()]),
             checked: Arc::new(vec![Arc::new(checked)]),
@@ -661,6 +689,12 @@ pub(super) mod tests {
                 priority: 130,
                 configured_priority: 150,
                 stats,
+                auth_hmac: Some(vrrp::auth_hmac::Summary {
+                    mode: vrrp::auth_hmac::Mode::Enforce,
+                    active_key: 2,
+                    key_ids: vec![1, 2],
+                    time_window: None,
+                }),
             }],
         };
         (snap, fe, states)
@@ -712,6 +746,9 @@ pub(super) mod tests {
             "maas_vip_vrrp_vip_mismatch_total",
             "maas_vip_vrrp_master_transitions_total",
             "maas_vip_vrrp_transitions_total",
+            "maas_vip_vrrp_hmac_active_key",
+            "maas_vip_vrrp_hmac_unsigned_accepted_total",
+            "maas_vip_vrrp_hmac_clock_skew_high_total",
         ] {
             assert!(names.contains(want), "{want} missing from:\n{text}");
         }
@@ -787,6 +824,17 @@ pub(super) mod tests {
             .filter(|s| s.name == "maas_vip_vrrp_packets_rejected_total")
             .collect();
         assert_eq!(rejected.len(), Reject::ALL.len(), "every reason, zeros too");
+        let mut replay = vr.to_vec();
+        replay.push(("reason", "hmac_replay"));
+        assert_eq!(
+            value(&samples, "maas_vip_vrrp_packets_rejected_total", &replay),
+            6.0
+        );
+        assert_eq!(value(&samples, "maas_vip_vrrp_hmac_active_key", &vr), 2.0);
+        assert_eq!(
+            value(&samples, "maas_vip_vrrp_hmac_unsigned_accepted_total", &vr),
+            9.0
+        );
         assert_eq!(
             value(&samples, "maas_vip_vrrp_master_transitions_total", &vr),
             1.0
