@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod auth_hmac;
 mod haproxy;
 mod keepalived;
 #[cfg(test)]
@@ -200,6 +201,8 @@ struct Vrrp {
     /// Commented out in the output: maas-vip passes other arguments than keepalived.
     notify: Option<Vec<String>>,
     track_scripts: Vec<TrackScript>,
+    /// keepalived 2.4's `auth_hmac`.
+    auth_hmac: Option<auth_hmac::Hmac>,
 }
 
 /// One `[[vrrp.track_script]]`.
@@ -576,6 +579,9 @@ fn render_vrrp(out: &mut String, v: &Vrrp) {
              # arguments (keepalived passed \"INSTANCE\" first): adapt the script, then uncomment.\n",
         );
         out.push_str(&format!("# notify = {}\n", one_line(&q_list(n))));
+    }
+    if let Some(h) = &v.auth_hmac {
+        auth_hmac::render(out, h);
     }
     for t in &v.track_scripts {
         out.push('\n');

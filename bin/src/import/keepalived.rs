@@ -285,7 +285,8 @@ pub(super) fn import(
     src: &str,
     notes: &mut Notes,
 ) -> Result<Vec<Vrrp>, (usize, String)> {
-    let src = expand_definitions(file, src, notes)?;
+    let src = super::auth_hmac::mark_credentials(src);
+    let src = expand_definitions(file, &src, notes)?;
     let tree = parse(&src)?;
     let mut globals = Globals::default();
     let mut scripts: Vec<(String, Script)> = Vec::new();
@@ -538,6 +539,7 @@ fn instance(
         track_frontend: None,
         notify: None,
         track_scripts: Vec::new(),
+        auth_hmac: None,
     };
     let mut auth_type_pass = None;
     let mut auth_pass: Option<(String, usize)> = None;
@@ -624,6 +626,7 @@ fn instance(
                     }
                 }
             }
+            "auth_hmac" => v.auth_hmac = super::auth_hmac::parse(file, c, name, notes),
             "virtual_ipaddress" => {
                 for a in c.children.iter().flatten() {
                     vip(file, a, &mut v, notes);
@@ -751,6 +754,14 @@ fn instance(
             notes.at(file, line, "auth_type PASS without auth_pass: ignored")
         }
         (None, None) => {}
+    }
+    if let (Some(h), Some(_)) = (&v.auth_hmac, &v.auth_pass) {
+        notes.at(
+            file,
+            h.line,
+            "auth_pass dropped: keepalived drops legacy authentication beside auth_hmac",
+        );
+        v.auth_pass = None;
     }
     // Advert interval: VRRPv2 counts whole seconds.
     if let Some((d, line)) = advert {
