@@ -12,7 +12,7 @@
 # Exit status: 0 if no target found anything, 1 otherwise.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-targets="vrrp_packet arp_frame config keepalived_import haproxy_import http_response"
+targets="vrrp_packet arp_frame config keepalived_import haproxy_import http_response auth_hmac"
 [ $# -eq 2 ] || { echo "usage: $0 TARGET|all SECONDS" >&2; exit 2; }
 case $1 in
     all) run=$targets ;;

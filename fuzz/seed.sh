@@ -15,7 +15,7 @@ frames=${FRAMES:-$root/../shared/testdata/vrrp-frames.txt}
 [ -f "$frames" ] || frames=$root/vrrp/tests/data/vrrp-frames.txt
 seeds=$here/seeds
 mkdir -p "$seeds/vrrp_packet" "$seeds/arp_frame" "$seeds/config" \
-    "$seeds/keepalived_import" "$seeds/haproxy_import" "$seeds/http_response"
+    "$seeds/keepalived_import" "$seeds/haproxy_import" "$seeds/http_response" "$seeds/auth_hmac"
 
 python3 - "$frames" "$seeds" <<'PY'
 import sys, os, hashlib
@@ -98,7 +98,32 @@ for i, r in enumerate(R):
     put(bytes([i % 4, 0xff - i]) + r + second)
 put(bytes([1, 7]) + b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n" + second)
 PY
-for t in vrrp_packet arp_frame config keepalived_import haproxy_import http_response; do
+# auth_hmac: keepalived 2.4.3's signed adverts (VRRP message + trailer, the IPv4 payload of
+# vrrp/tests/data/auth-hmac-keepalived-2.4.3.txt) behind the target's two selector bytes (where
+# a mutation goes, its mask), a key file value and a state file.
+python3 - "$root/vrrp/tests/data/auth-hmac-keepalived-2.4.3.txt" "$seeds/auth_hmac" <<'PY'
+import sys, os, hashlib
+out = sys.argv[2]
+def put(b):
+    with open(os.path.join(out, hashlib.sha1(b).hexdigest()), "wb") as f:
+        f.write(b)
+n = 0
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line or line.startswith("#"):
+        continue
+    b = bytes.fromhex(line)
+    if b[12:14] != b"\x08\x00":
+        continue
+    ip = b[14:]
+    total = int.from_bytes(ip[2:4], "big")
+    ihl = (ip[0] & 0x0f) * 4
+    put(bytes([n * 7 % 256, 1 << (n % 8)]) + ip[ihl:total])
+    n += 1
+put(b"\x03\x01hex:c0ffee00112233445566778899aabbccddeeff00112233445566778899aabbcc")
+put(b"\x00\x00maas-vip auth_hmac state 1\nsent 6b0fb8331c8b0000\nmark 10.99.0.12 6b0fb836602c0000\nmark fe80::1 6b0fb836602c0001\n")
+PY
+for t in vrrp_packet arp_frame config keepalived_import haproxy_import http_response auth_hmac; do
     echo "$t: $(ls "$seeds/$t" | wc -l) seeds"
 done
 

@@ -91,6 +91,31 @@ fn arp_frame_inputs_decode_without_panic() {
 }
 
 #[test]
+fn auth_hmac_inputs_split_and_parse_without_panic() {
+    use vrrp::auth_hmac::{split_trailer, Trailer, TrailerRepr, TRAILER_LEN};
+    let files = inputs("auth_hmac");
+    assert!(!files.is_empty(), "no seeds in {}", fuzz_dir().display());
+    let mut signed = 0;
+    for f in &files {
+        let data = std::fs::read(f).expect("read input");
+        // The target's two selector bytes, then the payload.
+        let payload = data.get(2..).unwrap_or(&[]);
+        let (msg, t) = split_trailer(payload, 4);
+        if let Some(t) = t {
+            assert_eq!([msg, t].concat(), payload);
+            let view = Trailer::new_checked(t).expect("28 bytes");
+            signed += usize::from(TrailerRepr::parse(&view).is_ok());
+        } else {
+            assert_eq!(msg, payload);
+        }
+        let _ = vrrp::auth_hmac::keys::decode_value(payload);
+        assert!(payload.len() != TRAILER_LEN || Trailer::new_checked(payload).is_ok());
+    }
+    // The captured keepalived adverts are among the seeds.
+    assert!(signed >= 4, "{signed} signed adverts in the seeds");
+}
+
+#[test]
 fn http_response_inputs_keep_their_invariants() {
     let files = inputs("http_response");
     assert!(!files.is_empty(), "no seeds in {}", fuzz_dir().display());
