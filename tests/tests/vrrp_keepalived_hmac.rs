@@ -664,3 +664,121 @@ vrrp_instance maas_region {{
     assert!(k2.exists());
     eprintln!("HMAC rotation: 4 reloads of both peers, no VIP move, no state change");
 }
+
+/// auth_hmac over IPv6 (VRRPv3, RFC 9568) beside keepalived 2.4.3: the pseudo-header carries
+/// the 16-byte link-local source. keepalived alone, then maas-vip (150) preempts it
+/// (keepalived verified our trailers), keepalived restarted at 200 preempts maas-vip (we
+/// verified its), and its SIGTERM hands back. Nobody drops an advert.
+#[test]
+fn vrrp_keepalived_hmac_ipv6() {
+    use std::net::Ipv6Addr;
+    let name = "vrrp_keepalived_hmac_ipv6";
+    let Some((pair, _keep)) = setup(name, 3) else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const VIP_LL: &str = "fe80::51";
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, 0x100);
+    // Adverts go from the link-local address once duplicate address detection is done.
+    for h in &pair.lan.hosts {
+        let ready = wait_for(Duration::from_secs(10), || {
+            let out = h.ns.ip_output(&["-6", "-o", "addr", "show", "dev", "eth0"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .any(|l| l.contains("scope link") && !l.contains("tentative"))
+        });
+        assert!(ready.is_some(), "no link-local address on {}", h.ns.name());
+    }
+    let key = pair.dir.join("k6");
+    write_key(&key, KEY_HEX);
+    let mv_conf = format!(
+        r#"
+[[vrrp]]
+name = "region6"
+interface = "eth0"
+virtual_router_id = 51
+priority = 150
+version = 3
+advert_interval = "1s"
+virtual_ipaddresses = ["{VIP_LL}/64", "{VIP6}/64"]
+
+[vrrp.auth_hmac]
+keys = [{{ id = 1, key_file = "{}" }}]
+"#,
+        key.display()
+    );
+    let ka = |prio: u8| {
+        let conf = format!(
+            r#"
+global_defs {{
+    router_id ka_h1
+}}
+vrrp_instance region6 {{
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority {prio}
+    advert_int 1
+    auth_hmac {{
+        key 1 file:{}
+        active_key 1
+    }}
+    virtual_ipaddress {{
+        {VIP_LL}/64
+        {VIP6}/64
+    }}
+}}
+"#,
+            key.display()
+        );
+        pair.lan
+            .start_keepalived(&pair.dir, 1, &pair.ka, &[], &conf)
+    };
+    let holders = |want: &[usize], what: &str, logs: &[&Proc]| {
+        pair.lan
+            .wait_holders(VIP6, want, Duration::from_secs(10), what, logs)
+    };
+    let k = ka(100);
+    holders(&[1], "keepalived alone", &[&k]);
+    let mv = pair.lan.start_maas_vip(&pair.dir, 0, &mv_conf);
+    holders(&[0], "maas-vip preempts keepalived over IPv6", &[&mv, &k]);
+    pair.lan
+        .assert_holders_stable(VIP6, &[0], Duration::from_secs(3), "maas-vip master (v6)");
+    assert_keepalived_content(&k);
+    drop(k);
+    wait_for(Duration::from_secs(5), || {
+        pair.lan.hosts[1].ns.pids().is_empty()
+    });
+
+    let mut k = ka(200);
+    holders(
+        &[1],
+        "keepalived at 200 preempts maas-vip over IPv6",
+        &[&mv, &k],
+    );
+    pair.lan
+        .assert_holders_stable(VIP6, &[1], Duration::from_secs(3), "keepalived master (v6)");
+    k.signal("TERM");
+    holders(&[0], "maas-vip after keepalived's SIGTERM (v6)", &[&mv, &k]);
+    k.wait_exit(Duration::from_secs(5));
+    assert_keepalived_content(&k);
+    assert!(!mv.output().contains("dropped advert"), "{}", mv.output());
+    let status = pair.lan.hosts[0]
+        .status_json(&pair.dir.join("h0.toml"))
+        .expect("maas-vip status --json");
+    let rejected = &status["vrrp"][0]["rejected"];
+    for reason in [
+        "hmac_bad",
+        "hmac_missing",
+        "hmac_unknown_key",
+        "hmac_stale",
+        "hmac_replay",
+    ] {
+        assert_eq!(rejected[reason], 0, "{reason}: {status}");
+    }
+    assert_eq!(
+        status["vrrp"][0]["auth_hmac"]["mode"], "enforce",
+        "{status}"
+    );
+    eprintln!("HMAC over IPv6: both roles beside keepalived 2.4.3, no advert dropped");
+}

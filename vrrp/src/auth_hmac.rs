@@ -255,6 +255,14 @@ pub fn split_trailer(payload: &[u8], addr_len: usize) -> (&[u8], Option<&[u8]>) 
     }
 }
 
+/// Whether the VRRP checksum covers the trailer too: over IPv6, yes. keepalived 2.4.3 sets
+/// IPV6_CHECKSUM on its socket (vrrp_if.c), so the kernel computes and verifies the checksum
+/// over the whole payload it carries, message and trailer; over IPv4 keepalived computes it
+/// over the message alone. (The MAC reads the checksum field as zero either way.)
+pub fn checksum_covers_trailer(src: IpAddr) -> bool {
+    src.is_ipv6()
+}
+
 /// The 64-bit sequence of a trailer: UTC seconds in bits 63..32, a 1/65536 s fraction in bits
 /// 31..16, a counter in bits 15..0. Ordered by RFC 1982 serial arithmetic ([`Seq::is_after`]),
 /// so that it survives the wrap of the seconds field.

@@ -14,7 +14,7 @@ use crate::auth_hmac::instance as hmac;
 use crate::config::{InitialState, TrackScript, Vip, VrrpConfig};
 use crate::machine::{Action, Machine, Params, Reject, State};
 use crate::netlink::{self, LinkEvent, Netlink};
-use crate::packet::IpPair;
+use crate::packet::{IpPair, Packet};
 use crate::socket;
 use crate::socket6::{self, AdvertSocket};
 use crate::track;
@@ -1007,6 +1007,10 @@ impl Instance {
                 trailer.get_or_insert_with(|| self.machine.sign_advert(SystemTime::now(), &bytes));
             if let Some(t) = t {
                 bytes.extend_from_slice(t);
+                if crate::auth_hmac::checksum_covers_trailer(dst) {
+                    // As keepalived's kernel does with IPV6_CHECKSUM: over the whole payload.
+                    Packet::new_unchecked(&mut bytes[..]).fill_checksum(&pair);
+                }
             }
             if let Err(e) = self.sock.send(dst, &bytes) {
                 if self.link_up {

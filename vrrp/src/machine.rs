@@ -753,6 +753,7 @@ impl Machine {
         }
         // keepalived 2.4 auth_hmac: a trailer is there when the payload is exactly 28 bytes
         // longer than the message; the checks below judge the message alone.
+        let whole = payload;
         let (payload, trailer) = match self.hmac {
             Some(_) => auth_hmac::split_trailer(payload, if meta.src.is_ipv6() { 16 } else { 4 }),
             None => (payload, None),
@@ -762,8 +763,17 @@ impl Machine {
             src: meta.src,
             dst: meta.dst,
         };
-        // RFC 3768 §7.1 (RFC 9568 §7.1): type, length (count vs. message), checksum.
-        let repr = Repr::parse_with(&packet, &pair, self.p.v3_checksum).map_err(|e| match e {
+        // RFC 3768 §7.1 (RFC 9568 §7.1): type, length (count vs. message), checksum; over
+        // IPv6 a trailer is inside the checksum (as keepalived's kernel computes it).
+        let parsed = if trailer.is_some() && auth_hmac::checksum_covers_trailer(meta.src) {
+            if !Packet::new_unchecked(whole).verify_checksum(&pair) {
+                return Err(Reject::Checksum);
+            }
+            Repr::parse_checksum_judged(&packet, &pair)
+        } else {
+            Repr::parse_with(&packet, &pair, self.p.v3_checksum)
+        };
+        let repr = parsed.map_err(|e| match e {
             WireError::Truncated | WireError::Length { .. } => Reject::Length,
             WireError::Version(_) | WireError::Family => Reject::Version,
             WireError::Type(_) => Reject::Type,

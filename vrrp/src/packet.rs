@@ -500,6 +500,24 @@ impl Repr {
         ip: &IpPair,
         mode: V3Checksum,
     ) -> Result<Repr, WireError> {
+        Self::parse_inner(packet, ip, Some(mode))
+    }
+
+    /// [`Repr::parse`] of a message whose checksum the caller has judged over more bytes
+    /// than the message: over IPv6 an auth_hmac trailer is inside the checksum
+    /// ([`crate::auth_hmac::checksum_covers_trailer`]).
+    pub fn parse_checksum_judged<T: AsRef<[u8]>>(
+        packet: &Packet<T>,
+        ip: &IpPair,
+    ) -> Result<Repr, WireError> {
+        Self::parse_inner(packet, ip, None)
+    }
+
+    fn parse_inner<T: AsRef<[u8]>>(
+        packet: &Packet<T>,
+        ip: &IpPair,
+        checksum: Option<V3Checksum>,
+    ) -> Result<Repr, WireError> {
         packet.check_len()?;
         let version = packet.version();
         match version {
@@ -512,8 +530,10 @@ impl Repr {
         }
         let addr_len = ip.addr_len();
         packet.check_count(addr_len)?;
-        if !packet.verify_checksum_with(ip, mode) {
-            return Err(WireError::Checksum);
+        if let Some(mode) = checksum {
+            if !packet.verify_checksum_with(ip, mode) {
+                return Err(WireError::Checksum);
+            }
         }
         let mut addresses = Vec::with_capacity(usize::from(packet.count()));
         for i in 0..usize::from(packet.count()) {

@@ -1068,6 +1068,76 @@ mod machine {
         }
     }
 
+    /// Over IPv6 the checksum covers the trailer (keepalived's kernel computes it so, with
+    /// IPV6_CHECKSUM); a checksum over the message alone is refused there.
+    #[test]
+    fn ipv6_checksum_covers_the_trailer() {
+        use crate::packet::{Auth, Repr, Version, MULTICAST_V6};
+        let ll = |last: u16| Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, last);
+        let params = || Params {
+            keys: keys(1),
+            mode: Mode::Enforce,
+            anti_replay: AntiReplay::Monotonic,
+        };
+        let mut b = Machine::new(m::Params {
+            vrid: 51,
+            priority: 100,
+            version: 3,
+            advert_interval: Duration::from_secs(1),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            auth_pass: None,
+            vips: vec![IpAddr::V6(ll(0x51))],
+            primary: IpAddr::V6(ll(0x13)),
+            start_as_master: false,
+            garp_delay: Duration::from_secs(5),
+            unicast_peers: Vec::new(),
+            v3_checksum: Default::default(),
+        });
+        b.set_auth_hmac(Some(AuthHmac::new(params(), 0)));
+        let now = Instant::now();
+        b.start(now);
+        while b.poll_action().is_some() {}
+        let pair = IpPair {
+            src: IpAddr::V6(ll(0x12)),
+            dst: IpAddr::V6(MULTICAST_V6),
+        };
+        let sender = AuthHmac::new(params(), 0);
+        let origin = Origin {
+            version: 3,
+            vrid: 51,
+            src: pair.src,
+        };
+        let meta = RxMeta {
+            src: pair.src,
+            dst: pair.dst,
+            ttl: 255,
+        };
+        for (i, seq) in [
+            (0u64, Seq(0x6800_0000_0000_0000)),
+            (1, Seq(0x6800_0001_0000_0000)),
+        ] {
+            let msg = Repr {
+                version: Version::V3,
+                vrid: 51,
+                priority: 200 + i as u8,
+                auth: Auth::None,
+                adver_int: 100,
+                addresses: vec![IpAddr::V6(ll(0x51))],
+            }
+            .to_bytes(&pair);
+            let mut payload = msg.clone();
+            payload.extend_from_slice(&sender.sign_with(seq, &origin, &msg));
+            if i == 0 {
+                // The message's own checksum, as maas-vip sent it before it followed keepalived.
+                assert_eq!(b.handle_packet(now, meta, &payload), Err(Reject::Checksum));
+            }
+            Packet::new_unchecked(&mut payload[..]).fill_checksum(&pair);
+            assert_eq!(b.handle_packet(now, meta, &payload), Ok(()), "advert {i}");
+        }
+        assert_eq!(b.stats().rx_ok, 2);
+    }
+
     #[test]
     fn migration_modes_take_unsigned_adverts_and_count_them() {
         let f = &frames()[0];
