@@ -680,15 +680,7 @@ fn vrrp_keepalived_hmac_ipv6() {
     const VIP_LL: &str = "fe80::51";
     const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, 0x100);
     // Adverts go from the link-local address once duplicate address detection is done.
-    for h in &pair.lan.hosts {
-        let ready = wait_for(Duration::from_secs(10), || {
-            let out = h.ns.ip_output(&["-6", "-o", "addr", "show", "dev", "eth0"]);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.lines()
-                .any(|l| l.contains("scope link") && !l.contains("tentative"))
-        });
-        assert!(ready.is_some(), "no link-local address on {}", h.ns.name());
-    }
+    pair.lan.wait_link_local(Duration::from_secs(10));
     let key = pair.dir.join("k6");
     write_key(&key, KEY_HEX);
     let mv_conf = format!(
