@@ -246,8 +246,15 @@ fn vrrp_three_hosts_elect_fail_over_and_recover() {
     assert_stable(&lan, &[1], Duration::from_secs(2), "after SIGTERM");
 
     let notes = std::fs::read_to_string(&notify_file).unwrap_or_default();
-    assert!(notes.contains("maas_region BACKUP 150"), "notify: {notes}");
-    assert!(notes.contains("maas_region MASTER 150"), "notify: {notes}");
+    // keepalived's arguments: INSTANCE <name> <state> <priority>.
+    assert!(
+        notes.contains("INSTANCE maas_region BACKUP 150"),
+        "notify: {notes}"
+    );
+    assert!(
+        notes.contains("INSTANCE maas_region MASTER 150"),
+        "notify: {notes}"
+    );
     drop((d1, d2));
 }
 
@@ -762,4 +769,59 @@ fn vrrp_primary_address_change_is_followed() {
         "advert sources: {sources:?}"
     );
     assert!(!d1.output().contains("to=MASTER"), "{}", d1.output());
+}
+
+/// Gratuitous ARP frames for the VIP in a capture.
+fn garps_for_vip(pcap: &Path) -> usize {
+    pcap_frames(pcap)
+        .iter()
+        .filter_map(|f| vrrp::arp::Garp::parse(f))
+        .filter(|g| g.addr == VIP)
+        .count()
+}
+
+#[test]
+fn vrrp_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added() {
+    if !check_or_skip("vrrp_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lan = Lan::new(2);
+    let (mut cap, pcap) = lan.capture(1, dir.path(), "refresh");
+    // keepalived's garp_master_refresh: one frame per VIP every 2 s while master.
+    let d0 = start(&lan, dir.path(), 0, 150, r#"garp_master_refresh = "2s""#);
+    wait_holders(&lan, &[0], Duration::from_secs(10), "election", &[&d0]);
+    std::thread::sleep(Duration::from_millis(9_500));
+    cap.signal("INT");
+    cap.wait_exit(Duration::from_secs(5));
+    // Two bursts of 3 (garp_master_delay 1s, repeat 3), then a refresh at 2, 4, 6, 8 s.
+    let n = garps_for_vip(&pcap);
+    assert!(
+        (6 + 4..=6 + 5).contains(&n),
+        "gratuitous ARPs in 9.5 s as master: {n}\n{}",
+        d0.output()
+    );
+
+    // Someone deletes the VIP: maas-vip adds it back and announces it with a burst at once.
+    let (mut cap, pcap) = lan.capture(1, dir.path(), "readd");
+    lan.hosts[0]
+        .ns
+        .ip(&["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+    assert!(
+        wait_for(Duration::from_secs(3), || lan.hosts[0].has(VIP)).is_some(),
+        "VIP not re-added:\n{}",
+        d0.output()
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    cap.signal("INT");
+    cap.wait_exit(Duration::from_secs(5));
+    let n = garps_for_vip(&pcap);
+    // A burst of 3; a refresh (1 frame) may fall in the window too.
+    assert!(
+        (3..=4).contains(&n),
+        "gratuitous ARPs after the re-add: {n}\n{}",
+        d0.output()
+    );
+    assert!(d0.output().contains("adding it back"), "{}", d0.output());
 }

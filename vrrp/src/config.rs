@@ -63,12 +63,33 @@ pub struct VrrpConfig {
     /// Gratuitous ARP frames per VIP in each burst.
     #[serde(default = "default_garp_repeat")]
     pub garp_master_repeat: u32,
+    /// keepalived's `garp_master_refresh`: while master, gratuitous ARP (IPv6: unsolicited
+    /// neighbour advertisements) this often, for switches and hosts that forget; "0s" (the
+    /// default, keepalived's): none.
+    #[serde(default, with = "humantime_serde")]
+    pub garp_master_refresh: Duration,
+    /// Frames per VIP in each refresh (keepalived's `garp_master_refresh_repeat`, default 1).
+    #[serde(default = "default_refresh_repeat")]
+    pub garp_master_refresh_repeat: u32,
     /// Lower the priority when the named frontend has no live server.
     #[serde(default)]
     pub track_backends: Option<TrackBackends>,
-    /// Program run (argv, no shell) on each transition with instance, state and priority.
+    /// Program run (argv, no shell) on each transition with keepalived's arguments:
+    /// `INSTANCE <name> <state> <priority>`.
     #[serde(default)]
     pub notify: Option<Spanned<Vec<String>>>,
+    /// Run (argv, no extra arguments, as keepalived) on becoming MASTER.
+    #[serde(default)]
+    pub notify_master: Option<Spanned<Vec<String>>>,
+    /// Run on becoming BACKUP.
+    #[serde(default)]
+    pub notify_backup: Option<Spanned<Vec<String>>>,
+    /// Run on entering FAULT.
+    #[serde(default)]
+    pub notify_fault: Option<Spanned<Vec<String>>>,
+    /// Run when the instance stops (keepalived's STOP).
+    #[serde(default)]
+    pub notify_stop: Option<Spanned<Vec<String>>>,
     /// Scripts whose result moves the priority or puts the instance in FAULT.
     #[serde(default)]
     pub track_script: Vec<TrackScript>,
@@ -277,11 +298,39 @@ impl VrrpConfig {
             "garp_master_repeat",
         );
         diff(self.track_backends != new.track_backends, "track_backends");
+        diff(
+            self.garp_master_refresh != new.garp_master_refresh,
+            "garp_master_refresh",
+        );
+        diff(
+            self.garp_master_refresh_repeat != new.garp_master_refresh_repeat,
+            "garp_master_refresh_repeat",
+        );
         diff(self.notify != new.notify, "notify");
+        diff(
+            self.notify_master != new.notify_master
+                || self.notify_backup != new.notify_backup
+                || self.notify_fault != new.notify_fault
+                || self.notify_stop != new.notify_stop,
+            "notify_master/backup/fault/stop",
+        );
         diff(self.track_script != new.track_script, "track_script");
         diff(self.auth_hmac != new.auth_hmac, "auth_hmac");
         diff(self.v3_checksum != new.v3_checksum, "v3_checksum");
         out
+    }
+
+    /// The notify programs that are set, each with its key: `notify`, `notify_master`, ...
+    pub fn notify_programs(&self) -> impl Iterator<Item = (&'static str, &Spanned<Vec<String>>)> {
+        [
+            ("notify", &self.notify),
+            ("notify_master", &self.notify_master),
+            ("notify_backup", &self.notify_backup),
+            ("notify_fault", &self.notify_fault),
+            ("notify_stop", &self.notify_stop),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
     }
 
     /// Checks that relate several values of this block. Returns every problem found.
@@ -365,12 +414,12 @@ impl VrrpConfig {
             );
         }
         self.validate_families(&mut out);
-        if let Some(notify) = &self.notify {
+        for (key, notify) in self.notify_programs() {
             if notify.get_ref().is_empty() || notify.get_ref()[0].is_empty() {
                 err(
                     &mut out,
                     notify.span(),
-                    "`notify` must be a program and its arguments, e.g. [\"/usr/local/bin/vip-notify\"]".into(),
+                    format!("`{key}` must be a program and its arguments, e.g. [\"/usr/local/bin/vip-notify\"]"),
                 );
             }
         }
@@ -484,6 +533,9 @@ fn default_garp_delay() -> Duration {
 }
 fn default_garp_repeat() -> u32 {
     5
+}
+fn default_refresh_repeat() -> u32 {
+    1
 }
 fn default_backends_weight() -> i32 {
     -50

@@ -12,7 +12,7 @@ use tracing::{debug, error, info, warn, Instrument as _};
 
 use crate::auth_hmac::instance as hmac;
 use crate::config::{InitialState, TrackScript, Vip, VrrpConfig};
-use crate::machine::{Action, Machine, Params, Reject, State};
+use crate::machine::{Action, Machine, Params, Reason, Reject, State};
 use crate::netlink::{self, LinkEvent, Netlink};
 use crate::packet::{IpPair, Packet};
 use crate::socket;
@@ -347,6 +347,7 @@ fn params(cfg: &VrrpConfig, vips: &[Vip], primary: IpAddr) -> Params {
         primary,
         start_as_master: cfg.state == InitialState::Master,
         garp_delay: cfg.garp_master_delay,
+        garp_refresh: cfg.garp_master_refresh,
         unicast_peers: cfg.unicast_peers.clone(),
         v3_checksum: (*cfg.v3_checksum.get_ref()).into(),
     }
@@ -860,8 +861,12 @@ impl Instance {
                 if self.machine.state() == State::Master {
                     if let Some(v) = self.vips.iter().find(|v| v.addr == a).copied() {
                         warn!(vip = %v, "a virtual address was removed by someone else while master; adding it back");
-                        if let Err(e) = self.nl.add(self.index, &self.iface, v).await {
-                            error!(vip = %v, error = %e, "re-adding the virtual address");
+                        match self.nl.add(self.index, &self.iface, v).await {
+                            // Neighbours may have dropped or replaced their entry meanwhile
+                            // (an `ip addr del` is often followed by a flush): announce it
+                            // again, as on becoming master.
+                            Ok(()) => self.send_garps(vec![v.addr], self.cfg.garp_master_repeat),
+                            Err(e) => error!(vip = %v, error = %e, "re-adding the virtual address"),
                         }
                     }
                 }
@@ -939,7 +944,12 @@ impl Instance {
                 }
                 Action::SendGarp => {
                     let all: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
-                    self.send_garps(all);
+                    self.send_garps(all, self.cfg.garp_master_repeat);
+                }
+                Action::RefreshGarp => {
+                    let all: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
+                    debug!("garp_master_refresh");
+                    self.send_garps(all, self.cfg.garp_master_refresh_repeat);
                 }
                 Action::VipsChanged { added, removed } => {
                     for a in removed {
@@ -961,7 +971,7 @@ impl Instance {
                         }
                     }
                     if !added.is_empty() {
-                        self.send_garps(added);
+                        self.send_garps(added, self.cfg.garp_master_repeat);
                     }
                 }
                 Action::StateChanged {
@@ -971,21 +981,33 @@ impl Instance {
                     priority,
                 } => {
                     info!(from = %from, to = %to, reason = %reason, priority, "state changed");
-                    if let Some(argv) = &self.cfg.notify {
-                        if to != State::Initialize {
-                            track::notify(
-                                argv.get_ref().clone(),
-                                self.cfg.script_user.as_ref().map(|u| u.get_ref().clone()),
-                                self.name.clone(),
-                                to.as_str(),
-                                priority,
-                            );
-                        }
-                    }
+                    self.run_notify(to, reason, priority);
                 }
             }
         }
         self.publish();
+    }
+
+    /// keepalived's notify scripts for a transition to `to`: `notify` with `INSTANCE <name>
+    /// <state> <priority>`, and the one of the state (`notify_master`, ...) as written. The
+    /// end of the instance (Initialize by shutdown) is keepalived's STOP.
+    fn run_notify(&self, to: State, reason: Reason, priority: u8) {
+        let (state, own) = match (to, reason) {
+            (State::Master, _) => ("MASTER", &self.cfg.notify_master),
+            (State::Backup, _) => ("BACKUP", &self.cfg.notify_backup),
+            (State::Fault, _) => ("FAULT", &self.cfg.notify_fault),
+            (State::Initialize, Reason::Shutdown) => ("STOP", &self.cfg.notify_stop),
+            (State::Initialize, _) => return,
+        };
+        let user = self.cfg.script_user.as_ref().map(|u| u.get_ref().clone());
+        if let Some(argv) = &self.cfg.notify {
+            let mut full = argv.get_ref().clone();
+            full.extend(track::notify_args(&self.name, state, priority));
+            track::notify(full, user.clone());
+        }
+        if let Some(argv) = own {
+            track::notify(argv.get_ref().clone(), user);
+        }
     }
 
     fn send_advert(&mut self, priority: u8) {
@@ -1023,9 +1045,8 @@ impl Instance {
     }
 
     /// Gratuitous ARP for IPv4 addresses, unsolicited neighbour advertisements for IPv6 ones.
-    fn send_garps(&mut self, addrs: Vec<IpAddr>) {
+    fn send_garps(&mut self, addrs: Vec<IpAddr>, repeat: u32) {
         let iface = self.iface.clone();
-        let repeat = self.cfg.garp_master_repeat;
         if repeat == 0 {
             return;
         }

@@ -19,7 +19,7 @@
 //!
 //! # What it is not
 //! - One family per instance: IPv4 (VRRPv2 or v3) or IPv6 (VRRPv3, RFC 9568), as keepalived.
-//! - No virtual MAC (keepalived's `use_vmac`), no sync groups, no `garp_master_refresh`.
+//! - No virtual MAC (keepalived's `use_vmac`), no sync groups.
 //! - Not a general keepalived: one `[[vrrp]]` block is one `vrrp_instance`, and what the MAAS
 //!   guide uses is what is implemented.
 

@@ -44,6 +44,8 @@ pub struct Params {
     pub start_as_master: bool,
     /// Delay before the second burst of gratuitous ARP.
     pub garp_delay: Duration,
+    /// keepalived's `garp_master_refresh`: while master, a refresh burst this often; zero: none.
+    pub garp_refresh: Duration,
     /// Unicast mode: adverts are accepted from these sources only (as keepalived does).
     pub unicast_peers: Vec<IpAddr>,
     /// VRRPv3 over IPv4: what the checksum covers (keepalived's default, or RFC 9568's).
@@ -168,6 +170,8 @@ pub enum Action {
     RemoveVips,
     /// Send one burst of gratuitous ARP for every address.
     SendGarp,
+    /// Send the periodic refresh (`garp_master_refresh`) for every address.
+    RefreshGarp,
     /// A reconfiguration changed the address list while master: add `added` to the interface
     /// and send gratuitous ARP for them; remove `removed`.
     VipsChanged {
@@ -388,19 +392,22 @@ enum Timer {
     Preempt = 2,
     /// Second burst of gratuitous ARP (garp_master_delay).
     Garp = 3,
+    /// Periodic gratuitous ARP while master (garp_master_refresh).
+    GarpRefresh = 4,
 }
 
 impl Timer {
-    const VALUES: [Timer; 4] = [
+    const VALUES: [Timer; 5] = [
         Timer::Advert,
         Timer::MasterDown,
         Timer::Preempt,
         Timer::Garp,
+        Timer::GarpRefresh,
     ];
 }
 
 #[derive(Debug, Default, Clone, Copy)]
-struct TimerTable([Option<Instant>; 4]);
+struct TimerTable([Option<Instant>; 5]);
 
 impl TimerTable {
     fn set(&mut self, t: Timer, at: Instant) {
@@ -413,7 +420,7 @@ impl TimerTable {
         self.0[t as usize]
     }
     fn stop_all(&mut self) {
-        self.0 = [None; 4];
+        self.0 = [None; 5];
     }
     fn next(&self) -> Option<Instant> {
         self.0.iter().flatten().min().copied()
@@ -644,11 +651,24 @@ impl Machine {
         if !self.p.garp_delay.is_zero() {
             self.timers.set(Timer::Garp, now + self.p.garp_delay);
         }
+        self.arm_garp_refresh(now);
+    }
+
+    /// keepalived (vrrp_scheduler.c): the first refresh one `garp_master_refresh` after
+    /// becoming master, then one every `garp_master_refresh`.
+    fn arm_garp_refresh(&mut self, now: Instant) {
+        if self.p.garp_refresh.is_zero() {
+            self.timers.stop(Timer::GarpRefresh);
+        } else {
+            self.timers
+                .set(Timer::GarpRefresh, now + self.p.garp_refresh);
+        }
     }
 
     fn leave_master(&mut self, send_stop: bool) {
         self.timers.stop(Timer::Advert);
         self.timers.stop(Timer::Garp);
+        self.timers.stop(Timer::GarpRefresh);
         if send_stop {
             self.send_advert(0);
         }
@@ -666,6 +686,10 @@ impl Machine {
                     self.timers.set(Timer::Advert, now + self.p.advert_interval);
                 }
                 (State::Master, Timer::Garp) => self.actions.push_back(Action::SendGarp),
+                (State::Master, Timer::GarpRefresh) => {
+                    self.actions.push_back(Action::RefreshGarp);
+                    self.arm_garp_refresh(now);
+                }
                 (State::Backup, Timer::MasterDown) => {
                     // RFC 3768 §6.4.2: Master_Down_Timer fired -> Master.
                     let reason = self.down_reason;
@@ -1045,6 +1069,9 @@ impl Machine {
                 }
                 if self.p.garp_delay.is_zero() {
                     self.timers.stop(Timer::Garp);
+                }
+                if self.p.garp_refresh != old.garp_refresh {
+                    self.arm_garp_refresh(now);
                 }
             }
             State::Backup => {

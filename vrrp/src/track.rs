@@ -183,20 +183,22 @@ pub(crate) fn spawn_script(
     )
 }
 
-/// Runs a notify program with instance, state and priority as arguments, in the background.
-pub(crate) fn notify(
-    argv: Vec<String>,
-    user: Option<String>,
-    instance: String,
-    state: &'static str,
-    priority: u8,
-) {
+/// keepalived's arguments to `notify` (vrrp_notify.c): `INSTANCE <name> <state> <priority>`.
+pub(crate) fn notify_args(instance: &str, state: &str, priority: u8) -> [String; 4] {
+    [
+        "INSTANCE".to_string(),
+        instance.to_string(),
+        state.to_string(),
+        priority.to_string(),
+    ]
+}
+
+/// Runs a notify program (its argv complete) in the background.
+pub(crate) fn notify(argv: Vec<String>, user: Option<String>) {
     tokio::spawn(async move {
-        let mut full = argv;
-        full.extend([instance, state.to_string(), priority.to_string()]);
-        match run_once(&full, Duration::from_secs(30), user.as_deref()).await {
-            Outcome::Ok => debug!(?full, "notify ran"),
-            other => warn!(?full, outcome = ?other, "notify failed"),
+        match run_once(&argv, Duration::from_secs(30), user.as_deref()).await {
+            Outcome::Ok => debug!(?argv, "notify ran"),
+            other => warn!(?argv, outcome = ?other, "notify failed"),
         }
     });
 }

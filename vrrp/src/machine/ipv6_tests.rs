@@ -29,6 +29,7 @@ fn params(priority: u8, primary: IpAddr, vips: Vec<IpAddr>) -> Params {
         primary,
         start_as_master: false,
         garp_delay: Duration::from_secs(5),
+        garp_refresh: Duration::ZERO,
         unicast_peers: Vec::new(),
         v3_checksum: V3Checksum::default(),
     }

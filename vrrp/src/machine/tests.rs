@@ -19,6 +19,7 @@ fn params(priority: u8, last_octet: u8) -> Params {
         primary: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last_octet)),
         start_as_master: false,
         garp_delay: Duration::from_secs(5),
+        garp_refresh: Duration::ZERO,
         unicast_peers: Vec::new(),
         v3_checksum: V3Checksum::default(),
     }
@@ -37,6 +38,8 @@ struct Router {
     alive: bool,
     holds_vips: bool,
     garp_bursts: u32,
+    /// Times of the `garp_master_refresh` bursts.
+    garp_refreshes: Vec<Instant>,
     vips_changed: Vec<(Vec<IpAddr>, Vec<IpAddr>)>,
     adverts: Vec<(Instant, u8)>,
     transitions: Vec<(Instant, State, Reason)>,
@@ -69,6 +72,7 @@ impl Sim {
                     alive: false,
                     holds_vips: false,
                     garp_bursts: 0,
+                    garp_refreshes: Vec::new(),
                     vips_changed: Vec::new(),
                     adverts: Vec::new(),
                     transitions: Vec::new(),
@@ -131,6 +135,7 @@ impl Sim {
                         Action::AddVips => r.holds_vips = true,
                         Action::RemoveVips => r.holds_vips = false,
                         Action::SendGarp => r.garp_bursts += 1,
+                        Action::RefreshGarp => r.garp_refreshes.push(self.now),
                         Action::VipsChanged { added, removed } => {
                             r.vips_changed.push((added, removed));
                             r.garp_bursts += 1;
@@ -1082,4 +1087,53 @@ fn healed_partition_one_master_within_an_interval_and_garp_whichever_advert_cros
             "offset {offset_ms} ms: no gratuitous ARP after healing"
         );
     }
+}
+
+#[test]
+fn garp_master_refresh_repeats_while_master_only() {
+    // keepalived's garp_master_refresh 10: a refresh 10 s after becoming master, then every
+    // 10 s, none as backup.
+    let mut p0 = params(150, 11);
+    p0.garp_refresh = 10 * SEC;
+    let mut p1 = params(100, 12);
+    p1.garp_refresh = 10 * SEC;
+    let mut s = Sim::new(vec![p0, p1]);
+    s.start(0);
+    s.start(1);
+    s.run_for(5 * SEC);
+    assert_eq!(s.masters(), vec![0]);
+    let became = s.r[0]
+        .transitions
+        .iter()
+        .find(|(_, st, _)| *st == State::Master)
+        .map(|(t, _, _)| *t)
+        .expect("router 0 became master");
+    s.run_for(40 * SEC);
+    let want: Vec<Instant> = (1..=4).map(|k| became + 10 * k * SEC).collect();
+    let got: Vec<Instant> = s.r[0]
+        .garp_refreshes
+        .iter()
+        .copied()
+        .filter(|t| *t <= became + 40 * SEC)
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        s.r[1].garp_refreshes.is_empty(),
+        "a backup sends no refresh"
+    );
+    // Shut down: no refresh afterwards; the other one starts its own period.
+    s.stop(0);
+    let n = s.r[0].garp_refreshes.len();
+    s.run_for(30 * SEC);
+    assert_eq!(s.r[0].garp_refreshes.len(), n);
+    assert!(!s.r[1].garp_refreshes.is_empty());
+}
+
+#[test]
+fn no_garp_master_refresh_by_default() {
+    let mut s = Sim::new(vec![params(150, 11)]);
+    s.start(0);
+    s.run_for(120 * SEC);
+    assert_eq!(s.masters(), vec![0]);
+    assert!(s.r[0].garp_refreshes.is_empty());
 }
