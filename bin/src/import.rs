@@ -59,7 +59,11 @@ pub(crate) enum ImportError {
 
 /// Reads the files, prints the TOML on stdout and the notes on stderr. Exit code 0 when a
 /// config was produced (notes or not), 2 when a file is unreadable or malformed.
-pub(crate) fn run(keepalived: Option<&Path>, haproxy: Option<&Path>) -> ExitCode {
+pub(crate) fn run(
+    keepalived: Option<&Path>,
+    haproxy: Option<&Path>,
+    peers: &[PathBuf],
+) -> ExitCode {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|source| ImportError::Read {
             file: p.to_owned(),
@@ -69,7 +73,20 @@ pub(crate) fn run(keepalived: Option<&Path>, haproxy: Option<&Path>) -> ExitCode
     let result = (|| {
         let k = keepalived.map(read).transpose()?;
         let h = haproxy.map(read).transpose()?;
-        import(keepalived.zip(k.as_deref()), haproxy.zip(h.as_deref()))
+        let texts = peers
+            .iter()
+            .map(|p| read(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let peers: Vec<(&Path, &str)> = peers
+            .iter()
+            .map(PathBuf::as_path)
+            .zip(texts.iter().map(String::as_str))
+            .collect();
+        import_with_peers(
+            keepalived.zip(k.as_deref()),
+            haproxy.zip(h.as_deref()),
+            &peers,
+        )
     })();
     match result {
         Ok(imported) => {
@@ -108,9 +125,21 @@ fn read_with<T>(
 }
 
 /// Translates the given files (path for messages, text) into maas-vip.toml text.
+// The tests and the fuzz targets call it; `run` goes through `import_with_peers`.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn import(
     keepalived: Option<(&Path, &str)>,
     haproxy: Option<(&Path, &str)>,
+) -> Result<Imported, ImportError> {
+    import_with_peers(keepalived, haproxy, &[])
+}
+
+/// [`import`], with the other hosts' keepalived.conf files (`--peer-keepalived`), read only
+/// for their priorities, so that the weights written fail this host over to them.
+pub(crate) fn import_with_peers(
+    keepalived: Option<(&Path, &str)>,
+    haproxy: Option<(&Path, &str)>,
+    peers: &[(&Path, &str)],
 ) -> Result<Imported, ImportError> {
     if keepalived.is_none() && haproxy.is_none() {
         return Err(ImportError::NothingToImport);
@@ -118,6 +147,20 @@ pub(crate) fn import(
     let mut notes = Notes::default();
     let mut frontends = read_with(haproxy, &mut notes, haproxy::import)?;
     let mut vrrps = read_with(keepalived, &mut notes, keepalived::import)?;
+    let mut peer_priorities = Vec::new();
+    for p in peers {
+        // Their own notes are about their files: not this host's config.
+        let mut ignored = Notes::default();
+        for v in read_with(Some(*p), &mut ignored, keepalived::import)? {
+            peer_priorities.push(PeerPriority {
+                file: p.0.display().to_string(),
+                interface: v.interface,
+                vrid: v.virtual_router_id,
+                priority: v.priority.unwrap_or(KEEPALIVED_PRIORITY),
+            });
+        }
+    }
+    choose_weights(&mut vrrps, &peer_priorities, &mut notes);
     let admin = cross_checks(&mut frontends, &mut vrrps, &mut notes);
     let files: Vec<String> = [keepalived, haproxy]
         .iter()
@@ -192,14 +235,18 @@ struct Vrrp {
     unicast_peers: Vec<Ipv4Addr>,
     garp_master_delay: Option<Duration>,
     garp_master_repeat: Option<u32>,
-    /// keepalived's global `script_user`.
-    script_user: Option<String>,
-    /// Weight of the `track_backends` that replaces a `chk_haproxy` script.
+    garp_master_refresh: Option<Duration>,
+    garp_master_refresh_repeat: Option<u32>,
+    /// keepalived's global `script_user` and its line: written commented out (see
+    /// `render_vrrp`).
+    script_user: Option<(String, usize)>,
+    /// Weight of the `track_backends` that replaces a `chk_haproxy` script; 0 until
+    /// [`choose_weights`] sets it.
     track_backends: Option<i32>,
     /// The frontend it follows, chosen once both files are read.
     track_frontend: Option<String>,
-    /// Commented out in the output: maas-vip passes other arguments than keepalived.
-    notify: Option<Vec<String>>,
+    /// `notify`, `notify_master`, ... (key, argv), in file order.
+    notify: Vec<(String, Vec<String>)>,
     track_scripts: Vec<TrackScript>,
     /// keepalived 2.4's `auth_hmac`.
     auth_hmac: Option<auth_hmac::Hmac>,
@@ -278,6 +325,111 @@ struct CheckOverride {
     timeout: Option<Duration>,
     rise: Option<u32>,
     fall: Option<u32>,
+}
+
+/// keepalived's default priority, assumed for a peer whose priority is not known.
+const KEEPALIVED_PRIORITY: u8 = 100;
+
+/// A peer's priority for one virtual router, from its keepalived.conf.
+#[derive(Debug, Clone)]
+struct PeerPriority {
+    file: String,
+    interface: String,
+    vrid: u8,
+    priority: u8,
+}
+
+/// Weights that make this host fail over (issue 13, point 3): an equal-priority backup does
+/// not preempt (RFC 3768 §6.4.2 takes over only from a lower priority), so a weight that
+/// brings this host down to a peer's priority leaves the VIP where it is. `track_backends`
+/// (and every negative track script weight) must take the priority strictly below the lowest
+/// peer priority: those of `peers` for this VRID, keepalived's default 100 when no peer file
+/// gives one. Weight-0 track scripts keep keepalived's meaning, FAULT.
+fn choose_weights(vrrps: &mut [Vrrp], peers: &[PeerPriority], notes: &mut Notes) {
+    for v in vrrps.iter_mut() {
+        let prio = v.priority.unwrap_or(KEEPALIVED_PRIORITY);
+        if prio == 255 {
+            continue;
+        }
+        let known: Vec<&PeerPriority> = peers
+            .iter()
+            .filter(|p| p.vrid == v.virtual_router_id && p.interface == v.interface)
+            .collect();
+        let (lowest, from) = match known.iter().min_by_key(|p| p.priority) {
+            Some(p) => (
+                p.priority,
+                format!("the lowest peer priority ({}, {})", p.priority, p.file),
+            ),
+            None => (
+                KEEPALIVED_PRIORITY,
+                format!(
+                    "keepalived's default priority {KEEPALIVED_PRIORITY}, assumed for the peers \
+                     (give their files with --peer-keepalived to use theirs)"
+                ),
+            ),
+        };
+        // Strictly below the lowest peer; at least -1; the priority stays at least 1.
+        let needed =
+            -(i32::from(prio) - i32::from(lowest) + 1).clamp(1, (i32::from(prio) - 1).max(1));
+        if let Some(w) = v.track_backends.as_mut() {
+            let chosen = if *w == 0 { needed } else { (*w).min(needed) };
+            let why = if *w == 0 {
+                "keepalived's weight 0 would put the instance in FAULT while HAProxy is down; \
+                 maas-vip lowers the priority instead, so that a host that reaches no region \
+                 yields the VIP to one that does, and the VIP stays up somewhere when no host \
+                 reaches any (every host in FAULT would leave it nowhere)"
+                    .to_string()
+            } else if chosen != *w {
+                format!(
+                    "the weight {w} would leave {}, not below it, and an equal or higher \
+                     priority keeps the VIP here",
+                    i32::from(prio) + *w
+                )
+            } else {
+                "as written".to_string()
+            };
+            notes.at(
+                &v.file,
+                v.line,
+                format!(
+                    "vrrp_instance `{}`: track_backends weight {chosen}: priority {prio} - {} = \
+                     {} is below {from}, so this host fails over when it can reach no region; {why}",
+                    v.name,
+                    -chosen,
+                    i32::from(prio) + chosen
+                ),
+            );
+            *w = chosen;
+        }
+        for t in v.track_scripts.iter_mut() {
+            if t.weight == 0 {
+                notes.at(
+                    &v.file,
+                    v.line,
+                    format!(
+                        "track_script `{}` keeps weight 0: failing puts the instance in FAULT, \
+                         as in keepalived, and the VIP moves to a peer",
+                        t.name
+                    ),
+                );
+            } else if t.weight < 0 && t.weight > needed {
+                notes.at(
+                    &v.file,
+                    v.line,
+                    format!(
+                        "track_script `{}` weight {} -> {needed}: priority {prio} - {} = {} would \
+                         not be below {from}, so the VIP would stay here while it fails \
+                         (keepalived behaved the same)",
+                        t.name,
+                        t.weight,
+                        -t.weight,
+                        i32::from(prio) + t.weight
+                    ),
+                );
+                t.weight = needed;
+            }
+        }
+    }
 }
 
 /// Default address of the admin endpoint.
@@ -560,8 +712,19 @@ fn render_vrrp(out: &mut String, v: &Vrrp) {
     if let Some(r) = v.garp_master_repeat {
         out.push_str(&format!("garp_master_repeat = {r}\n"));
     }
-    if let Some(u) = &v.script_user {
-        out.push_str(&format!("script_user = {}\n", q(u)));
+    if let Some(d) = v.garp_master_refresh.filter(|d| !d.is_zero()) {
+        out.push_str(&format!("garp_master_refresh = {}\n", dur(d)));
+    }
+    if let Some(r) = v.garp_master_refresh_repeat {
+        out.push_str(&format!("garp_master_refresh_repeat = {r}\n"));
+    }
+    if let Some((u, _)) = &v.script_user {
+        out.push_str(
+            "# keepalived's script_user. Under maas-vip.service (no CAP_SETUID/CAP_SETGID) every\n\
+             # track script and notify would fail with EPERM: they run as the daemon's user.\n\
+             # Uncomment only with CAP_SETUID CAP_SETGID added to the unit (systemctl edit).\n",
+        );
+        out.push_str(&format!("# script_user = {}\n", one_line(&q(u))));
     }
     if let (Some(w), Some(f)) = (v.track_backends, &v.track_frontend) {
         out.push_str(
@@ -573,12 +736,8 @@ fn render_vrrp(out: &mut String, v: &Vrrp) {
             q(f)
         ));
     }
-    if let Some(n) = &v.notify {
-        out.push_str(
-            "# keepalived's notify script. maas-vip runs it with instance, state and priority as\n\
-             # arguments (keepalived passed \"INSTANCE\" first): adapt the script, then uncomment.\n",
-        );
-        out.push_str(&format!("# notify = {}\n", one_line(&q_list(n))));
+    for (key, argv) in &v.notify {
+        out.push_str(&format!("{key} = {}\n", q_list(argv)));
     }
     if let Some(h) = &v.auth_hmac {
         auth_hmac::render(out, h);

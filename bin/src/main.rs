@@ -53,6 +53,11 @@ enum Command {
         /// haproxy.cfg of this host.
         #[arg(long, value_name = "FILE")]
         haproxy: Option<PathBuf>,
+        /// keepalived.conf of another host of the same virtual router (repeatable): read only
+        /// for its priority, so that the weights written take this host below the lowest peer
+        /// (keepalived's default 100 is assumed without).
+        #[arg(long = "peer-keepalived", value_name = "FILE")]
+        peer_keepalived: Vec<PathBuf>,
     },
     /// Show the state of a running daemon: frontends, servers, VRRP instances.
     ///
@@ -121,7 +126,8 @@ fn main() -> ExitCode {
         Command::Import {
             keepalived,
             haproxy,
-        } => import::run(keepalived.as_deref(), haproxy.as_deref()),
+            peer_keepalived,
+        } => import::run(keepalived.as_deref(), haproxy.as_deref(), &peer_keepalived),
         Command::Status { config, json } => match config::load(&config) {
             Ok((c, _)) if c.admin.enabled => status_cmd::status_command(
                 *c.admin.bind.get_ref(),

@@ -74,7 +74,9 @@ fn unknown_key_names_line_and_column() {
         "error: maas-vip.toml:7:1: unknown field `prioirty`, expected one of `name`, `interface`, \
 `virtual_router_id`, `priority`, `state`, `advert_interval`, `version`, `preempt`, \
 `preempt_delay`, `auth_pass`, `virtual_ipaddresses`, `unicast_peers`, `garp_master_delay`, \
-`garp_master_repeat`, `track_backends`, `notify`, `track_script`, `script_user`, `auth_hmac`, `v3_checksum`
+`garp_master_repeat`, `garp_master_refresh`, `garp_master_refresh_repeat`, `track_backends`, \
+`notify`, `notify_master`, `notify_backup`, `notify_fault`, `notify_stop`, `track_script`, \
+`script_user`, `auth_hmac`, `v3_checksum`
      7 | prioirty = 100
        | ^^^^^^^^
 "

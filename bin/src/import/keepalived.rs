@@ -276,7 +276,9 @@ struct Globals {
     version: Option<u8>,
     garp_delay: Option<Duration>,
     garp_repeat: Option<u32>,
-    script_user: Option<String>,
+    garp_refresh: Option<Duration>,
+    garp_refresh_repeat: Option<u32>,
+    script_user: Option<(String, usize)>,
 }
 
 /// Translates a keepalived.conf into `[[vrrp]]` blocks, noting what is left behind.
@@ -386,13 +388,39 @@ fn global_defs(file: &str, node: &Node, g: &mut Globals, notes: &mut Notes) {
                 Ok(n) => g.garp_repeat = Some(n),
                 Err(_) => notes.at(file, c.line, format!("bad vrrp_garp_master_repeat `{arg}`")),
             },
+            "vrrp_garp_master_refresh" => match keepalived_secs(arg) {
+                Some(d) => g.garp_refresh = Some(d),
+                None => notes.at(
+                    file,
+                    c.line,
+                    format!("bad vrrp_garp_master_refresh `{arg}`"),
+                ),
+            },
+            "vrrp_garp_master_refresh_repeat" => match arg.parse::<u32>() {
+                Ok(n) => g.garp_refresh_repeat = Some(n),
+                Err(_) => notes.at(
+                    file,
+                    c.line,
+                    format!("bad vrrp_garp_master_refresh_repeat `{arg}`"),
+                ),
+            },
             "router_id" => notes.at(
                 file,
                 c.line,
                 "global_defs `router_id` is not needed: logs name the instance",
             ),
             "script_user" => {
-                g.script_user = Some(arg.to_string());
+                g.script_user = Some((arg.to_string(), c.line));
+                notes.at(
+                    file,
+                    c.line,
+                    format!(
+                        "global_defs `script_user {arg}` is written commented out: maas-vip's \
+                         unit grants no CAP_SETUID/CAP_SETGID, so every track script and notify \
+                         would fail with EPERM (FAULT with weight 0); they run as the daemon's \
+                         user instead (`pidof` needs no privilege)"
+                    ),
+                );
                 if let Some(group) = c.args.get(1) {
                     notes.at(
                         file,
@@ -534,10 +562,12 @@ fn instance(
         unicast_peers: Vec::new(),
         garp_master_delay: g.garp_delay,
         garp_master_repeat: g.garp_repeat,
+        garp_master_refresh: g.garp_refresh,
+        garp_master_refresh_repeat: g.garp_refresh_repeat,
         script_user: g.script_user.clone(),
         track_backends: None,
         track_frontend: None,
-        notify: None,
+        notify: Vec::new(),
         track_scripts: Vec::new(),
         auth_hmac: None,
     };
@@ -612,6 +642,24 @@ fn instance(
                     Err(_) => notes.at(file, c.line, format!("bad garp_master_repeat `{a}`")),
                 }
             }
+            "garp_master_refresh" => {
+                let a = arg(file, c, notes);
+                match keepalived_secs(a) {
+                    Some(d) => v.garp_master_refresh = Some(d),
+                    None => notes.at(file, c.line, format!("bad garp_master_refresh `{a}`")),
+                }
+            }
+            "garp_master_refresh_repeat" => {
+                let a = arg(file, c, notes);
+                match a.parse::<u32>() {
+                    Ok(n) => v.garp_master_refresh_repeat = Some(n),
+                    Err(_) => notes.at(
+                        file,
+                        c.line,
+                        format!("bad garp_master_refresh_repeat `{a}`"),
+                    ),
+                }
+            }
             "authentication" => {
                 for a in c.children.iter().flatten() {
                     let val = a.args.first().map(String::as_str).unwrap_or("");
@@ -666,33 +714,31 @@ fn instance(
                     track(file, a, &mut v, scripts, notes);
                 }
             }
-            "notify" => {
+            "notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
                 let cmd = c.args.join(" ");
                 let (argv, shell) = split_command(&cmd);
                 if argv.first().is_none_or(String::is_empty) {
-                    notes.at(file, c.line, "empty `notify` ignored");
-                } else {
-                    v.notify = Some(if shell {
-                        vec!["/bin/sh".into(), "-c".into(), cmd]
-                    } else {
-                        argv
-                    });
+                    notes.at(file, c.line, format!("empty `{key}` ignored"));
+                } else if v.notify.iter().any(|(k, _)| k == key) {
                     notes.at(
                         file,
                         c.line,
-                        "`notify` is written commented out: maas-vip passes instance, state, \
-                         priority (keepalived passed \"INSTANCE\" first); adapt the script",
+                        format!("`{key}` given twice: the first is kept"),
                     );
+                } else {
+                    let argv = if shell {
+                        notes.at(
+                            file,
+                            c.line,
+                            format!("`{key}` needs a shell: run as /bin/sh -c"),
+                        );
+                        vec!["/bin/sh".into(), "-c".into(), cmd]
+                    } else {
+                        argv
+                    };
+                    v.notify.push((key.to_string(), argv));
                 }
             }
-            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => notes.at(
-                file,
-                c.line,
-                format!(
-                    "`{key}` is not carried over: maas-vip has one `notify` program that gets \
-                     the new state as an argument"
-                ),
-            ),
             "unicast_src_ip" | "mcast_src_ip" => notes.at(
                 file,
                 c.line,
@@ -904,6 +950,12 @@ fn track(file: &str, a: &Node, v: &mut Vrrp, scripts: &mut [(String, Script)], n
         return;
     };
     let (argv, shell) = split_command(&cmd);
+    // `killall -0 X`: the same test without signalling (see `killall_zero`).
+    let pidof = killall_zero(&cmd);
+    let (argv, shell) = match &pidof {
+        Some(prog) => (vec!["pidof".to_string(), prog.clone()], false),
+        None => (argv, shell),
+    };
     if !shell && argv.first().is_none_or(String::is_empty) {
         notes.at(
             file,
@@ -913,8 +965,10 @@ fn track(file: &str, a: &Node, v: &mut Vrrp, scripts: &mut [(String, Script)], n
         return;
     }
     if !shell && checks_haproxy(&argv) {
+        // 0 (keepalived: FAULT while HAProxy is down) is replaced by a weight chosen against
+        // the peers' priorities once every file is read (`super::choose_weights`).
         let w = if weight == 0 {
-            -50
+            0
         } else if weight > 0 {
             notes.at(
                 file,
@@ -936,11 +990,23 @@ fn track(file: &str, a: &Node, v: &mut Vrrp, scripts: &mut [(String, Script)], n
             s.line,
             format!(
                 "vrrp_script `{name}` (`{cmd}`) is dropped: maas-vip's own proxy makes it \
-                 unnecessary; track_backends (weight {w}) lowers the priority when this host \
-                 can reach no region"
+                 unnecessary; track_backends lowers the priority when this host can reach no \
+                 region"
             ),
         );
         return;
+    }
+    if let Some(prog) = &pidof {
+        notes.at(
+            file,
+            s.line,
+            format!(
+                "vrrp_script `{name}`: `{cmd}` becomes `pidof {prog}`: `killall -0` signals \
+                 the process and needs CAP_KILL for another user's (Debian's named runs as \
+                 `bind`), which maas-vip's unit does not grant, so it would fail for ever; \
+                 pidof reads /proc and needs no privilege"
+            ),
+        );
     }
     let (command, comment) = if shell {
         notes.at(
@@ -968,6 +1034,47 @@ fn track(file: &str, a: &Node, v: &mut Vrrp, scripts: &mut [(String, Script)], n
         fall: s.fall,
         comment,
     });
+}
+
+/// `killall -0 X`, `/usr/bin/killall -0 X`, `killall -q -0 X`, each optionally followed by
+/// `|| exit 1` (or any `|| exit N`, N not 0), `>/dev/null`, `2>/dev/null`, `&>/dev/null`:
+/// a liveness test of the process named X. Returns X.
+fn killall_zero(cmd: &str) -> Option<String> {
+    let mut words: Vec<&str> = cmd.split_whitespace().collect();
+    // Trailing `|| exit N`: the exit status is already non-zero without it.
+    if let [.., "||", "exit", n] = words[..] {
+        if n.parse::<u8>().is_ok_and(|n| n != 0) {
+            words.truncate(words.len() - 3);
+        }
+    } else if let [.., "||", "exit"] = words[..] {
+        // A bare `exit` keeps killall's status, non-zero there.
+        words.truncate(words.len() - 2);
+    }
+    words.retain(|w| !matches!(*w, ">/dev/null" | "2>/dev/null" | "&>/dev/null" | "2>&1"));
+    let (prog, rest) = words.split_first()?;
+    if prog.rsplit('/').next() != Some("killall") {
+        return None;
+    }
+    let mut zero = false;
+    let mut target = None;
+    for w in rest {
+        match *w {
+            "-0" | "-s0" | "-SIG0" => zero = true,
+            "-q" | "--quiet" | "-e" | "--exact" => {}
+            w if !w.starts_with('-') && target.is_none() && is_process_name(w) => {
+                target = Some(w.to_string())
+            }
+            _ => return None,
+        }
+    }
+    target.filter(|_| zero)
+}
+
+/// A plain process name (no shell syntax, no pattern).
+fn is_process_name(w: &str) -> bool {
+    !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '+' | '@'))
 }
 
 /// Splits a script into argv as keepalived does (words, `'` and `"` quoting). The flag says

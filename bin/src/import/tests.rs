@@ -68,12 +68,13 @@ fn import_guide_setup_validates() {
         .as_ref()
         .expect("chk_haproxy becomes track_backends");
     assert_eq!(tb.frontend.get_ref(), "maas");
-    assert_eq!(tb.weight, -50);
-    // chk_haproxy is gone, chk_named is carried over as an argv.
+    // 150 - 51 = 99: below keepalived's default 100 assumed for the peers (issue 13).
+    assert_eq!(tb.weight, -51);
+    // chk_haproxy is gone, chk_named is carried over as an argv that needs no CAP_KILL.
     assert_eq!(v.track_script.len(), 1);
     let ts = &v.track_script[0];
     assert_eq!(ts.name.get_ref(), "chk_named");
-    assert_eq!(ts.command.get_ref(), &["killall", "-0", "named"]);
+    assert_eq!(ts.command.get_ref(), &["pidof", "named"]);
     assert_eq!(ts.interval, Duration::from_secs(2));
     assert_eq!(ts.timeout, Duration::from_secs(2));
     assert_eq!((ts.weight, ts.rise, ts.fall), (0, 1, 1));
@@ -151,7 +152,21 @@ fn import_guide_setup_validates() {
     assert_eq!(global, 12, "{:#?}", out.notes);
     assert!(out
         .toml
-        .contains("track_backends = { frontend = \"maas\", weight = -50 }"));
+        .contains("track_backends = { frontend = \"maas\", weight = -51 }"));
+    has_note(
+        &out,
+        "keepalived.conf:13: vrrp_script `chk_named`: `killall -0 named` becomes `pidof named`",
+    );
+    has_note(
+        &out,
+        "keepalived.conf:18: vrrp_instance `maas_region`: track_backends weight -51: priority \
+         150 - 51 = 99 is below keepalived's default priority 100",
+    );
+    has_note(
+        &out,
+        "keepalived.conf:18: track_script `chk_named` keeps weight 0: failing puts the instance \
+         in FAULT",
+    );
 }
 
 #[test]
@@ -177,11 +192,11 @@ auth_pass = "s3cret"
 virtual_ipaddresses = ["10.0.0.100/24"]
 # Replaces the HAProxy check script: proxy and VRRP share one process here, and the
 # priority drops by the weight while this frontend can reach no region.
-track_backends = { frontend = "maas", weight = -50 }
+track_backends = { frontend = "maas", weight = -51 }
 
 [[vrrp.track_script]]
 name = "chk_named"
-command = ["killall", "-0", "named"]
+command = ["pidof", "named"]
 interval = "2s"
 timeout = "2s"
 weight = 0
@@ -364,10 +379,15 @@ fn import_variants_validate_with_notes() {
         .as_ref()
         .expect("pidof haproxy becomes track_backends");
     assert_eq!((tb.frontend.get_ref().as_str(), tb.weight), ("maas", -30));
-    assert!(v.notify.is_none(), "notify is written commented out");
-    assert!(out
-        .toml
-        .contains("# notify = [\"/usr/local/bin/notify.sh\"]"));
+    // keepalived's notify arguments are maas-vip's: carried over as they are.
+    assert_eq!(
+        v.notify.as_ref().map(|n| n.get_ref().clone()),
+        Some(vec!["/usr/local/bin/notify.sh".to_string()])
+    );
+    assert_eq!(
+        v.notify_master.as_ref().map(|n| n.get_ref().clone()),
+        Some(vec!["/usr/local/bin/master.sh".to_string()])
+    );
     let names: Vec<&str> = v
         .track_script
         .iter()
@@ -406,9 +426,10 @@ fn import_variants_validate_with_notes() {
         &out,
         "keepalived.conf:57: track_script `chk_missing` names no vrrp_script",
     );
-    has_note(
-        &out,
-        "keepalived.conf:60: `notify_master` is not carried over",
+    assert!(
+        !out.notes.iter().any(|n| n.contains("notify")),
+        "{:#?}",
+        out.notes
     );
     has_note(
         &out,
@@ -652,13 +673,13 @@ fn names_are_escaped() {
 
 #[test]
 fn run_reports_unreadable_files() {
-    let code = run(Some(Path::new("/nonexistent/keepalived.conf")), None);
+    let code = run(Some(Path::new("/nonexistent/keepalived.conf")), None, &[]);
     assert_eq!(format!("{code:?}"), format!("{:?}", ExitCode::from(2)));
     let dir = tempfile::tempdir().expect("tempdir");
     let k = dir.path().join("keepalived.conf");
     std::fs::write(&k, GUIDE_KEEPALIVED).expect("write");
     assert_eq!(
-        format!("{:?}", run(Some(&k), None)),
+        format!("{:?}", run(Some(&k), None, &[])),
         format!("{:?}", ExitCode::SUCCESS)
     );
 }
@@ -1012,12 +1033,110 @@ fn import_script_user() {
                 vrrp_instance maas_region {\n    interface eth0\n    virtual_router_id 51\n    \
                 virtual_ipaddress {\n        10.0.0.100/24\n    }\n}\n";
     let (c, out) = valid(Some(conf), None);
-    assert_eq!(
-        c.vrrp[0].script_user.as_ref().map(|u| u.get_ref().as_str()),
-        Some("nobody")
+    // Under the unit (no CAP_SETUID/CAP_SETGID) it could only fail: written commented out.
+    assert!(c.vrrp[0].script_user.is_none());
+    assert!(
+        out.toml.contains("\n# script_user = \"nobody\"\n"),
+        "{}",
+        out.toml
+    );
+    has_note(
+        &out,
+        "keepalived.conf:2: global_defs `script_user nobody` is written commented out: \
+         maas-vip's unit grants no CAP_SETUID/CAP_SETGID",
     );
     has_note(
         &out,
         "keepalived.conf:2: global_defs `script_user nobody nogroup`: the group is not carried",
     );
+}
+
+#[test]
+fn killall_zero_becomes_pidof() {
+    let k = |script: &str| {
+        format!(
+            "vrrp_script chk {{\n script \"{script}\"\n}}\n\
+             vrrp_instance v {{\n interface eth0\n virtual_router_id 51\n \
+             virtual_ipaddress {{\n 10.0.0.100/24\n }}\n track_script {{\n chk\n }}\n}}\n"
+        )
+    };
+    for script in [
+        "killall -0 named",
+        "/usr/bin/killall -0 named",
+        "killall -q -0 named",
+        "killall -0 named || exit 1",
+        "killall -0 named 2>/dev/null || exit",
+    ] {
+        let (c, out) = valid(Some(&k(script)), None);
+        assert_eq!(
+            c.vrrp[0].track_script[0].command.get_ref(),
+            &["pidof", "named"],
+            "{script}"
+        );
+        has_note(
+            &out,
+            &format!("keepalived.conf:1: vrrp_script `chk`: `{script}` becomes `pidof named`"),
+        );
+    }
+    // Anything else is left alone: a pattern, another signal, `|| exit 0` (always good).
+    for script in [
+        "killall -0 -r 'nam.*'",
+        "killall -HUP named",
+        "killall -0 named || exit 0",
+    ] {
+        let (c, _) = valid(Some(&k(script)), None);
+        assert_ne!(
+            c.vrrp[0].track_script[0].command.get_ref()[0],
+            "pidof",
+            "{script}"
+        );
+    }
+}
+
+#[test]
+fn weights_fail_over_against_the_peers() {
+    let conf = |prio: u8| {
+        format!(
+            "vrrp_script chk_haproxy {{\n script \"killall -0 haproxy\"\n}}\n\
+             vrrp_script chk_x {{\n script \"/bin/x\"\n weight -20\n}}\n\
+             vrrp_instance maas_region {{\n interface eth0\n virtual_router_id 51\n \
+             priority {prio}\n virtual_ipaddress {{\n 10.0.0.100/24\n }}\n \
+             track_script {{\n chk_haproxy\n chk_x\n }}\n}}\n"
+        )
+    };
+    let peer = |prio: u8| (Path::new("peer.conf"), conf(prio));
+    let weights = |mine: u8, peers: &[(&Path, String)]| {
+        let peers: Vec<(&Path, &str)> = peers.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let out = import_with_peers(
+            Some((Path::new("keepalived.conf"), &conf(mine))),
+            Some((Path::new("haproxy.cfg"), GUIDE_HAPROXY)),
+            &peers,
+        )
+        .expect("imports");
+        let (c, _) = parse(Path::new("out.toml"), out.toml.clone())
+            .unwrap_or_else(|r| panic!("{r}\n{}", out.toml));
+        let v = &c.vrrp[0];
+        (
+            v.track_backends.as_ref().map(|t| t.weight),
+            v.track_script[0].weight,
+            out,
+        )
+    };
+    // No peer file: keepalived's 100. 150 - 51 = 99 < 100; the script's -20 would stay at 130.
+    let (tb, ts, out) = weights(150, &[]);
+    assert_eq!((tb, ts), (Some(-51), -51));
+    has_note(
+        &out,
+        "track_script `chk_x` weight -20 -> -51: priority 150 - 20 = 130",
+    );
+    // Peers at 120 and 50: below 50.
+    let (tb, ts, out) = weights(150, &[peer(120), peer(50)]);
+    assert_eq!((tb, ts), (Some(-101), -101));
+    has_note(&out, "is below the lowest peer priority (50, peer.conf)");
+    // The lowest host already is below its peers: the script weight as written.
+    let (tb, ts, _) = weights(50, &[peer(150), peer(100)]);
+    assert_eq!((tb, ts), (Some(-1), -20));
+    // Priority 1: the weight cannot take it lower than 1.
+    let (tb, _, _) = weights(1, &[]);
+    assert_eq!(tb, Some(-1));
 }
