@@ -135,6 +135,13 @@ impl Report {
         self.findings.iter().any(|f| f.severity == Severity::Error)
     }
 
+    /// Adds findings made outside this module (`crate::caps`), kept in file order.
+    pub(crate) fn add(&mut self, findings: Vec<Finding>) {
+        self.findings.extend(findings);
+        self.findings
+            .sort_by_key(|f| f.span.as_ref().map_or(0, |s| s.start));
+    }
+
     /// Number of errors.
     pub(crate) fn errors(&self) -> usize {
         self.findings

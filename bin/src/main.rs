@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod admin;
+mod caps;
 mod config;
 mod daemon;
 mod demo;
@@ -79,6 +80,12 @@ enum Command {
         /// Config file.
         #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Judge track scripts, notify and script_user against the capabilities of the shipped
+        /// unit (`unit`: root with CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE) or of this
+        /// process (`own`: the daemon run by hand). Default: `own` when started by systemd
+        /// (INVOCATION_ID set, as in the unit's ExecStartPre), `unit` otherwise.
+        #[arg(long, value_name = "WHOSE")]
+        caps: Option<caps::Which>,
     },
     /// A self-contained try-out on this machine (needs root): network namespaces, three region
     /// hosts with maas-vip, election, traffic, failover.
@@ -146,8 +153,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Check { config } => {
-            match config::read_keys(config::load(&config), config::KeyReader::Check) {
+        Command::Check { config, caps } => {
+            let judged = caps::Judged::new(caps.unwrap_or_else(caps::Which::auto));
+            let loaded = config::read_keys(config::load(&config), config::KeyReader::Check)
+                .and_then(|(c, mut report)| {
+                    report.add(caps::findings(&c, &judged));
+                    if report.has_errors() {
+                        Err(report)
+                    } else {
+                        Ok((c, report))
+                    }
+                });
+            match loaded {
                 Ok((c, report)) => {
                     print!("{report}");
                     let servers: usize = c.frontend.iter().map(|f| f.server.len()).sum();
@@ -174,7 +191,10 @@ fn main() -> ExitCode {
         Command::Run { config } => {
             init_tracing();
             let cfg = match config::read_keys(config::load(&config), config::KeyReader::Daemon) {
-                Ok((c, report)) => {
+                Ok((c, mut report)) => {
+                    // What this process cannot do is logged; errors among it (script_user
+                    // without CAP_SETUID) do not stop the start: `check` refuses them.
+                    report.add(caps::findings(&c, &caps::Judged::new(caps::Which::Own)));
                     for line in report.to_string().lines() {
                         tracing::warn!("{line}");
                     }
