@@ -27,30 +27,18 @@ pub(crate) struct Cap {
     pub(crate) name: &'static str,
 }
 
-const CAP_SETGID: Cap = Cap {
-    bit: 6,
-    name: "CAP_SETGID",
-};
-const CAP_SETUID: Cap = Cap {
-    bit: 7,
-    name: "CAP_SETUID",
-};
-const CAP_KILL: Cap = Cap {
-    bit: 5,
-    name: "CAP_KILL",
-};
-const CAP_NET_BIND_SERVICE: Cap = Cap {
-    bit: 10,
-    name: "CAP_NET_BIND_SERVICE",
-};
-const CAP_NET_ADMIN: Cap = Cap {
-    bit: 12,
-    name: "CAP_NET_ADMIN",
-};
-const CAP_NET_RAW: Cap = Cap {
-    bit: 13,
-    name: "CAP_NET_RAW",
-};
+const CAP_SETGID: Cap = Cap::new(6, "CAP_SETGID");
+const CAP_SETUID: Cap = Cap::new(7, "CAP_SETUID");
+const CAP_KILL: Cap = Cap::new(5, "CAP_KILL");
+const CAP_NET_BIND_SERVICE: Cap = Cap::new(10, "CAP_NET_BIND_SERVICE");
+const CAP_NET_ADMIN: Cap = Cap::new(12, "CAP_NET_ADMIN");
+const CAP_NET_RAW: Cap = Cap::new(13, "CAP_NET_RAW");
+
+impl Cap {
+    const fn new(bit: u8, name: &'static str) -> Cap {
+        Cap { bit, name }
+    }
+}
 
 /// conf/maas-vip.service's `CapabilityBoundingSet=` and `AmbientCapabilities=` (a test
 /// compares them); the unit has no `User=`, so the daemon is root with these alone.
