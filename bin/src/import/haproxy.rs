@@ -153,6 +153,11 @@ struct Proxy {
     line: usize,
     s: Settings,
     binds: Vec<SocketAddr>,
+    /// Binds that terminate TLS (`ssl crt ...`), with the line of the first.
+    tls_binds: Vec<SocketAddr>,
+    tls_line: Option<(usize, String)>,
+    /// Line of `reqadd X-Forwarded-Proto: https` (or its `http-request set-header` form).
+    forwarded_proto: Option<usize>,
     use_backend: Option<(String, usize)>,
     servers: Vec<RawServer>,
 }
@@ -300,6 +305,9 @@ pub(super) fn import(
                     line,
                     s: Settings::default(),
                     binds: Vec::new(),
+                    tls_binds: Vec::new(),
+                    tls_line: None,
+                    forwarded_proto: None,
                     use_backend: None,
                     servers: Vec::new(),
                 }))
@@ -319,6 +327,9 @@ pub(super) fn import(
                     line,
                     s: defaults.inherited(),
                     binds: Vec::new(),
+                    tls_binds: Vec::new(),
+                    tls_line: None,
+                    forwarded_proto: None,
                     use_backend: None,
                     servers: Vec::new(),
                 };
@@ -685,6 +696,24 @@ fn keyword(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Not
                 )),
             }
         }
+        "reqadd" | "http-request"
+            if (kw == "reqadd" && forwarded_proto_https(&w[1..]))
+                || (matches!(a1, "set-header" | "add-header")
+                    && forwarded_proto_https(&w[2..])) =>
+        {
+            p.forwarded_proto = Some(line);
+            note(format!(
+                "`{whole}` told the regions that clients came by HTTPS to a TLS terminated \
+                 here (HAProxy 2.1+ rejects `reqadd`; `http-request set-header` is its \
+                 successor): with TLS passed through to the regions, they see it themselves"
+            ));
+        }
+        "reqadd" | "reqrep" | "reqdel" | "reqirep" | "reqidel" | "rspadd" | "rsprep" | "rspdel" => {
+            note(format!(
+                "`{whole}` is not carried over (HAProxy 2.1+ rejects it too; maas-vip rewrites no \
+             headers beyond X-Forwarded-For/-Proto)"
+            ))
+        }
         "log" | "capture" => note(format!(
             "`{whole}` not carried over: maas-vip writes one access-log line per connection \
              or request through tracing (journald)"
@@ -935,14 +964,17 @@ fn bind(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Notes)
         i += n;
     }
     if tls {
-        notes.at(
-            file,
-            line,
-            format!(
-                "`bind {}` is TLS, which maas-vip does not terminate: not carried over",
-                w.join(" ")
-            ),
-        );
+        // Carried over as TLS passthrough to the regions (see `tls_passthrough`).
+        for a in addrs.split(',').filter(|a| !a.is_empty()) {
+            match bind_addr(a) {
+                Ok(sa) if !p.tls_binds.contains(&sa) => p.tls_binds.push(sa),
+                Ok(_) => {}
+                Err(why) => notes.at(file, line, format!("bind `{a}` not carried over: {why}")),
+            }
+        }
+        if p.tls_line.is_none() {
+            p.tls_line = Some((line, w.join(" ")));
+        }
         return;
     }
     if !unsupported.is_empty() {
@@ -962,6 +994,20 @@ fn bind(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Notes)
             Err(why) => notes.at(file, line, format!("bind `{a}` not carried over: {why}")),
         }
     }
+}
+
+/// `X-Forwarded-Proto: https` as the words after `reqadd` (`X-Forwarded-Proto:\ https` is
+/// one word) or after `http-request set-header` (`X-Forwarded-Proto https`), unconditional.
+fn forwarded_proto_https(w: &[String]) -> bool {
+    let joined = w.join(" ");
+    let (name, value) = match joined.split_once(':') {
+        Some((n, v)) if !n.contains(' ') => (n, v),
+        _ => match joined.split_once(' ') {
+            Some((n, v)) => (n, v),
+            None => return false,
+        },
+    };
+    name.trim().eq_ignore_ascii_case("x-forwarded-proto") && value.trim() == "https"
 }
 
 /// `*:80`, `:80`, `0.0.0.0:80`, `10.0.0.100:80`, `:::80`, `[::]:80`, `ipv4@...`.
@@ -1236,8 +1282,15 @@ fn resolve(file: &str, proxies: &[Proxy], notes: &mut Notes) -> Vec<Frontend> {
         };
         let Some(b) = backend else { continue };
         used.push(&b.name);
-        if let Some(fe) = frontend(file, f, b, notes) {
-            out.push(fe);
+        if !f.binds.is_empty() || f.tls_binds.is_empty() {
+            if let Some(fe) = frontend(file, f, b, notes) {
+                out.push(fe);
+            }
+        }
+        if !f.tls_binds.is_empty() {
+            if let Some(fe) = tls_passthrough(file, f, b, notes) {
+                out.push(fe);
+            }
         }
     }
     for b in proxies.iter().filter(|p| p.kind == Kind::Backend) {
@@ -1253,6 +1306,54 @@ fn resolve(file: &str, proxies: &[Proxy], notes: &mut Notes) -> Vec<Frontend> {
         }
     }
     out
+}
+
+/// MAAS 3.3+ serves HTTPS itself on this port (`maas config-tls enable`, its default).
+const MAAS_TLS_PORT: u16 = 5443;
+
+/// A frontend that terminated TLS (`bind *:443 ssl crt ...`, the MAAS TLS guide), as maas-vip
+/// can carry it: maas-vip terminates no TLS, so the same binds pass TLS through (tcp mode) to
+/// each region's MAAS TLS port, where the region terminates it with its own certificate. The
+/// meaning of the guide's `reqadd X-Forwarded-Proto: https` (the regions know clients use
+/// HTTPS) holds by itself then; X-Forwarded-For cannot be added to TLS.
+fn tls_passthrough(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Frontend> {
+    let tcp = |p: &Proxy, line: usize| {
+        let mut p = p.clone();
+        p.s.http = set(false, line);
+        p.s.server_close = None;
+        p.s.forwardfor = None;
+        p.s.redirect_root = None;
+        // An HTTP check cannot speak to a TLS port: a TCP check.
+        p.s.httpchk = set(None, line);
+        p.s.expect_status = None;
+        p
+    };
+    let (line, text) = f.tls_line.clone().unwrap_or((f.line, String::new()));
+    let mut ft = tcp(f, line);
+    ft.binds = f.tls_binds.clone();
+    if !f.binds.is_empty() {
+        ft.name = format!("{}-tls", f.name);
+    }
+    let mut bt = tcp(b, line);
+    for s in &mut bt.servers {
+        s.address.set_port(MAAS_TLS_PORT);
+        s.opts.port = None;
+    }
+    let fe = frontend(file, &ft, &bt, notes)?;
+    notes.at(
+        file,
+        line,
+        format!(
+            "`bind {text}` terminates TLS, which maas-vip does not: carried over as frontend \
+             `{}`, mode tcp, passing TLS through to each region's port {MAAS_TLS_PORT}, where \
+             MAAS 3.3+ serves HTTPS after `sudo maas config-tls enable KEY CERT` (use this \
+             certificate; it must name the VIP's host name). The regions then see HTTPS \
+             themselves (no X-Forwarded-Proto needed) but not the client's address (no \
+             X-Forwarded-For through TLS). Before MAAS 3.3, keep a TLS terminator in front",
+            fe.name
+        ),
+    );
+    Some(fe)
 }
 
 fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Frontend> {

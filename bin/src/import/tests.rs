@@ -8,6 +8,7 @@ const HTTPCHK: &str = include_str!("../../../tests/fixtures/import/httpchk.cfg")
 const VARIANTS_KEEPALIVED: &str =
     include_str!("../../../tests/fixtures/import/variants-keepalived.conf");
 const VARIANTS_HAPROXY: &str = include_str!("../../../tests/fixtures/import/variants-haproxy.cfg");
+const TLS_HAPROXY: &str = include_str!("../../../tests/fixtures/import/tls-haproxy.cfg");
 
 fn imp(k: Option<&str>, h: Option<&str>) -> Result<Imported, ImportError> {
     import(
@@ -449,8 +450,14 @@ fn import_variants_validate_with_notes() {
         "keepalived.conf:4: global_defs `enable_script_security`",
     );
 
-    // HAProxy side: the TLS bind and the overlapping frontend are left out.
-    assert_eq!(c.frontend.len(), 1);
+    // HAProxy side: the TLS bind becomes a passthrough frontend of its own, the overlapping
+    // frontend is left out.
+    assert_eq!(c.frontend.len(), 2);
+    let tls = &c.frontend[1];
+    assert_eq!(
+        (tls.name.get_ref().as_str(), tls.mode),
+        ("maas-tls", lb::Mode::Tcp)
+    );
     let f = &c.frontend[0];
     assert_eq!(
         f.retries, 4,
@@ -463,7 +470,9 @@ fn import_variants_validate_with_notes() {
     has_note(&out, "haproxy.cfg:2: global `maxconn 50000`");
     has_note(
         &out,
-        "haproxy.cfg:11: `bind *:443 ssl crt /etc/ssl/maas.pem` is TLS",
+        "haproxy.cfg:11: `bind *:443 ssl crt /etc/ssl/maas.pem` terminates TLS, which maas-vip \
+         does not: carried over as frontend `maas-tls`, mode tcp, passing TLS through to each \
+         region's port 5443",
     );
     has_note(
         &out,
@@ -1139,4 +1148,58 @@ fn weights_fail_over_against_the_peers() {
     // Priority 1: the weight cannot take it lower than 1.
     let (tb, _, _) = weights(1, &[]);
     assert_eq!(tb, Some(-1));
+}
+
+#[test]
+fn import_tls_guide_passes_tls_through_to_the_regions() {
+    let (c, out) = valid(Some(GUIDE_KEEPALIVED), Some(TLS_HAPROXY));
+    assert_eq!(c.frontend.len(), 1);
+    let f = &c.frontend[0];
+    assert_eq!(f.name.get_ref(), "maas");
+    assert_eq!(
+        f.bind.get_ref(),
+        &["0.0.0.0:443".parse::<SocketAddr>().expect("addr")]
+    );
+    // TLS passes through: tcp, a TCP check (an HTTP one cannot speak to a TLS port), the
+    // regions' MAAS TLS port, the guide's balance source kept.
+    assert_eq!(f.mode, lb::Mode::Tcp);
+    assert_eq!(f.balance, lb::Balance::Source);
+    assert_eq!(f.check.kind, healthcheck::CheckKind::Tcp);
+    let ports: Vec<u16> = f
+        .server
+        .iter()
+        .map(|s| s.address.get_ref().port())
+        .collect();
+    assert_eq!(ports, [5443, 5443, 5443]);
+    // track_backends follows it: the only frontend.
+    let tb = c.vrrp[0].track_backends.as_ref().expect("track_backends");
+    assert_eq!(tb.frontend.get_ref(), "maas");
+    has_note(
+        &out,
+        "haproxy.cfg:21: `bind *:443 ssl crt /etc/ssl/private/mysite.com.pem` terminates TLS, \
+         which maas-vip does not: carried over as frontend `maas`, mode tcp",
+    );
+    has_note(
+        &out,
+        "haproxy.cfg:22: `reqadd X-Forwarded-Proto: https` told the regions that clients came by \
+         HTTPS",
+    );
+    // Its modern form means the same.
+    let modern = TLS_HAPROXY.replace(
+        "reqadd X-Forwarded-Proto:\\ https",
+        "http-request set-header X-Forwarded-Proto https",
+    );
+    assert_ne!(modern, TLS_HAPROXY);
+    let (_, out) = valid(None, Some(&modern));
+    has_note(
+        &out,
+        "haproxy.cfg:22: `http-request set-header X-Forwarded-Proto https` told the regions",
+    );
+    // Another reqadd is not carried over, and says why.
+    let other = TLS_HAPROXY.replace("X-Forwarded-Proto:\\ https", "X-Foo:\\ bar");
+    let (_, out) = valid(None, Some(&other));
+    has_note(
+        &out,
+        "haproxy.cfg:22: `reqadd X-Foo: bar` is not carried over",
+    );
 }
