@@ -82,10 +82,11 @@ pub(crate) fn run(
             .map(PathBuf::as_path)
             .zip(texts.iter().map(String::as_str))
             .collect();
-        import_with_peers(
+        import_with(
             keepalived.zip(k.as_deref()),
             haproxy.zip(h.as_deref()),
             &peers,
+            &route_source,
         )
     })();
     match result {
@@ -126,26 +127,48 @@ fn read_with<T>(
 
 /// Translates the given files (path for messages, text) into maas-vip.toml text.
 // The tests and the fuzz targets call it; `run` goes through `import_with_peers`.
+/// Looks nothing up on the host: `localhost` servers stay 127.0.0.1 (see [`import_with`]).
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn import(
     keepalived: Option<(&Path, &str)>,
     haproxy: Option<(&Path, &str)>,
 ) -> Result<Imported, ImportError> {
-    import_with_peers(keepalived, haproxy, &[])
+    import_with(keepalived, haproxy, &[], &|_| None)
+}
+
+/// This host's address toward another host, as the kernel's routing would choose it.
+type LocalAddr<'a> = &'a dyn Fn(IpAddr) -> Option<IpAddr>;
+
+/// The source address the kernel picks to reach `peer` (a UDP socket connected, nothing
+/// sent): this host's address on the regions' network.
+pub(crate) fn route_source(peer: IpAddr) -> Option<IpAddr> {
+    let any = match peer {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let sock = std::net::UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    sock.connect(SocketAddr::new(peer, 9)).ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 /// [`import`], with the other hosts' keepalived.conf files (`--peer-keepalived`), read only
-/// for their priorities, so that the weights written fail this host over to them.
-pub(crate) fn import_with_peers(
+/// for their priorities, so that the weights written fail this host over to them, and
+/// `local`, which finds this host's address for a `localhost` server under `balance source`.
+pub(crate) fn import_with(
     keepalived: Option<(&Path, &str)>,
     haproxy: Option<(&Path, &str)>,
     peers: &[(&Path, &str)],
+    local: LocalAddr<'_>,
 ) -> Result<Imported, ImportError> {
     if keepalived.is_none() && haproxy.is_none() {
         return Err(ImportError::NothingToImport);
     }
     let mut notes = Notes::default();
     let mut frontends = read_with(haproxy, &mut notes, haproxy::import)?;
+    for f in frontends.iter_mut().filter(|f| f.source) {
+        localhost_to_region_address(f, local, &mut notes);
+    }
     let mut vrrps = read_with(keepalived, &mut notes, keepalived::import)?;
     let mut peer_priorities = Vec::new();
     for p in peers {
@@ -325,6 +348,73 @@ struct CheckOverride {
     timeout: Option<Duration>,
     rise: Option<u32>,
     fall: Option<u32>,
+}
+
+/// The guide's `server localhost localhost:5240` under `balance source`: maas-vip's source
+/// hash keys on the server's address, and 127.0.0.1 is another region on each host, so after
+/// a takeover every client would land on another region. It is written as this host's own
+/// address toward the other regions (the same region under the same address in every host's
+/// config), or left out if that address is listed already; without another region to find
+/// the address by, it stays, with a note.
+fn localhost_to_region_address(f: &mut Frontend, local: LocalAddr<'_>, notes: &mut Notes) {
+    let others: Vec<IpAddr> = f
+        .servers
+        .iter()
+        .map(|s| s.address.ip())
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    let mut drop = Vec::new();
+    for (i, s) in f.servers.iter_mut().enumerate() {
+        if !s.address.ip().is_loopback() {
+            continue;
+        }
+        let mine = others
+            .iter()
+            .find(|ip| ip.is_ipv4() == s.address.is_ipv4())
+            .and_then(|peer| local(*peer));
+        match mine {
+            Some(ip) if others.contains(&ip) => {
+                drop.push(i);
+                notes.at(
+                    &f.file,
+                    f.line,
+                    format!(
+                        "server `{}` ({}) is left out: it is this host's region, listed by its \
+                         address {ip} already",
+                        s.name, s.address
+                    ),
+                );
+            }
+            Some(ip) => {
+                let old = s.address;
+                s.address.set_ip(ip);
+                notes.at(
+                    &f.file,
+                    f.line,
+                    format!(
+                        "server `{}` ({old}) written as {}, this host's address toward the \
+                         other regions: balance source hashes the address, and 127.0.0.1 is \
+                         another region on each host, so after a takeover clients would change \
+                         region; check that it is this host's region address",
+                        s.name, s.address
+                    ),
+                );
+            }
+            None => notes.at(
+                &f.file,
+                f.line,
+                format!(
+                    "server `{}` stays {}: balance source hashes the address, and 127.0.0.1 is \
+                     another region on each host, so clients change region when the VIP moves; \
+                     write this host's region address instead",
+                    s.name, s.address
+                ),
+            ),
+        }
+    }
+    for i in drop.into_iter().rev() {
+        f.servers.remove(i);
+    }
 }
 
 /// keepalived's default priority, assumed for a peer whose priority is not known.

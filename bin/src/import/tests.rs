@@ -1116,10 +1116,11 @@ fn weights_fail_over_against_the_peers() {
     let peer = |prio: u8| (Path::new("peer.conf"), conf(prio));
     let weights = |mine: u8, peers: &[(&Path, String)]| {
         let peers: Vec<(&Path, &str)> = peers.iter().map(|(p, t)| (*p, t.as_str())).collect();
-        let out = import_with_peers(
+        let out = import_with(
             Some((Path::new("keepalived.conf"), &conf(mine))),
             Some((Path::new("haproxy.cfg"), GUIDE_HAPROXY)),
             &peers,
+            &|_| None,
         )
         .expect("imports");
         let (c, _) = parse(Path::new("out.toml"), out.toml.clone())
@@ -1202,4 +1203,52 @@ fn import_tls_guide_passes_tls_through_to_the_regions() {
         &out,
         "haproxy.cfg:22: `reqadd X-Foo: bar` is not carried over",
     );
+}
+
+#[test]
+fn localhost_under_source_becomes_this_hosts_region_address() {
+    let h = |ip: Option<IpAddr>| {
+        let out = import_with(
+            None,
+            Some((Path::new("haproxy.cfg"), GUIDE_HAPROXY)),
+            &[],
+            &move |_| ip,
+        )
+        .expect("imports");
+        let (c, _) = parse(Path::new("out.toml"), out.toml.clone())
+            .unwrap_or_else(|r| panic!("{r}\n{}", out.toml));
+        let servers: Vec<(String, String)> = c.frontend[0]
+            .server
+            .iter()
+            .map(|s| (s.name.get_ref().clone(), s.address.get_ref().to_string()))
+            .collect();
+        (servers, out)
+    };
+    // This host is 10.0.0.14: localhost is written as that.
+    let (servers, out) = h(Some("10.0.0.14".parse().expect("ip")));
+    assert_eq!(servers[0], ("localhost".into(), "10.0.0.14:5240".into()));
+    has_note(
+        &out,
+        "haproxy.cfg:32: server `localhost` (127.0.0.1:5240) written as 10.0.0.14:5240, this \
+         host's address toward the other regions",
+    );
+    // This host is 10.0.0.11, listed already as maas-api-1: localhost goes.
+    let (servers, out) = h(Some("10.0.0.11".parse().expect("ip")));
+    assert_eq!(servers.len(), 3);
+    assert_eq!(servers[0].0, "maas-api-1");
+    has_note(&out, "server `localhost` (127.0.0.1:5240) is left out");
+    // Unknown: kept, with the warning.
+    let (servers, out) = h(None);
+    assert_eq!(servers[0], ("localhost".into(), "127.0.0.1:5240".into()));
+    has_note(
+        &out,
+        "server `localhost` stays 127.0.0.1:5240: balance source hashes the address",
+    );
+    // roundrobin: 127.0.0.1 is fine (no hash), nothing looked up.
+    let rr = GUIDE_HAPROXY.replace("balance source", "balance roundrobin");
+    let out = import_with(None, Some((Path::new("haproxy.cfg"), &rr)), &[], &|_| {
+        panic!("not looked up")
+    })
+    .expect("imports");
+    assert!(out.toml.contains("address = \"127.0.0.1:5240\""));
 }
