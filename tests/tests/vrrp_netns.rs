@@ -255,6 +255,11 @@ fn vrrp_three_hosts_elect_fail_over_and_recover() {
         notes.contains("INSTANCE maas_region MASTER 150"),
         "notify: {notes}"
     );
+    // keepalived's STOP as the instance ends (SIGTERM), run before the daemon exits.
+    assert!(
+        notes.contains("INSTANCE maas_region STOP 150"),
+        "notify: {notes}"
+    );
     drop((d1, d2));
 }
 

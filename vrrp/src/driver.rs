@@ -308,6 +308,8 @@ struct Instance {
     script_rx: mpsc::Receiver<(usize, bool)>,
     script_tx: mpsc::Sender<(usize, bool)>,
     garp: Option<JoinHandle<()>>,
+    /// Notify programs still running: awaited (boundedly) at stop, so that STOP's run.
+    notifies: Vec<JoinHandle<()>>,
     updates: Option<watch::Receiver<VrrpConfig>>,
     rejects: RejectLog,
     hmac_saver: hmac::Saver,
@@ -363,6 +365,16 @@ enum Ended {
         cfg: Box<VrrpConfig>,
         updates: Option<watch::Receiver<VrrpConfig>>,
     },
+}
+
+/// How long a stopping instance waits for its notify programs (STOP).
+const NOTIFY_AT_STOP: Duration = Duration::from_secs(5);
+
+/// Waits for every handle (their results do not matter).
+async fn join_all(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
 }
 
 /// How often an instance waiting for its interface (or its address) looks again.
@@ -522,6 +534,7 @@ impl Instance {
             script_rx,
             script_tx,
             garp: None,
+            notifies: Vec::new(),
             updates,
             rejects: RejectLog::new(Instant::now()),
             hmac_saver: hmac::Saver::default(),
@@ -839,6 +852,13 @@ impl Instance {
         if let Some(g) = self.garp.take() {
             g.abort();
         }
+        // keepalived runs notify with STOP as it ends: let those (and any still running)
+        // finish, within the notify timeout's reach but short of the unit's stop timeout.
+        let pending = std::mem::take(&mut self.notifies);
+        let all = join_all(pending);
+        if tokio::time::timeout(NOTIFY_AT_STOP, all).await.is_err() {
+            warn!(limit = ?NOTIFY_AT_STOP, "notify programs still running at stop: left behind");
+        }
         unpublish(&self.name);
         info!("vrrp instance stopped");
         result
@@ -991,7 +1011,7 @@ impl Instance {
     /// keepalived's notify scripts for a transition to `to`: `notify` with `INSTANCE <name>
     /// <state> <priority>`, and the one of the state (`notify_master`, ...) as written. The
     /// end of the instance (Initialize by shutdown) is keepalived's STOP.
-    fn run_notify(&self, to: State, reason: Reason, priority: u8) {
+    fn run_notify(&mut self, to: State, reason: Reason, priority: u8) {
         let (state, own) = match (to, reason) {
             (State::Master, _) => ("MASTER", &self.cfg.notify_master),
             (State::Backup, _) => ("BACKUP", &self.cfg.notify_backup),
@@ -1000,14 +1020,17 @@ impl Instance {
             (State::Initialize, _) => return,
         };
         let user = self.cfg.script_user.as_ref().map(|u| u.get_ref().clone());
+        let mut runs = Vec::new();
         if let Some(argv) = &self.cfg.notify {
             let mut full = argv.get_ref().clone();
             full.extend(track::notify_args(&self.name, state, priority));
-            track::notify(full, user.clone());
+            runs.push(track::notify(full, user.clone()));
         }
         if let Some(argv) = own {
-            track::notify(argv.get_ref().clone(), user);
+            runs.push(track::notify(argv.get_ref().clone(), user));
         }
+        self.notifies.retain(|h| !h.is_finished());
+        self.notifies.extend(runs);
     }
 
     fn send_advert(&mut self, priority: u8) {

@@ -194,13 +194,13 @@ pub(crate) fn notify_args(instance: &str, state: &str, priority: u8) -> [String;
 }
 
 /// Runs a notify program (its argv complete) in the background.
-pub(crate) fn notify(argv: Vec<String>, user: Option<String>) {
+pub(crate) fn notify(argv: Vec<String>, user: Option<String>) -> JoinHandle<()> {
     tokio::spawn(async move {
         match run_once(&argv, Duration::from_secs(30), user.as_deref()).await {
             Outcome::Ok => debug!(?argv, "notify ran"),
             other => warn!(?argv, outcome = ?other, "notify failed"),
         }
-    });
+    })
 }
 
 #[cfg(test)]
