@@ -872,3 +872,121 @@ fn ipv6_dadfailed_link_local_is_not_the_source() {
         "every advert from {own}, none from {dup}: {srcs:?}"
     );
 }
+
+/// Unsolicited NAs for `target` from `mac` in `pcap` (tshark's reading).
+fn nas_for(pcap: &Path, mac: &str, target: Ipv6Addr) -> usize {
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=;",
+            "-e",
+            "eth.src",
+            "-e",
+            "icmpv6.type",
+            "-e",
+            "icmpv6.nd.na.target_address",
+            "-e",
+            "ipv6.dst",
+        ])
+        .output()
+        .expect("tshark");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split(';').collect();
+            f.len() == 4
+                && f[0] == mac
+                && f[1] == "136"
+                && f[2] == target.to_string()
+                && f[3] == "ff02::1"
+        })
+        .count()
+}
+
+/// IPv6's gratuitous ARP: `garp_master_refresh` repeats the unsolicited NAs while master, and
+/// a VIP someone deleted is added back with a burst of them.
+#[test]
+fn ipv6_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added() {
+    let Some(mut bed) =
+        Bed::start("ipv6_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added")
+    else {
+        return;
+    };
+    let (lan, dir) = (&bed.lan, bed.dir.clone());
+    let conf = format!(
+        r#"
+[[vrrp]]
+name = "region6"
+interface = "eth0"
+virtual_router_id = {VRID}
+priority = 150
+version = 3
+advert_interval = "1s"
+virtual_ipaddresses = ["{VIP_LL}/64", "{VIP}/64"]
+garp_master_delay = "1s"
+garp_master_repeat = 3
+garp_master_refresh = "3s"
+"#
+    );
+    let a = lan.start_maas_vip(&dir, 0, &conf);
+    wait_holders(lan, &[0], Duration::from_secs(10), "election", &[&a]);
+    std::thread::sleep(Duration::from_millis(10_500));
+    let m = mac(&lan.hosts[0].ns);
+    bed.cap.signal("INT");
+    let _ = bed.cap.wait_exit(Duration::from_secs(5));
+    // Two bursts of 3, then a refresh at 3, 6 and 9 s.
+    let n = nas_for(&bed.pcap, &m, VIP);
+    assert!(
+        (6 + 3..=6 + 4).contains(&n),
+        "NAs for {VIP} in 10.5 s: {n}\n{}",
+        a.output()
+    );
+
+    // Deleted: added back, announced at once (a burst of 3; a refresh may fall in too).
+    let pcap = dir.join("cap-readd6.pcap");
+    let mut cap = Proc::spawn(
+        &lan.hosts[2].ns,
+        "tcpdump",
+        &[
+            "-i",
+            "eth0",
+            "-U",
+            "--immediate-mode",
+            "-n",
+            "-w",
+            pcap.to_str().expect("utf8 path"),
+            "icmp6 and ip6[40] == 136",
+        ],
+        &[],
+        dir.join("tcpdump-readd6.log"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || cap
+            .output()
+            .contains("listening on"))
+        .is_some(),
+        "tcpdump did not start: {}",
+        cap.output()
+    );
+    lan.hosts[0]
+        .ns
+        .ip(&["-6", "addr", "del", &format!("{VIP}/64"), "dev", "eth0"]);
+    assert!(
+        wait_for(Duration::from_secs(3), || lan.hosts[0].has(VIP)).is_some(),
+        "VIP not re-added:\n{}",
+        a.output()
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    cap.signal("INT");
+    cap.wait_exit(Duration::from_secs(5));
+    let n = nas_for(&pcap, &m, VIP);
+    assert!(
+        (3..=4).contains(&n),
+        "NAs after the re-add: {n}\n{}",
+        a.output()
+    );
+}
