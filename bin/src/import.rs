@@ -648,7 +648,8 @@ fn cross_checks(
                 format!(
                     "vrrp_instance `{}`: no frontend was imported, so no track_backends \
                      replaces the HAProxy check script; add `track_backends = {{ frontend = \
-                     \"...\", weight = -50 }}` once the config has a [[frontend]]",
+                     \"...\", weight = -51 }}` once the config has a [[frontend]] (a weight that takes \
+                     the priority below the lowest peer's)",
                     v.name
                 ),
             );
