@@ -183,8 +183,8 @@ pub(crate) fn import_with(
             });
         }
     }
-    choose_weights(&mut vrrps, &peer_priorities, &mut notes);
     let admin = cross_checks(&mut frontends, &mut vrrps, &mut notes);
+    choose_weights(&mut vrrps, &peer_priorities, &mut notes);
     let files: Vec<String> = [keepalived, haproxy]
         .iter()
         .flatten()
@@ -648,8 +648,8 @@ fn cross_checks(
                 format!(
                     "vrrp_instance `{}`: no frontend was imported, so no track_backends \
                      replaces the HAProxy check script; add `track_backends = {{ frontend = \
-                     \"...\", weight = -51 }}` once the config has a [[frontend]] (a weight that takes \
-                     the priority below the lowest peer's)",
+                     \"...\", weight = -N }}` once the config has a [[frontend]], N taking the \
+                     priority strictly below the lowest peer's",
                     v.name
                 ),
             );
