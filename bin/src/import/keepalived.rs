@@ -726,7 +726,22 @@ fn instance(
                         format!("`{key}` given twice: the first is kept"),
                     );
                 } else {
-                    let argv = if shell {
+                    let argv = if shell && key == "notify" {
+                        // keepalived appends INSTANCE, name, state, priority: they reach
+                        // the command as "$@" ($0 is a name, so "$1" is INSTANCE).
+                        notes.at(
+                            file,
+                            c.line,
+                            "`notify` needs a shell: run as /bin/sh -c with keepalived's \
+                             arguments passed on as \"$@\"",
+                        );
+                        vec![
+                            "/bin/sh".into(),
+                            "-c".into(),
+                            format!("{cmd} \"$@\""),
+                            "notify".into(),
+                        ]
+                    } else if shell {
                         notes.at(
                             file,
                             c.line,

@@ -1252,3 +1252,29 @@ fn localhost_under_source_becomes_this_hosts_region_address() {
     .expect("imports");
     assert!(out.toml.contains("address = \"127.0.0.1:5240\""));
 }
+
+#[test]
+fn notify_needing_a_shell_still_gets_keepalived_arguments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("n.log");
+    let k = format!(
+        "vrrp_instance v {{\n interface eth0\n virtual_router_id 51\n \
+         virtual_ipaddress {{\n 10.0.0.100/24\n }}\n notify \"echo >> {}\"\n}}\n",
+        log.display()
+    );
+    let (c, out) = valid(Some(&k), None);
+    has_note(&out, "keepalived.conf:7: `notify` needs a shell");
+    let mut argv = c.vrrp[0].notify.as_ref().expect("notify").get_ref().clone();
+    assert_eq!(argv[..2], ["/bin/sh", "-c"]);
+    // What the daemon appends (vrrp's notify arguments), run for real.
+    argv.extend(["INSTANCE", "v", "MASTER", "150"].map(String::from));
+    let st = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .expect("sh");
+    assert!(st.success());
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("log"),
+        "INSTANCE v MASTER 150\n"
+    );
+}
