@@ -188,10 +188,10 @@ pub(crate) fn findings(c: &Config, judged: &Judged) -> Vec<Finding> {
                         severity: Severity::Warning,
                         span: at(ts.command.span()),
                         message: format!(
-                            "track_script `{}`: `{prog} -0` signals the process and needs \
-                             CAP_KILL for one of another user (Debian's named runs as `bind`), \
-                             which the daemon, run by {judged}, lacks: it fails for ever there{}. \
-                             Use command = [\"pidof\", \"{target}\"]",
+                            "track_script `{}`: `{prog} -0` signals the process, which needs \
+                             CAP_KILL when another user runs it (Debian's named runs as `bind`); \
+                             the daemon, run by {judged}, lacks it, so the script fails for ever \
+                             there{}. Use command = [\"pidof\", \"{target}\"]",
                             ts.name.get_ref(),
                             if ts.weight == 0 {
                                 " and, with weight 0, keeps the instance in FAULT"
