@@ -1092,6 +1092,7 @@ mod machine {
             primary: IpAddr::V6(ll(0x13)),
             start_as_master: false,
             garp_delay: Duration::from_secs(5),
+            garp_refresh: Duration::ZERO,
             unicast_peers: Vec::new(),
             v3_checksum: Default::default(),
         });
