@@ -589,19 +589,38 @@ impl Lan {
         tag: &str,
         filter: &str,
     ) -> (Proc, PathBuf) {
+        self.start_tcpdump(host, dir, tag, filter, &[])
+    }
+
+    /// [`Lan::capture_filtered`] in immediate mode: each frame is written as it comes, for a
+    /// capture stopped within a second (tcpdump otherwise hands frames over only at its
+    /// buffer timeout, and a SIGINT before it loses them).
+    pub fn capture_immediate(
+        &self,
+        host: usize,
+        dir: &Path,
+        tag: &str,
+        filter: &str,
+    ) -> (Proc, PathBuf) {
+        self.start_tcpdump(host, dir, tag, filter, &["--immediate-mode"])
+    }
+
+    fn start_tcpdump(
+        &self,
+        host: usize,
+        dir: &Path,
+        tag: &str,
+        filter: &str,
+        flags: &[&str],
+    ) -> (Proc, PathBuf) {
         let file = dir.join(format!("cap-{tag}.pcap"));
+        let mut args = vec!["-i", "eth0", "-U", "-n"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["-w", file.to_str().expect("utf8 path"), filter]);
         let p = Proc::spawn(
             &self.hosts[host].ns,
             "tcpdump",
-            &[
-                "-i",
-                "eth0",
-                "-U",
-                "-n",
-                "-w",
-                file.to_str().expect("utf8 path"),
-                filter,
-            ],
+            &args,
             &[],
             dir.join(format!("tcpdump-{tag}.log")),
         );

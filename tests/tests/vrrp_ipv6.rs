@@ -947,31 +947,7 @@ garp_master_refresh = "3s"
     );
 
     // Deleted: added back, announced at once (a burst of 3; a refresh may fall in too).
-    let pcap = dir.join("cap-readd6.pcap");
-    let mut cap = Proc::spawn(
-        &lan.hosts[2].ns,
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-U",
-            "--immediate-mode",
-            "-n",
-            "-w",
-            pcap.to_str().expect("utf8 path"),
-            "icmp6 and ip6[40] == 136",
-        ],
-        &[],
-        dir.join("tcpdump-readd6.log"),
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || cap
-            .output()
-            .contains("listening on"))
-        .is_some(),
-        "tcpdump did not start: {}",
-        cap.output()
-    );
+    let (mut cap, pcap) = lan.capture_immediate(2, &dir, "readd6", "icmp6 and ip6[40] == 136");
     lan.hosts[0]
         .ns
         .ip(&["-6", "addr", "del", &format!("{VIP}/64"), "dev", "eth0"]);

@@ -811,31 +811,7 @@ fn vrrp_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added() {
     // Someone deletes the VIP: maas-vip adds it back and announces it with a burst at once.
     // (Immediate mode: the capture is stopped within a second, before tcpdump's buffer
     // timeout would hand it the frames.)
-    let pcap = dir.path().join("cap-readd.pcap");
-    let mut cap = Proc::spawn(
-        &lan.hosts[1].ns,
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-U",
-            "--immediate-mode",
-            "-n",
-            "-w",
-            pcap.to_str().expect("utf8 path"),
-            "arp",
-        ],
-        &[],
-        dir.path().join("tcpdump-readd.log"),
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || cap
-            .output()
-            .contains("listening on"))
-        .is_some(),
-        "tcpdump did not start: {}",
-        cap.output()
-    );
+    let (mut cap, pcap) = lan.capture_immediate(1, dir.path(), "readd", "arp");
     lan.hosts[0]
         .ns
         .ip(&["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
