@@ -103,6 +103,7 @@ fn machine(meta: RxMeta, payload: &[u8]) {
         primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1)),
         start_as_master: false,
         garp_delay: Duration::from_secs(5),
+        garp_refresh: Duration::ZERO,
         unicast_peers: Vec::new(),
         v3_checksum: Default::default(),
     });
