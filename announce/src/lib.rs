@@ -15,19 +15,22 @@
 //! - [`frr`]: reading back from FRR (`vtysh ... json`) what bgpd does with the VIPs and the
 //!   state of its sessions.
 //! - [`HostPrefix`]: a VIP as a /32 or /128.
+//! - [`config`]: the `[[announce]]` block and the checks within it.
 //!
 //! # What it is not
 //! - Not a BGP speaker and not an FRR configurator: the operator's FRR config says what is
 //!   exported to whom (README, "Announcing the VIP by BGP"); this crate never writes it.
-//! - No config structs and no daemon wiring yet: the `[[announce]]` block and the driver loop
-//!   land with the daemon library (issue 14's crates).
+//! - Not the driver: the loop that feeds the machine with the health of the daemon's
+//!   frontends and carries out its actions is the daemon's (bin/src/announce.rs).
 
+pub mod config;
 pub mod decide;
 pub mod frr;
 pub mod link;
 mod prefix;
 mod sys;
 
+pub use config::AnnounceConfig;
 pub use decide::{Action, Announcer, Reason, State, Status, Timings};
 pub use frr::{FrrError, Peer, RouteStatus, Vtysh};
 pub use link::{LinkError, LinkState, VipLink};

@@ -381,6 +381,8 @@ fn status(c: &Call<'_>) -> Response<Body> {
 struct StatusView {
     frontends: Vec<FrontendView>,
     vrrp: Vec<VrrpView>,
+    /// `[[announce]]` blocks: announced or withdrawn, why, since when, what FRR says.
+    announce: Vec<crate::announce::AnnounceStatus>,
 }
 
 /// One frontend in `/status`.
@@ -430,6 +432,7 @@ fn status_view(ctx: &AdminContext) -> StatusView {
             })
             .collect(),
         vrrp: vrrp::status().iter().map(VrrpView::from).collect(),
+        announce: crate::announce::status(),
     }
 }
 

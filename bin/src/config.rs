@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use announce::AnnounceConfig;
 use lb::FrontendConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -25,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) vrrp: Vec<VrrpConfig>,
     /// Proxy frontends.
     pub(crate) frontend: Vec<FrontendConfig>,
+    /// VIPs announced by BGP through the host's routing daemon.
+    pub(crate) announce: Vec<AnnounceConfig>,
     /// Admin endpoint.
     pub(crate) admin: AdminConfig,
     /// Daemon-wide settings.
@@ -337,6 +340,7 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
     let mut root = doc.into_inner();
     let mut vrrp = Vec::new();
     let mut frontend = Vec::new();
+    let mut announce = Vec::new();
     let mut admin = AdminConfig::default();
     let mut globals = DeTable::new();
     let mut ok = true;
@@ -348,6 +352,9 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
             }
             "frontend" => {
                 ok &= blocks::<FrontendConfig>(value, "frontend", &mut frontend, findings);
+            }
+            "announce" => {
+                ok &= blocks::<AnnounceConfig>(value, "announce", &mut announce, findings);
             }
             "admin" => match block::<AdminConfig>(value, "[admin]", findings) {
                 Some(a) => admin = a,
@@ -378,6 +385,11 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
     }
     for f in &frontend {
         for p in f.validate() {
+            error(findings, located(p.span()), p.into_inner());
+        }
+    }
+    for a in &announce {
+        for p in a.validate() {
             error(findings, located(p.span()), p.into_inner());
         }
     }
@@ -451,6 +463,7 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
             }
         }
     }
+    check_announce(&announce, &vrrp, &frontend, findings);
     if admin.enabled && !admin.bind.get_ref().ip().is_loopback() && admin.token.is_none() {
         error(
             findings,
@@ -488,9 +501,97 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
     Some(Config {
         vrrp,
         frontend,
+        announce,
         admin,
         global,
     })
+}
+
+/// `[[announce]]` against the other blocks: unique names and interfaces, tracked frontends
+/// that exist, and no VIP both announced and held by VRRP (they may coexist for different
+/// VIPs: a VIP has one owner).
+fn check_announce(
+    announce: &[AnnounceConfig],
+    vrrp: &[VrrpConfig],
+    frontend: &[FrontendConfig],
+    findings: &mut Vec<Finding>,
+) {
+    for (i, a) in announce.iter().enumerate() {
+        let earlier = &announce[..i];
+        if earlier.iter().any(|o| o.name.get_ref() == a.name.get_ref()) {
+            error(
+                findings,
+                located(a.name.span()),
+                format!("announce name `{}` is used twice", a.name.get_ref()),
+            );
+        }
+        if let Some(o) = earlier
+            .iter()
+            .find(|o| o.interface.get_ref() == a.interface.get_ref())
+        {
+            error(
+                findings,
+                located(a.interface.span()).or(located(a.name.span())),
+                format!(
+                    "interface `{}` is already the VIP interface of announce `{}`: give each block its own",
+                    a.interface.get_ref(),
+                    o.name.get_ref()
+                ),
+            );
+        }
+        if let Some(v) = vrrp
+            .iter()
+            .find(|v| v.interface.get_ref() == a.interface.get_ref())
+        {
+            error(
+                findings,
+                located(a.interface.span()).or(located(a.name.span())),
+                format!(
+                    "interface `{}` is the VRRP interface of `{}`: the VIP interface is one maas-vip creates, give it a name of its own",
+                    a.interface.get_ref(),
+                    v.name.get_ref()
+                ),
+            );
+        }
+        for f in &a.track_frontends {
+            if !frontend.iter().any(|x| x.name.get_ref() == f.get_ref()) {
+                error(
+                    findings,
+                    located(f.span()),
+                    format!(
+                        "track_frontends names frontend `{}`, which this file does not define",
+                        f.get_ref()
+                    ),
+                );
+            }
+        }
+        for vip in a.vips() {
+            let in_vrrp = vrrp.iter().find(|v| {
+                v.virtual_ipaddresses
+                    .get_ref()
+                    .iter()
+                    .any(|x| x.addr == vip.addr())
+            });
+            if let Some(v) = in_vrrp {
+                error(
+                    findings,
+                    located(a.virtual_ipaddresses.span()),
+                    format!(
+                        "VIP {} is also a virtual address of vrrp `{}`: a VIP is either announced or held by VRRP",
+                        vip.addr(),
+                        v.name.get_ref()
+                    ),
+                );
+            }
+            if let Some(o) = earlier.iter().find(|o| o.vips().contains(vip)) {
+                error(
+                    findings,
+                    located(a.virtual_ipaddresses.span()),
+                    format!("VIP {vip} is also announced by `{}`", o.name.get_ref()),
+                );
+            }
+        }
+    }
 }
 
 /// Default values carry the empty span 0..0: no location to show for those.

@@ -2,8 +2,10 @@
 //! live reload.
 //!
 //! Shutdown runs in a fixed order: VRRP first (priority 0 advert, VIPs removed, so a peer takes
-//! over while this host still serves), then listeners stop accepting and established
-//! connections get `shutdown_grace` to finish.
+//! over while this host still serves) and, at the same time, every `[[announce]]` block's
+//! VIPs withdrawn from the routing daemon; then, once the longest `drain_delay` has passed
+//! (the router has moved new flows to other hosts), listeners stop accepting and established
+//! connections get `shutdown_grace` to finish; last, the VIP interfaces are deleted.
 //!
 //! Reload (SIGHUP) reads and validates the file; on any error the running config stays and the
 //! reason is logged. Otherwise it is applied without dropping established connections:
@@ -11,7 +13,9 @@
 //! listeners by address (a kept address keeps its sockets), VRRP instances by name (an
 //! unchanged one keeps running; a changed one is updated in place — priority, VIPs, track
 //! scripts, timers, auth — and restarted only when its name, interface, VRID or version change,
-//! which releases its VIP first).
+//! which releases its VIP first). `[[announce]]` blocks by name: an unchanged one keeps
+//! running; a changed one is restarted (withdrawn, its VIP interface deleted and created again,
+//! announced after `announce_delay`), which the router sees as one short withdrawal.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +35,7 @@ use tracing::{error, info, warn};
 use vrrp::VrrpConfig;
 
 use crate::admin::AdminContext;
+use crate::announce::AnnounceRt;
 use crate::config::{AdminConfig, Config};
 
 /// What the signal task asks of the daemon.
@@ -102,6 +107,8 @@ struct Daemon {
     registry: Arc<Registry>,
     checks: (watch::Sender<bool>, JoinHandle<()>),
     vrrp: HashMap<String, VrrpRt>,
+    /// `[[announce]]` blocks, in config order.
+    announce: Vec<AnnounceRt>,
     admin: Option<AdminRt>,
 }
 
@@ -308,6 +315,11 @@ impl Daemon {
             .iter()
             .map(|v| (v.name.get_ref().clone(), spawn_vrrp(v.clone(), &registry)))
             .collect();
+        // Listeners are bound: the VIPs may be announced once their frontends are fit.
+        let mut announce = Vec::new();
+        for a in &cfg.announce {
+            announce.push(AnnounceRt::start(a.clone(), &registry).await?);
+        }
         info!(threads = workers.len(), "proxy threads up");
         Ok(Daemon {
             path,
@@ -318,6 +330,7 @@ impl Daemon {
             registry,
             checks,
             vrrp,
+            announce,
             admin,
         })
     }
@@ -511,7 +524,34 @@ impl Daemon {
             stop_vrrp(&name, rt).await;
         }
         self.vrrp = next_vrrp;
-        // 5. The admin endpoint: restarted if its address or token changed, else told the new
+        // 5. Announce blocks by name: unchanged ones keep running, others restart.
+        let mut kept = 0;
+        let mut old: Vec<AnnounceRt> = std::mem::take(&mut self.announce);
+        for a in &new.announce {
+            match old
+                .iter()
+                .position(|o| o.cfg.name.get_ref() == a.name.get_ref())
+            {
+                Some(i) if old[i].cfg == *a && !old[i].is_finished() => {
+                    kept += 1;
+                    self.announce.push(old.remove(i));
+                }
+                Some(i) => {
+                    let o = old.remove(i);
+                    info!(announce = %a.name.get_ref(), "announce block changed: restarting it");
+                    if let Err(e) = o.stop().await {
+                        warn!(announce = %a.name.get_ref(), cause = %e, "stopping it");
+                    }
+                    self.start_announce(a).await;
+                }
+                None => self.start_announce(a).await,
+            }
+        }
+        for o in old {
+            info!(announce = %o.cfg.name.get_ref(), "announce block removed: withdrawn");
+            let _ = o.stop().await;
+        }
+        // 6. The admin endpoint: restarted if its address or token changed, else told the new
         // frontends.
         if admin_changed {
             if let Some(old) = self.admin.take() {
@@ -527,17 +567,32 @@ impl Daemon {
         }
         self.cfg = new;
         Ok(format!(
-            "{added} frontend(s) added, {updated} updated, {removed} removed; {} VRRP instance(s), {updated_in_place} updated in place, {restarted} restarted",
-            self.vrrp.len()
+            "{added} frontend(s) added, {updated} updated, {removed} removed; {} VRRP instance(s), {updated_in_place} updated in place, {restarted} restarted; {} announce block(s), {kept} kept",
+            self.vrrp.len(),
+            self.announce.len()
         ))
     }
 
-    /// Stops in order: VRRP, listeners, connections (up to the grace period), checks, admin.
+    /// Starts a block during a reload; a failure (the interface name taken) is logged and
+    /// the block stays off until the next reload.
+    async fn start_announce(&mut self, a: &announce::AnnounceConfig) {
+        match AnnounceRt::start(a.clone(), &self.registry).await {
+            Ok(rt) => self.announce.push(rt),
+            Err(e) => error!("{e:#}; this block stays withdrawn until the next reload"),
+        }
+    }
+
+    /// Stops in order: VRRP and announcements (withdrawn, then the drain delay), listeners,
+    /// connections (up to the grace period), checks, VIP interfaces, admin.
     async fn stop(mut self) {
         crate::systemd::stopping();
-        for (name, rt) in self.vrrp.drain() {
-            stop_vrrp(&name, rt).await;
-        }
+        let vrrp: Vec<(String, VrrpRt)> = self.vrrp.drain().collect();
+        let vrrp_done = futures::future::join_all(
+            vrrp.into_iter()
+                .map(|(name, rt)| async move { stop_vrrp(&name, rt).await }),
+        );
+        let drained = futures::future::join_all(self.announce.iter().map(AnnounceRt::drain));
+        futures::future::join(vrrp_done, drained).await;
         for rt in self.frontends.values() {
             for lt in rt.listeners.values() {
                 let _ = lt.stop.send(true);
@@ -560,12 +615,27 @@ impl Daemon {
         futures::future::join_all(all.iter().map(|fe| fe.drain(grace))).await;
         let _ = self.checks.0.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.checks.1).await;
+        for a in self.announce.drain(..) {
+            let name = a.cfg.name.get_ref().clone();
+            if let Err(e) = a.stop().await {
+                warn!(announce = %name, cause = %e, "stopping the announce block");
+            }
+        }
         if let Some(a) = self.admin.take() {
             let _ = a.stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(1), a.task).await;
         }
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
+    }
+
+    /// An announce block whose task ended on its own (its VIP interface was deleted).
+    async fn failed_announce(&mut self) -> Option<String> {
+        let i = self.announce.iter().position(AnnounceRt::is_finished)?;
+        let rt = self.announce.remove(i);
+        let name = rt.cfg.name.get_ref().clone();
+        let why = rt.stop().await.err().unwrap_or_else(|| "ended".into());
+        Some(format!("announce `{name}`: {why}"))
     }
 
     /// A VRRP instance that ended on its own (it runs until told to stop), with why.
@@ -593,9 +663,10 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let mut daemon = Daemon::start(path, cfg).await?;
     crate::systemd::ready(&format!(
-        "{} frontend(s), {} vrrp instance(s)",
+        "{} frontend(s), {} vrrp instance(s), {} announce block(s)",
         daemon.frontends.len(),
-        daemon.vrrp.len()
+        daemon.vrrp.len(),
+        daemon.announce.len()
     ));
     let watchdog = crate::systemd::spawn_watchdog(daemon.workers.heartbeats());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -608,6 +679,10 @@ pub(crate) async fn run(
             },
             _ = tick.tick() => {
                 if let Some(why) = daemon.failed_vrrp().await {
+                    failure = Some(why);
+                    break;
+                }
+                if let Some(why) = daemon.failed_announce().await {
                     failure = Some(why);
                     break;
                 }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod admin;
+mod announce;
 mod caps;
 mod config;
 mod daemon;

@@ -367,7 +367,105 @@ fn render(v: &Value, now_ms: u64) -> String {
             table(&mut out, &rows);
         }
     }
+    if let Some(blocks) = v
+        .get("announce")
+        .and_then(Value::as_array)
+        .filter(|b| !b.is_empty())
+    {
+        out.push('\n');
+        let mut rows = vec![row([
+            "ANNOUNCE",
+            "INTERFACE",
+            "VIPS",
+            "STATE",
+            "SINCE",
+            "WHY",
+            "TRANSITIONS",
+            "FRR",
+        ])];
+        for b in blocks {
+            let vips: Vec<&str> = b
+                .get("vips")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let since = match b.get("for_seconds").and_then(Value::as_f64) {
+                Some(s) => format!("{} ago", age((s * 1000.0) as u64)),
+                None => "-".into(),
+            };
+            rows.push(vec![
+                text(b, "name"),
+                text(b, "interface"),
+                vips.join(","),
+                text(b, "state"),
+                since,
+                text(b, "reason"),
+                format!(
+                    "{} up, {} down",
+                    number(Some(b), "announcements"),
+                    number(Some(b), "withdrawals")
+                ),
+                frr_summary(b),
+            ]);
+        }
+        table(&mut out, &rows);
+    }
     out
+}
+
+/// What FRR says of a block's VIPs: "advertised to 10.0.0.1; 1/1 sessions up", or why it
+/// could not be read.
+fn frr_summary(b: &Value) -> String {
+    let Some(frr) = b.get("frr").filter(|f| f.is_object()) else {
+        return match b.get("frr_error").and_then(Value::as_str) {
+            Some(e) => format!("unreadable: {e}"),
+            None => "not read yet".into(),
+        };
+    };
+    let mut to: Vec<&str> = Vec::new();
+    let mut missing = 0;
+    for r in frr
+        .get("routes")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        let adv: Vec<&str> = r
+            .get("advertised_to")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if adv.is_empty() {
+            missing += 1;
+        }
+        for a in adv {
+            if !to.contains(&a) {
+                to.push(a);
+            }
+        }
+    }
+    let peers = frr.get("peers").and_then(Value::as_array);
+    let total = peers.map_or(0, Vec::len);
+    let up = peers
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("state").and_then(Value::as_str) == Some("Established"))
+        .count();
+    let routes = if to.is_empty() {
+        "not advertised".to_string()
+    } else if missing > 0 {
+        format!(
+            "{missing} VIP(s) not advertised; others to {}",
+            to.join(",")
+        )
+    } else {
+        format!("advertised to {}", to.join(","))
+    };
+    format!("{routes}; {up}/{total} sessions up")
 }
 
 fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
@@ -619,6 +717,30 @@ maas_region    eth0       51    MASTER  150                  120           3    
 maas_backup    eth1       52    BACKUP  80 (configured 100)  0             40        hmac_replay=3  hmac permissive key 2, unsigned=7
 ";
         assert_eq!(got, want, "\n{got}");
+
+        let v = json!({ "frontends": [], "vrrp": [], "announce": [{
+            "name": "bgp", "interface": "maas-vip0", "vips": ["10.0.0.100/32"],
+            "state": "announced", "reason": "healthy", "for_seconds": 192.4,
+            "announcements": 2, "withdrawals": 1,
+            "frr": { "routes": { "10.0.0.100/32": { "local": true, "best": true,
+                "advertised_to": ["10.0.0.1"] } },
+                "peers": [{ "peer": "10.0.0.1", "state": "Established" },
+                          { "peer": "10.0.0.2", "state": "Active" }] }
+        }, {
+            "name": "api", "interface": "maas-vip1", "vips": ["10.0.1.100/32"],
+            "state": "withdrawn", "reason": "no server of frontend api is up", "for_seconds": 3.0,
+            "announcements": 0, "withdrawals": 0, "frr": null,
+            "frr_error": "running vtysh: No such file or directory"
+        }]});
+        let got = render(&v, now);
+        assert!(
+            got.ends_with("\
+ANNOUNCE  INTERFACE  VIPS           STATE      SINCE      WHY                              TRANSITIONS   FRR
+bgp       maas-vip0  10.0.0.100/32  announced  3m12s ago  healthy                          2 up, 1 down  advertised to 10.0.0.1; 1/2 sessions up
+api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend api is up  0 up, 0 down  unreadable: running vtysh: No such file or directory
+"),
+            "\n{got}"
+        );
     }
 
     #[test]

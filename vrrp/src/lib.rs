@@ -41,4 +41,4 @@ pub use config::{InitialState, TrackBackends, TrackScript, Vip, VrrpConfig};
 pub use driver::{run, run_with_updates, status, BackendsProbe, InstanceStatus, VrrpError};
 pub use netlink::ADDR_PROTO;
 pub use release::{release_vips, Ownership, ReleaseError, Released};
-pub use track::resolve_user;
+pub use track::{resolve_user, spawn_track_script};

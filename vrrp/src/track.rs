@@ -133,18 +133,21 @@ pub(crate) async fn run_once(argv: &[String], timeout: Duration, user: Option<&s
 }
 
 /// Runs one track script every `interval` and reports `(index, good)` each time its
-/// rise/fall-filtered verdict changes. The first run is at once.
-pub(crate) fn spawn_script(
+/// rise/fall-filtered verdict changes. The first run is at once. VRRP counts a script good
+/// until it fails `fall` times (`spawn_script`); `start_good = false` counts it failing
+/// until it passes `rise` times (an announcement waits for the first good verdict).
+pub fn spawn_track_script(
     index: usize,
     ts: TrackScript,
     user: Option<String>,
     tx: mpsc::Sender<(usize, bool)>,
+    start_good: bool,
 ) -> JoinHandle<()> {
     let span = tracing::info_span!("track_script", script = %ts.name.get_ref());
     tokio::spawn(
         async move {
             let argv = ts.command.get_ref().clone();
-            let mut good = true;
+            let mut good = start_good;
             let mut streak: u32 = 0;
             let mut tick = tokio::time::interval(ts.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -181,6 +184,16 @@ pub(crate) fn spawn_script(
         }
         .instrument(span),
     )
+}
+
+/// [`spawn_track_script`] as VRRP uses it: good until it fails.
+pub(crate) fn spawn_script(
+    index: usize,
+    ts: TrackScript,
+    user: Option<String>,
+    tx: mpsc::Sender<(usize, bool)>,
+) -> JoinHandle<()> {
+    spawn_track_script(index, ts, user, tx, true)
 }
 
 /// keepalived's arguments to `notify` (vrrp_notify.c): `INSTANCE <name> <state> <priority>`.

@@ -43,6 +43,7 @@ pub(crate) fn render(ctx: &AdminContext) -> String {
         proxies: ctx.frontends.load_full(),
         checked: ctx.registry.frontends(),
         vrrp: vrrp::status(),
+        announce: crate::announce::status(),
     })
 }
 
@@ -67,6 +68,8 @@ struct Snapshot {
     checked: Arc<Vec<Arc<healthcheck::Frontend>>>,
     /// VRRP instances.
     vrrp: Vec<vrrp::InstanceStatus>,
+    /// `[[announce]]` blocks.
+    announce: Vec<crate::announce::AnnounceStatus>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -85,7 +88,8 @@ impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.encode_proxies(&mut enc)?;
         self.encode_servers(&mut enc)?;
-        self.encode_vrrp(&mut enc)
+        self.encode_vrrp(&mut enc)?;
+        self.encode_announce(&mut enc)
     }
 }
 
@@ -439,6 +443,49 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    fn encode_announce(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let blocks: Vec<(Labels, &crate::announce::AnnounceStatus)> = self
+            .announce
+            .iter()
+            .map(|a| {
+                let labels = vec![
+                    ("announce", escape(&a.name)),
+                    ("interface", escape(&a.interface)),
+                ];
+                (labels, a)
+            })
+            .collect();
+        gauges(
+            enc,
+            "announce_announced",
+            "1 while the block's VIPs are offered to the routing daemon (VIP interface carrier on), 0 while withdrawn.",
+            blocks.iter().map(|(l, a)| {
+                (
+                    l.as_slice(),
+                    u64::from(a.state == announce::State::Announced),
+                )
+            }),
+        )?;
+        counters(
+            enc,
+            "announce_transitions",
+            "Announcements and withdrawals, by the state entered.",
+            blocks.iter().flat_map(|(l, a)| {
+                [("announced", a.announcements), ("withdrawn", a.withdrawals)]
+                    .into_iter()
+                    .map(move |(st, n)| ((l.as_slice(), [("state", st)]), n))
+            }),
+        )?;
+        gauges(
+            enc,
+            "announce_state_seconds",
+            "Seconds since the block last changed state (or started).",
+            blocks.iter().map(|(l, a)| (l.as_slice(), a.for_seconds)),
+        )
+    }
+}
+
 fn get(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
@@ -696,6 +743,21 @@ pub(super) mod tests {
                     time_window: None,
                 }),
             }],
+            announce: vec![crate::announce::AnnounceStatus {
+                name: "bgp".into(),
+                interface: "maas-vip0".into(),
+                vips: vec!["10.0.0.100/32".into()],
+                state: announce::State::Announced,
+                reason: "healthy".into(),
+                why: announce::Reason::Healthy,
+                since: "2026-01-01T00:00:00.000Z".into(),
+                for_seconds: 12.5,
+                announcements: 2,
+                withdrawals: 1,
+                link: None,
+                frr: None,
+                frr_error: None,
+            }],
         };
         (snap, fe, states)
     }
@@ -749,6 +811,9 @@ pub(super) mod tests {
             "maas_vip_vrrp_hmac_active_key",
             "maas_vip_vrrp_hmac_unsigned_accepted_total",
             "maas_vip_vrrp_hmac_clock_skew_high_total",
+            "maas_vip_announce_announced",
+            "maas_vip_announce_transitions_total",
+            "maas_vip_announce_state_seconds",
         ] {
             assert!(names.contains(want), "{want} missing from:\n{text}");
         }
@@ -770,6 +835,10 @@ pub(super) mod tests {
                 &["instance", "interface", "state", "vrid"]
             } else if s.name == "maas_vip_vrrp_packets_rejected_total" {
                 &["instance", "interface", "reason", "vrid"]
+            } else if s.name == "maas_vip_announce_transitions_total" {
+                &["announce", "interface", "state"]
+            } else if s.name.starts_with("maas_vip_announce_") {
+                &["announce", "interface"]
             } else {
                 &["instance", "interface", "vrid"]
             };
@@ -792,6 +861,20 @@ pub(super) mod tests {
             l.push(("state", s));
             value(&samples, name, &l)
         };
+        let bgp = [("announce", "bgp"), ("interface", "maas-vip0")];
+        assert_eq!(value(&samples, "maas_vip_announce_announced", &bgp), 1.0);
+        assert_eq!(
+            value(&samples, "maas_vip_announce_state_seconds", &bgp),
+            12.5
+        );
+        for (st, n) in [("announced", 2.0), ("withdrawn", 1.0)] {
+            let mut l = bgp.to_vec();
+            l.push(("state", st));
+            assert_eq!(
+                value(&samples, "maas_vip_announce_transitions_total", &l),
+                n
+            );
+        }
         let state = |s: &str| per_state("maas_vip_vrrp_state", s);
         assert_eq!(state("MASTER"), 1.0);
         assert_eq!(state("BACKUP"), 0.0);
@@ -855,6 +938,7 @@ pub(super) mod tests {
             proxies: snap.proxies.clone(),
             checked: snap.checked.clone(),
             vrrp: Vec::new(),
+            announce: Vec::new(),
         }));
         assert_eq!(
             value(&before, "maas_vip_frontend_connections_total", &f),
@@ -905,6 +989,7 @@ pub(super) mod tests {
             proxies: snap.proxies.clone(),
             checked: snap.checked.clone(),
             vrrp: Vec::new(),
+            announce: Vec::new(),
         };
         let after = parse(&render_snapshot(snap));
         let v = |name: &str, l: &[(&str, &str)]| value(&after, name, l);

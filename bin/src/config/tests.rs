@@ -308,3 +308,58 @@ fn unbracketed_ipv6_bind_says_how_to_write_it() {
         assert!(r.contains(":4:"), "located on line 4: {r}");
     }
 }
+
+#[test]
+fn announce_block_coexists_with_vrrp_for_other_vips() {
+    let text = format!(
+        r#"{GOOD}
+[[announce]]
+name = "bgp"
+virtual_ipaddresses = ["10.0.1.100"]
+track_frontends = ["maas"]
+drain_delay = "3s"
+
+[[announce.track_script]]
+name = "chk_frr"
+command = ["pidof", "bgpd"]
+rise = 2
+"#
+    );
+    let (c, r) = parse(Path::new("x.toml"), text).expect("valid");
+    assert!(!r.has_errors(), "{r}");
+    let a = &c.announce[0];
+    assert_eq!(a.interface.get_ref(), announce::config::DEFAULT_INTERFACE);
+    assert_eq!(a.drain_delay, std::time::Duration::from_secs(3));
+    assert_eq!(a.announce_delay, std::time::Duration::from_secs(2));
+    assert_eq!(a.track_script[0].rise, 2);
+}
+
+#[test]
+fn announce_errors_are_located() {
+    let text = format!(
+        r#"{GOOD}
+[[announce]]
+name = "bgp"
+virtual_ipaddresses = ["10.0.0.100/32"]
+track_frontends = ["nonesuch"]
+interface = "lo"
+
+[[announce]]
+name = "bgp"
+virtual_ipaddresses = ["10.0.2.0/24"]
+drain_delay = "soon"
+typo = 1
+"#
+    );
+    let got = report(&text);
+    for want in [
+        "maas-vip.toml:29:23: VIP 10.0.0.100 is also a virtual address of vrrp `maas_region`",
+        "maas-vip.toml:30:20: track_frontends names frontend `nonesuch`",
+        "maas-vip.toml:31:13: interface `lo` is the VRRP interface of `maas_region`",
+        "maas-vip.toml:35:23: \"10.0.2.0/24\": only host prefixes are announced",
+        "maas-vip.toml:36:15: invalid value: string \"soon\", expected a duration",
+        "maas-vip.toml:37:1: unknown field `typo`",
+    ] {
+        assert!(got.contains(want), "{want:?} not in:\n{got}");
+    }
+}

@@ -1,0 +1,431 @@
+//! The driver of one `[[announce]]` block: a thin loop around [`announce::Announcer`] that
+//! feeds it the health of the tracked frontends (from the health-check registry) and the
+//! verdicts of its track scripts, carries out its actions on the VIP interface
+//! ([`announce::VipLink`]: carrier on = announced, off = withdrawn), publishes its status for
+//! `/status` and `/metrics`, and reads back from FRR (vtysh) what bgpd made of it.
+//!
+//! Life cycle, as the daemon drives it: [`AnnounceRt::start`] creates the VIP interface (a
+//! failure is a startup failure) once the listeners are bound; on SIGTERM
+//! [`AnnounceRt::drain`] withdraws and answers once `drain_delay` has passed, when the daemon
+//! closes its listeners; [`AnnounceRt::stop`], after the connections' grace, deletes the
+//! interface (the VIPs stay local until then, so established connections run on). However the
+//! process ends, the kernel deletes the interface with it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use announce::{Action, AnnounceConfig, Announcer, LinkError, Peer, RouteStatus, VipLink};
+use anyhow::Context;
+use healthcheck::registry::Registry;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn, Instrument as _};
+
+/// How often the tracked frontends' health is read (health checks run every few seconds).
+const HEALTH_POLL: Duration = Duration::from_millis(100);
+/// How often the interface is compared with the decision, and put right.
+const RECONCILE: Duration = Duration::from_secs(1);
+/// How often FRR is asked what it does with the VIPs (status only).
+const FRR_POLL: Duration = Duration::from_secs(5);
+
+/// One block as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AnnounceStatus {
+    pub(crate) name: String,
+    pub(crate) interface: String,
+    pub(crate) vips: Vec<String>,
+    /// "announced" or "withdrawn".
+    pub(crate) state: announce::State,
+    /// Why, as a sentence.
+    pub(crate) reason: String,
+    /// Why, as data (`kind` and the frontend or script).
+    pub(crate) why: announce::Reason,
+    /// When the state last changed (RFC 3339, UTC; the start if never).
+    pub(crate) since: String,
+    /// Seconds since then.
+    pub(crate) for_seconds: f64,
+    pub(crate) announcements: u64,
+    pub(crate) withdrawals: u64,
+    /// What the kernel shows of the VIP interface: carrier on means offered to FRR.
+    pub(crate) link: Option<LinkView>,
+    /// What FRR (bgpd) does with the VIPs, when vtysh could be read.
+    pub(crate) frr: Option<FrrView>,
+    /// Why FRR could not be read, if it could not.
+    pub(crate) frr_error: Option<String>,
+}
+
+/// The VIP interface in `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LinkView {
+    pub(crate) up: bool,
+    pub(crate) carrier: bool,
+    /// VIPs missing from the interface (removed by hand; put back at the next announcement).
+    pub(crate) missing: Vec<String>,
+}
+
+/// What vtysh said.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FrrView {
+    /// Per VIP: bgpd's path for it and the peers it was advertised to.
+    pub(crate) routes: BTreeMap<String, RouteStatus>,
+    /// The BGP sessions.
+    pub(crate) peers: Vec<Peer>,
+    /// When this was read (RFC 3339).
+    pub(crate) read_at: String,
+}
+
+/// Every block's status, in start order: read by `/status` and `/metrics`.
+static STATUS: Mutex<Vec<AnnounceStatus>> = Mutex::new(Vec::new());
+
+/// A copy of every block's status.
+pub(crate) fn status() -> Vec<AnnounceStatus> {
+    STATUS.lock().map(|s| s.clone()).unwrap_or_default()
+}
+
+fn publish(st: AnnounceStatus) {
+    if let Ok(mut all) = STATUS.lock() {
+        match all.iter_mut().find(|s| s.name == st.name) {
+            Some(s) => *s = st,
+            None => all.push(st),
+        }
+    }
+}
+
+fn unpublish(name: &str) {
+    if let Ok(mut all) = STATUS.lock() {
+        all.retain(|s| s.name != name);
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let t = t.max(SystemTime::UNIX_EPOCH);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+enum Cmd {
+    /// Withdraw, answer when the listeners may close.
+    Drain(oneshot::Sender<()>),
+    /// An operator holds the VIPs withdrawn (true) or releases them.
+    Admin(bool),
+}
+
+/// A running `[[announce]]` block.
+pub(crate) struct AnnounceRt {
+    pub(crate) cfg: AnnounceConfig,
+    cmd: mpsc::UnboundedSender<Cmd>,
+    task: JoinHandle<Result<(), LinkError>>,
+}
+
+impl AnnounceRt {
+    /// Creates the VIP interface (withdrawn) and starts deciding. Call once the listeners are
+    /// bound: the machine counts them ready.
+    pub(crate) async fn start(
+        cfg: AnnounceConfig,
+        registry: &Arc<Registry>,
+    ) -> anyhow::Result<AnnounceRt> {
+        let name = cfg.name.get_ref().clone();
+        let link = VipLink::create(cfg.interface.get_ref(), cfg.vips())
+            .await
+            .with_context(|| format!("announce `{name}`"))?;
+        info!(announce = %name, iface = %link.name(), vips = ?cfg.vips().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "VIP interface created (withdrawn)");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let span = tracing::info_span!("announce", name = %name);
+        let task = tokio::spawn(drive(cfg.clone(), link, registry.clone(), rx).instrument(span));
+        Ok(AnnounceRt { cfg, cmd: tx, task })
+    }
+
+    /// Withdraws the VIPs for good; resolves once `drain_delay` has passed since the
+    /// withdrawal (or at once if the task has ended).
+    pub(crate) async fn drain(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Drain(tx)).is_err() {
+            return;
+        }
+        let limit = self.cfg.drain_delay + Duration::from_secs(5);
+        if tokio::time::timeout(limit, rx).await.is_err() {
+            warn!(announce = %self.cfg.name.get_ref(), "drain did not finish within {limit:?}");
+        }
+    }
+
+    /// An operator's word: hold withdrawn, or release.
+    #[allow(dead_code)] // the admin endpoint's action comes with a later change
+    pub(crate) fn set_admin_withdrawn(&self, withdrawn: bool) {
+        let _ = self.cmd.send(Cmd::Admin(withdrawn));
+    }
+
+    /// Whether the task has ended (an error: the interface is gone).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the task and deletes the VIP interface (the VIPs leave this host).
+    pub(crate) async fn stop(self) -> Result<(), String> {
+        let name = self.cfg.name.get_ref().clone();
+        drop(self.cmd);
+        let r = match tokio::time::timeout(Duration::from_secs(5), self.task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(e)) => Err(format!("task failed: {e}")),
+            Err(_) => Err("did not stop within 5s".to_string()),
+        };
+        unpublish(&name);
+        r
+    }
+}
+
+/// Aborts the background tasks it holds when dropped.
+struct Aborting(Vec<JoinHandle<()>>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Track scripts as the VRRP runner takes them (weight 0: pass or fail).
+fn vrrp_script(ts: &announce::config::TrackScript) -> vrrp::TrackScript {
+    vrrp::TrackScript {
+        name: ts.name.clone(),
+        command: ts.command.clone(),
+        interval: ts.interval,
+        timeout: ts.timeout,
+        weight: 0,
+        rise: ts.rise,
+        fall: ts.fall,
+    }
+}
+
+async fn drive(
+    cfg: AnnounceConfig,
+    link: VipLink,
+    registry: Arc<Registry>,
+    mut cmd: mpsc::UnboundedReceiver<Cmd>,
+) -> Result<(), LinkError> {
+    let start = Instant::now();
+    let frontends: Vec<String> = cfg
+        .track_frontends
+        .iter()
+        .map(|f| f.get_ref().clone())
+        .collect();
+    let scripts: Vec<String> = cfg
+        .track_script
+        .iter()
+        .map(|s| s.name.get_ref().clone())
+        .collect();
+    let mut m = Announcer::new(cfg.timings(), frontends.clone(), scripts.clone(), start);
+    let (script_tx, mut script_rx) = mpsc::channel(16);
+    let frr: Arc<Mutex<(Option<FrrView>, Option<String>)>> = Arc::default();
+    let mut background = Aborting(
+        cfg.track_script
+            .iter()
+            .enumerate()
+            .map(|(i, ts)| {
+                vrrp::spawn_track_script(i, vrrp_script(ts), None, script_tx.clone(), false)
+            })
+            .collect(),
+    );
+    background
+        .0
+        .push(tokio::spawn(poll_frr(cfg.clone(), frr.clone())));
+    drop(script_tx);
+
+    let mut counts = (0u64, 0u64);
+    let mut drained: Option<oneshot::Sender<()>> = None;
+    let mut health = tokio::time::interval(HEALTH_POLL);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconcile = tokio::time::interval(RECONCILE);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    m.set_ready(start);
+    for f in &frontends {
+        m.set_frontend(f, frontend_fit(&registry, f), start);
+    }
+    let mut link_view = None;
+    loop {
+        let mut acted = false;
+        while let Some(a) = m.poll_action() {
+            acted = true;
+            let st = m.status();
+            match a {
+                Action::Announce => {
+                    counts.0 += 1;
+                    info!(reason = %st.reason, "announcing the VIPs (carrier on)");
+                    if let Err(e) = link.announce().await {
+                        error!(cause = %e, "announcing failed; retried in {RECONCILE:?}");
+                    }
+                }
+                Action::Withdraw => {
+                    counts.1 += 1;
+                    info!(reason = %st.reason, "withdrawing the VIPs (carrier off)");
+                    if let Err(e) = link.withdraw().await {
+                        error!(cause = %e, "withdrawing failed; retried in {RECONCILE:?}");
+                    }
+                }
+                Action::CloseListeners => {
+                    info!("drain delay over: the listeners may close");
+                    if let Some(tx) = drained.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+        if acted {
+            link_view = read_link(&link).await?;
+        }
+        {
+            let now = Instant::now();
+            let st = m.status();
+            let (frr_view, frr_error) = frr.lock().map(|g| g.clone()).unwrap_or_default();
+            publish(AnnounceStatus {
+                name: cfg.name.get_ref().clone(),
+                interface: link.name().to_string(),
+                vips: link.vips().iter().map(ToString::to_string).collect(),
+                state: st.state,
+                reason: st.reason.to_string(),
+                why: st.reason.clone(),
+                since: rfc3339(
+                    SystemTime::now()
+                        .checked_sub(now.saturating_duration_since(st.since))
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                ),
+                for_seconds: now.saturating_duration_since(st.since).as_secs_f64(),
+                announcements: counts.0,
+                withdrawals: counts.1,
+                link: link_view.clone(),
+                frr: frr_view,
+                frr_error,
+            });
+        }
+        let deadline = m.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            c = cmd.recv() => match c {
+                Some(Cmd::Drain(tx)) => {
+                    if m.closed() {
+                        let _ = tx.send(());
+                    } else {
+                        drained = Some(tx);
+                        m.shutdown(Instant::now());
+                    }
+                }
+                Some(Cmd::Admin(w)) => m.set_admin_withdrawn(w, Instant::now()),
+                // The daemon is done with us: the interface goes with `link`.
+                None => return Ok(()),
+            },
+            s = script_rx.recv() => {
+                if let Some((i, good)) = s {
+                    if let Some(name) = scripts.get(i) {
+                        m.set_script(name, good, Instant::now());
+                    }
+                }
+            }
+            _ = health.tick() => {
+                let now = Instant::now();
+                for f in &frontends {
+                    m.set_frontend(f, frontend_fit(&registry, f), now);
+                }
+            }
+            _ = reconcile.tick() => {
+                link_view = read_link(&link).await?;
+                let want = m.status().state == announce::State::Announced;
+                if let Some(v) = &link_view {
+                    let offered = v.up && v.carrier && v.missing.is_empty();
+                    if offered != want {
+                        warn!(want_announced = want, carrier = v.carrier, missing = ?v.missing,
+                            "the VIP interface differs from the decision: putting it right");
+                        let r = if want { link.announce().await } else { link.withdraw().await };
+                        if let Err(e) = r {
+                            error!(cause = %e, "putting the VIP interface right failed");
+                        }
+                    }
+                }
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => m.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Whether frontend `name` has a server up whose health is known: a checked server counts
+/// once its first check has run (servers start up, as in HAProxy, which is right for the
+/// proxy but would announce a host whose regions were never reached).
+fn frontend_fit(registry: &Registry, name: &str) -> bool {
+    registry.frontend(name).is_some_and(|f| {
+        f.servers
+            .iter()
+            .any(|s| s.state.is_available() && (!s.check || s.state.last_check().is_some()))
+    })
+}
+
+/// The interface as the kernel shows it; `Err` only when it is gone (deleted by hand).
+async fn read_link(link: &VipLink) -> Result<Option<LinkView>, LinkError> {
+    match link.state().await {
+        Ok(s) => Ok(Some(LinkView {
+            up: s.up,
+            carrier: s.carrier,
+            missing: s.missing.iter().map(ToString::to_string).collect(),
+        })),
+        Err(e @ LinkError::Gone(_)) => {
+            error!(cause = %e, "the VIP interface was deleted under us");
+            Err(e)
+        }
+        Err(e) => {
+            warn!(cause = %e, "reading the VIP interface failed");
+            Ok(None)
+        }
+    }
+}
+
+/// Asks FRR every [`FRR_POLL`] what it does with the VIPs; for status only, never for the
+/// decision (FRR may be down while this host is fit: its own problem to report).
+async fn poll_frr(cfg: AnnounceConfig, out: Arc<Mutex<(Option<FrrView>, Option<String>)>>) {
+    let v = cfg.vtysh();
+    let mut tick = tokio::time::interval(FRR_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error: Option<String> = None;
+    loop {
+        tick.tick().await;
+        let mut routes = BTreeMap::new();
+        let mut err = None;
+        for vip in cfg.vips() {
+            match v.route(*vip).await {
+                Ok(r) => {
+                    routes.insert(vip.to_string(), r);
+                }
+                Err(e) => {
+                    err = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let peers = match (&err, v.peers().await) {
+            (None, Ok(p)) => p,
+            (None, Err(e)) => {
+                err = Some(e.to_string());
+                Vec::new()
+            }
+            (Some(_), _) => Vec::new(),
+        };
+        if err != last_error {
+            if let Some(e) = &err {
+                warn!(cause = %e, "cannot read FRR's view of the VIPs (status only)");
+            }
+            last_error = err.clone();
+        }
+        let view = err.is_none().then(|| FrrView {
+            routes,
+            peers,
+            read_at: rfc3339(SystemTime::now()),
+        });
+        if let Ok(mut g) = out.lock() {
+            *g = (view, err);
+        }
+    }
+}
