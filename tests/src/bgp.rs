@@ -264,11 +264,37 @@ impl Tally {
         self.names.keys().map(String::as_str).collect()
     }
 
+    /// The hosts that answered, from answers "h{i}/r{k}" (the real daemon's stand-in
+    /// regions), sorted.
+    pub fn via_hosts(&self) -> Vec<&str> {
+        self.parts(0)
+    }
+
+    /// The regions that answered ("r1"...), whichever host they were reached through.
+    pub fn regions(&self) -> Vec<&str> {
+        self.parts(1)
+    }
+
+    fn parts(&self, i: usize) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .names
+            .keys()
+            .filter_map(|n| n.split('/').nth(i))
+            .collect();
+        v.dedup();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Connections that got an answer.
     pub fn answered(&self) -> u64 {
         self.names.values().sum()
     }
 }
+
+/// The stand-in regions of a host listen on 127.0.0.1:REGION_PORT+k.
+pub const REGION_PORT: u16 = 5240;
 
 /// The client's address.
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 2);
@@ -427,6 +453,125 @@ impl Fabric {
             p.output()
         );
         p
+    }
+
+    /// Starts the stand-in regions of host `i`: `mvlab serve` on 127.0.0.1:5240+k answering
+    /// "h{i}/r{k}" for k in 1..=`n`. Every host has regions of the same names, so a
+    /// consistent hash picks the same region name whichever host computes it.
+    pub fn regions(&self, i: usize, n: usize) -> Vec<Proc> {
+        let procs: Vec<Proc> = (1..=n)
+            .map(|k| {
+                Proc::spawn(
+                    &self.hosts[i].ns,
+                    mvlab_bin(),
+                    &[
+                        "serve",
+                        &format!("127.0.0.1:{}", REGION_PORT + k as u16),
+                        &format!("h{i}/r{k}"),
+                    ],
+                    &[],
+                    self.dir.join(format!("region-h{i}-r{k}.log")),
+                )
+            })
+            .collect();
+        for p in &procs {
+            assert!(
+                wait_for(Duration::from_secs(10), || p.output().contains("serving")).is_some(),
+                "region on host {i} did not start: {}",
+                p.output()
+            );
+        }
+        procs
+    }
+
+    /// The config of the real daemon on host `i`: frontend `maas` on :`port` over
+    /// [`Fabric::regions`] (`regions` of them, TCP checks every 200 ms, fall 1), `balance`, and
+    /// an `[[announce]]` block of `vip` on [`VIP_IFACE`] tracking it, with `drain` as its
+    /// drain delay, reading this host's FRR.
+    pub fn daemon_config(
+        &self,
+        i: usize,
+        vip: Ipv4Addr,
+        port: u16,
+        regions: usize,
+        balance: &str,
+        drain: Duration,
+    ) -> String {
+        let mut c = format!(
+            r#"shutdown_grace = "2s"
+workers = 1
+
+[[frontend]]
+name = "maas"
+bind = ["0.0.0.0:{port}"]
+balance = "{balance}"
+check = {{ kind = "tcp", interval = "200ms", timeout = "500ms", rise = 1, fall = 1 }}
+"#
+        );
+        for k in 1..=regions {
+            c.push_str(&format!(
+                "\n[[frontend.server]]\nname = \"r{k}\"\naddress = \"127.0.0.1:{}\"\n",
+                REGION_PORT + k as u16
+            ));
+        }
+        c.push_str(&format!(
+            r#"
+[[announce]]
+name = "bgp"
+virtual_ipaddresses = ["{vip}/32"]
+interface = "{VIP_IFACE}"
+track_frontends = ["maas"]
+announce_delay = "200ms"
+drain_delay = "{drain_ms}ms"
+vtysh = "/usr/bin/vtysh"
+vty_socket = "{frr}"
+"#,
+            drain_ms = drain.as_millis(),
+            frr = self.hosts[i].frr.dir.display(),
+        ));
+        c
+    }
+
+    /// Runs `maas-vip run` on host `i` with `config` (written beside its FRR's files) and
+    /// waits until it has announced (its log says so).
+    pub fn daemon(&self, i: usize, config: &str) -> Proc {
+        let bin = crate::maas_vip_bin();
+        let conf = self.daemon_conf_path(i);
+        std::fs::write(&conf, config).expect("config");
+        let p = Proc::spawn(
+            &self.hosts[i].ns,
+            bin,
+            &["run", "-c", conf.to_str().expect("utf8 path")],
+            &[("RUST_LOG", "info")],
+            self.dir.join(format!("maas-vip-h{i}.log")),
+        );
+        assert!(
+            wait_for(Duration::from_secs(20), || p
+                .output()
+                .contains("announcing the VIPs"))
+            .is_some(),
+            "maas-vip on host {i} did not announce: {}",
+            p.output()
+        );
+        p
+    }
+
+    /// Where host `i`'s daemon config is.
+    pub fn daemon_conf_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("maas-vip-h{i}.toml"))
+    }
+
+    /// The `announce` entry of `maas-vip status --json` on host `i`, or `None`.
+    pub fn announce_status(&self, i: usize) -> Option<serde_json::Value> {
+        let out = self.hosts[i]
+            .ns
+            .command(crate::maas_vip_bin())
+            .args(["status", "--json", "-c"])
+            .arg(self.daemon_conf_path(i))
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.get("announce")?.get(0).cloned()
     }
 
     /// `count` connections from the client to `vip:port`, one after the other.

@@ -6,6 +6,8 @@
 //!   once listening and announced; SIGUSR1 withdraws (an operator's word), SIGUSR2 releases;
 //!   SIGTERM drains: withdraw, DRAIN_MS later close the listener and exit. A SIGKILL leaves
 //!   the clean-up to the kernel, which is what the fate-sharing test checks.
+//! - `mvlab serve ADDR NAME`: a stand-in region for the real daemon: a listener on ADDR that
+//!   writes NAME to each connection and closes it. SIGKILL is its outage.
 //! - `mvlab fetch ADDR COUNT`: COUNT connections one after the other (each from a new source
 //!   port), printing `{"names":{NAME:n,...},"errors":n,"error_kinds":{..},"failures":[..]}`,
 //!   where each failure is `[start_ms, end_ms, kind]` in milliseconds since the Unix epoch
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
         Some("host") if args.len() == 6 => host(&args[1..]),
+        Some("serve") if args.len() == 3 => serve(&args[1], &args[2]),
         Some("fetch") if args.len() == 3 => {
             parse(&args[2]).and_then(|n| connect_many(&args[1], |done, _| done < n))
         }
@@ -32,7 +35,7 @@ fn main() -> ExitCode {
             connect_many(&args[1], |_, now| now < end)
         }),
         _ => Err(
-            "usage: mvlab host IFACE VIP PORT NAME DRAIN_MS | fetch ADDR COUNT | hammer ADDR MILLIS"
+            "usage: mvlab host IFACE VIP PORT NAME DRAIN_MS | serve ADDR NAME | fetch ADDR COUNT | hammer ADDR MILLIS"
                 .into(),
         ),
     };
@@ -125,6 +128,22 @@ fn host(args: &[String]) -> Result<(), String> {
             }
         }
     })
+}
+
+fn serve(addr: &str, name: &str) -> Result<(), String> {
+    use std::io::Write;
+    let addr: SocketAddr = parse(addr)?;
+    let l = std::net::TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!("serving {name} on {addr}");
+    for s in l.incoming() {
+        match s {
+            Ok(mut s) => {
+                let _ = s.write_all(name.as_bytes());
+            }
+            Err(e) => eprintln!("accept: {e}"),
+        }
+    }
+    Ok(())
 }
 
 /// Connects to `addr` again and again while `more(done, now)`, reading what the server
