@@ -30,12 +30,12 @@ use crate::sys;
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     /// `/dev/net/tun` could not be opened or the device not created.
-    #[error("creating the VIP interface {iface}: {source}{hint}")]
+    #[error("creating the VIP interface {iface}: {error}{hint}")]
     Create {
         /// The interface.
         iface: String,
-        /// What the kernel said.
-        source: std::io::Error,
+        /// What the kernel said (in the message, not a `source`: printed once).
+        error: std::io::Error,
         /// A sentence on the likely cause, or empty.
         hint: &'static str,
     },
@@ -94,20 +94,23 @@ impl VipLink {
     /// Fails with `EBUSY` (and a hint) when an interface of that name exists.
     /// Needs CAP_NET_ADMIN and `/dev/net/tun`. Call from a tokio runtime.
     pub async fn create(name: &str, vips: &[HostPrefix]) -> Result<VipLink, LinkError> {
-        let tun = sys::create_tun(name).map_err(|source| {
-            let hint = match source.raw_os_error() {
+        let tun = sys::create_tun(name).map_err(|error| {
+            let hint = match error.raw_os_error() {
                 Some(libc::EBUSY) => {
                     " (an interface of that name exists: another maas-vip, or a device left by hand)"
                 }
                 Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
                     " (no /dev/net/tun: load the tun module; under systemd allow the device, see DeviceAllow=)"
                 }
-                Some(libc::EPERM) | Some(libc::EACCES) => " (needs CAP_NET_ADMIN)",
+                Some(libc::EPERM) => " (needs CAP_NET_ADMIN)",
+                Some(libc::EACCES) => {
+                    " (/dev/net/tun must be readable and writable by this user: its mode, or DeviceAllow=/dev/net/tun rw under systemd)"
+                }
                 _ => "",
             };
             LinkError::Create {
                 iface: name.to_string(),
-                source,
+                error,
                 hint,
             }
         })?;

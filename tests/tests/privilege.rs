@@ -66,12 +66,17 @@ fn free_low_port() -> u16 {
 /// `maas-vip run` as nobody:nogroup with exactly `caps` (inheritable, ambient and bounding
 /// sets, so that they survive the exec and nothing else can be regained).
 fn run_as_nobody(config: &Path, caps: &str, log: &Path) -> Child {
+    let mut setpriv = Command::new("setpriv");
+    setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    run_with_caps(setpriv, config, caps, log)
+}
+
+/// `maas-vip run` through `setpriv` with exactly `caps`, as the user `setpriv` has been told
+/// (root by default: what the unit does, it has no `User=`).
+fn run_with_caps(mut setpriv: Command, config: &Path, caps: &str, log: &Path) -> Child {
     let set = format!("-all,{}", plus(caps));
-    Command::new("setpriv")
+    setpriv
         .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
             &format!("--inh-caps={set}"),
             &format!("--ambient-caps={set}"),
             &format!("--bounding-set={set}"),
@@ -204,6 +209,73 @@ async fn without_net_bind_service_a_low_port_is_refused_with_a_clear_error() {
         text.contains(&format!("127.0.0.1:{port}")),
         "the error names the address"
     );
+}
+
+/// The `[[announce]]` VIP interface under the unit's capabilities (root without
+/// CAP_DAC_OVERRIDE, as the unit runs it), in a namespace of its own: a TUN device needs
+/// CAP_NET_ADMIN and /dev/net/tun read-write (the unit's `DeviceAllow=` and `BindPaths=` give
+/// that under `PrivateDevices=yes`; the node is root's, mode 0600 on some hosts, 0666 on
+/// Debian), nothing more; without CAP_NET_ADMIN the daemon fails at start and says what it
+/// lacks.
+#[test]
+fn announce_interface_needs_only_net_admin_and_dev_net_tun() {
+    if !root_or_skip("announce_interface_needs_only_net_admin_and_dev_net_tun")
+        || !netns::check_or_skip("announce_interface_needs_only_net_admin_and_dev_net_tun")
+    {
+        return;
+    }
+    let ns = netns::Netns::new("tunpriv");
+    ns.ip(&["link", "set", "lo", "up"]);
+    let (dir, path) = readable_config(
+        "[[frontend]]\nname = \"maas\"\nbind = [\"127.0.0.1:8080\"]\n\
+         [[frontend.server]]\nname = \"r1\"\naddress = \"127.0.0.1:9\"\ncheck = false\n\
+         [[announce]]\nname = \"bgp\"\nvirtual_ipaddresses = [\"10.95.0.100\"]\n\
+         interface = \"mvtun0\"\ntrack_frontends = [\"maas\"]\nannounce_delay = \"0s\"\n\
+         vtysh = \"/nonexistent/vtysh\"\n",
+    );
+    let log = dir.path().join("stderr.log");
+    let link = || {
+        let out = ns.ip_output(&["-o", "link", "show", "dev", "mvtun0"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut child = Killed(run_with_caps(ns.command("setpriv"), &path, CAP_LIST, &log));
+    let announced = netns::wait_for(Duration::from_secs(15), || link().contains("LOWER_UP"));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        announced.is_some(),
+        "no announced mvtun0 ({}):\n{text}",
+        link()
+    );
+    let addrs = ns.ip_output(&["-o", "-4", "addr", "show", "dev", "mvtun0"]);
+    assert!(String::from_utf8_lossy(&addrs.stdout).contains("10.95.0.100/32"));
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    assert!(
+        netns::wait_for(Duration::from_secs(5), || link().is_empty()).is_some(),
+        "the interface goes with its owner"
+    );
+
+    let mut child = Killed(run_with_caps(
+        ns.command("setpriv"),
+        &path,
+        "net_raw,net_bind_service",
+        &log,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.0.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running without CAP_NET_ADMIN"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    println!("without CAP_NET_ADMIN: {status}; log:\n{text}");
+    assert_eq!(status.code(), Some(1), "runtime failure is exit code 1");
+    assert!(text.contains("needs CAP_NET_ADMIN"), "{text}");
 }
 
 fn check(path: &Path) -> Output {

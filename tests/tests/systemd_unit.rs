@@ -116,6 +116,11 @@ fn unit_asks_for_notify_watchdog_reload_and_three_capabilities() {
     assert_eq!(values(&text, "CapabilityBoundingSet"), [caps]);
     assert_eq!(values(&text, "AmbientCapabilities"), [caps]);
     assert_eq!(values(&text, "NoNewPrivileges"), ["yes"]);
+    // [[announce]]: the TUN device of the VIP interface through the private /dev, and vtysh.
+    assert_eq!(values(&text, "PrivateDevices"), ["yes"]);
+    assert_eq!(values(&text, "BindPaths"), ["-/dev/net/tun"]);
+    assert_eq!(values(&text, "DeviceAllow"), ["/dev/net/tun rw"]);
+    assert_eq!(values(&text, "SupplementaryGroups"), ["frrvty"]);
     // `check` before `run`, both on the packaged config path.
     assert_eq!(
         values(&text, "ExecStartPre"),
