@@ -459,13 +459,22 @@ impl Fabric {
     /// "h{i}/r{k}" for k in 1..=`n`. Every host has regions of the same names, so a
     /// consistent hash picks the same region name whichever host computes it.
     pub fn regions(&self, i: usize, n: usize) -> Vec<Proc> {
+        self.regions_of(i, n, "serve")
+    }
+
+    /// [`Fabric::regions`] answering HTTP (`mvlab http`), for wrk.
+    pub fn http_regions(&self, i: usize, n: usize) -> Vec<Proc> {
+        self.regions_of(i, n, "http")
+    }
+
+    fn regions_of(&self, i: usize, n: usize, how: &str) -> Vec<Proc> {
         let procs: Vec<Proc> = (1..=n)
             .map(|k| {
                 Proc::spawn(
                     &self.hosts[i].ns,
                     mvlab_bin(),
                     &[
-                        "serve",
+                        how,
                         &format!("127.0.0.1:{}", REGION_PORT + k as u16),
                         &format!("h{i}/r{k}"),
                     ],

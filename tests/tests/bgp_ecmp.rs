@@ -386,3 +386,56 @@ fn a_hung_daemon_keeps_the_route_until_it_is_killed() {
     let t = f.wait_next_hops(VIP, &[0], WITHDRAW_BOUND, "SIGKILL of the hung daemon", &[]);
     eprintln!("SIGKILL of a hung daemon -> withdrawn after {t:?}");
 }
+
+/// Requests per second from the client through the VIP: three hosts announcing (ECMP) against
+/// one host carrying everything, as a VRRP master does (the other two withdrawn: the routed
+/// fabric has no shared segment for VRRP itself, and the path through one host is the same).
+/// A measurement, not a check: run it alone, on an idle machine, with
+/// `cargo test -p maas-vip-tests --test bgp_ecmp -- --ignored --nocapture rps`.
+#[test]
+#[ignore]
+fn rps_three_announcing_hosts_against_one_active_host() {
+    if !ready("rps_three_announcing_hosts_against_one_active_host") {
+        return;
+    }
+    let f = Fabric::new(3);
+    let mut daemons = Vec::new();
+    let mut regions = Vec::new();
+    for i in 0..3 {
+        regions.push(f.http_regions(i, REGIONS));
+        let conf = f.daemon_config(i, VIP, PORT, REGIONS, "roundrobin", DRAIN);
+        daemons.push(f.daemon(i, &conf));
+    }
+    f.wait_next_hops(VIP, &[0, 1, 2], CONVERGE, "three announcements", &[]);
+    let wrk = |what: &str| -> f64 {
+        let out = f
+            .client
+            .command("wrk")
+            .args(["-t2", "-c32", "-d10s", &format!("http://{VIP}:{PORT}/")])
+            .output()
+            .expect("wrk (apt-get install wrk)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("---- wrk, {what}\n{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("Requests/sec in wrk's output")
+    };
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!("load before: {}", load());
+    let three = wrk("three hosts by ECMP");
+    // One active host: the others withdrawn (SIGTERM).
+    for d in &mut daemons[1..] {
+        d.signal("TERM");
+    }
+    f.wait_next_hops(VIP, &[0], WITHDRAW_BOUND, "one host left", &[]);
+    for d in &mut daemons[1..] {
+        assert!(d.wait_exit(Duration::from_secs(15)).is_some());
+    }
+    let one = wrk("one active host");
+    eprintln!(
+        "requests/s: three hosts {three:.0}, one host {one:.0}, ratio {:.2}; load after: {}",
+        three / one,
+        load()
+    );
+}

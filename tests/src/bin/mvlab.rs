@@ -8,6 +8,8 @@
 //!   the clean-up to the kernel, which is what the fate-sharing test checks.
 //! - `mvlab serve ADDR NAME`: a stand-in region for the real daemon: a listener on ADDR that
 //!   writes NAME to each connection and closes it. SIGKILL is its outage.
+//! - `mvlab http ADDR NAME`: the same for HTTP clients (wrk): reads a request head, answers
+//!   200 with NAME as the body and closes; a thread per connection.
 //! - `mvlab fetch ADDR COUNT`: COUNT connections one after the other (each from a new source
 //!   port), printing `{"names":{NAME:n,...},"errors":n,"error_kinds":{..},"failures":[..]}`,
 //!   where each failure is `[start_ms, end_ms, kind]` in milliseconds since the Unix epoch
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     let r = match args.first().map(String::as_str) {
         Some("host") if args.len() == 6 => host(&args[1..]),
         Some("serve") if args.len() == 3 => serve(&args[1], &args[2]),
+        Some("http") if args.len() == 3 => serve_http(&args[1], &args[2]),
         Some("fetch") if args.len() == 3 => {
             parse(&args[2]).and_then(|n| connect_many(&args[1], |done, _| done < n))
         }
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
             connect_many(&args[1], |_, now| now < end)
         }),
         _ => Err(
-            "usage: mvlab host IFACE VIP PORT NAME DRAIN_MS | serve ADDR NAME | fetch ADDR COUNT | hammer ADDR MILLIS"
+            "usage: mvlab host IFACE VIP PORT NAME DRAIN_MS | serve ADDR NAME | http ADDR NAME | fetch ADDR COUNT | hammer ADDR MILLIS"
                 .into(),
         ),
     };
@@ -142,6 +145,34 @@ fn serve(addr: &str, name: &str) -> Result<(), String> {
             }
             Err(e) => eprintln!("accept: {e}"),
         }
+    }
+    Ok(())
+}
+
+fn serve_http(addr: &str, name: &str) -> Result<(), String> {
+    use std::io::Write;
+    let addr: SocketAddr = parse(addr)?;
+    let l = std::net::TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+        name.len()
+    );
+    let answer: &'static str = Box::leak(answer.into_boxed_str());
+    println!("serving {name} on {addr} (http)");
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        std::thread::spawn(move || {
+            // Read the request head (closing with it unread would reset the connection).
+            let mut head = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(answer.as_bytes());
+        });
     }
     Ok(())
 }
