@@ -36,6 +36,10 @@ use lab::{Fetcher, Lan, Proc, TempDir, IFACE};
 /// `maas-vip demo` and its internal helpers.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
+    /// Announce the VIP by BGP through FRR (three routed hosts, ECMP at a router) instead of
+    /// VRRP on a LAN. Needs FRR installed (apt-get install frr).
+    #[arg(long)]
+    bgp: bool,
     #[command(subcommand)]
     helper: Option<Helper>,
 }
@@ -101,16 +105,19 @@ macro_rules! say {
     }};
 }
 
+// After `say!`, which it uses.
+mod bgp;
+
 /// Entry point of `maas-vip demo` (and of its hidden helpers).
 pub(crate) fn run(args: DemoArgs) -> ExitCode {
     match args.helper {
         Some(Helper::Region { name, bind }) => helpers::region(&name, bind),
         Some(Helper::Client) => helpers::client(),
-        None => demo(),
+        None => demo(args.bgp),
     }
 }
 
-fn demo() -> ExitCode {
+fn demo(bgp: bool) -> ExitCode {
     if !lab::is_root() {
         eprintln!(
             "maas-vip demo needs root: it creates network namespaces, a bridge and veth pairs \
@@ -135,11 +142,17 @@ fn demo() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rt.block_on(guarded(exe))
+    if bgp {
+        if let Some(why) = bgp::frr_missing() {
+            eprintln!("maas-vip demo --bgp: {why}");
+            return ExitCode::from(2);
+        }
+    }
+    rt.block_on(guarded(exe, bgp))
 }
 
 /// Installs the signal handlers, then runs the scenario until it ends or a signal cancels it.
-async fn guarded(exe: PathBuf) -> ExitCode {
+async fn guarded(exe: PathBuf, bgp: bool) -> ExitCode {
     // Handlers first: from here on a signal cancels the run and the guards clean up.
     let handlers = (|| {
         Ok::<_, std::io::Error>((
@@ -168,7 +181,11 @@ async fn guarded(exe: PathBuf) -> ExitCode {
     }
     let started = Instant::now();
     let prefix = lab::run_prefix();
-    let mut run = Box::pin(scenario(&exe, &prefix));
+    let mut run: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>> = if bgp {
+        Box::pin(bgp::scenario(&exe, &prefix))
+    } else {
+        Box::pin(scenario(&exe, &prefix))
+    };
     let outcome = tokio::select! {
         r = &mut run => Ok(r),
         _ = int.recv() => Err(("SIGINT", 130)),

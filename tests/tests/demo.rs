@@ -382,3 +382,59 @@ fn demo_removes_what_a_killed_demo_left() {
     killed.assert_clean(10);
     next.assert_clean(0);
 }
+
+#[test]
+fn demo_bgp_spreads_withdraws_on_kill_and_leaves_nothing_behind() {
+    if !check_or_skip("demo_bgp_spreads_withdraws_on_kill_and_leaves_nothing_behind") {
+        return;
+    }
+    if maas_vip_tests::bgp::frr_available().is_err() {
+        assert_ne!(
+            std::env::var(maas_vip_tests::netns::REQUIRE_ENV).as_deref(),
+            Ok("1"),
+            "FRR required"
+        );
+        eprintln!("SKIPPED demo_bgp: FRR not installed");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("demo.log");
+    let mut child = Command::new(bin())
+        .args(["demo", "--bgp"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting maas-vip demo --bgp");
+    let pid = child.id();
+    let start = Instant::now();
+    let st = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("demo --bgp did not end within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("{out}");
+    assert_eq!(st.code(), Some(0), "{out}");
+    for want in [
+        "router has three next hops",
+        "failed: 0",
+        "Withdrawn at the router",
+        "region-3 0; failed: 0",
+        "advertised to 10.125.2.1",
+        "every namespace, process and temporary file is gone",
+    ] {
+        assert!(out.contains(want), "{want:?} missing");
+    }
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("mvdemo{pid}-")))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+}

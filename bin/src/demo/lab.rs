@@ -164,7 +164,7 @@ pub(super) struct Netns {
 
 impl Netns {
     /// Creates the namespace `name`.
-    fn add(name: String) -> anyhow::Result<Netns> {
+    pub(super) fn add(name: String) -> anyhow::Result<Netns> {
         ip_ok(&["netns", "add", &name])?;
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
@@ -177,7 +177,7 @@ impl Netns {
     }
 
     /// `ip -n NAME args...`.
-    fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+    pub(super) fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
         let mut a = vec!["-n", self.name.as_str()];
         a.extend_from_slice(args);
         ip_ok(&a)
