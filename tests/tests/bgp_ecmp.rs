@@ -439,3 +439,59 @@ fn rps_three_announcing_hosts_against_one_active_host() {
         load()
     );
 }
+
+#[test]
+fn reload_keeps_an_unchanged_block_and_restarts_a_changed_one() {
+    if !ready("reload_keeps_an_unchanged_block_and_restarts_a_changed_one") {
+        return;
+    }
+    let f = Fabric::new(2);
+    let _h0 = start(&f, 0, "roundrobin");
+    let h1 = start(&f, 1, "roundrobin");
+    f.wait_next_hops(VIP, &[0, 1], CONVERGE, "two announcements", &[&h1.daemon]);
+
+    // Unchanged: the route never moves, no transition.
+    h1.daemon.signal("HUP");
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        assert_eq!(
+            f.next_hops(VIP),
+            [0, 1],
+            "an unchanged block stays announced"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(h1.daemon.output().contains("1 announce block(s), 1 kept"));
+    let a = f.announce_status(1).expect("status");
+    assert_eq!(
+        (&a["announcements"], &a["withdrawals"]),
+        (&1.into(), &0.into())
+    );
+
+    // Changed: restarted, announced again.
+    let conf = f
+        .daemon_config(1, VIP, PORT, REGIONS, "roundrobin", DRAIN)
+        .replace("drain_delay = \"1000ms\"", "drain_delay = \"1500ms\"");
+    std::fs::write(f.daemon_conf_path(1), conf).expect("config");
+    h1.daemon.signal("HUP");
+    assert!(
+        maas_vip_tests::netns::wait_for(Duration::from_secs(10), || h1
+            .daemon
+            .output()
+            .contains("announce block changed: restarting it"))
+        .is_some(),
+        "{}",
+        h1.daemon.output()
+    );
+    f.wait_next_hops(
+        VIP,
+        &[0, 1],
+        CONVERGE,
+        "re-announced after the restart",
+        &[&h1.daemon],
+    );
+    assert!(maas_vip_tests::netns::wait_for(Duration::from_secs(5), || f
+        .announce_status(1)
+        .is_some_and(|a| a["state"] == "announced"))
+    .is_some());
+}
