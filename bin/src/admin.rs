@@ -1,6 +1,6 @@
 //! The admin HTTP endpoint (`[admin] bind`, default 127.0.0.1:5249): `GET /status` (JSON),
-//! `GET /metrics` (OpenMetrics text for Prometheus) and `POST /servers/{frontend}/{server}/
-//! {drain,disable,enable}`.
+//! `GET /metrics` (OpenMetrics text for Prometheus), `POST /servers/{frontend}/{server}/
+//! {drain,disable,enable}` and `POST /announce/{name}/{withdraw,announce}`.
 //!
 //! A thin hyper wrapper: `/status` is built by the `healthcheck` crate (where it is unit-tested)
 //! with the proxy's and VRRP's counters added here; `/metrics` by [`metrics`]. To add an
@@ -79,6 +79,8 @@ const ROUTES: &[(Method, &str, Handler)] = &[
         disable,
     ),
     (Method::POST, "/servers/{frontend}/{server}/enable", enable),
+    (Method::POST, "/announce/{name}/withdraw", announce_withdraw),
+    (Method::POST, "/announce/{name}/announce", announce_release),
 ];
 
 /// Serve the admin endpoint on `listener` until `shutdown` turns true (or its sender is
@@ -560,6 +562,33 @@ fn enable(c: &Call<'_>) -> Response<Body> {
     set_admin(c, "enable", Admin::Ready)
 }
 
+fn announce_withdraw(c: &Call<'_>) -> Response<Body> {
+    announce_action(c, "withdraw", true)
+}
+
+fn announce_release(c: &Call<'_>) -> Response<Body> {
+    announce_action(c, "announce", false)
+}
+
+/// Hold the `[[announce]]` block named by the route withdrawn, or release it (it is announced
+/// again once every other condition holds for `announce_delay`).
+fn announce_action(c: &Call<'_>, action: &'static str, withdrawn: bool) -> Response<Body> {
+    let [name] = c.params.as_slice() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "route without a name");
+    };
+    if !crate::announce::set_admin_withdrawn(name, withdrawn) {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no announce block `{name}`"),
+        );
+    }
+    info!(peer = %c.peer, announce = %name, action, "admin action");
+    json_response(
+        StatusCode::OK,
+        json!({ "announce": name, "action": action, "held_withdrawn": withdrawn }).to_string(),
+    )
+}
+
 /// Set the admin state of the server named by the route; answer with its new state.
 fn set_admin(c: &Call<'_>, action: &'static str, to: Admin) -> Response<Body> {
     let [frontend, server] = c.params.as_slice() else {
@@ -737,6 +766,19 @@ mod tests {
         let (open, _) = context(None);
         let r = call(&open, Method::GET, "/status", None);
         assert_eq!(r.status(), StatusCode::OK, "no token configured: open");
+    }
+
+    #[tokio::test]
+    async fn announce_actions_name_a_running_block() {
+        let (ctx, _) = context(None);
+        for action in ["withdraw", "announce"] {
+            let path = format!("/announce/nonesuch/{action}");
+            let r = call(&ctx, Method::POST, &path, None);
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+            assert!(body(r).await.contains("no announce block `nonesuch`"));
+            let r = call(&ctx, Method::GET, &path, None);
+            assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        }
     }
 
     #[tokio::test]

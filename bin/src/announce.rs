@@ -84,6 +84,21 @@ pub(crate) fn status() -> Vec<AnnounceStatus> {
     STATUS.lock().map(|s| s.clone()).unwrap_or_default()
 }
 
+/// The command channel of every running block, by name: the admin endpoint's actions.
+static CONTROL: Mutex<Vec<(String, mpsc::UnboundedSender<Cmd>)>> = Mutex::new(Vec::new());
+
+/// An operator's word on block `name`: hold its VIPs withdrawn (`true`) or release them.
+/// Returns whether a block of that name runs. The hold lasts until released or until the
+/// block restarts (a changed block on reload, or the daemon).
+pub(crate) fn set_admin_withdrawn(name: &str, withdrawn: bool) -> bool {
+    let Ok(all) = CONTROL.lock() else {
+        return false;
+    };
+    all.iter()
+        .find(|(n, _)| n == name)
+        .is_some_and(|(_, tx)| tx.send(Cmd::Admin(withdrawn)).is_ok())
+}
+
 fn publish(st: AnnounceStatus) {
     if let Ok(mut all) = STATUS.lock() {
         match all.iter_mut().find(|s| s.name == st.name) {
@@ -96,6 +111,14 @@ fn publish(st: AnnounceStatus) {
 fn unpublish(name: &str) {
     if let Ok(mut all) = STATUS.lock() {
         all.retain(|s| s.name != name);
+    }
+}
+
+/// Drops the admin endpoint's sender of block `name`, so that the task sees its channel
+/// close once the daemon drops its own.
+fn unregister(name: &str) {
+    if let Ok(mut all) = CONTROL.lock() {
+        all.retain(|(n, _)| n != name);
     }
 }
 
@@ -134,6 +157,10 @@ impl AnnounceRt {
         let (tx, rx) = mpsc::unbounded_channel();
         let span = tracing::info_span!("announce", name = %name);
         let task = tokio::spawn(drive(cfg.clone(), link, registry.clone(), rx).instrument(span));
+        if let Ok(mut all) = CONTROL.lock() {
+            all.retain(|(n, _)| *n != name);
+            all.push((name, tx.clone()));
+        }
         Ok(AnnounceRt { cfg, cmd: tx, task })
     }
 
@@ -150,12 +177,6 @@ impl AnnounceRt {
         }
     }
 
-    /// An operator's word: hold withdrawn, or release.
-    #[allow(dead_code)] // the admin endpoint's action comes with a later change
-    pub(crate) fn set_admin_withdrawn(&self, withdrawn: bool) {
-        let _ = self.cmd.send(Cmd::Admin(withdrawn));
-    }
-
     /// Whether the task has ended (an error: the interface is gone).
     pub(crate) fn is_finished(&self) -> bool {
         self.task.is_finished()
@@ -164,12 +185,18 @@ impl AnnounceRt {
     /// Stops the task and deletes the VIP interface (the VIPs leave this host).
     pub(crate) async fn stop(self) -> Result<(), String> {
         let name = self.cfg.name.get_ref().clone();
+        unregister(&name);
         drop(self.cmd);
-        let r = match tokio::time::timeout(Duration::from_secs(5), self.task).await {
+        let mut task = self.task;
+        let r = match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(e.to_string()),
             Ok(Err(e)) => Err(format!("task failed: {e}")),
-            Err(_) => Err("did not stop within 5s".to_string()),
+            Err(_) => {
+                // Dropping the task (and with it the interface) is what stopping means.
+                task.abort();
+                Err("did not stop within 5s; aborted".to_string())
+            }
         };
         unpublish(&name);
         r

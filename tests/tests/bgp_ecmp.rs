@@ -180,6 +180,40 @@ fn every_region_down_withdraws_and_their_return_reannounces() {
     assert_eq!(a["state"], "announced", "{a:#}");
     assert_eq!(a["announcements"], 2, "{a:#}");
 
+    let post = |action: &str| {
+        let out = f.hosts[1]
+            .ns
+            .command("curl")
+            .args([
+                "-sf",
+                "-X",
+                "POST",
+                &format!("http://127.0.0.1:5249/announce/bgp/{action}"),
+            ])
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "POST {action}: {out:?}");
+    };
+    // An operator's word: withdrawn although healthy, then released.
+    post("withdraw");
+    f.wait_next_hops(
+        VIP,
+        &[0, 2],
+        WITHDRAW_BOUND,
+        "admin withdraw",
+        &[&hosts[1].daemon],
+    );
+    let a = f.announce_status(1).expect("status");
+    assert_eq!(a["why"]["kind"], "admin", "{a:#}");
+    post("announce");
+    f.wait_next_hops(
+        VIP,
+        &[0, 1, 2],
+        WITHDRAW_BOUND,
+        "admin release",
+        &[&hosts[1].daemon],
+    );
+
     let metrics = f.hosts[1]
         .ns
         .command("curl")
@@ -189,8 +223,8 @@ fn every_region_down_withdraws_and_their_return_reannounces() {
     let text = String::from_utf8_lossy(&metrics.stdout);
     for want in [
         "maas_vip_announce_announced{announce=\"bgp\",interface=\"mvip0\"} 1",
-        "maas_vip_announce_transitions_total{announce=\"bgp\",interface=\"mvip0\",state=\"announced\"} 2",
-        "maas_vip_announce_transitions_total{announce=\"bgp\",interface=\"mvip0\",state=\"withdrawn\"} 1",
+        "maas_vip_announce_transitions_total{announce=\"bgp\",interface=\"mvip0\",state=\"announced\"} 3",
+        "maas_vip_announce_transitions_total{announce=\"bgp\",interface=\"mvip0\",state=\"withdrawn\"} 2",
     ] {
         assert!(text.contains(want), "{want} not in:\n{text}");
     }
