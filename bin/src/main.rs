@@ -169,8 +169,12 @@ fn main() -> ExitCode {
                 Ok((c, report)) => {
                     print!("{report}");
                     let servers: usize = c.frontend.iter().map(|f| f.server.len()).sum();
+                    let announce = match c.announce.len() {
+                        0 => String::new(),
+                        n => format!(", {n} announce block(s)"),
+                    };
                     println!(
-                        "{}: OK ({} vrrp instance(s), {} frontend(s), {} server(s))",
+                        "{}: OK ({} vrrp instance(s), {} frontend(s), {} server(s){announce})",
                         config.display(),
                         c.vrrp.len(),
                         c.frontend.len(),
