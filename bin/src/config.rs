@@ -304,8 +304,8 @@ fn world_readable_secret(path: &Path, c: &Config) -> Option<Finding> {
 /// Validates config text as if read from `path`.
 pub(crate) fn parse(path: &Path, source: String) -> Result<(Config, Report), Report> {
     let mut findings = Vec::new();
-    let config = parse_inner(&source, &mut findings);
-    if let Some(c) = &config {
+    let mut config = parse_inner(&source, &mut findings);
+    if let Some(c) = &mut config {
         host_facts(c, &mut findings);
     }
     findings.sort_by_key(|f| f.span.as_ref().map_or(0, |s| s.start));
@@ -698,7 +698,33 @@ fn remove_key_at(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> bool 
 }
 
 /// Facts of the host this runs on: warnings, never errors (`check` judges the file alone).
-fn host_facts(c: &Config, findings: &mut Vec<Finding>) {
+/// Reads the password files of postgres checks on the way.
+fn host_facts(c: &mut Config, findings: &mut Vec<Finding>) {
+    for f in &mut c.frontend {
+        let Some(path) = f.check.password_file.clone() else {
+            continue;
+        };
+        let span = located(f.name.span());
+        let mut warn = |message: String| {
+            findings.push(Finding {
+                severity: Severity::Warning,
+                span: span.clone(),
+                message,
+            })
+        };
+        // The error names the file and what is wrong with it, never its content.
+        if let Err(e) = f.check.load_password() {
+            warn(format!(
+                "{e}: the postgres check will log in without a password"
+            ));
+            continue;
+        }
+        match healthcheck::postgres::password_file_warning(&path) {
+            Ok(Some(w)) => warn(w),
+            Ok(None) => {}
+            Err(e) => warn(format!("password file {}: {e}", path.display())),
+        }
+    }
     for v in &c.vrrp {
         if let Some(user) = &v.script_user {
             if let Err(e) = vrrp::resolve_user(user.get_ref()) {

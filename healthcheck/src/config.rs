@@ -1,16 +1,24 @@
 //! The `check = { ... }` table of a `[[frontend]]`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::postgres::{Password, PgCheck, Require};
 
 /// How a frontend's servers are probed.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
-    /// "tcp": a connect within `timeout`; "http": a GET of `path`.
+    /// "tcp": a connect within `timeout`; "http": a request for `path`; "postgres": a login
+    /// as `user` and the server's role (see [`crate::postgres`]).
     #[serde(default)]
     pub kind: CheckKind,
+    /// Method of the HTTP check: "GET" (default), "HEAD" or "OPTIONS" (Patroni's REST API
+    /// answers `OPTIONS /primary` without writing a log line).
+    #[serde(default)]
+    pub method: HttpMethod,
     /// Path of the HTTP check. MAAS answers `/MAAS/api/2.0/version/` only when regiond and its
     /// database work.
     #[serde(default = "default_path", deserialize_with = "de_path")]
@@ -50,6 +58,51 @@ pub struct CheckConfig {
     /// down again.
     #[serde(default = "ten_secs", with = "humantime_serde")]
     pub error_retry: Duration,
+    /// Postgres check: the role it logs in as (required for `kind = "postgres"`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Postgres check: the database it connects to; default "postgres", which every cluster
+    /// has.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Postgres check: a file holding the check user's password alone (for md5 and
+    /// SCRAM-SHA-256 logins); none: trust authentication. Read when the config is loaded,
+    /// so a new password takes a reload.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Postgres check: the role that passes, "primary" (accepts writes, the default),
+    /// "standby" or "any".
+    #[serde(default)]
+    pub require: Require,
+    /// The password read from `password_file` (never printed: see [`Password`]).
+    #[serde(skip)]
+    pub password: Option<Password>,
+}
+
+/// Method of the HTTP check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum HttpMethod {
+    /// `GET`.
+    #[default]
+    #[serde(rename = "GET")]
+    Get,
+    /// `HEAD`.
+    #[serde(rename = "HEAD")]
+    Head,
+    /// `OPTIONS`.
+    #[serde(rename = "OPTIONS")]
+    Options,
+}
+
+impl HttpMethod {
+    /// The method as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Options => "OPTIONS",
+        }
+    }
 }
 
 /// What consecutive proxy errors do to a server (HAProxy's `on-error`).
@@ -80,15 +133,29 @@ impl OnError {
 pub enum CheckKind {
     /// A TCP connect.
     Tcp,
-    /// An HTTP/1.1 GET.
+    /// An HTTP/1.1 request (GET unless `method` says otherwise).
     #[default]
     Http,
+    /// A PostgreSQL login, then the server's role (primary or standby).
+    Postgres,
+}
+
+impl CheckKind {
+    /// The name used in the config and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Postgres => "postgres",
+        }
+    }
 }
 
 impl Default for CheckConfig {
     fn default() -> Self {
         CheckConfig {
             kind: CheckKind::Http,
+            method: HttpMethod::Get,
             path: default_path(),
             expect_status: None,
             interval: two_secs(),
@@ -100,6 +167,11 @@ impl Default for CheckConfig {
             error_limit: ten(),
             on_error: OnError::MarkDown,
             error_retry: ten_secs(),
+            user: None,
+            database: None,
+            password_file: None,
+            require: Require::Primary,
+            password: None,
         }
     }
 }
@@ -127,13 +199,73 @@ impl CheckConfig {
 
     /// Checks that relate several values; every problem, as text naming the key.
     pub fn validate(&self) -> Vec<String> {
-        durations_at_least_10ms(&[
+        let mut out = durations_at_least_10ms(&[
             ("interval", Some(self.interval)),
             ("timeout", Some(self.timeout)),
             ("fast_interval", self.fast_interval),
             ("down_interval", self.down_interval),
             ("error_retry", Some(self.error_retry)),
-        ])
+        ]);
+        if self.kind == CheckKind::Postgres {
+            match &self.user {
+                None => out.push(
+                    "check kind \"postgres\" needs `user` (the role the check logs in as)"
+                        .to_string(),
+                ),
+                Some(u) => {
+                    if let Err(e) = PgCheck::new(u, self.database()) {
+                        out.push(e.to_string());
+                    }
+                }
+            }
+        } else {
+            let pg_keys = [
+                ("user", self.user.is_some()),
+                ("database", self.database.is_some()),
+                ("password_file", self.password_file.is_some()),
+                ("require", self.require != Require::Primary),
+            ];
+            for (key, _) in pg_keys.iter().filter(|(_, given)| *given) {
+                out.push(format!(
+                    "check `{key}` is for kind = \"postgres\" only (this check is \"{}\")",
+                    self.kind.as_str()
+                ));
+            }
+        }
+        if self.kind != CheckKind::Http && self.method != HttpMethod::Get {
+            out.push("check `method` is for kind = \"http\" only".to_string());
+        }
+        out
+    }
+
+    /// Database of the postgres check.
+    pub fn database(&self) -> &str {
+        self.database.as_deref().unwrap_or("postgres")
+    }
+
+    /// Reads `password_file` into `password` (a postgres check's secret). Nothing to do
+    /// without one.
+    pub fn load_password(&mut self) -> Result<(), crate::postgres::PasswordFileError> {
+        self.password = match &self.password_file {
+            Some(p) if self.kind == CheckKind::Postgres => Some(Password::from_file(p)?),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// The postgres check this config describes; `None` for other kinds or when `user` is
+    /// missing or unusable (which [`CheckConfig::validate`] reports).
+    pub fn postgres(&self) -> Option<PgCheck> {
+        if self.kind != CheckKind::Postgres {
+            return None;
+        }
+        let c = PgCheck::new(self.user.as_deref()?, self.database())
+            .ok()?
+            .with_require(self.require);
+        Some(match &self.password {
+            Some(p) => c.with_password(p.clone()),
+            None => c,
+        })
     }
 }
 

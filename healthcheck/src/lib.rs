@@ -8,7 +8,8 @@
 //! - [`machine`]: the rise/fall state machine and check schedule of one server, sans-IO.
 //! - [`passive`]: what the proxy reports of its exchanges, and ejection by consecutive errors.
 //! - [`probe`]: the TCP and HTTP probes.
-//! - [`postgres`]: the PostgreSQL probe (role: primary or standby), standalone for now.
+//! - [`postgres`]: the PostgreSQL probe (`kind = "postgres"`: a login, then the role: primary
+//!   or standby, kept in [`ServerState::role`]).
 //! - [`checker`]: the tokio tasks that run the probes and publish the results.
 //! - [`registry`]: every frontend and its servers, swapped whole on reload, and the
 //!   `/status` view of them.
@@ -65,7 +66,7 @@ pub mod registry;
 pub mod state;
 
 pub use checker::{spawn, spawn_frontend};
-pub use config::{CheckConfig, CheckKind, CheckOverride, OnError};
+pub use config::{CheckConfig, CheckKind, CheckOverride, HttpMethod, OnError};
 pub use outcome::{CheckReport, CheckResult, Progress};
 pub use passive::{DownReason, Ejection, ProxyError};
 pub use registry::{Frontend, Registry, Server, Status};

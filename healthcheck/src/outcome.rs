@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, SystemTime};
 
+use crate::postgres::PgResult;
 use crate::state::Health;
 
 /// Result of one active check. `Copy` and allocation-free: it is made on every check.
@@ -29,12 +30,26 @@ pub enum CheckResult {
     BadResponse,
     /// Reading or writing failed after the connect (a reset, for one).
     IoError(io::ErrorKind),
+    /// What a postgres check found (its own connect failures included).
+    Postgres(PgResult),
 }
 
 impl CheckResult {
     /// True if the check passed.
     pub fn passed(self) -> bool {
-        matches!(self, CheckResult::Connected | CheckResult::HttpOk(_))
+        match self {
+            CheckResult::Connected | CheckResult::HttpOk(_) => true,
+            CheckResult::Postgres(r) => r.passed(),
+            _ => false,
+        }
+    }
+
+    /// The role a postgres check saw the server in, if it got that far.
+    pub fn role(self) -> Option<crate::postgres::Role> {
+        match self {
+            CheckResult::Postgres(r) => r.role(),
+            _ => None,
+        }
     }
 
     /// A stable machine-readable name, for `/status` and metrics labels.
@@ -50,6 +65,7 @@ impl CheckResult {
             CheckResult::Closed => "closed",
             CheckResult::BadResponse => "bad_response",
             CheckResult::IoError(_) => "io_error",
+            CheckResult::Postgres(r) => r.code(),
         }
     }
 
@@ -75,6 +91,7 @@ impl fmt::Display for CheckResult {
             CheckResult::Closed => f.write_str("connection closed before response"),
             CheckResult::BadResponse => f.write_str("invalid HTTP response"),
             CheckResult::IoError(k) => write!(f, "I/O error: {k}"),
+            CheckResult::Postgres(r) => r.fmt(f),
         }
     }
 }

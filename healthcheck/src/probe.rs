@@ -1,4 +1,5 @@
-//! The probes: a TCP connect, or an HTTP/1.1 GET read up to the end of its headers.
+//! The probes: a TCP connect, or an HTTP/1.1 request (GET, HEAD or OPTIONS) read up to the end
+//! of its headers; the PostgreSQL one is in [`crate::postgres`].
 //!
 //! The HTTP client is written by hand on purpose: a check sends one fixed request and reads
 //! one status line, so a full client (pool, body decoding) would cost more than it brings.
@@ -34,6 +35,16 @@ pub struct NetProbe;
 
 impl Probe for NetProbe {
     async fn probe(&self, target: SocketAddr, cfg: &CheckConfig) -> CheckResult {
+        if cfg.kind == CheckKind::Postgres {
+            return CheckResult::Postgres(match cfg.postgres() {
+                Some(check) => crate::postgres::probe(target, &check, cfg.timeout).await,
+                // `validate` rejects such a config; should one get here, it fails as a
+                // login that cannot be made.
+                None => {
+                    crate::postgres::PgResult::AuthFailed(crate::postgres::AuthFailure::NoPassword)
+                }
+            });
+        }
         let deadline = Instant::now() + cfg.timeout;
         let stream = match timeout_at(deadline, TcpStream::connect(target)).await {
             Err(_) => return CheckResult::ConnectTimeout,
@@ -44,7 +55,7 @@ impl Probe for NetProbe {
             Ok(Ok(s)) => s,
         };
         match cfg.kind {
-            CheckKind::Tcp => CheckResult::Connected,
+            CheckKind::Tcp | CheckKind::Postgres => CheckResult::Connected,
             CheckKind::Http => match timeout_at(deadline, http_check(stream, target, cfg)).await {
                 Err(_) => CheckResult::ResponseTimeout,
                 Ok(r) => r,
@@ -56,8 +67,10 @@ impl Probe for NetProbe {
 async fn http_check(mut stream: TcpStream, target: SocketAddr, cfg: &CheckConfig) -> CheckResult {
     let _ = stream.set_nodelay(true);
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: maas-vip-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        cfg.path, target
+        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: maas-vip-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        cfg.method.as_str(),
+        cfg.path,
+        target
     );
     if let Err(e) = stream.write_all(req.as_bytes()).await {
         return CheckResult::IoError(e.kind());

@@ -204,8 +204,24 @@ pub struct FrontendStatus {
 /// A check config in `/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckSummary {
-    /// "tcp" or "http".
+    /// "tcp", "http" or "postgres".
     pub kind: &'static str,
+    /// HTTP method (http checks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'static str>,
+    /// The role the check logs in as (postgres checks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Its database (postgres checks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// "primary", "standby" or "any" (postgres checks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require: Option<&'static str>,
+    /// Where the password is read from (postgres checks only; the password itself is never
+    /// shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
     /// HTTP path (http checks only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -252,6 +268,13 @@ pub struct ServerStatus {
     pub check: bool,
     /// Between states after the last check: "going down 1/3", "going up 1/2"; else null.
     pub progress: Option<String>,
+    /// Why it is down, for people: "down: standby (in recovery)", "down: auth failed: ...",
+    /// "down: connection refused", "down: 10 consecutive errors, ..."; null while up.
+    pub reason: Option<String>,
+    /// The role a postgres check last saw it in: "primary" or "standby"; absent for other
+    /// check kinds and before the first such check got that far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
     /// The last active check; absent before the first or for unchecked servers.
     pub last_check: Option<LastCheck>,
     /// Proxy errors in a row now (any exchange that goes well sets it back to 0).
@@ -314,6 +337,8 @@ pub struct CounterStatus {
     pub check_failures: u64,
     pub transitions: u64,
     pub ejections: u64,
+    pub role_changes: u64,
+    pub sessions_cut: u64,
 }
 
 fn frontend_status(f: &Frontend) -> FrontendStatus {
@@ -323,10 +348,16 @@ fn frontend_status(f: &Frontend) -> FrontendStatus {
         servers_up: f.available(),
         servers_total: f.servers.len(),
         check: CheckSummary {
-            kind: match c.kind {
-                CheckKind::Tcp => "tcp",
-                CheckKind::Http => "http",
-            },
+            kind: c.kind.as_str(),
+            method: (c.kind == CheckKind::Http).then(|| c.method.as_str()),
+            user: c.user.clone().filter(|_| c.kind == CheckKind::Postgres),
+            database: (c.kind == CheckKind::Postgres).then(|| c.database().to_string()),
+            require: (c.kind == CheckKind::Postgres).then(|| c.require.as_str()),
+            password_file: c
+                .password_file
+                .as_ref()
+                .filter(|_| c.kind == CheckKind::Postgres)
+                .map(|p| p.display().to_string()),
             path: (c.kind == CheckKind::Http).then(|| c.path.clone()),
             expect_status: c.expect_status.filter(|_| c.kind == CheckKind::Http),
             interval_ms: millis(c.interval),
@@ -369,6 +400,18 @@ fn server_status(s: &Server) -> ServerStatus {
             Admin::Maint => "maint",
         },
         check: s.check,
+        reason: match st.down_reason() {
+            None => None,
+            Some(DownReason::Errors) => Some(st.last_ejection().map_or_else(
+                || "down: consecutive errors".to_string(),
+                |e| format!("down: {e}"),
+            )),
+            Some(DownReason::Check) => Some(st.last_check().map_or_else(
+                || "down: check".to_string(),
+                |r| format!("down: {}", r.result),
+            )),
+        },
+        role: st.role().map(|r| r.as_str()),
         progress: st
             .last_check()
             .and_then(|r| r.progress)
@@ -403,6 +446,8 @@ fn server_status(s: &Server) -> ServerStatus {
             check_failures: get(&n.check_failures),
             transitions: get(&n.transitions),
             ejections: get(&n.ejections),
+            role_changes: get(&n.role_changes),
+            sessions_cut: get(&n.sessions_cut),
         },
     }
 }

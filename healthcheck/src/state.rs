@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::outcome::CheckReport;
 use crate::passive::{DownReason, Ejection, ProxyError};
+use crate::postgres::Role;
 
 /// Values of [`ServerState`]'s `health`: up, or down and why. Only 0 takes traffic, so the hot
 /// path compares with one constant.
@@ -60,6 +61,11 @@ pub struct ServerState {
     error_limit: AtomicU32,
     /// The last time errors took the server down, for the log, `/status` and the timed retry.
     last_ejection: ArcSwapOption<Ejection>,
+    /// The role a postgres check last saw: 0 none yet, else [`Role`] + 1.
+    role: AtomicU8,
+    /// Counts the times the server went down, so that connections to it can be cut
+    /// (`on_down = "shutdown_sessions"`) without polling.
+    downs: watch::Sender<u64>,
     /// Counters for `/status` and `/metrics`.
     pub counters: ServerCounters,
 }
@@ -95,6 +101,12 @@ pub struct ServerCounters {
     pub transitions: AtomicU64,
     /// Times `error_limit` consecutive proxy errors took the server down.
     pub ejections: AtomicU64,
+    /// Times a postgres check found the server in another role than the check before
+    /// (a promotion, or a primary come back as a standby).
+    pub role_changes: AtomicU64,
+    /// Established connections cut because the server went down (`on_down =
+    /// "shutdown_sessions"`).
+    pub sessions_cut: AtomicU64,
 }
 
 impl ServerState {
@@ -110,6 +122,8 @@ impl ServerState {
             consecutive_errors: AtomicU32::new(0),
             error_limit: AtomicU32::new(crate::CheckConfig::default().error_limit),
             last_ejection: ArcSwapOption::empty(),
+            role: AtomicU8::new(0),
+            downs: watch::Sender::new(0),
             counters: ServerCounters::default(),
         }
     }
@@ -151,6 +165,8 @@ impl ServerState {
             self.counters.transitions.fetch_add(1, Ordering::Relaxed);
             if new == UP {
                 self.consecutive_errors.store(0, Ordering::Relaxed);
+            } else {
+                self.downs.send_modify(|n| *n += 1);
             }
         }
         if prev == UP {
@@ -205,6 +221,7 @@ impl ServerState {
                 since: tokio::time::Instant::now(),
             };
             self.last_ejection.store(Some(Arc::new(ej)));
+            self.downs.send_modify(|n| *n += 1);
             ej
         });
         self.recheck.notify_one();
@@ -274,9 +291,42 @@ impl ServerState {
         self.last_check.load().as_deref().copied()
     }
 
+    /// A receiver that sees a change each time the server goes down (by checks or by
+    /// errors) from now on: a connection that should not outlive its server waits on it.
+    pub fn down_signal(&self) -> watch::Receiver<u64> {
+        self.downs.subscribe()
+    }
+
+    /// A postgres check saw the server in `role`: keep it, and count a change from the role
+    /// seen before (the first sighting is no change). Returns the role seen before.
+    pub fn record_role(&self, role: Role) -> Option<Role> {
+        let new = match role {
+            Role::Primary => 1,
+            Role::Standby => 2,
+        };
+        let prev = self.role.swap(new, Ordering::Relaxed);
+        if prev != 0 && prev != new {
+            self.counters.role_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        role_of(prev)
+    }
+
+    /// The role a postgres check last saw the server in; `None` before any did.
+    pub fn role(&self) -> Option<Role> {
+        role_of(self.role.load(Ordering::Relaxed))
+    }
+
     /// Resolves when the proxy has reported a failure since the last call (for the checker).
     pub async fn recheck_requested(&self) {
         self.recheck.notified().await
+    }
+}
+
+fn role_of(v: u8) -> Option<Role> {
+    match v {
+        1 => Some(Role::Primary),
+        2 => Some(Role::Standby),
+        _ => None,
     }
 }
 
@@ -319,6 +369,33 @@ mod tests {
         );
         assert_eq!(s.counters.ejections.load(Ordering::Relaxed), 0);
         assert_eq!(s.counters.transitions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn going_down_signals_and_roles_are_counted() {
+        let s = state();
+        let mut rx = s.down_signal();
+        s.set_health(Health::Down);
+        assert!(rx.has_changed().expect("sender alive"));
+        rx.borrow_and_update();
+        s.set_health(Health::Down);
+        assert!(!rx.has_changed().expect("sender alive"), "down already");
+        s.set_health(Health::Up);
+        assert!(
+            !rx.has_changed().expect("sender alive"),
+            "coming up cuts nothing"
+        );
+        s.set_error_limit(Some(1));
+        s.observe_error(ProxyError::Refused);
+        assert!(rx.has_changed().expect("sender alive"), "an ejection too");
+
+        assert_eq!(s.role(), None);
+        assert_eq!(s.record_role(Role::Primary), None);
+        assert_eq!(s.record_role(Role::Primary), Some(Role::Primary));
+        assert_eq!(s.counters.role_changes.load(Ordering::Relaxed), 0);
+        assert_eq!(s.record_role(Role::Standby), Some(Role::Primary));
+        assert_eq!(s.role(), Some(Role::Standby));
+        assert_eq!(s.counters.role_changes.load(Ordering::Relaxed), 1);
     }
 
     #[test]

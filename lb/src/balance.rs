@@ -11,6 +11,11 @@
 //!   drawn from a fixed hash of (server name, client address); the best score wins. The result
 //!   depends only on the names and weights, never on their order or on the host computing it,
 //!   and a server going down moves only the clients it had.
+//! - First takes the first available server in config order (HAProxy's `balance first`,
+//!   without its per-server `maxconn`, which maas-vip servers do not have): all connections
+//!   go to one server, the next one takes over only when it is down. For a database whose
+//!   standbys refuse writes, so that writes never split, and during a split brain (two
+//!   primaries) the one listed first wins everywhere.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +61,8 @@ pub enum Algorithm {
     RoundRobin,
     /// Weighted rendezvous hash of the client address.
     Source,
+    /// The first available server in config order.
+    First,
 }
 
 /// The servers of one frontend and the precomputed tables to pick among them.
@@ -106,6 +113,7 @@ impl Pool {
         let pick = |backup: bool, tried: Tried| match self.algorithm {
             Algorithm::RoundRobin => self.pick_rr(backup, tried),
             Algorithm::Source => self.pick_hash(client, backup, tried),
+            Algorithm::First => self.pick_first(backup, tried),
         };
         pick(false, tried)
             .or_else(|| pick(true, tried))
@@ -145,6 +153,12 @@ impl Pool {
             }
         }
         None
+    }
+
+    fn pick_first(&self, backup: bool, tried: Tried) -> Option<usize> {
+        self.members.iter().enumerate().position(|(i, m)| {
+            m.backup == backup && m.weight > 0 && !tried.has(i) && m.state.is_available()
+        })
     }
 
     fn pick_hash(&self, client: IpAddr, backup: bool, tried: Tried) -> Option<usize> {
@@ -260,6 +274,35 @@ mod tests {
 
     fn ip(i: u32) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    #[test]
+    fn first_takes_the_first_available_in_config_order() {
+        let p = pool(Algorithm::First, &[("b", 1), ("a", 5), ("c", 1)]);
+        for i in 0..20 {
+            assert_eq!(p.pick(ip(i), Tried::default()), Some(0), "never split");
+        }
+        p.members()[0].state.set_health(healthcheck::Health::Down);
+        assert_eq!(p.pick(ip(1), Tried::default()), Some(1));
+        let mut tried = Tried::default();
+        tried.mark(1);
+        assert_eq!(
+            p.pick(ip(1), tried),
+            Some(2),
+            "a retry goes to the next one"
+        );
+        p.members()[0].state.set_health(healthcheck::Health::Up);
+        assert_eq!(
+            p.pick(ip(1), Tried::default()),
+            Some(0),
+            "back to the first"
+        );
+        let p = pool(Algorithm::First, &[("a", 0), ("b", 1)]);
+        assert_eq!(
+            p.pick(ip(1), Tried::default()),
+            Some(1),
+            "weight 0 takes nothing"
+        );
     }
 
     #[test]

@@ -22,9 +22,15 @@ pub struct FrontendConfig {
     /// "tcp" (L4) or "http" (L7).
     #[serde(default)]
     pub mode: Mode,
-    /// "roundrobin" or "source".
+    /// "roundrobin", "source" or "first".
     #[serde(default)]
     pub balance: Balance,
+    /// What happens to established connections to a server that goes down (failed checks or
+    /// consecutive errors): "keep" (default) lets them run; "shutdown_sessions" cuts them
+    /// (HAProxy's `on-marked-down shutdown-sessions`), so that a database client stops
+    /// writing to a demoted primary.
+    #[serde(default)]
+    pub on_down: OnDown,
     /// Connect attempts after the first one fails.
     #[serde(default = "default_retries", deserialize_with = "de_retries")]
     pub retries: u32,
@@ -83,6 +89,32 @@ pub enum Balance {
     Roundrobin,
     /// Consistent hash of the client address over server names and weights.
     Source,
+    /// The first server in config order that is available (HAProxy's `first`; backups
+    /// after every other): every connection goes to one server while it is up, so writes
+    /// never split between two. The one for PostgreSQL.
+    First,
+}
+
+/// What a server going down does to its established connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDown {
+    /// They run on until either side ends them (HTTP regions: a request in flight finishes).
+    #[default]
+    Keep,
+    /// They are cut at once (both sides reset; in http mode the server's connections are
+    /// closed, idle or not).
+    ShutdownSessions,
+}
+
+impl OnDown {
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDown::Keep => "keep",
+            OnDown::ShutdownSessions => "shutdown_sessions",
+        }
+    }
 }
 
 /// One server (a region controller's :5240).

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::balance::{Algorithm, Pool};
-use crate::config::{Balance, FrontendConfig, Mode};
+use crate::config::{Balance, FrontendConfig, Mode, OnDown};
 use crate::listener;
 
 /// The values of a frontend's config that the proxy reads per connection.
@@ -39,6 +39,8 @@ pub struct Settings {
     pub forwardfor: bool,
     /// http mode: redirect target of `GET /`.
     pub redirect_root: Option<String>,
+    /// What a server going down does to its established connections.
+    pub on_down: OnDown,
 }
 
 /// What a connection reads when it starts: settings and pool of one config generation.
@@ -264,6 +266,7 @@ fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {
     let algorithm = match cfg.balance {
         Balance::Roundrobin => Algorithm::RoundRobin,
         Balance::Source => Algorithm::Source,
+        Balance::First => Algorithm::First,
     };
     let pools = servers.iter().map(|_| Default::default()).collect();
     let members = servers
@@ -283,6 +286,7 @@ fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {
             http_server_close: cfg.http_server_close,
             forwardfor: cfg.forwardfor,
             redirect_root: cfg.redirect_root.as_ref().map(|r| r.get_ref().clone()),
+            on_down: cfg.on_down,
         },
         pool: Pool::new(algorithm, members),
         pools,

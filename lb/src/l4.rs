@@ -17,14 +17,16 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use healthcheck::{ProxyError, ServerState};
+use healthcheck::{Health, ProxyError, ServerState};
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::info;
 
 use crate::balance::Tried;
+use crate::config::OnDown;
 use crate::frontend::{Frontend, Snapshot};
 use crate::listener::Admission;
 use crate::splice::Pipe;
@@ -52,6 +54,8 @@ pub enum End {
     ConnectFailed,
     /// This host ran out of descriptors, buffers or local ports for the server connection.
     LocalShortage,
+    /// The server went down and `on_down = "shutdown_sessions"` cut the connection.
+    ServerDown,
 }
 
 impl End {
@@ -68,6 +72,7 @@ impl End {
             End::NoServer => "no_server",
             End::ConnectFailed => "connect_failed",
             End::LocalShortage => "local_shortage",
+            End::ServerDown => "server_down",
         }
     }
 }
@@ -221,7 +226,11 @@ pub async fn proxy(
         server: snap.settings.timeout_server,
         tunnel: snap.settings.timeout_tunnel,
     };
-    let outcome = copy_bidirectional(&client, &conn.stream, timeouts).await;
+    let cut = cut_signal(snap, server);
+    let outcome = copy_bidirectional(&client, &conn.stream, timeouts, cut).await;
+    if outcome.end == End::ServerDown {
+        cut_both(&client, &conn.stream, server);
+    }
     server.counters.current.fetch_sub(1, Ordering::Relaxed);
     server
         .counters
@@ -253,6 +262,42 @@ pub async fn proxy(
         connect_ms = ms(connect_time), total_ms = ms(start.elapsed()),
         bytes_in = outcome.to_server, bytes_out = outcome.to_client, retries = conn.retries,
         end = outcome.end.as_str(), "tcp");
+}
+
+/// With `on_down = "shutdown_sessions"`, what tells a connection to `server` that the server
+/// went down: changed at once if it is down already (it went down between the pick and now).
+pub(crate) fn cut_signal(snap: &Snapshot, server: &ServerState) -> Option<watch::Receiver<u64>> {
+    if snap.settings.on_down != OnDown::ShutdownSessions {
+        return None;
+    }
+    let mut rx = server.down_signal();
+    if server.health() == Health::Down {
+        rx.mark_changed();
+    }
+    Some(rx)
+}
+
+/// Ends a connection cut because its server went down: both sides reset, so the client
+/// knows at once (it reconnects to the server now chosen) and the old server drops the
+/// session (a demoted primary rolls back what it had).
+pub(crate) fn cut_both(client: &TcpStream, server_stream: &TcpStream, server: &ServerState) {
+    for s in [client, server_stream] {
+        let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+    }
+    server.counters.sessions_cut.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Resolves when `cut` sees the server go down; never without one.
+pub(crate) async fn went_down(cut: &mut Option<watch::Receiver<u64>>) {
+    match cut {
+        // A dropped sender (the server's state is gone) is no reason to cut.
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -520,10 +565,12 @@ impl Half {
 
 /// Copies both ways until both directions have ended, one side fails, or a timeout fires.
 /// A FIN from one side is passed on to the other (half-close) and the other direction goes on.
+/// With `cut`, it also ends (as [`End::ServerDown`]) when the server goes down.
 pub async fn copy_bidirectional(
     client: &TcpStream,
     server: &TcpStream,
     timeouts: Timeouts,
+    mut cut: Option<watch::Receiver<u64>>,
 ) -> CopyOutcome {
     let mut up = Half::default(); // client -> server
     let mut down = Half::default(); // server -> client
@@ -571,6 +618,7 @@ pub async fn copy_bidirectional(
                 Ok(()) => down.write(client).map_err(|src| !src),
                 Err(_) => Err(true),
             },
+            () = went_down(&mut cut) => break End::ServerDown,
             () = &mut sleep => {
                 let (deadline, why) = deadline_of(&up, &down, last_activity);
                 if Instant::now() >= deadline {

@@ -891,26 +891,47 @@ async fn handle(
         log.connect += t.elapsed();
         let t = Instant::now();
         server.counters.total.fetch_add(1, Ordering::Relaxed);
-        let sent = conn
-            .send(
-                &head,
-                &mut body,
-                framing,
-                s.timeout_client,
-                s.timeout_server,
-            )
-            .await;
-        log.bytes_in = conn.body_sent();
+        let mut cut = crate::l4::cut_signal(snap, server);
+        let exchange = async {
+            let sent = conn
+                .send(
+                    &head,
+                    &mut body,
+                    framing,
+                    s.timeout_client,
+                    s.timeout_server,
+                )
+                .await;
+            let exchanged = match sent {
+                Ok(()) => tokio::time::timeout(s.timeout_server, conn.read_head(&parts.method))
+                    .await
+                    .unwrap_or(Err(upstream::Error::Timeout)),
+                Err(e) => Err(e),
+            };
+            (conn.body_sent(), exchanged)
+        };
+        // `on_down = "shutdown_sessions"`: a server going down while the request waits for
+        // its answer ends it (the connection with it).
+        let exchanged = tokio::select! {
+            r = exchange => Some(r),
+            () = crate::l4::went_down(&mut cut) => None,
+        };
+        let Some((body_sent, exchanged)) = exchanged else {
+            server.counters.sessions_cut.fetch_add(1, Ordering::Relaxed);
+            log.response = t.elapsed();
+            log.end = "server_down";
+            return answer(
+                fe,
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: the server went down\n",
+                log,
+            );
+        };
+        log.bytes_in = body_sent;
         server
             .counters
             .bytes_to_server
-            .fetch_add(conn.body_sent(), Ordering::Relaxed);
-        let exchanged = match sent {
-            Ok(()) => tokio::time::timeout(s.timeout_server, conn.read_head(&parts.method))
-                .await
-                .unwrap_or(Err(upstream::Error::Timeout)),
-            Err(e) => Err(e),
-        };
+            .fetch_add(body_sent, Ordering::Relaxed);
         log.response = t.elapsed();
         let error = match exchanged {
             Ok(h) => {
@@ -924,6 +945,9 @@ async fn handle(
                 }
                 let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
                 let (mut up_body, switched) = UpBody::new(conn, &h, pool, s.timeout_server);
+                if let Some(cut) = cut.take() {
+                    up_body.cut_when_down(cut, server.clone());
+                }
                 let sized = up_body.size_hint().exact().is_some();
                 let ahead = match read_ahead(&mut up_body) {
                     Ok(ahead) => ahead,
@@ -951,6 +975,7 @@ async fn handle(
                             server,
                             log,
                             idle: s.timeout_tunnel,
+                            cut,
                         };
                         if let Ok(mut slot) = shared.tunnel.lock() {
                             *slot = Some(tunnel);
@@ -1048,6 +1073,8 @@ struct Tunnel {
     log: Box<Log>,
     /// `timeout_tunnel`.
     idle: Duration,
+    /// `on_down = "shutdown_sessions"`: the server's down signal.
+    cut: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Tunnel {
@@ -1060,6 +1087,7 @@ impl Tunnel {
             server,
             mut log,
             idle,
+            cut,
         } = self;
         let mut to_server = 0u64;
         let mut to_client = 0u64;
@@ -1080,7 +1108,8 @@ impl Tunnel {
                             server: idle,
                             tunnel: idle,
                         };
-                        let o = crate::l4::copy_bidirectional(&client, &server, timeouts).await;
+                        let o =
+                            crate::l4::copy_bidirectional(&client, &server, timeouts, cut).await;
                         to_server += o.to_server;
                         to_client += o.to_client;
                         match o.end {
@@ -1091,7 +1120,9 @@ impl Tunnel {
                     }
                     Err(end) => end,
                 };
-                if end == End::TunnelTimeout {
+                if let (End::ServerDown, Some(st)) = (end, &log.server) {
+                    crate::l4::cut_both(&client, &server, st);
+                } else if end == End::TunnelTimeout {
                     // As HAProxy on a timeout: reset rather than close, so that bytes queued
                     // toward a side that reads nothing do not keep its socket alive.
                     let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));

@@ -9,7 +9,7 @@
 
 pub mod config;
 
-pub use config::{Balance, FrontendConfig, Mode, ServerConfig};
+pub use config::{Balance, FrontendConfig, Mode, OnDown, ServerConfig};
 pub mod balance;
 pub mod frontend;
 pub mod l4;

@@ -597,6 +597,15 @@ pub(crate) struct UpBody {
     pool: Option<Arc<ServerPool>>,
     read_size: usize,
     stall: Stall,
+    /// `on_down = "shutdown_sessions"`: resolves when the server goes down, which ends the
+    /// body with an error (and the connection with it).
+    cut: Option<Cut>,
+}
+
+/// The down signal of a body's server, and the server to count the cut on.
+struct Cut {
+    down: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+    server: Arc<healthcheck::ServerState>,
 }
 
 /// The inactivity watch of a response body. Its timer is armed the first time the body waits
@@ -651,6 +660,7 @@ impl UpBody {
                 pool: None,
                 read_size: READ_SIZE,
                 stall: Stall::new(idle),
+                cut: None,
             };
             return (body, Some(conn));
         }
@@ -660,11 +670,29 @@ impl UpBody {
             pool,
             read_size: READ_SIZE,
             stall: Stall::new(idle),
+            cut: None,
         };
         if body.framing == Framing::Empty {
             body.release();
         }
         (body, None)
+    }
+
+    /// Ends the body (and drops its connection) when `down` sees `server` go down.
+    pub(crate) fn cut_when_down(
+        &mut self,
+        mut down: tokio::sync::watch::Receiver<u64>,
+        server: Arc<healthcheck::ServerState>,
+    ) {
+        if self.conn.is_none() {
+            return;
+        }
+        let down = Box::pin(async move {
+            if down.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        });
+        self.cut = Some(Cut { down, server });
     }
 
     /// The body has ended: the connection goes back to its pool if it is clean.
@@ -678,6 +706,19 @@ impl UpBody {
     }
 
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if let Some(cut) = self.cut.as_mut() {
+            if cut.down.as_mut().poll(cx).is_ready() {
+                cut.server
+                    .counters
+                    .sessions_cut
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.cut = None;
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the server went down (on_down = \"shutdown_sessions\")",
+                )));
+            }
+        }
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Ok(0));
         };

@@ -36,6 +36,8 @@ const CODES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 const SERVER_STATES: [&str; 4] = ["up", "down", "drain", "maint"];
 /// Values of the `reason` label of `maas_vip_server_down`.
 const DOWN_REASONS: [&str; 2] = ["check", "errors"];
+/// Roles of `server_pg_role`.
+const PG_ROLES: [&str; 2] = ["primary", "standby"];
 
 /// The whole `/metrics` body for the current state of `ctx`.
 pub(crate) fn render(ctx: &AdminContext) -> String {
@@ -333,6 +335,32 @@ impl Snapshot {
             "server_ejections",
             "Times error_limit consecutive proxy errors took the server down.",
             rows(|c| &c.ejections),
+        )?;
+        counters(
+            enc,
+            "server_sessions_cut",
+            "Established connections cut because the server went down (on_down = \"shutdown_sessions\").",
+            rows(|c| &c.sessions_cut),
+        )?;
+        gauges(
+            enc,
+            "server_pg_role",
+            "1 for the role a postgres check last saw the server in (primary, standby), 0 for \
+             the other; absent for other checks and before a postgres check got that far.",
+            servers.iter().flat_map(|(l, s)| {
+                let now = s.role().map(|r| r.as_str());
+                PG_ROLES
+                    .iter()
+                    .filter(move |_| now.is_some())
+                    .map(move |r| ((l.as_slice(), [("role", *r)]), u64::from(now == Some(*r))))
+            }),
+        )?;
+        counters(
+            enc,
+            "server_pg_role_changes",
+            "Times a postgres check found the server in another role than the check before \
+             (a promotion, a demotion).",
+            rows(|c| &c.role_changes),
         )
     }
 
