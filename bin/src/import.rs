@@ -20,6 +20,8 @@ mod auth_hmac;
 mod haproxy;
 mod keepalived;
 #[cfg(test)]
+mod patroni_tests;
+#[cfg(test)]
 mod tests;
 
 /// What `import` produced.
@@ -309,6 +311,8 @@ struct Frontend {
     forwardfor: bool,
     redirect_root: Option<String>,
     check: Option<Check>,
+    /// `on_down = "shutdown_sessions"` (HAProxy's `on-marked-down shutdown-sessions`).
+    shutdown_sessions: bool,
     servers: Vec<Server>,
 }
 
@@ -316,6 +320,7 @@ struct Frontend {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Check {
     http: bool,
+    method: healthcheck::HttpMethod,
     path: Option<String>,
     expect_status: Option<u16>,
     interval: Duration,
@@ -884,9 +889,15 @@ fn render_frontend(out: &mut String, f: &Frontend) {
             out.push_str(&format!("redirect_root = {}\n", q(r)));
         }
     }
+    if f.shutdown_sessions {
+        out.push_str("on_down = \"shutdown_sessions\"\n");
+    }
     if let Some(c) = &f.check {
         let mut parts = vec![format!("kind = {}", q(if c.http { "http" } else { "tcp" }))];
         if c.http {
+            if c.method != healthcheck::HttpMethod::Get {
+                parts.push(format!("method = {}", q(c.method.as_str())));
+            }
             if let Some(p) = &c.path {
                 parts.push(format!("path = {}", q(p)));
             }

@@ -326,7 +326,12 @@ impl PgServer {
     /// `pg_ctl stop -m MODE` (`fast`: clients cut, a shutdown checkpoint; `immediate`: as a
     /// crash), then reaps the postmaster.
     pub fn stop_mode(&mut self, mode: &str) {
-        if self.postmaster.is_none() {
+        let Some(p) = self.postmaster.as_mut() else {
+            return;
+        };
+        // Stopped already (after [`PgServer::begin_stop`]): nothing for pg_ctl to do.
+        if let Ok(Some(_)) = p.try_wait() {
+            self.postmaster = None;
             return;
         }
         let mut c = self.bin.server_cmd("pg_ctl", &self.root);
@@ -343,6 +348,21 @@ impl PgServer {
         }
         if let Err(e) = stopped {
             panic!("stopping {}: {e}", self.name);
+        }
+    }
+
+    /// `pg_ctl stop -m MODE -W`: asks for a shutdown and returns at once. In `smart` mode
+    /// the server refuses new sessions (`the database system is shutting down`) and stops
+    /// once the established ones end: a primary on its way out whose clients go on
+    /// writing. [`PgServer::stop`] later finishes the job (or finds it done).
+    pub fn begin_stop(&mut self, mode: &str) {
+        let mut c = self.bin.server_cmd("pg_ctl", &self.root);
+        c.arg("stop")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", mode, "-W"]);
+        if let Err(e) = run(c, Duration::from_secs(20)) {
+            panic!("asking {} to stop: {e}", self.name);
         }
     }
 

@@ -11,6 +11,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use healthcheck::HttpMethod;
+
 use super::{haproxy_time, Check, CheckOverride, Frontend, Notes, Server};
 
 /// A setting with the line it was set on and whether it came from a `defaults` section.
@@ -36,6 +38,8 @@ struct ServerOpts {
     rise: Option<u32>,
     fall: Option<u32>,
     port: Option<u16>,
+    /// `on-marked-down shutdown-sessions`.
+    shutdown_sessions: Option<bool>,
 }
 
 impl ServerOpts {
@@ -51,6 +55,7 @@ impl ServerOpts {
             rise: o.rise.or(self.rise),
             fall: o.fall.or(self.fall),
             port: o.port.or(self.port),
+            shutdown_sessions: o.shutdown_sessions.or(self.shutdown_sessions),
         }
     }
 }
@@ -82,6 +87,8 @@ struct Settings {
     forwardfor: Opt<bool>,
     /// `Some(path)`: an HTTP check; `None` inside: a TCP check (`option tcp-check`).
     httpchk: Opt<Option<String>>,
+    /// Method of `option httpchk` when not GET (HAProxy's default is OPTIONS).
+    httpchk_method: Opt<HttpMethod>,
     expect_status: Opt<u16>,
     default_backend: Opt<String>,
     default_server: ServerOpts,
@@ -113,6 +120,7 @@ impl Settings {
             server_close: inh(&self.server_close),
             forwardfor: inh(&self.forwardfor),
             httpchk: inh(&self.httpchk),
+            httpchk_method: inh(&self.httpchk_method),
             expect_status: inh(&self.expect_status),
             default_backend: inh(&self.default_backend),
             default_server: self.default_server.clone(),
@@ -795,8 +803,14 @@ fn option(
                 [uri] => ("OPTIONS", uri.as_str()),
                 [m, uri, ..] => (m.as_str(), uri.as_str()),
             };
-            if method != "GET" {
-                note(format!("`{whole}`: maas-vip checks with GET, not {method}"));
+            match check_method(method) {
+                Some(m) => s.httpchk_method = set(m, line),
+                None => {
+                    s.httpchk_method = set(HttpMethod::Get, line);
+                    note(format!(
+                        "`{whole}`: maas-vip checks with GET, HEAD or OPTIONS, not {method}: GET"
+                    ));
+                }
             }
             if rest.len() > 2 {
                 note(format!(
@@ -1092,6 +1106,10 @@ fn server_opts(
             "port" => match v.and_then(|v| v.parse::<u16>().ok()) {
                 Some(n) if n > 0 => o.port = Some(n),
                 _ => bad("a port 1..=65535"),
+            },
+            "on-marked-down" => match v {
+                Some("shutdown-sessions") => o.shutdown_sessions = Some(true),
+                _ => bad("only shutdown-sessions has a maas-vip equivalent (on_down)"),
             },
             "rise" | "fall" => match v.and_then(|v| v.parse::<u32>().ok()) {
                 Some(n) if (1..=1000).contains(&n) => {
@@ -1571,8 +1589,11 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
                 );
             }
         }
+        let method =
+            back_side(&fs.httpchk_method, &bs.httpchk_method).map_or(HttpMethod::Get, |m| m.v);
         Check {
             http,
+            method: if http { method } else { HttpMethod::Get },
             path: httpchk.and_then(|h| h.v),
             expect_status: if http { expect.map(|e| e.v) } else { None },
             interval,
@@ -1610,6 +1631,7 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
         }
     }
     let maxconn = fs.maxconn.as_ref().map(|m| m.v);
+    let shutdown_sessions = on_down(file, b, notes);
     Some(Frontend {
         name: f.name.clone(),
         file: file.to_string(),
@@ -1628,6 +1650,40 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
         redirect_root: if http { redirect_root } else { None },
         forwardfor: forwardfor.is_some_and(|s| s.v),
         check,
+        shutdown_sessions,
         servers: servers.into_iter().map(|(_, s)| s).collect(),
     })
+}
+
+/// `option httpchk`'s method, if maas-vip's check can send it.
+fn check_method(m: &str) -> Option<HttpMethod> {
+    match m {
+        "GET" => Some(HttpMethod::Get),
+        "HEAD" => Some(HttpMethod::Head),
+        "OPTIONS" => Some(HttpMethod::Options),
+        _ => None,
+    }
+}
+
+/// `on_down = "shutdown_sessions"` when the backend's servers have `on-marked-down
+/// shutdown-sessions` (Patroni's pattern, on `default-server`). maas-vip sets it per
+/// frontend: when only some servers have it, all get it, with a note.
+fn on_down(file: &str, b: &Proxy, notes: &mut Notes) -> bool {
+    let cut = b
+        .servers
+        .iter()
+        .filter(|s| s.opts.shutdown_sessions == Some(true))
+        .count();
+    if cut > 0 && cut < b.servers.len() {
+        notes.at(
+            file,
+            b.line,
+            format!(
+                "`on-marked-down shutdown-sessions` is on {cut} of the {} servers of `{}`:                  maas-vip's on_down is per frontend, so it applies to all",
+                b.servers.len(),
+                b.name
+            ),
+        );
+    }
+    cut > 0
 }
