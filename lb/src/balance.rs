@@ -282,7 +282,7 @@ mod tests {
         for i in 0..20 {
             assert_eq!(p.pick(ip(i), Tried::default()), Some(0), "never split");
         }
-        p.members()[0].state.set_health(healthcheck::Health::Down);
+        p.members()[0].state.set_health(Health::Down);
         assert_eq!(p.pick(ip(1), Tried::default()), Some(1));
         let mut tried = Tried::default();
         tried.mark(1);
@@ -291,7 +291,7 @@ mod tests {
             Some(2),
             "a retry goes to the next one"
         );
-        p.members()[0].state.set_health(healthcheck::Health::Up);
+        p.members()[0].state.set_health(Health::Up);
         assert_eq!(
             p.pick(ip(1), Tried::default()),
             Some(0),

@@ -599,7 +599,7 @@ pub(crate) struct UpBody {
     stall: Stall,
     /// `on_down = "shutdown_sessions"`: resolves when the server goes down, which ends the
     /// body with an error (and the connection with it).
-    cut: Option<Cut>,
+    cut: Option<Box<Cut>>,
 }
 
 /// The down signal of a body's server, and the server to count the cut on.
@@ -692,7 +692,7 @@ impl UpBody {
                 std::future::pending::<()>().await;
             }
         });
-        self.cut = Some(Cut { down, server });
+        self.cut = Some(Box::new(Cut { down, server }));
     }
 
     /// The body has ended: the connection goes back to its pool if it is clean.

@@ -600,6 +600,12 @@ impl PgCluster {
     /// waits until it streams.
     pub fn rejoin_as_standby(&mut self, old: usize, new: usize) {
         self.servers[old].stop();
+        // A promotion only requests its checkpoint; until it is done the new primary's
+        // control file still names the old timeline, and pg_rewind would copy a state that
+        // cannot recover ("requested timeline 3 does not contain minimum recovery point").
+        if let Err(e) = self.servers[new].psql("CHECKPOINT") {
+            panic!("CHECKPOINT on {}: {e}", self.servers[new].name);
+        }
         let new_port = self.servers[new].port;
         let s = &self.servers[old];
         let mut c = self.bin.server_cmd("pg_rewind", &self.root);

@@ -361,5 +361,101 @@ typo = 1
         "maas-vip.toml:37:1: unknown field `typo`",
     ] {
         assert!(got.contains(want), "{want:?} not in:\n{got}");
+
+const PG: &str = r#"
+[[frontend]]
+name = "db"
+bind = ["127.0.0.1:5433"]
+balance = "first"
+on_down = "shutdown_sessions"
+check = { kind = "postgres", user = "maas_check", password_file = "PWFILE", interval = "1s" }
+
+[[frontend.server]]
+name = "pg1"
+address = "10.0.0.21:5432"
+"#;
+
+#[test]
+fn postgres_check_parses_and_reads_its_password_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("check.password");
+    std::fs::write(&pw, "Sekr1t-pg\n").expect("write");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let text = PG.replace("PWFILE", &pw.display().to_string());
+    let (c, r) = parse(Path::new("x.toml"), text.clone()).expect("valid");
+    assert!(r.findings.is_empty(), "{r}");
+    let f = &c.frontend[0];
+    assert_eq!(f.balance, lb::Balance::First);
+    assert_eq!(f.on_down, lb::OnDown::ShutdownSessions);
+    let check = &f.check;
+    assert_eq!(check.kind, healthcheck::CheckKind::Postgres);
+    assert_eq!(check.database(), "postgres");
+    assert_eq!(check.require, healthcheck::postgres::Require::Primary);
+    let pg = check.postgres().expect("a postgres check");
+    assert_eq!(pg.user(), "maas_check");
+    assert!(!format!("{check:?} {pg:?}").contains("Sekr1t"), "redacted");
+
+    // Readable by every user: a warning that names the file, never its content.
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = report(&text);
+    assert!(
+        out.starts_with("OK\nwarning: maas-vip.toml:3:8: password file"),
+        "{out}"
+    );
+    assert!(out.contains("readable by every user (mode 0644)"), "{out}");
+    assert!(!out.contains("Sekr1t"), "{out}");
+
+    // Missing: a warning too (a fact of the host), and the check runs without a password.
+    let out = report(&PG.replace("PWFILE", "/nonexistent/pw"));
+    assert!(
+        out.starts_with("OK\nwarning: maas-vip.toml:3:8: password file /nonexistent/pw"),
+        "{out}"
+    );
+}
+
+#[test]
+fn postgres_check_errors_are_located() {
+    let out = report(&PG.replace("password_file = \"PWFILE\", ", "require = \"master\", "));
+    assert!(
+        out.contains("maas-vip.toml:7:61: unknown variant `master`"),
+        "{out}"
+    );
+    let out = report(&PG.replace("user = \"maas_check\", password_file = \"PWFILE\", ", ""));
+    assert!(
+        out.contains("maas-vip.toml:3:8: check kind \"postgres\" needs `user`"),
+        "{out}"
+    );
+    let out = report(&PG.replace("kind = \"postgres\"", "kind = \"tcp\""));
+    assert!(
+        out.contains("check `user` is for kind = \"postgres\" only"),
+        "{out}"
+    );
+    assert!(
+        out.contains("check `password_file` is for kind = \"postgres\" only"),
+        "{out}"
+    );
+    let out = report(&PG.replace("balance = \"first\"", "balance = \"leastconn\""));
+    assert!(out.contains("maas-vip.toml:5:"), "{out}");
+    let out = report(&PG.replace("on_down = \"shutdown_sessions\"", "on_down = \"cut\""));
+    assert!(
+        out.contains(
+            "maas-vip.toml:6:11: unknown variant `cut`, expected `keep` or `shutdown_sessions`"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn shipped_postgres_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/maas-vip-postgres.toml");
+    match parse(&path, std::fs::read_to_string(&path).expect("read")) {
+        Ok((c, _warnings)) => {
+            let f = &c.frontend[0];
+            assert_eq!(f.check.kind, healthcheck::CheckKind::Postgres);
+            assert_eq!(f.balance, lb::Balance::First);
+            assert_eq!(f.on_down, lb::OnDown::ShutdownSessions);
+        }
+        Err(r) => panic!("conf/maas-vip-postgres.toml is invalid:\n{r}"),
     }
 }
