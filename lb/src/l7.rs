@@ -945,8 +945,11 @@ async fn handle(
                 }
                 let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
                 let (mut up_body, switched) = UpBody::new(conn, &h, pool, s.timeout_server);
-                if let Some(cut) = cut.take() {
-                    up_body.cut_when_down(cut, server.clone());
+                // The body watches the server, or else the tunnel it became does.
+                if switched.is_none() {
+                    if let Some(cut) = cut.take() {
+                        up_body.cut_when_down(cut, server.clone());
+                    }
                 }
                 let sized = up_body.size_hint().exact().is_some();
                 let ahead = match read_ahead(&mut up_body) {

@@ -444,3 +444,96 @@ async fn promotion_to_first_write_median_of_five() {
     times.sort();
     println!("maas-vip ({CHECK}): median {:?} of {times:?}", times[2]);
 }
+
+/// A running `haproxy -db`; killed on drop.
+struct Haproxy(Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The same measurement with HAProxy 2.6 in front: `balance first`, `on-marked-down
+/// shutdown-sessions`, the same intervals, rise and fall, and an external check that asks
+/// `SELECT pg_is_in_recovery()` through psql as the same check user (HAProxy's own `option
+/// pgsql-check` only sees that the server answers, not its role). Run with
+/// `cargo test -p maas-vip-tests --test postgres_failover -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: five promotions and rewinds, with HAProxy"]
+async fn haproxy_promotion_to_first_write_median_of_five() {
+    let haproxy = Path::new("/usr/sbin/haproxy");
+    if !haproxy.exists() {
+        eprintln!(
+            "SKIP haproxy_promotion_to_first_write_median_of_five: no {}",
+            haproxy.display()
+        );
+        return;
+    }
+    let Some((mut cluster, dir)) = setup("haproxy_promotion_to_first_write_median_of_five") else {
+        return;
+    };
+    let (a, b) = (cluster.server(0).addr(), cluster.server(1).addr());
+    let front_port = free_port();
+    let front = SocketAddr::from(([127, 0, 0, 1], front_port));
+    let script = dir.path().join("pg-primary-check");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# HAProxy external check: $3 = server address, $4 = port. Passes on a primary.\n\
+             r=$(PGPASSWORD=\"$(cat '{pw}')\" PGCONNECT_TIMEOUT=1 '{psql}' -X -qAt -h \"$3\" -p \"$4\" \
+             -U {CHECK_USER} -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null) && [ \"$r\" = f ]\n",
+            pw = cluster.password_file().display(),
+            psql = cluster.bin().path("psql").display(),
+        ),
+    )
+    .expect("check script");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cfg = dir.path().join("haproxy.cfg");
+    fs::write(
+        &cfg,
+        format!(
+            "global\n    external-check\n    insecure-fork-wanted\n\
+             defaults\n    mode tcp\n    timeout connect 3s\n    timeout client 1h\n    timeout server 1h\n    timeout check 1s\n    retries 2\n    option redispatch\n\
+             listen pg\n    bind 127.0.0.1:{front_port}\n    balance first\n\
+                 option external-check\n    external-check path \"/usr/bin:/bin\"\n    external-check command {script}\n\
+                 default-server inter 500ms fastinter 125ms downinter 500ms rise 1 fall 2 on-marked-down shutdown-sessions\n\
+                 server pg-a {a} check\n    server pg-b {b} check\n",
+            script = script.display()
+        ),
+    )
+    .expect("haproxy.cfg");
+    let log = fs::File::create(dir.path().join("haproxy.log")).expect("log");
+    let _haproxy = Haproxy(
+        Command::new(haproxy)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start haproxy"),
+    );
+    let bin = cluster.bin().clone();
+    let mut times = Vec::new();
+    let (mut old, mut new) = (0, 1);
+    for round in 0..5 {
+        let primary = cluster.server(old).addr().port();
+        wait_for(
+            "HAProxy to send connections to the primary",
+            Duration::from_secs(15),
+            || backend_port(&bin, front) == Some(primary),
+        );
+        let took = fail_over(&mut cluster, old, new, front);
+        println!("haproxy round {round}: promote -> first write {took:?}");
+        times.push(took);
+        cluster.rejoin_as_standby(old, new);
+        (old, new) = (new, old);
+    }
+    times.sort();
+    println!(
+        "HAProxy 2.6 (external pg_is_in_recovery() check, {CHECK}): median {:?} of {times:?}",
+        times[2]
+    );
+}
