@@ -431,10 +431,12 @@ async fn promotion_to_first_write_median_of_five() {
     let mut times = Vec::new();
     let (mut old, mut new) = (0, 1);
     for round in 0..5 {
-        let name = ["pg-a", "pg-b"][old];
-        wait_for("the primary to be up", Duration::from_secs(10), || {
-            field(admin, name, "state") == "up"
-        });
+        let (primary, standby) = (["pg-a", "pg-b"][old], ["pg-a", "pg-b"][new]);
+        wait_for(
+            "the primary up, the standby down",
+            Duration::from_secs(10),
+            || field(admin, primary, "state") == "up" && field(admin, standby, "state") == "down",
+        );
         let took = fail_over(&mut cluster, old, new, front);
         println!("round {round}: promote -> first write {took:?}");
         times.push(took);
@@ -443,6 +445,15 @@ async fn promotion_to_first_write_median_of_five() {
     }
     times.sort();
     println!("maas-vip ({CHECK}): median {:?} of {times:?}", times[2]);
+}
+
+/// Whether HAProxy's log (`option log-health-checks`) last said server `name` is DOWN.
+fn haproxy_says_down(log: &Path, name: &str) -> bool {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let needle = format!("Server pg/{name} is ");
+    text.lines()
+        .rfind(|l| l.contains(&needle))
+        .is_some_and(|l| l.contains("is DOWN"))
 }
 
 /// A running `haproxy -db`; killed on drop.
@@ -494,8 +505,8 @@ async fn haproxy_promotion_to_first_write_median_of_five() {
     fs::write(
         &cfg,
         format!(
-            "global\n    external-check\n    insecure-fork-wanted\n\
-             defaults\n    mode tcp\n    timeout connect 3s\n    timeout client 1h\n    timeout server 1h\n    timeout check 1s\n    retries 2\n    option redispatch\n\
+            "global\n    external-check\n    insecure-fork-wanted\n    log stdout format raw local0\n\
+             defaults\n    log global\n    option log-health-checks\n    mode tcp\n    timeout connect 3s\n    timeout client 1h\n    timeout server 1h\n    timeout check 1s\n    retries 2\n    option redispatch 1\n\
              listen pg\n    bind 127.0.0.1:{front_port}\n    balance first\n\
                  option external-check\n    external-check path \"/usr/bin:/bin\"\n    external-check command {script}\n\
                  default-server inter 500ms fastinter 125ms downinter 500ms rise 1 fall 2 on-marked-down shutdown-sessions\n\
@@ -520,10 +531,12 @@ async fn haproxy_promotion_to_first_write_median_of_five() {
     let (mut old, mut new) = (0, 1);
     for round in 0..5 {
         let primary = cluster.server(old).addr().port();
+        let standby = ["pg-a", "pg-b"][new];
+        let log = dir.path().join("haproxy.log");
         wait_for(
-            "HAProxy to send connections to the primary",
+            "HAProxy to see the standby down",
             Duration::from_secs(15),
-            || backend_port(&bin, front) == Some(primary),
+            || haproxy_says_down(&log, standby) && backend_port(&bin, front) == Some(primary),
         );
         let took = fail_over(&mut cluster, old, new, front);
         println!("haproxy round {round}: promote -> first write {took:?}");
