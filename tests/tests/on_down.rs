@@ -111,16 +111,8 @@ async fn stalling_http(head: &'static str, first: &'static [u8]) -> std::net::So
                 {
                     return;
                 }
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
             });
         }
     });

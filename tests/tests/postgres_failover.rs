@@ -163,6 +163,27 @@ fn setup(test: &str) -> Option<(PgCluster, tempfile::TempDir)> {
     Some((cluster, tempfile::tempdir().expect("tempdir")))
 }
 
+/// maas-vip in front of the cluster's two servers (`pg-a`, `pg-b`, in that order): the
+/// daemon, the frontend's address and the admin port.
+fn in_front(cluster: &PgCluster, dir: &tempfile::TempDir) -> (Daemon, SocketAddr, u16) {
+    let (a, b) = (cluster.server(0).addr(), cluster.server(1).addr());
+    let (front_port, admin) = (free_port(), free_port());
+    let path = dir.path().join("maas-vip.toml");
+    let text = config(
+        front_port,
+        admin,
+        cluster.password_file(),
+        &[("pg-a", a), ("pg-b", b)],
+    );
+    fs::write(&path, text).expect("write config");
+    let daemon = Daemon::start(&path, dir.path().join("daemon.log"));
+    (
+        daemon,
+        SocketAddr::from(([127, 0, 0, 1], front_port)),
+        admin,
+    )
+}
+
 /// Promotes server `new`, stops `old` (a smart shutdown: its sessions may go on), and times
 /// until a write through `front` succeeds on `new`. The time from the promotion.
 fn fail_over(cluster: &mut PgCluster, old: usize, new: usize, front: SocketAddr) -> Duration {
@@ -195,21 +216,11 @@ async fn connections_follow_the_primary_and_sessions_on_the_old_one_are_cut() {
     };
     let bin = cluster.bin().clone();
     let (a, b) = (cluster.server(0).addr(), cluster.server(1).addr());
-    let (front_port, admin) = (free_port(), free_port());
-    let front = SocketAddr::from(([127, 0, 0, 1], front_port));
-    let path = dir.path().join("maas-vip.toml");
-    let text = config(
-        front_port,
-        admin,
-        cluster.password_file(),
-        &[("pg-a", a), ("pg-b", b)],
-    );
-    fs::write(&path, text).expect("write config");
-    let mut daemon = Daemon::start(&path, dir.path().join("daemon.log"));
+    let (mut daemon, front, admin) = in_front(&cluster, &dir);
 
     // The standby is down for being one, the primary up; both roles known.
-    wait_for("the standby to be down", Duration::from_secs(10), || {
-        field(admin, "pg-b", "state") == "down"
+    wait_for("both servers checked", Duration::from_secs(10), || {
+        field(admin, "pg-b", "state") == "down" && field(admin, "pg-a", "role") == "primary"
     });
     let sb = server_status(admin, "pg-b").expect("status");
     assert_eq!(sb["reason"], "down: standby (in recovery)", "{sb}");
@@ -416,18 +427,7 @@ async fn promotion_to_first_write_median_of_five() {
     let Some((mut cluster, dir)) = setup("promotion_to_first_write_median_of_five") else {
         return;
     };
-    let (a, b) = (cluster.server(0).addr(), cluster.server(1).addr());
-    let (front_port, admin) = (free_port(), free_port());
-    let front = SocketAddr::from(([127, 0, 0, 1], front_port));
-    let path = dir.path().join("maas-vip.toml");
-    let text = config(
-        front_port,
-        admin,
-        cluster.password_file(),
-        &[("pg-a", a), ("pg-b", b)],
-    );
-    fs::write(&path, text).expect("write config");
-    let _daemon = Daemon::start(&path, dir.path().join("daemon.log"));
+    let (_daemon, front, admin) = in_front(&cluster, &dir);
     let mut times = Vec::new();
     let (mut old, mut new) = (0, 1);
     for round in 0..5 {
