@@ -304,6 +304,10 @@ fn render(v: &Value, now_ms: u64) -> String {
                         .map_or("-".into(), |e| text(e, "detail"));
                     let _ = write!(state, " ({why})");
                 }
+                // A postgres check's finding, which decides the state: `up, primary`.
+                if let Some(role) = s.get("role").and_then(Value::as_str) {
+                    let _ = write!(state, ", {role}");
+                }
                 rows.push(vec![
                     fname.clone(),
                     text(s, "name"),
@@ -740,6 +744,20 @@ bgp       maas-vip0  10.0.0.100/32  announced  3m12s ago  healthy               
 api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend api is up  0 up, 0 down  unreadable: running vtysh: No such file or directory
 "),
             "\n{got}"
+        );
+    }
+
+    #[test]
+    fn a_postgres_server_shows_its_role() {
+        let v = json!({ "frontends": [{ "name": "db", "servers": [{
+            "name": "pg2", "address": "10.0.0.22:5432", "state": "down", "check": true,
+            "role": "standby",
+            "last_check": { "passed": false, "detail": "standby (in recovery)" }
+        }]}]});
+        let got = render(&v, 0);
+        assert!(
+            got.contains("down, standby  failed: standby (in recovery)"),
+            "{got}"
         );
     }
 
