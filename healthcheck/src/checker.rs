@@ -148,11 +148,11 @@ async fn run_server<P: Probe>(
         let jitter = rand::rng().random::<f64>();
         let transition = m.finish_check(end.into_std(), result.passed(), jitter);
         if let Some(role) = result.role() {
-            let before = state.record_role(role);
-            if before.is_some_and(|b| b != role) {
+            // A promotion, or an old primary back as a standby: worth a line of its own.
+            if let Some(was) = state.record_role(role).filter(|was| *was != role) {
                 warn!(frontend = %frontend.name, server = %state.name, role = role.as_str(),
                     "server {}/{} changed role: {} -> {}", frontend.name, state.name,
-                    before.map_or("none", |b| b.as_str()), role.as_str());
+                    was.as_str(), role.as_str());
             }
         }
         state.record_check(CheckReport {

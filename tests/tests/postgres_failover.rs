@@ -301,6 +301,14 @@ async fn connections_follow_the_primary_and_sessions_on_the_old_one_are_cut() {
             .expect("write");
     }
 
+    let log = daemon.output();
+    for line in [
+        "server db/pg-b changed role: standby -> primary",
+        "server db/pg-a changed role: primary -> standby",
+        "server db/pg-b is DOWN (standby (in recovery)",
+    ] {
+        assert!(log.contains(line), "no `{line}` in:\n{log}");
+    }
     let metrics = get(admin, "/metrics").expect("metrics");
     for line in [
         "maas_vip_server_pg_role{frontend=\"db\",server=\"pg-b\",role=\"primary\"} 1",
