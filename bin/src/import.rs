@@ -299,7 +299,7 @@ struct Frontend {
     line: usize,
     bind: Vec<SocketAddr>,
     http: bool,
-    source: bool,
+    balance: lb::Balance,
     retries: u32,
     redispatch: bool,
     maxconn: Option<u32>,
@@ -865,7 +865,11 @@ fn render_frontend(out: &mut String, f: &Frontend) {
     ));
     out.push_str(&format!(
         "balance = {}\n",
-        q(if f.source { "source" } else { "roundrobin" })
+        q(match f.balance {
+            lb::Balance::Roundrobin => "roundrobin",
+            lb::Balance::Source => "source",
+            lb::Balance::First => "first",
+        })
     ));
     out.push_str(&format!("retries = {}\n", f.retries));
     out.push_str(&format!("redispatch = {}\n", f.redispatch));

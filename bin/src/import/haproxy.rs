@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use healthcheck::HttpMethod;
+use lb::Balance;
 
 use super::{haproxy_time, Check, CheckOverride, Frontend, Notes, Server};
 
@@ -72,7 +73,7 @@ struct RawServer {
 #[derive(Debug, Clone, Default)]
 struct Settings {
     http: Opt<bool>,
-    source: Opt<bool>,
+    balance: Opt<Balance>,
     hash_type: Opt<String>,
     redirect_root: Opt<String>,
     retries: Opt<u32>,
@@ -106,7 +107,7 @@ impl Settings {
         }
         Settings {
             http: inh(&self.http),
-            source: inh(&self.source),
+            balance: inh(&self.balance),
             hash_type: inh(&self.hash_type),
             redirect_root: inh(&self.redirect_root),
             retries: inh(&self.retries),
@@ -471,13 +472,15 @@ fn keyword(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Not
         "balance" => {
             back_only(&mut note);
             match a1 {
-                "roundrobin" => s.source = set(false, line),
-                "source" => s.source = set(true, line),
-                "static-rr" | "leastconn" | "first" | "random" | "uri" | "url_param" | "hdr"
+                "roundrobin" => s.balance = set(Balance::Roundrobin, line),
+                "source" => s.balance = set(Balance::Source, line),
+                "first" => s.balance = set(Balance::First, line),
+                "static-rr" | "leastconn" | "random" | "uri" | "url_param" | "hdr"
                 | "rdp-cookie" => {
-                    s.source = set(false, line);
+                    s.balance = set(Balance::Roundrobin, line);
                     note(format!(
-                        "`{whole}` is not supported: maas-vip balances roundrobin (or source)"
+                        "`{whole}` is not supported: maas-vip balances roundrobin (or source, \
+                         or first)"
                     ));
                 }
                 _ => note(format!("`{whole}` not understood: ignored")),
@@ -1416,7 +1419,7 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
         clash!(redispatch, "redispatch");
         clash!(timeout_connect, "timeout connect");
         clash!(timeout_server, "timeout server");
-        clash!(source, "balance");
+        clash!(balance, "balance");
     }
     let mode = fs.http.clone();
     if let (Some(fm), Some(bm)) = (&fs.http, &bs.http) {
@@ -1465,7 +1468,8 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
             format!("`{}` sets no mode: HAProxy's default tcp written", f.name),
         );
     }
-    let source = back_side(&fs.source, &bs.source).is_some_and(|s| s.v);
+    let balance = back_side(&fs.balance, &bs.balance).map_or(Balance::Roundrobin, |b| b.v);
+    let source = balance == Balance::Source;
     if let Some(h) = back_side(&fs.hash_type, &bs.hash_type) {
         let consistent = h.v.starts_with("consistent");
         notes.at(
@@ -1481,12 +1485,12 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
                      consistent hash (a server going down moves only its own clients)",
                     h.v
                 ),
-                (false, _) => format!("`hash-type {}` has no effect with roundrobin", h.v),
+                (false, _) => format!("`hash-type {}` has no effect without balance source", h.v),
             },
         );
     }
     if let (Some(b), None) = (
-        back_side(&fs.source, &bs.source).filter(|b| b.v),
+        back_side(&fs.balance, &bs.balance).filter(|b| b.v == Balance::Source),
         back_side(&fs.hash_type, &bs.hash_type),
     ) {
         notes.at(
@@ -1638,7 +1642,7 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
         line: f.line,
         bind: f.binds.clone(),
         http,
-        source,
+        balance,
         retries,
         redispatch,
         maxconn,

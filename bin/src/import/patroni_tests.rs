@@ -62,3 +62,20 @@ fn shutdown_sessions_on_some_servers_applies_to_all_with_a_note() {
     let out = import(None, Some((Path::new("haproxy.cfg"), &plain))).expect("imports");
     assert!(!out.toml.contains("on_down"), "{}", out.toml);
 }
+
+#[test]
+fn balance_first_carries_over() {
+    let cfg = PATRONI.replace(
+        "    option httpchk OPTIONS /primary\n",
+        "    balance first\n    option httpchk OPTIONS /primary\n",
+    );
+    let out = import(None, Some((Path::new("haproxy.cfg"), &cfg))).expect("imports");
+    let (c, _) = parse(Path::new("imported.toml"), out.toml.clone())
+        .unwrap_or_else(|r| panic!("rejected:\n{r}\n{}", out.toml));
+    assert_eq!(c.frontend[0].balance, lb::Balance::First, "{}", out.toml);
+    assert!(
+        !out.notes.iter().any(|n| n.contains("balance")),
+        "{:?}",
+        out.notes
+    );
+}
