@@ -265,7 +265,14 @@ async fn connections_follow_the_primary_and_sessions_on_the_old_one_are_cut() {
     }
     println!("session cut {cut_in:?} after the new primary took a write: {err}");
     let sa = server_status(admin, "pg-a").expect("status");
-    assert_eq!(sa["counters"]["sessions_cut"], 1, "{sa}");
+    // The long session at least; a write of the loop above in flight to the old primary at
+    // that moment is cut as well.
+    assert!(
+        sa["counters"]["sessions_cut"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{sa}"
+    );
     assert_eq!(sa["state"], "down", "{sa}");
     let access = daemon.output();
     assert!(
@@ -314,10 +321,17 @@ async fn connections_follow_the_primary_and_sessions_on_the_old_one_are_cut() {
         "maas_vip_server_pg_role{frontend=\"db\",server=\"pg-b\",role=\"primary\"} 1",
         "maas_vip_server_pg_role{frontend=\"db\",server=\"pg-a\",role=\"standby\"} 1",
         "maas_vip_server_pg_role_changes_total{frontend=\"db\",server=\"pg-a\"} 1",
-        "maas_vip_server_sessions_cut_total{frontend=\"db\",server=\"pg-a\"} 1",
     ] {
         assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
     }
+    let cut = "maas_vip_server_sessions_cut_total{frontend=\"db\",server=\"pg-a\"} ";
+    assert!(
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(cut))
+            .any(|n| n.parse::<u64>().is_ok_and(|n| n >= 1)),
+        "no `{cut}` >= 1 in:\n{metrics}"
+    );
     let secret = cluster.password().to_string();
     assert_secret_absent("/metrics", &metrics, &secret);
     assert_secret_absent(
