@@ -168,7 +168,10 @@ pub(crate) fn import_with(
     }
     let mut notes = Notes::default();
     let mut frontends = read_with(haproxy, &mut notes, haproxy::import)?;
-    for f in frontends.iter_mut().filter(|f| f.source) {
+    for f in frontends
+        .iter_mut()
+        .filter(|f| f.balance == lb::Balance::Source)
+    {
         localhost_to_region_address(f, local, &mut notes);
     }
     let mut vrrps = read_with(keepalived, &mut notes, keepalived::import)?;
