@@ -361,6 +361,8 @@ typo = 1
         "maas-vip.toml:37:1: unknown field `typo`",
     ] {
         assert!(got.contains(want), "{want:?} not in:\n{got}");
+    }
+}
 
 const PG: &str = r#"
 [[frontend]]
