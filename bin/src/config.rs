@@ -341,6 +341,8 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
     let mut vrrp = Vec::new();
     let mut frontend = Vec::new();
     let mut announce = Vec::new();
+    // Per frontend: whether a bad `[[frontend.server]]` was set aside (its count would mislead).
+    let mut frontend_dropped = Vec::new();
     let mut admin = AdminConfig::default();
     let mut globals = DeTable::new();
     let mut ok = true;
@@ -348,13 +350,25 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
     for (key, value) in std::mem::take(&mut root) {
         match key.get_ref().as_ref() {
             "vrrp" => {
-                ok &= blocks::<VrrpConfig>(value, "vrrp", &mut vrrp, findings);
+                ok &= blocks::<VrrpConfig>(value, "vrrp", &mut vrrp, &mut Vec::new(), findings);
             }
             "frontend" => {
-                ok &= blocks::<FrontendConfig>(value, "frontend", &mut frontend, findings);
+                ok &= blocks::<FrontendConfig>(
+                    value,
+                    "frontend",
+                    &mut frontend,
+                    &mut frontend_dropped,
+                    findings,
+                );
             }
             "announce" => {
-                ok &= blocks::<AnnounceConfig>(value, "announce", &mut announce, findings);
+                ok &= blocks::<AnnounceConfig>(
+                    value,
+                    "announce",
+                    &mut announce,
+                    &mut Vec::new(),
+                    findings,
+                );
             }
             "admin" => match block::<AdminConfig>(value, "[admin]", findings) {
                 Some(a) => admin = a,
@@ -383,9 +397,16 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
             error(findings, located(p.span()), p.into_inner());
         }
     }
-    for f in &frontend {
-        for p in f.validate() {
+    for (f, dropped) in frontend.iter().zip(&frontend_dropped) {
+        for p in f.validate_with(!dropped) {
             error(findings, located(p.span()), p.into_inner());
+        }
+        for p in f.warnings() {
+            findings.push(Finding {
+                severity: Severity::Warning,
+                span: located(p.span()),
+                message: p.into_inner(),
+            });
         }
     }
     for a in &announce {
@@ -604,10 +625,12 @@ fn located(span: Range<usize>) -> Option<Range<usize>> {
 }
 
 /// Deserializes an array of tables, each element on its own. Returns false on any error.
+/// `dropped` gets, per element pushed to `out`, whether a table inside it was set aside.
 fn blocks<T: DeserializeOwned>(
     value: Spanned<DeValue<'_>>,
     what: &str,
     out: &mut Vec<T>,
+    dropped: &mut Vec<bool>,
     findings: &mut Vec<Finding>,
 ) -> bool {
     let span = value.span();
@@ -615,9 +638,12 @@ fn blocks<T: DeserializeOwned>(
         DeValue::Array(items) => {
             let mut ok = true;
             for item in items {
-                match block::<T>(item, &format!("[[{what}]]"), findings) {
-                    Some(t) => out.push(t),
-                    None => ok = false,
+                match block_dropping::<T>(item, &format!("[[{what}]]"), findings) {
+                    (Some(t), d) => {
+                        out.push(t);
+                        dropped.push(d);
+                    }
+                    (None, _) => ok = false,
                 }
             }
             ok
@@ -633,42 +659,81 @@ fn blocks<T: DeserializeOwned>(
     }
 }
 
-/// Deserializes one block, reporting every bad key: after an error, the key holding the bad
-/// value is removed and the block tried again, so later keys are checked too.
+/// Deserializes one block, reporting every bad key (see [`block_dropping`]).
 fn block<T: DeserializeOwned>(
-    mut value: Spanned<DeValue<'_>>,
+    value: Spanned<DeValue<'_>>,
     what: &str,
     findings: &mut Vec<Finding>,
 ) -> Option<T> {
-    // Bounded: each round removes one key.
+    block_dropping(value, what, findings).0
+}
+
+/// Deserializes one block, reporting every bad key once: after an error, the key holding the
+/// bad value is removed and the block tried again, so later keys are checked too. A required
+/// key removed so is not reported again as missing: the table that lacks it is set aside
+/// instead (an element of an array of tables, such as one `[[frontend.server]]`, so that the
+/// others are still checked) and the second value says so; or, for the block itself, the
+/// block is given up once its other keys are checked.
+fn block_dropping<T: DeserializeOwned>(
+    mut value: Spanned<DeValue<'_>>,
+    what: &str,
+    findings: &mut Vec<Finding>,
+) -> (Option<T>, bool) {
+    let mut removed: Vec<(Range<usize>, String)> = Vec::new();
+    let mut dropped = false;
+    // Bounded: each round removes one key or table.
     for _ in 0..64 {
         match T::deserialize(ValueDeserializer::from(value.clone())) {
             // With bad keys set aside, what remains is still checked (the caller knows the
             // file has errors from the findings).
-            Ok(t) => return Some(t),
+            Ok(t) => return (Some(t), dropped),
             Err(e) => {
                 let span = e.span();
+                let message = e.message().to_string();
+                let already = missing_field(&message).and_then(|field| {
+                    let at = span.clone()?;
+                    removed
+                        .iter()
+                        .any(|(table, key)| *table == at && key == field)
+                        .then_some(at)
+                });
+                if let Some(at) = already {
+                    if at == value.span() || !remove_table_at(&mut value, &at) {
+                        return (None, dropped);
+                    }
+                    dropped = true;
+                    continue;
+                }
                 let message = if span.is_none() {
-                    format!("{what}: {}", e.message())
+                    format!("{what}: {message}")
                 } else {
-                    e.message().to_string()
+                    message
                 };
                 error(findings, span.clone(), message);
-                match span {
-                    Some(s) if remove_key_at(&mut value, &s) => continue,
-                    _ => return None,
+                match span.and_then(|s| remove_key_at(&mut value, &s)) {
+                    Some(r) => removed.push(r),
+                    None => return (None, dropped),
                 }
             }
         }
     }
-    None
+    (None, dropped)
 }
 
-/// Removes the innermost key whose key or value covers `span`. Returns whether one was removed.
-/// Containers are searched whatever their own span (an array of tables has no span covering
-/// its tables).
-fn remove_key_at(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
+/// The field of serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// Removes the innermost key whose key or value covers `span`. Returns the span of the table
+/// it was in and its name, if one was removed. Containers are searched whatever their own
+/// span (an array of tables has no span covering its tables).
+fn remove_key_at(
+    value: &mut Spanned<DeValue<'_>>,
+    span: &Range<usize>,
+) -> Option<(Range<usize>, String)> {
     let covers = |outer: &Range<usize>| outer.start <= span.start && span.end <= outer.end;
+    let table_span = value.span();
     match value.get_mut() {
         DeValue::Table(table) => {
             let mut hit = None;
@@ -677,22 +742,38 @@ fn remove_key_at(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> bool 
                     hit = Some(k.clone());
                     break;
                 }
-                if matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_))
-                    && remove_key_at(v, span)
-                {
-                    return true;
+                if matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_)) {
+                    if let Some(r) = remove_key_at(v, span) {
+                        return Some(r);
+                    }
                 }
                 if covers(&v.span()) {
                     hit = Some(k.clone());
                     break;
                 }
             }
-            match hit {
-                Some(k) => table.remove(&k).is_some(),
-                None => false,
-            }
+            let k = hit?;
+            table
+                .remove(&k)
+                .map(|_| (table_span, k.get_ref().to_string()))
         }
-        DeValue::Array(items) => items.iter_mut().any(|v| remove_key_at(v, span)),
+        DeValue::Array(items) => items.iter_mut().find_map(|v| remove_key_at(v, span)),
+        _ => None,
+    }
+}
+
+/// Removes the element of an array of tables whose span is `span`. Returns whether it did.
+fn remove_table_at(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
+    match value.get_mut() {
+        DeValue::Table(table) => table.iter_mut().any(|(_, v)| remove_table_at(v, span)),
+        DeValue::Array(items) => {
+            if items.iter().any(|v| v.span() == *span) {
+                let all = std::mem::replace(items, std::iter::empty().collect());
+                *items = all.into_iter().filter(|v| v.span() != *span).collect();
+                return true;
+            }
+            items.iter_mut().any(|v| remove_table_at(v, span))
+        }
         _ => false,
     }
 }

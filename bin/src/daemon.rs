@@ -9,7 +9,8 @@
 //!
 //! Reload (SIGHUP) reads and validates the file; on any error the running config stays and the
 //! reason is logged. Otherwise it is applied without dropping established connections:
-//! servers are matched by name and address (a kept server keeps its health and counters),
+//! servers are matched by name and address as written (a kept server keeps its health,
+//! counters and, for a host name, its resolution; new names are resolved before use),
 //! listeners by address (a kept address keeps its sockets), VRRP instances by name (an
 //! unchanged one keeps running; a changed one is updated in place — priority, VIPs, track
 //! scripts, timers, auth — and restarted only when its name, interface, VRID or version change,
@@ -147,39 +148,62 @@ fn fe_list(frontends: &HashMap<String, FrontendRt>) -> Vec<Arc<Frontend>> {
     v
 }
 
-/// Server states for `cfg`, reusing those of `old` with the same name and address.
-fn server_states(cfg: &FrontendConfig, old: Option<&FrontendRt>) -> Vec<Arc<ServerState>> {
-    cfg.server
+/// Server states for `cfg`, reusing those of `old` with the same name and address as written
+/// (a kept host name keeps its resolution). New host names are resolved before this returns,
+/// so traffic and checks find their addresses from the start; one that does not resolve is a
+/// DOWN server, not a failure.
+async fn server_states(cfg: &FrontendConfig, old: Option<&FrontendRt>) -> Vec<Arc<ServerState>> {
+    let mut fresh = Vec::new();
+    let states = cfg
+        .server
         .iter()
         .map(|s| {
+            let target = match s.target() {
+                Ok(t) => t,
+                // `check` refuses the config first; should one get here, a name that never
+                // resolves keeps the server DOWN with the reason.
+                Err(_) => healthcheck::Target::Name {
+                    host: s.address.get_ref().clone(),
+                    port: 0,
+                },
+            };
             let kept = old.and_then(|o| {
                 o.states
                     .iter()
-                    .find(|st| st.name == *s.name.get_ref() && st.address == *s.address.get_ref())
+                    .find(|st| st.name == *s.name.get_ref() && *st.target() == target)
             });
             match kept {
                 Some(st) => st.clone(),
-                None => Arc::new(ServerState::new(
-                    s.name.get_ref().clone(),
-                    *s.address.get_ref(),
-                    s.disabled,
-                )),
+                None => {
+                    let st = Arc::new(ServerState::with_target(
+                        s.name.get_ref().clone(),
+                        target,
+                        s.disabled,
+                    ));
+                    fresh.push(st.clone());
+                    st
+                }
             }
         })
-        .collect()
+        .collect();
+    healthcheck::resolve::resolve_all(cfg.name.get_ref(), &fresh).await;
+    states
 }
 
 fn health_frontend(cfg: &FrontendConfig, states: &[Arc<ServerState>]) -> HealthFrontend {
-    HealthFrontend::new(
-        cfg.name.get_ref().clone(),
-        cfg.check.clone(),
-        states
-            .iter()
-            .zip(&cfg.server)
-            .map(|(st, s)| {
-                HealthServer::new(st.clone(), s.check).with_override(s.check_override.clone())
-            })
-            .collect(),
+    HealthFrontend::with_resolve_interval(
+        HealthFrontend::new(
+            cfg.name.get_ref().clone(),
+            cfg.check.clone(),
+            states
+                .iter()
+                .zip(&cfg.server)
+                .map(|(st, s)| {
+                    HealthServer::new(st.clone(), s.check).with_override(s.check_override.clone())
+                })
+                .collect(),
+        ),
+        cfg.resolve_interval,
     )
 }
 
@@ -289,7 +313,7 @@ impl Daemon {
         let mut frontends = HashMap::new();
         let mut health = Vec::new();
         for (f, ls) in cfg.frontend.iter().zip(bound) {
-            let states = server_states(f, None);
+            let states = server_states(f, None).await;
             health.push(health_frontend(f, &states));
             let fe = Arc::new(Frontend::new(f, states.clone()));
             let listeners = ls
@@ -427,7 +451,7 @@ impl Daemon {
         for f in &new.frontend {
             let name = f.name.get_ref().clone();
             let mut old = self.frontends.remove(&name);
-            let states = server_states(f, old.as_ref());
+            let states = server_states(f, old.as_ref()).await;
             health.push(health_frontend(f, &states));
             let (fe, mut listeners) = match old.take() {
                 Some(o) => {

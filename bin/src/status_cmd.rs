@@ -308,10 +308,23 @@ fn render(v: &Value, now_ms: u64) -> String {
                 if let Some(role) = s.get("role").and_then(Value::as_str) {
                     let _ = write!(state, ", {role}");
                 }
+                let resolution = s.get("resolution").filter(|r| r.is_object());
+                let mut address = text(s, "address");
+                if let Some(r) = resolution {
+                    match r.get("current_address").and_then(Value::as_str) {
+                        Some(a) => {
+                            let _ = write!(address, " -> {a}");
+                        }
+                        None => address.push_str(" -> (none)"),
+                    }
+                    if let Some(e) = r.get("last_error").and_then(Value::as_str) {
+                        let _ = write!(state, " ({e})");
+                    }
+                }
                 rows.push(vec![
                     fname.clone(),
                     text(s, "name"),
-                    text(s, "address"),
+                    address,
                     state,
                     last_check(s, now_ms),
                     number(s.get("counters"), "current"),
@@ -654,6 +667,38 @@ mod tests {
         assert_eq!(reachable(a("0.0.0.0:5249")), a("127.0.0.1:5249"));
         assert_eq!(reachable(a("[::]:5249")), a("[::1]:5249"));
         assert_eq!(reachable(a("10.0.0.1:5249")), a("10.0.0.1:5249"));
+    }
+
+    #[test]
+    fn host_names_show_their_address_and_why_they_have_none() {
+        let v = json!({
+            "frontends": [{
+                "name": "maas", "servers_up": 1, "servers_total": 2,
+                "servers": [
+                    {
+                        "name": "r1", "address": "maas-api-1.example:5240", "state": "up",
+                        "resolution": { "name": "maas-api-1.example",
+                            "current_address": "10.0.0.11:5240", "last_error": null },
+                        "last_check": null, "counters": { "current": 0, "total": 5 }
+                    },
+                    {
+                        "name": "r2", "address": "nosuch.example:5240", "state": "down",
+                        "down_reason": "unresolved",
+                        "resolution": { "name": "nosuch.example", "current_address": null,
+                            "last_error": "unresolved: Name or service not known" },
+                        "last_check": null, "counters": { "current": 0, "total": 0 }
+                    }
+                ]
+            }]
+        });
+        let got = render(&v, 0);
+        let want = "\
+FRONTEND  SERVER  ADDRESS                                    STATE                                         LAST CHECK  CURRENT  TOTAL
+maas      r1      maas-api-1.example:5240 -> 10.0.0.11:5240  up                                            -           0        5
+maas      r2      nosuch.example:5240 -> (none)              down (unresolved: Name or service not known)  -           0        0
+frontend maas: 1 of 2 servers take connections
+";
+        assert_eq!(got, want, "\n{got}");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! When the proxy's errors took the server down ([`crate::passive`]), the task logs it and
 //! puts its machine fully down, so that `rise` good checks bring the server back.
 //!
+//! A server whose address is a host name also has a resolver task that resolves the name every
+//! `resolve_interval` ([`crate::resolve`]).
+//!
 //! A server with `check = false` has a smaller task: it waits for errors to take the server
 //! down, logs it, and puts it back after `error_retry`.
 //!
@@ -65,6 +68,9 @@ pub fn spawn_frontend_with<P: Probe>(
         for (i, server) in frontend.servers.iter().enumerate() {
             let state = &server.state;
             state.set_error_limit(frontend.check_for(server).ejection_limit());
+            if state.target().host().is_some() {
+                set.spawn(run_resolver(Arc::clone(&frontend), i, shutdown.clone()));
+            }
             if server.check {
                 set.spawn(run_server(
                     Arc::clone(&frontend),
@@ -106,13 +112,13 @@ async fn run_server<P: Probe>(
     let server = &frontend.servers[index];
     let state = &server.state;
     let cfg = frontend.check_for(server);
-    let target = server.check_target();
     // Spread first checks over one interval so servers are not probed in lockstep.
     let first = cfg.interval.mul_f64(rand::rng().random::<f64>());
     let mut m = HealthMachine::new(&cfg, state.health(), Instant::now().into_std(), first);
     // The probe bounds itself by `timeout`; this is the safety net should one not.
     let hard_limit = cfg.timeout + Duration::from_millis(100);
-    debug!(frontend = %frontend.name, server = %state.name, %target, "health checks start");
+    debug!(frontend = %frontend.name, server = %state.name, target = %state.target(),
+        "health checks start");
     // A deadline is set whenever no check runs, so this loops until shutdown.
     'checks: while let Some(deadline) = m.poll_timeout() {
         tokio::select! {
@@ -128,7 +134,16 @@ async fn run_server<P: Probe>(
         }
         let start = Instant::now();
         m.start_check(start.into_std());
-        let check = timeout(hard_limit, probe.probe(target, &cfg));
+        // Each check goes to the address the name has now; without one, it fails unprobed.
+        let target = server.check_target();
+        let check = async {
+            match target {
+                Some(t) => timeout(hard_limit, probe.probe(t, &cfg))
+                    .await
+                    .unwrap_or(CheckResult::ResponseTimeout),
+                None => CheckResult::Unresolved,
+            }
+        };
         tokio::pin!(check);
         let result = loop {
             tokio::select! {
@@ -139,7 +154,7 @@ async fn run_server<P: Probe>(
                 () = state.recheck_requested() => {
                     notice_ejection(&frontend, index, &mut m, Instant::now().into_std());
                 }
-                r = &mut check => break r.unwrap_or(CheckResult::ResponseTimeout),
+                r = &mut check => break r,
             }
         };
         let end = Instant::now();
@@ -183,6 +198,31 @@ fn notice_ejection(
     if m.health() == Health::Up && state.down_reason() == Some(DownReason::Errors) {
         m.mark_down(now);
         log_ejection(frontend, index);
+    }
+}
+
+/// A server whose address is a host name: resolve it every `resolve_interval` (at once if it
+/// has no address yet). Runs until shutdown.
+async fn run_resolver(frontend: Arc<Frontend>, index: usize, mut shutdown: watch::Receiver<bool>) {
+    let state = &frontend.servers[index].state;
+    let every = frontend.resolve_interval;
+    let mut next = if state.address().is_none() {
+        Instant::now()
+    } else {
+        Instant::now() + every
+    };
+    loop {
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => return,
+            () = sleep_until(next) => {}
+        }
+        next = Instant::now() + every;
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => return,
+            () = crate::resolve::resolve_now(&frontend.name, state) => {}
+        }
     }
 }
 

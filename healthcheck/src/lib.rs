@@ -13,6 +13,8 @@
 //! - [`checker`]: the tokio tasks that run the probes and publish the results.
 //! - [`registry`]: every frontend and its servers, swapped whole on reload, and the
 //!   `/status` view of them.
+//! - [`resolve`]: server addresses written as host names, resolved at start and re-resolved
+//!   every `resolve_interval`.
 //!
 //! # Behaviour
 //! Servers start up (as HAProxy's). A fully up server goes down after `fall` consecutive
@@ -63,6 +65,7 @@ pub mod passive;
 pub mod postgres;
 pub mod probe;
 pub mod registry;
+pub mod resolve;
 pub mod state;
 
 pub use checker::{spawn, spawn_frontend};
@@ -70,4 +73,5 @@ pub use config::{CheckConfig, CheckKind, CheckOverride, HttpMethod, OnError};
 pub use outcome::{CheckReport, CheckResult, Progress};
 pub use passive::{DownReason, Ejection, ProxyError};
 pub use registry::{Frontend, Registry, Server, Status};
+pub use resolve::{Resolution, Target};
 pub use state::{Admin, Health, ServerCounters, ServerState};

@@ -32,6 +32,8 @@ pub enum CheckResult {
     IoError(io::ErrorKind),
     /// What a postgres check found (its own connect failures included).
     Postgres(PgResult),
+    /// Not probed: the server's host name has no address.
+    Unresolved,
 }
 
 impl CheckResult {
@@ -66,6 +68,7 @@ impl CheckResult {
             CheckResult::BadResponse => "bad_response",
             CheckResult::IoError(_) => "io_error",
             CheckResult::Postgres(r) => r.code(),
+            CheckResult::Unresolved => "unresolved",
         }
     }
 
@@ -92,6 +95,7 @@ impl fmt::Display for CheckResult {
             CheckResult::BadResponse => f.write_str("invalid HTTP response"),
             CheckResult::IoError(k) => write!(f, "I/O error: {k}"),
             CheckResult::Postgres(r) => r.fmt(f),
+            CheckResult::Unresolved => f.write_str("host name not resolved"),
         }
     }
 }

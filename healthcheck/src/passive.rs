@@ -81,6 +81,8 @@ pub enum DownReason {
     Check,
     /// `error_limit` consecutive proxy errors.
     Errors,
+    /// The host name has no address (it does not resolve).
+    Unresolved,
 }
 
 impl DownReason {
@@ -89,6 +91,7 @@ impl DownReason {
         match self {
             DownReason::Check => "check",
             DownReason::Errors => "errors",
+            DownReason::Unresolved => "unresolved",
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::config::{CheckConfig, CheckKind, CheckOverride};
 use crate::passive::DownReason;
+use crate::resolve::Target;
 use crate::state::{Admin, Health, ServerState};
 
 /// One server of a frontend as the checker sees it.
@@ -40,13 +41,14 @@ impl Server {
         self
     }
 
-    /// Where checks go: the server's address, or its port overridden.
-    pub fn check_target(&self) -> SocketAddr {
-        let mut a = self.state.address;
+    /// Where checks go: the server's current address, or its port overridden; `None` while
+    /// its host name has no address.
+    pub fn check_target(&self) -> Option<SocketAddr> {
+        let mut a = self.state.address()?;
         if let Some(p) = self.check_override.port {
             a.set_port(p);
         }
-        a
+        Some(a)
     }
 }
 
@@ -59,6 +61,8 @@ pub struct Frontend {
     pub check: CheckConfig,
     /// Its servers, in config order.
     pub servers: Vec<Server>,
+    /// How often the host names among its servers are resolved again.
+    pub resolve_interval: std::time::Duration,
 }
 
 impl Frontend {
@@ -68,7 +72,14 @@ impl Frontend {
             name: name.into(),
             check,
             servers,
+            resolve_interval: crate::resolve::DEFAULT_RESOLVE_INTERVAL,
         }
+    }
+
+    /// The same, with host names resolved again every `interval`.
+    pub fn with_resolve_interval(mut self, interval: std::time::Duration) -> Self {
+        self.resolve_interval = interval;
+        self
     }
 
     /// The check config of one of its servers, overrides applied.
@@ -136,16 +147,12 @@ impl Registry {
             .map(|s| Arc::clone(&s.state))
     }
 
-    /// For a reload: the state of the server `name` of `frontend` if it still has `address`,
-    /// so that its health, counters and admin state carry over into the new config; `None`
-    /// for a new or moved server (make a fresh [`ServerState`]).
-    pub fn reuse(
-        &self,
-        frontend: &str,
-        name: &str,
-        address: SocketAddr,
-    ) -> Option<Arc<ServerState>> {
-        self.server(frontend, name).filter(|s| s.address == address)
+    /// For a reload: the state of the server `name` of `frontend` if it still has `target`
+    /// (the address as written), so that its health, counters, admin state and resolution
+    /// carry over into the new config; `None` for a new or moved server (make a fresh
+    /// [`ServerState`]).
+    pub fn reuse(&self, frontend: &str, name: &str, target: &Target) -> Option<Arc<ServerState>> {
+        self.server(frontend, name).filter(|s| s.target() == target)
     }
 
     /// For VRRP `track_backends`: `Some(true)` if at least one server of `frontend` takes new
@@ -253,14 +260,18 @@ pub struct CheckSummary {
 pub struct ServerStatus {
     /// Its name.
     pub name: String,
-    /// `ip:port`.
+    /// The address as the config writes it: `ip:port` or `host:port`.
     pub address: String,
-    /// "up", "down", "drain" or "maint" (admin state first, then health).
+    /// For a host name, what its resolution found; absent for an IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<ResolutionStatus>,
+    /// "up", "down", "drain" or "maint" (admin state first, then health; a host name without
+    /// an address is "down").
     pub state: &'static str,
     /// What the checks (or the proxy's errors) say: "up" or "down".
     pub health: &'static str,
-    /// Why it is down: "check" (failed active checks) or "errors" (consecutive proxy errors);
-    /// null while up.
+    /// Why it is down: "check" (failed active checks), "errors" (consecutive proxy errors) or
+    /// "unresolved" (its host name has no address); null while up.
     pub down_reason: Option<&'static str>,
     /// What the operator says: "ready", "drain" or "maint".
     pub admin: &'static str,
@@ -285,6 +296,19 @@ pub struct ServerStatus {
     pub last_ejection: Option<LastEjection>,
     /// Counters.
     pub counters: CounterStatus,
+}
+
+/// The resolution of a server's host name in `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolutionStatus {
+    /// The host name.
+    pub name: String,
+    /// Where connections and checks go now (`ip:port`); null: nowhere, the server is down.
+    pub current_address: Option<String>,
+    /// Why the last resolution failed, "unresolved: ..."; null if it succeeded.
+    pub last_error: Option<String>,
+    /// When the name last resolved, milliseconds since the Unix epoch; null if never.
+    pub resolved_at_unix_ms: Option<u64>,
 }
 
 /// The last check of a server in `/status`.
@@ -380,11 +404,23 @@ fn server_status(s: &Server) -> ServerStatus {
     let admin = st.admin();
     let n = &st.counters;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let resolution = st.target().host().map(|host| {
+        let r = st.resolution();
+        ResolutionStatus {
+            name: host.to_string(),
+            current_address: r.address.map(|a| a.to_string()),
+            last_error: r.error.map(|e| format!("unresolved: {e}")),
+            resolved_at_unix_ms: r.resolved_at.map(unix_ms),
+        }
+    });
+    let unresolved = st.down_reason() == Some(DownReason::Unresolved);
     ServerStatus {
         name: st.name.clone(),
-        address: st.address.to_string(),
+        address: st.target().to_string(),
+        resolution,
         state: match (admin, health) {
             (Admin::Maint, _) => "maint",
+            _ if unresolved => "down",
             (_, Health::Down) => "down",
             (Admin::Drain, Health::Up) => "drain",
             (Admin::Ready, Health::Up) => "up",
@@ -409,6 +445,10 @@ fn server_status(s: &Server) -> ServerStatus {
             Some(DownReason::Check) => Some(st.last_check().map_or_else(
                 || "down: check".to_string(),
                 |r| format!("down: {}", r.result),
+            )),
+            Some(DownReason::Unresolved) => Some(format!(
+                "down: unresolved: {}",
+                st.resolution().error.unwrap_or_default()
             )),
         },
         role: st.role().map(|r| r.as_str()),
@@ -523,26 +563,82 @@ mod tests {
         let again = reg.server("other", "r1").expect("moved");
         assert!(Arc::ptr_eq(&r1, &again));
         let kept = reg
-            .reuse("other", "r1", addr("10.0.0.11:5240"))
+            .reuse("other", "r1", &Target::Addr(addr("10.0.0.11:5240")))
             .expect("same address");
         assert!(Arc::ptr_eq(&r1, &kept));
         assert!(
-            reg.reuse("other", "r1", addr("10.0.0.11:5241")).is_none(),
+            reg.reuse("other", "r1", &Target::Addr(addr("10.0.0.11:5241")))
+                .is_none(),
             "moved"
         );
         assert!(
-            reg.reuse("maas", "r1", addr("10.0.0.11:5240")).is_none(),
+            reg.reuse("maas", "r1", &Target::Addr(addr("10.0.0.11:5240")))
+                .is_none(),
             "gone"
         );
         assert_eq!(reg.frontends().len(), 1);
     }
 
     #[test]
+    fn status_shows_the_resolution_of_host_names() {
+        let named = |host: &str| {
+            Arc::new(ServerState::with_target(
+                host,
+                Target::Name {
+                    host: host.into(),
+                    port: 5240,
+                },
+                false,
+            ))
+        };
+        let (ok, bad) = (named("maas-api-1.example"), named("nosuch.example"));
+        let now = std::time::Instant::now();
+        ok.set_resolution(ok.resolution().next(
+            Ok(vec![addr("10.0.0.11:5240")]),
+            now,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ));
+        bad.set_resolution(bad.resolution().next(
+            Err("failed to lookup address information: Name or service not known".into()),
+            now,
+            SystemTime::now(),
+        ));
+        let reg = Registry::new(vec![Frontend::new(
+            "maas",
+            CheckConfig::default(),
+            vec![Server::new(ok, true), Server::new(bad, true)],
+        )]);
+        let f = reg.frontend("maas").expect("maas");
+        assert_eq!(f.servers[0].check_target(), Some(addr("10.0.0.11:5240")));
+        assert_eq!(f.servers[1].check_target(), None);
+        let v: serde_json::Value = serde_json::from_str(&reg.status_json()).expect("JSON");
+        let s = &v["frontends"][0]["servers"];
+        assert_eq!(s[0]["address"], "maas-api-1.example:5240");
+        assert_eq!(s[0]["state"], "up");
+        assert_eq!(s[0]["resolution"]["name"], "maas-api-1.example");
+        assert_eq!(s[0]["resolution"]["current_address"], "10.0.0.11:5240");
+        assert!(s[0]["resolution"]["last_error"].is_null());
+        assert_eq!(
+            s[0]["resolution"]["resolved_at_unix_ms"],
+            1_700_000_000_000u64
+        );
+        assert_eq!(s[1]["state"], "down");
+        assert_eq!(s[1]["down_reason"], "unresolved");
+        assert!(s[1]["resolution"]["current_address"].is_null());
+        assert_eq!(
+            s[1]["resolution"]["last_error"],
+            "unresolved: failed to lookup address information: Name or service not known"
+        );
+        assert_eq!(v["frontends"][0]["servers_up"], 1);
+        assert_eq!(reg.any_available("maas"), Some(true));
+    }
+
+    #[test]
     fn check_target_uses_port_override() {
         let reg = registry();
         let f = reg.frontend("maas").expect("exists");
-        assert_eq!(f.servers[0].check_target(), addr("10.0.0.11:5240"));
-        assert_eq!(f.servers[1].check_target(), addr("10.0.0.12:5241"));
+        assert_eq!(f.servers[0].check_target(), Some(addr("10.0.0.11:5240")));
+        assert_eq!(f.servers[1].check_target(), Some(addr("10.0.0.12:5241")));
     }
 
     #[test]
@@ -598,6 +694,7 @@ mod tests {
         assert_eq!(s[1]["counters"]["transitions"], 1);
         assert_eq!(s[2]["address"], "[fd00::13]:5240");
         assert_eq!(s[2]["state"], "maint");
+        assert!(s[2].get("resolution").is_none(), "an IP address has none");
         assert_eq!(s[2]["check"], false);
         assert!(s[2]["last_check"].is_null());
         assert_eq!(f["check"]["error_limit"], 10);

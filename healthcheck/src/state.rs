@@ -1,16 +1,17 @@
 //! Shared per-server state: written by the checker and the proxy, read lock-free on the hot path.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{watch, Notify};
 
 use crate::outcome::CheckReport;
 use crate::passive::{DownReason, Ejection, ProxyError};
 use crate::postgres::Role;
+use crate::resolve::{Resolution, Target};
 
 /// Values of [`ServerState`]'s `health`: up, or down and why. Only 0 takes traffic, so the hot
 /// path compares with one constant.
@@ -45,8 +46,12 @@ pub enum Admin {
 pub struct ServerState {
     /// Name from the config.
     pub name: String,
-    /// Address connections go to.
-    pub address: SocketAddr,
+    /// The address as the config writes it: an IP address or a host name, with the port.
+    target: Target,
+    /// Where connections and checks go now (a name's last resolution).
+    resolution: ArcSwap<Resolution>,
+    /// Whether `resolution` has an address: read on the hot path instead of the `ArcSwap`.
+    resolved: AtomicBool,
     /// [`UP`], [`DOWN_BY_CHECKS`] or [`DOWN_BY_ERRORS`].
     health: AtomicU8,
     admin: AtomicU8,
@@ -110,11 +115,23 @@ pub struct ServerCounters {
 }
 
 impl ServerState {
-    /// A server that starts up (as HAProxy's do) unless `disabled`.
+    /// A server at a fixed address that starts up (as HAProxy's do) unless `disabled`.
     pub fn new(name: impl Into<String>, address: SocketAddr, disabled: bool) -> Self {
+        Self::with_target(name, Target::Addr(address), disabled)
+    }
+
+    /// A server at `target`; a host name has no address until [`ServerState::set_resolution`]
+    /// gives it one (see [`crate::resolve`]).
+    pub fn with_target(name: impl Into<String>, target: Target, disabled: bool) -> Self {
+        let resolution = match &target {
+            Target::Addr(a) => Resolution::fixed(*a),
+            Target::Name { .. } => Resolution::pending(),
+        };
         ServerState {
             name: name.into(),
-            address,
+            resolved: AtomicBool::new(resolution.address.is_some()),
+            resolution: ArcSwap::from_pointee(resolution),
+            target,
             health: AtomicU8::new(UP),
             admin: AtomicU8::new(if disabled { Admin::Maint } else { Admin::Ready } as u8),
             recheck: Notify::new(),
@@ -128,11 +145,44 @@ impl ServerState {
         }
     }
 
-    /// True if new connections may go to this server: healthy and neither drained nor disabled.
+    /// True if new connections may go to this server: healthy, neither drained nor disabled,
+    /// and with an address.
     #[inline]
     pub fn is_available(&self) -> bool {
         self.health.load(Ordering::Relaxed) == UP
             && self.admin.load(Ordering::Relaxed) == Admin::Ready as u8
+            && self.resolved.load(Ordering::Relaxed)
+    }
+
+    /// The address as the config writes it.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Where connections and checks go now; `None` while a host name has no address.
+    #[inline]
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.resolution.load().address
+    }
+
+    /// The last resolution of the name (for an IP address: that address, fixed).
+    pub fn resolution(&self) -> Resolution {
+        Resolution::clone(&self.resolution.load())
+    }
+
+    /// Publishes a new resolution; returns whether the address changed (the checker then
+    /// checks the new one at once). Ignored for a fixed address.
+    pub fn set_resolution(&self, r: Resolution) -> bool {
+        if matches!(self.target, Target::Addr(_)) {
+            return false;
+        }
+        let changed = self.resolution.load().address != r.address;
+        self.resolved.store(r.address.is_some(), Ordering::Relaxed);
+        self.resolution.store(Arc::new(r));
+        if changed {
+            self.recheck.notify_one();
+        }
+        changed
     }
 
     /// What the checks (or the proxy's errors) say.
@@ -144,8 +194,12 @@ impl ServerState {
         }
     }
 
-    /// Why the server is down; `None` while up.
+    /// Why the server is down; `None` while up. A name without an address is down whatever
+    /// its checks say.
     pub fn down_reason(&self) -> Option<DownReason> {
+        if !self.resolved.load(Ordering::Relaxed) {
+            return Some(DownReason::Unresolved);
+        }
         match self.health.load(Ordering::Relaxed) {
             UP => None,
             DOWN_BY_ERRORS => Some(DownReason::Errors),
@@ -396,6 +450,40 @@ mod tests {
         assert_eq!(s.record_role(Role::Standby), Some(Role::Primary));
         assert_eq!(s.role(), Some(Role::Standby));
         assert_eq!(s.counters.role_changes.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_host_name_without_an_address_is_down_whatever_its_checks_say() {
+        use crate::resolve::{Resolution, Target};
+        let s = ServerState::with_target(
+            "r1",
+            Target::Name {
+                host: "maas-api-1.example".into(),
+                port: 5240,
+            },
+            false,
+        );
+        assert_eq!(s.address(), None);
+        assert!(!s.is_available());
+        assert_eq!(s.down_reason(), Some(DownReason::Unresolved));
+        let at = SocketAddr::from(([10, 0, 0, 11], 5240));
+        assert!(s.set_resolution(Resolution::fixed(at)), "changed");
+        assert!(s.is_available());
+        assert_eq!(s.address(), Some(at));
+        assert_eq!(s.down_reason(), None);
+        assert!(!s.set_resolution(Resolution::fixed(at)), "unchanged");
+        let gone = s.resolution().next(
+            Err("Name or service not known".into()),
+            std::time::Instant::now() + crate::resolve::RESOLVE_HOLD * 2,
+            SystemTime::now(),
+        );
+        // The first failure starts the hold: still there.
+        assert!(!s.set_resolution(gone.clone()));
+        assert!(s.is_available());
+        // A fixed address ignores resolutions.
+        let fixed = state();
+        assert!(!fixed.set_resolution(Resolution::pending()));
+        assert!(fixed.is_available());
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //!   server is not available is skipped by taking the next cursor position, so its share is
 //!   spread over the others.
 //! - Source uses weighted rendezvous hashing: every server scores `weight / -ln(u)` with `u`
-//!   drawn from a fixed hash of (server name, client address); the best score wins. The result
-//!   depends only on the names and weights, never on their order or on the host computing it,
-//!   and a server going down moves only the clients it had.
+//!   drawn from a fixed hash of (server hash key, client address); the best score wins. The
+//!   hash key is the server's address as the config writes it (`10.0.0.11:5240`,
+//!   `maas-api-1.example:5240`) or its `hash_key`, never its name: the names are per host (the
+//!   MAAS guide calls every host's own region `localhost`), the addresses are the same on every
+//!   host. The result depends only on the keys and weights, never on their order or on the
+//!   host computing it, and a server going down moves only the clients it had.
 //! - First takes the first available server in config order (HAProxy's `balance first`,
 //!   without its per-server `maxconn`, which maas-vip servers do not have): all connections
 //!   go to one server, the next one takes over only when it is down. For a database whose
@@ -51,7 +54,7 @@ pub struct Member {
     pub weight: u32,
     /// Only used while no primary server is available.
     pub backup: bool,
-    name_hash: u64,
+    key_hash: u64,
 }
 
 /// Balancing algorithm.
@@ -78,12 +81,27 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Builds a pool; `servers` gives (state, weight, backup) in config order.
+    /// Builds a pool; `servers` gives (state, weight, backup) in config order. The hash key of
+    /// each is its address as written ([`healthcheck::Target`]).
     pub fn new(algorithm: Algorithm, servers: Vec<(Arc<ServerState>, u32, bool)>) -> Pool {
+        Pool::keyed(
+            algorithm,
+            servers
+                .into_iter()
+                .map(|(state, weight, backup)| (state.target().to_string(), state, weight, backup))
+                .collect(),
+        )
+    }
+
+    /// Builds a pool; `servers` gives (hash key, state, weight, backup) in config order.
+    pub fn keyed(
+        algorithm: Algorithm,
+        servers: Vec<(String, Arc<ServerState>, u32, bool)>,
+    ) -> Pool {
         let members: Vec<Member> = servers
             .into_iter()
-            .map(|(state, weight, backup)| Member {
-                name_hash: fnv1a(state.name.as_bytes()),
+            .map(|(key, state, weight, backup)| Member {
+                key_hash: fnv1a(key.as_bytes()),
                 state,
                 weight: weight.min(256),
                 backup,
@@ -168,7 +186,7 @@ impl Pool {
             if m.backup != backup || m.weight == 0 || tried.has(i) || !m.state.is_available() {
                 continue;
             }
-            let score = rendezvous_score(m.name_hash, key, m.weight);
+            let score = rendezvous_score(m.key_hash, key, m.weight);
             if best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, i));
             }
@@ -244,8 +262,8 @@ fn client_hash(ip: IpAddr) -> u64 {
 
 /// Weighted rendezvous score: `weight / -ln(u)`, `u` uniform in (0, 1) from the two hashes.
 #[inline]
-fn rendezvous_score(name_hash: u64, key: u64, weight: u32) -> f64 {
-    let h = fmix64(name_hash ^ key.rotate_left(17));
+fn rendezvous_score(server_hash: u64, key: u64, weight: u32) -> f64 {
+    let h = fmix64(server_hash ^ key.rotate_left(17));
     // 53 random bits, shifted off zero so ln() stays finite.
     let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     f64::from(weight) / -u.ln()
@@ -254,15 +272,24 @@ fn rendezvous_score(name_hash: u64, key: u64, weight: u32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use healthcheck::{Admin, Health};
+    use healthcheck::{Admin, Health, Resolution, Target};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
+    /// A server named `name` at `name:5240`, resolved.
     fn state(name: &str) -> Arc<ServerState> {
-        Arc::new(ServerState::new(
+        resolved(ServerState::with_target(
             name,
-            SocketAddr::from(([127, 0, 0, 1], 1)),
+            Target::Name {
+                host: name.into(),
+                port: 5240,
+            },
             false,
         ))
+    }
+
+    fn resolved(s: ServerState) -> Arc<ServerState> {
+        s.set_resolution(Resolution::fixed(SocketAddr::from(([127, 0, 0, 1], 1))));
+        Arc::new(s)
     }
 
     fn pool(alg: Algorithm, spec: &[(&str, u32)]) -> Pool {
@@ -448,7 +475,8 @@ mod tests {
         assert!((5700..=6300).contains(&n[0]), "{n:?}");
     }
 
-    /// Clients 10.0.0.0..=10.0.0.7 over maas-api-1..3, as computed by the first release.
+    /// Clients 10.0.0.0..=10.0.0.7 over hash keys maas-api-1..3, as computed by the first
+    /// release (which keyed on server names).
     const PINNED: [&str; 8] = [
         "maas-api-3",
         "maas-api-2",
@@ -464,20 +492,25 @@ mod tests {
     fn source_mapping_is_fixed_across_builds() {
         // A fixed expectation guards against a hash change that would remap every client
         // when hosts run different versions.
-        let p = pool(
-            Algorithm::Source,
-            &[("maas-api-1", 1), ("maas-api-2", 1), ("maas-api-3", 1)],
-        );
+        // The same hash as then: `hash_key = "<the old name>"` keeps a client's region across
+        // the upgrade.
+        let keyed = |names: &[&str]| {
+            Pool::keyed(
+                Algorithm::Source,
+                names
+                    .iter()
+                    .map(|n| (n.to_string(), state(&format!("other-{n}")), 1, false))
+                    .collect(),
+            )
+        };
+        let p = keyed(&["maas-api-1", "maas-api-2", "maas-api-3"]);
         let got: Vec<usize> = (0..8)
             .map(|i| p.pick(ip(i), Tried::default()).expect("a server"))
             .collect();
-        let again = pool(
-            Algorithm::Source,
-            &[("maas-api-3", 1), ("maas-api-1", 1), ("maas-api-2", 1)],
-        );
+        let again = keyed(&["maas-api-3", "maas-api-1", "maas-api-2"]);
         let names = |p: &Pool, v: &[usize]| -> Vec<String> {
             v.iter()
-                .map(|&i| p.members()[i].state.name.clone())
+                .map(|&i| p.members()[i].state.name["other-".len()..].to_string())
                 .collect()
         };
         let got_again: Vec<usize> = (0..8)
@@ -485,6 +518,66 @@ mod tests {
             .collect();
         assert_eq!(names(&p, &got), names(&again, &got_again));
         assert_eq!(names(&p, &got), PINNED);
+    }
+
+    #[test]
+    fn source_hashes_addresses_not_names() {
+        // Host A calls its own region `localhost` and the others by address; host B the same
+        // regions by other names: each client lands on the same address from both hosts.
+        let at = |name: &str, addr: &str| {
+            let t = Target::parse(addr).expect("address");
+            (resolved(ServerState::with_target(name, t, false)), 1, false)
+        };
+        let a = Pool::new(
+            Algorithm::Source,
+            vec![
+                at("localhost", "10.0.0.11:5240"),
+                at("maas-api-2", "10.0.0.12:5240"),
+                at("maas-api-3", "region-3.example:5240"),
+            ],
+        );
+        let b = Pool::new(
+            Algorithm::Source,
+            vec![
+                at("r3", "region-3.example:5240"),
+                at("r1", "10.0.0.11:5240"),
+                at("localhost", "10.0.0.12:5240"),
+            ],
+        );
+        let addr = |p: &Pool, i: u32| {
+            p.members()[p.pick(ip(i), Tried::default()).expect("a server")]
+                .state
+                .target()
+                .to_string()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1000 {
+            assert_eq!(addr(&a, i), addr(&b, i), "client {i}");
+            seen.insert(addr(&a, i));
+        }
+        assert_eq!(seen.len(), 3, "spread over all three");
+        // An explicit key wins over the address.
+        let keyed = Pool::keyed(
+            Algorithm::Source,
+            vec![
+                ("k1".into(), state("x1"), 1, false),
+                ("k2".into(), state("x2"), 1, false),
+            ],
+        );
+        let renamed = Pool::keyed(
+            Algorithm::Source,
+            vec![
+                ("k2".into(), state("y2"), 1, false),
+                ("k1".into(), state("y1"), 1, false),
+            ],
+        );
+        for i in 0..200 {
+            let k = |p: &Pool| p.pick(ip(i), Tried::default()).expect("a server");
+            assert_eq!(
+                keyed.members()[k(&keyed)].state.name[1..],
+                renamed.members()[k(&renamed)].state.name[1..]
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use healthcheck::{CheckConfig, CheckOverride};
+use healthcheck::{CheckConfig, CheckOverride, Target};
 use serde::{Deserialize, Deserializer};
 use serde_spanned::Spanned;
 
@@ -46,8 +46,10 @@ pub struct FrontendConfig {
     /// Longest silence from the client while the proxy waits for it.
     #[serde(default = "thirty_secs", with = "humantime_serde")]
     pub timeout_client: Duration,
-    /// Longest silence from the server while the proxy waits for it.
-    #[serde(default = "ninety_secs", with = "humantime_serde")]
+    /// Longest silence from the server while the proxy waits for it. The default, 900 s, is
+    /// the region nginx's own `proxy_read_timeout` in front of regiond (and the charm's
+    /// HAProxy `timeout server`): a shorter one cuts long API calls the region would answer.
+    #[serde(default = "nine_hundred_secs", with = "humantime_serde")]
     pub timeout_server: Duration,
     /// Inactivity limit once a stream is a tunnel; replaces the client and server timeouts.
     #[serde(default = "one_hour", with = "humantime_serde")]
@@ -64,6 +66,12 @@ pub struct FrontendConfig {
     /// Active health check of the servers that have `check = true`.
     #[serde(default)]
     pub check: CheckConfig,
+    /// How often server host names are resolved again (HAProxy's `hold valid`, 10 s).
+    #[serde(
+        default = "default_resolve_interval",
+        deserialize_with = "de_resolve_interval"
+    )]
+    pub resolve_interval: Duration,
     /// The servers (regions).
     #[serde(default)]
     pub server: Vec<ServerConfig>,
@@ -87,7 +95,8 @@ pub enum Balance {
     /// Smooth weighted round robin.
     #[default]
     Roundrobin,
-    /// Consistent hash of the client address over server names and weights.
+    /// Consistent hash of the client address over the servers' hash keys (their addresses as
+    /// written, or `hash_key`) and weights.
     Source,
     /// The first server in config order that is available (HAProxy's `first`; backups
     /// after every other): every connection goes to one server while it is up, so writes
@@ -121,10 +130,16 @@ impl OnDown {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Name, unique in its frontend; the consistent hash depends on it.
+    /// Name, unique in its frontend (logs, metrics, admin actions).
     pub name: Spanned<String>,
-    /// Address and port.
-    pub address: Spanned<SocketAddr>,
+    /// `ip:port`, `[ipv6]:port` or `host:port` (a name is resolved at start and every
+    /// `resolve_interval`). Checked by [`FrontendConfig::validate`], so that a bad one is one
+    /// problem, not also a missing key; see [`ServerConfig::target`].
+    pub address: Spanned<String>,
+    /// What `balance = "source"` hashes for this server instead of `address` (the same on
+    /// every host, e.g. the region's system id). Default: `address` as written.
+    #[serde(default)]
+    pub hash_key: Option<Spanned<String>>,
     /// Share of the traffic, 0..=256 (HAProxy's range); 0 takes no new connections.
     #[serde(default = "default_weight", deserialize_with = "de_weight")]
     pub weight: u32,
@@ -143,9 +158,30 @@ pub struct ServerConfig {
     pub check_override: CheckOverride,
 }
 
+impl ServerConfig {
+    /// The parsed `address`; `Err` says what is wrong (reported by `validate`).
+    pub fn target(&self) -> Result<Target, String> {
+        Target::parse(self.address.get_ref().trim())
+    }
+
+    /// What `balance = "source"` hashes: `hash_key`, else `address` as written. Never the
+    /// name: the guide names every host's own region `localhost`.
+    pub fn hash_key(&self) -> &str {
+        self.hash_key
+            .as_ref()
+            .map_or(self.address.get_ref().trim(), |k| k.get_ref().as_str())
+    }
+}
+
 impl FrontendConfig {
     /// Checks that relate several values of this block. Returns every problem found.
     pub fn validate(&self) -> Vec<Problem> {
+        self.validate_with(true)
+    }
+
+    /// [`FrontendConfig::validate`], with or without [`FrontendConfig::validate_server_count`]
+    /// (without: for a caller that dropped a bad `[[frontend.server]]` and already said why).
+    pub fn validate_with(&self, server_count: bool) -> Vec<Problem> {
         let mut out = Vec::new();
         let name_span = self.name.span();
         if self.name.get_ref().is_empty() {
@@ -177,19 +213,8 @@ impl FrontendConfig {
                 ));
             }
         }
-        if self.server.is_empty() {
-            out.push(Spanned::new(
-                name_span.clone(),
-                format!(
-                    "frontend `{}` needs at least one [[frontend.server]]",
-                    self.name.get_ref()
-                ),
-            ));
-        } else if self.server.iter().all(|s| s.backup) {
-            out.push(Spanned::new(
-                name_span.clone(),
-                format!("frontend `{}` has only backup servers", self.name.get_ref()),
-            ));
+        if server_count {
+            out.extend(self.validate_server_count());
         }
         for (i, s) in self.server.iter().enumerate() {
             if s.name.get_ref().is_empty() {
@@ -217,14 +242,22 @@ impl FrontendConfig {
                     format!("server `{}`: {msg}", s.name.get_ref()),
                 ));
             }
-            let a = s.address.get_ref();
-            if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
-                out.push(Spanned::new(
-                    s.address.span(),
-                    format!("server address {a} must be a unicast address with a port"),
-                ));
-            } else if let Some(why) = bad_ipv6(a, "server address") {
-                out.push(Spanned::new(s.address.span(), why));
+            match s.target() {
+                Err(e) => out.push(Spanned::new(s.address.span(), e)),
+                Ok(Target::Addr(a)) => {
+                    if let Some(why) = bad_ipv6(&a, "server address") {
+                        out.push(Spanned::new(s.address.span(), why));
+                    }
+                }
+                Ok(Target::Name { .. }) => {}
+            }
+            if let Some(k) = &s.hash_key {
+                if k.get_ref().trim().is_empty() {
+                    out.push(Spanned::new(
+                        k.span(),
+                        "`hash_key` must not be empty".into(),
+                    ));
+                }
             }
         }
         for (key, d) in [
@@ -249,6 +282,47 @@ impl FrontendConfig {
                     r.span(),
                     "`redirect_root` needs mode = \"http\"".into(),
                 ));
+            }
+        }
+        out
+    }
+
+    /// That the frontend has a server that is not a backup.
+    pub fn validate_server_count(&self) -> Option<Problem> {
+        let name = self.name.get_ref();
+        if self.server.is_empty() {
+            Some(Spanned::new(
+                self.name.span(),
+                format!("frontend `{name}` needs at least one [[frontend.server]]"),
+            ))
+        } else if self.server.iter().all(|s| s.backup) {
+            Some(Spanned::new(
+                self.name.span(),
+                format!("frontend `{name}` has only backup servers"),
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Settings that work but likely not as meant. Returns every one found.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.balance == Balance::Source {
+            for s in &self.server {
+                if s.target().is_ok_and(|t| t.is_loopback()) {
+                    out.push(Spanned::new(
+                        s.address.span(),
+                        format!(
+                            "server `{}` at {} is this host's loopback under balance = \"source\": \
+                             a different region on each host, so clients change region after a \
+                             takeover; write the region's own address (or name) as every host \
+                             reaches it",
+                            s.name.get_ref(),
+                            s.address.get_ref()
+                        ),
+                    ));
+                }
             }
         }
         out
@@ -303,8 +377,22 @@ fn five_secs() -> Duration {
 fn thirty_secs() -> Duration {
     Duration::from_secs(30)
 }
-fn ninety_secs() -> Duration {
-    Duration::from_secs(90)
+fn nine_hundred_secs() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_resolve_interval() -> Duration {
+    healthcheck::resolve::DEFAULT_RESOLVE_INTERVAL
+}
+
+fn de_resolve_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v: Duration = humantime_serde::deserialize(d)?;
+    if v < Duration::from_millis(100) || v > Duration::from_secs(86_400) {
+        return Err(serde::de::Error::custom(format!(
+            "resolve_interval must be 100ms..=24h, got {}",
+            humantime::format_duration(v)
+        )));
+    }
+    Ok(v)
 }
 fn one_hour() -> Duration {
     Duration::from_secs(3600)

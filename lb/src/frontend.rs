@@ -272,7 +272,16 @@ fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {
     let members = servers
         .into_iter()
         .zip(&cfg.server)
-        .map(|(state, s)| (state, s.weight, s.backup))
+        .map(|(state, s)| {
+            // The key as the config writes it, normalised through the parse when it parses
+            // (`[fd00:0::11]:5240` and `[fd00::11]:5240` hash alike).
+            let key = match (&s.hash_key, s.target()) {
+                (Some(k), _) => k.get_ref().clone(),
+                (None, Ok(t)) => t.to_string(),
+                (None, Err(_)) => s.hash_key().to_string(),
+            };
+            (key, state, s.weight, s.backup)
+        })
         .collect();
     Snapshot {
         settings: Settings {
@@ -288,7 +297,7 @@ fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {
             redirect_root: cfg.redirect_root.as_ref().map(|r| r.get_ref().clone()),
             on_down: cfg.on_down,
         },
-        pool: Pool::new(algorithm, members),
+        pool: Pool::keyed(algorithm, members),
         pools,
     }
 }

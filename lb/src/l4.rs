@@ -127,9 +127,14 @@ pub async fn connect<'a>(
         if attempt > 0 {
             fe.count_retry(snap, idx, previous);
         }
+        // The name lost its address since the pick: another server, not an attempt.
+        let Some(address) = server.address() else {
+            tried.mark(idx);
+            continue;
+        };
         // socket(2) apart from connect(2): a descriptor shortage shows here, and once the
         // socket exists the accept loop may go on (see `Admission`).
-        let socket = if server.address.is_ipv4() {
+        let socket = if address.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
@@ -137,7 +142,7 @@ pub async fn connect<'a>(
         let attempt_result = match socket {
             Ok(socket) => {
                 admission.release();
-                tokio::time::timeout(s.timeout_connect, socket.connect(server.address)).await
+                tokio::time::timeout(s.timeout_connect, socket.connect(address)).await
             }
             Err(e) => Ok(Err(e)),
         };

@@ -840,15 +840,22 @@ async fn handle(
         if attempt > 0 && stale == 0 {
             fe.count_retry(snap, idx, previous);
         }
+        // The name lost its address since the pick: another server, not an attempt.
+        let Some(address) = server.address() else {
+            tried.mark(idx);
+            continue;
+        };
         let t = Instant::now();
+        // Only a connection to the address the server has now: after its name moved, the
+        // old region gets no more requests.
         let pooled = if s.http_server_close || upgrade {
             None
         } else {
-            snap.pools[idx].checkout()
+            snap.pools[idx].checkout(address)
         };
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => match Conn::connect(server.address, s.timeout_connect).await {
+            None => match Conn::connect(address, s.timeout_connect).await {
                 Ok(conn) => conn,
                 // This host's shortage (descriptors, buffers, local ports), not the server's.
                 // Waited out within `timeout_connect`, then answered 503.

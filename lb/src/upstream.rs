@@ -560,12 +560,14 @@ impl ServerPool {
             .sum()
     }
 
-    /// The most recently used idle connection that the server has not closed. Closed ones
+    /// The most recently used idle connection to `addr` (the server's address now) that the
+    /// server has not closed. Closed ones, and ones to an address the server no longer has,
     /// met on the way are dropped.
-    pub(crate) fn checkout(&self) -> Option<Conn> {
+    pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
         let mut idle = self.slot().lock().ok()?;
         while let Some(conn) = idle.pop() {
-            if conn.usable() {
+            // getpeername(2) rather than a field: a connection stays small on the hot path.
+            if conn.stream.peer_addr().is_ok_and(|p| p == addr) && conn.usable() {
                 return Some(conn);
             }
         }
@@ -1370,7 +1372,25 @@ mod tests {
         assert_eq!(pool.idle(), 1);
         // The server closes right after its response.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(pool.checkout().is_none());
+        assert!(pool.checkout(addr).is_none());
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_reused_only_to_the_same_address() {
+        let addr = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], false).await;
+        let (conn, h) = request(addr, &Method::GET).await;
+        let h = h.expect("head");
+        let pool = Arc::new(ServerPool::default());
+        let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()), Duration::from_secs(5));
+        assert_eq!(pool.idle(), 1);
+        let conn = pool.checkout(addr).expect("same address: reused");
+        pool.checkin(conn);
+        // The server's host name now resolves elsewhere: the connection to the old address
+        // is closed, not reused.
+        let mut moved = addr;
+        moved.set_port(addr.port().wrapping_add(1).max(1));
+        assert!(pool.checkout(moved).is_none());
         assert_eq!(pool.idle(), 0);
     }
 

@@ -181,9 +181,9 @@ impl TestFrontend {
             .server
             .iter()
             .map(|s| {
-                Arc::new(ServerState::new(
+                Arc::new(ServerState::with_target(
                     s.name.get_ref().clone(),
-                    *s.address.get_ref(),
+                    s.target().expect("test server address"),
                     s.disabled,
                 ))
             })

@@ -35,7 +35,7 @@ const CODES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 /// Values of the `state` label of `maas_vip_server_state`.
 const SERVER_STATES: [&str; 4] = ["up", "down", "drain", "maint"];
 /// Values of the `reason` label of `maas_vip_server_down`.
-const DOWN_REASONS: [&str; 2] = ["check", "errors"];
+const DOWN_REASONS: [&str; 3] = ["check", "errors", "unresolved"];
 /// Roles of `server_pg_role`.
 const PG_ROLES: [&str; 2] = ["primary", "standby"];
 
@@ -314,7 +314,8 @@ impl Snapshot {
             enc,
             "server_down",
             "1 for why the server is down (check: failed active checks, errors: error_limit \
-             consecutive proxy errors), 0 for the other; both 0 while it is up.",
+             consecutive proxy errors, unresolved: its host name has no address), 0 for the \
+             others; all 0 while it is up.",
             servers.iter().flat_map(|(l, s)| {
                 let now = s.down_reason().map(DownReason::as_str);
                 DOWN_REASONS
@@ -724,7 +725,8 @@ pub(super) mod tests {
         for s in servers {
             text.push_str(&format!(
                 "[[server]]\nname = {:?}\naddress = \"{}\"\n",
-                s.name, s.address
+                s.name,
+                s.target()
             ));
         }
         let cfg: lb::FrontendConfig = toml::from_str(&text).expect("test frontend config");

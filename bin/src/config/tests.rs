@@ -44,7 +44,12 @@ fn good_config_parses_with_defaults() {
     assert!(c.frontend[0].redispatch);
     assert_eq!(
         c.frontend[0].timeout_server,
-        std::time::Duration::from_secs(90)
+        std::time::Duration::from_secs(900),
+        "the region nginx's proxy_read_timeout"
+    );
+    assert_eq!(
+        c.frontend[0].resolve_interval,
+        std::time::Duration::from_secs(10)
     );
     assert_eq!(
         c.vrrp[0].track_script[0].interval,
@@ -460,4 +465,154 @@ fn shipped_postgres_example_is_valid() {
         }
         Err(r) => panic!("conf/maas-vip-postgres.toml is invalid:\n{r}"),
     }
+}
+
+/// Every message of a report, errors and warnings, without the source excerpts.
+fn messages(text: &str) -> Vec<String> {
+    report(text)
+        .lines()
+        .filter(|l| l.starts_with("error") || l.starts_with("warning"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn one_bad_server_address_is_one_problem_and_the_next_server_is_still_checked() {
+    let text = GOOD
+        .replace("address = \"10.0.0.11:5240\"", "address = \"10.0.0.11\"")
+        .replace("weight = 2", "wieght = 2");
+    assert_eq!(
+        messages(&text),
+        [
+            "error: maas-vip.toml:20:11: server address `10.0.0.11` needs a port (expected \
+             `host:port`, `ip:port` or `[ipv6]:port`, e.g. \"maas-api-1.example:5240\")",
+            "error: maas-vip.toml:25:1: unknown field `wieght`, expected one of `name`, \
+             `address`, `hash_key`, `weight`, `check`, `backup`, `disabled`, `check_override`",
+        ]
+    );
+}
+
+#[test]
+fn a_bad_required_value_is_not_also_a_missing_key() {
+    // Wrong types in required keys of both servers, a typo in the first, an unparsable VIP
+    // and a bad priority: each once, nothing about missing keys or an empty frontend.
+    let text = GOOD
+        .replace(
+            "address = \"10.0.0.11:5240\"",
+            "address = 5240\ncheck = \"yes\"",
+        )
+        .replace("name = \"maas-api-2\"", "name = 2")
+        .replace("\"10.0.0.100/24\"", "\"10.0.0.300/24\"")
+        .replace("priority = 150", "priority = 0");
+    assert_eq!(
+        messages(&text),
+        [
+            "error: maas-vip.toml:6:12: priority must be 1..=254 (255 only for the address \
+             owner), got 0",
+            "error: maas-vip.toml:8:23: `10.0.0.300/24` is not an IP address (expected e.g. \
+             \"10.0.0.100/24\" or \"2001:db8::100/64\")",
+            "error: maas-vip.toml:20:11: invalid type: integer `5240`, expected a string",
+            "error: maas-vip.toml:21:9: invalid type: string \"yes\", expected a boolean",
+            "error: maas-vip.toml:24:8: invalid type: integer `2`, expected a string",
+        ],
+        "{}",
+        report(&text)
+    );
+}
+
+#[test]
+fn an_ipv6_vip_in_a_v2_instance_is_one_problem() {
+    let text = GOOD.replace("\"10.0.0.100/24\"", "\"fd00::100/64\"");
+    let m = messages(&text);
+    assert_eq!(m.len(), 1, "{m:#?}");
+    assert!(
+        m[0].contains(":8:23: IPv6 virtual addresses need `version = 3`"),
+        "{m:#?}"
+    );
+}
+
+#[test]
+fn host_names_are_addresses_and_bad_ones_are_located() {
+    let text = GOOD
+        .replace("\"10.0.0.11:5240\"", "\"maas-api-1.example:5240\"")
+        .replace("\"10.0.0.12:5240\"", "\"localhost:5240\"");
+    let (c, r) = parse(Path::new("x.toml"), text).expect("valid");
+    assert!(r.findings.is_empty(), "{r}");
+    assert_eq!(
+        c.frontend[0].server[0].target(),
+        Ok(healthcheck::Target::Name {
+            host: "maas-api-1.example".into(),
+            port: 5240
+        })
+    );
+    for (bad, why) in [
+        ("maas-api-1.example", "needs a port"),
+        (
+            "maas_api_1:5240",
+            "is neither an IP address nor a host name",
+        ),
+        ("10.0.0.1:99999", "port `99999` must be 1..=65535"),
+        ("[fd00::1]", "needs a port"),
+    ] {
+        let text = GOOD.replace("10.0.0.11:5240", bad);
+        let m = messages(&text);
+        assert_eq!(m.len(), 1, "{bad}: {m:#?}");
+        assert!(
+            m[0].starts_with("error: maas-vip.toml:20:11: "),
+            "{bad}: {m:#?}"
+        );
+        assert!(m[0].contains(why), "{bad}: {m:#?}");
+    }
+}
+
+#[test]
+fn source_balance_over_loopback_servers_is_a_warning() {
+    let text = GOOD
+        .replace(
+            "bind = [\"0.0.0.0:8080\"]",
+            "bind = [\"0.0.0.0:8080\"]\nbalance = \"source\"",
+        )
+        .replace("\"10.0.0.11:5240\"", "\"localhost:5240\"")
+        .replace(
+            "\"10.0.0.12:5240\"",
+            "\"127.0.1.1:5240\"\nhash_key = \"region-2\"",
+        );
+    let r = report(&text);
+    assert!(r.starts_with("OK\n"), "{r}");
+    let m = messages(&text);
+    assert_eq!(m.len(), 2, "{r}");
+    assert!(
+        m[0].starts_with(
+            "warning: maas-vip.toml:21:11: server `maas-api-1` at localhost:5240 \
+                          is this host's loopback under balance = \"source\": a different \
+                          region on each host, so clients change region after a takeover"
+        ),
+        "{r}"
+    );
+    assert!(
+        m[1].starts_with("warning: maas-vip.toml:25:11: server `maas-api-2` at 127.0.1.1:5240"),
+        "{r}"
+    );
+    // Round robin does not care.
+    let rr = text.replace("balance = \"source\"", "balance = \"roundrobin\"");
+    assert_eq!(report(&rr), "OK\n");
+}
+
+#[test]
+fn hash_key_and_resolve_interval_are_checked() {
+    let text = GOOD
+        .replace(
+            "bind = [\"0.0.0.0:8080\"]",
+            "bind = [\"0.0.0.0:8080\"]\nresolve_interval = \"10ms\"",
+        )
+        .replace("weight = 2", "weight = 2\nhash_key = \" \"");
+    assert_eq!(
+        messages(&text),
+        [
+            "error: maas-vip.toml:17:20: resolve_interval must be 100ms..=24h, got 10ms",
+            "error: maas-vip.toml:27:12: `hash_key` must not be empty",
+        ],
+        "{}",
+        report(&text)
+    );
 }
