@@ -72,6 +72,30 @@ fn shipped_example_is_valid() {
 }
 
 #[test]
+fn shipped_example_tls_block_is_valid_once_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/maas-vip.toml");
+    let text = std::fs::read_to_string(&path).expect("conf/maas-vip.toml");
+    let start = text.find("# [[frontend]]").expect("the commented TLS frontend");
+    let end = text[start..].find("\n#\n# MAAS 3.5").expect("its end") + start;
+    let block: String = text[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let at = text.find("[admin]").expect("[admin]");
+    let uncommented = format!("{}{block}\n\n{}", &text[..at], &text[at..]);
+    let (c, _) = parse(&path, uncommented).expect("valid with the TLS frontend");
+    let tls = c.frontend.iter().find(|f| f.name.get_ref() == "maas-tls");
+    let tls = tls.expect("maas-tls");
+    assert_eq!(tls.bind.get_ref()[0].port(), 443);
+    assert_eq!(tls.mode, lb::Mode::Tcp);
+    assert!(tls
+        .server
+        .iter()
+        .all(|s| s.address.get_ref().ends_with(":5443")));
+}
+
+#[test]
 fn unknown_key_names_line_and_column() {
     let text = GOOD.replace("priority = 150", "priority = 150\nprioirty = 100");
     assert_eq!(
