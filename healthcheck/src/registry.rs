@@ -413,7 +413,7 @@ fn server_status(s: &Server) -> ServerStatus {
             resolved_at_unix_ms: r.resolved_at.map(unix_ms),
         }
     });
-    let unresolved = st.down_reason() == Some(DownReason::Unresolved);
+    let unresolved = st.why_down() == Some(DownReason::Unresolved);
     ServerStatus {
         name: st.name.clone(),
         address: st.target().to_string(),
@@ -429,7 +429,7 @@ fn server_status(s: &Server) -> ServerStatus {
             Health::Up => "up",
             Health::Down => "down",
         },
-        down_reason: st.down_reason().map(DownReason::as_str),
+        down_reason: st.why_down().map(DownReason::as_str),
         admin: match admin {
             Admin::Ready => "ready",
             Admin::Drain => "drain",

@@ -194,12 +194,18 @@ impl ServerState {
         }
     }
 
-    /// Why the server is down; `None` while up. A name without an address is down whatever
-    /// its checks say.
-    pub fn down_reason(&self) -> Option<DownReason> {
+    /// Why the server is down for `/status` and metrics; `None` while up. A host name without
+    /// an address is down whatever its checks say, so that comes first.
+    pub fn why_down(&self) -> Option<DownReason> {
         if !self.resolved.load(Ordering::Relaxed) {
             return Some(DownReason::Unresolved);
         }
+        self.down_reason()
+    }
+
+    /// Why the checks or the proxy's errors put the server down; `None` while they say up
+    /// (see [`ServerState::why_down`] for the resolution too).
+    pub fn down_reason(&self) -> Option<DownReason> {
         match self.health.load(Ordering::Relaxed) {
             UP => None,
             DOWN_BY_ERRORS => Some(DownReason::Errors),
@@ -465,12 +471,13 @@ mod tests {
         );
         assert_eq!(s.address(), None);
         assert!(!s.is_available());
-        assert_eq!(s.down_reason(), Some(DownReason::Unresolved));
+        assert_eq!(s.why_down(), Some(DownReason::Unresolved));
+        assert_eq!(s.down_reason(), None, "the checks have nothing against it");
         let at = SocketAddr::from(([10, 0, 0, 11], 5240));
         assert!(s.set_resolution(Resolution::fixed(at)), "changed");
         assert!(s.is_available());
         assert_eq!(s.address(), Some(at));
-        assert_eq!(s.down_reason(), None);
+        assert_eq!(s.why_down(), None);
         assert!(!s.set_resolution(Resolution::fixed(at)), "unchanged");
         let gone = s.resolution().next(
             Err("Name or service not known".into()),

@@ -317,7 +317,7 @@ impl Snapshot {
              consecutive proxy errors, unresolved: its host name has no address), 0 for the \
              others; all 0 while it is up.",
             servers.iter().flat_map(|(l, s)| {
-                let now = s.down_reason().map(DownReason::as_str);
+                let now = s.why_down().map(DownReason::as_str);
                 DOWN_REASONS
                     .iter()
                     .map(move |r| ((l.as_slice(), [("reason", *r)]), u64::from(now == Some(*r))))

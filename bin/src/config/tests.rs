@@ -75,7 +75,9 @@ fn shipped_example_is_valid() {
 fn shipped_example_tls_block_is_valid_once_uncommented() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/maas-vip.toml");
     let text = std::fs::read_to_string(&path).expect("conf/maas-vip.toml");
-    let start = text.find("# [[frontend]]").expect("the commented TLS frontend");
+    let start = text
+        .find("# [[frontend]]")
+        .expect("the commented TLS frontend");
     let end = text[start..].find("\n#\n# MAAS 3.5").expect("its end") + start;
     let block: String = text[start..end]
         .lines()
