@@ -206,7 +206,8 @@ fn notice_ejection(
 async fn run_resolver(frontend: Arc<Frontend>, index: usize, mut shutdown: watch::Receiver<bool>) {
     let state = &frontend.servers[index].state;
     let every = frontend.resolve_interval;
-    let mut next = if state.address().is_none() {
+    // Never tried (a server made without the start-up resolution): at once.
+    let mut next = if state.resolution() == crate::resolve::Resolution::pending() {
         Instant::now()
     } else {
         Instant::now() + every
@@ -415,6 +416,50 @@ mod tests {
         let _task = spawn_frontend_with(Arc::clone(&f), Arc::clone(&probe), rx);
         tokio::time::sleep(61 * 1000 * MS).await;
         (Arc::clone(&f.servers[0].state), probe, tx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_without_an_address_fails_its_checks_unprobed_and_is_checked_when_it_has_one() {
+        use crate::resolve::{Resolution, Target};
+        let st = Arc::new(ServerState::with_target(
+            "r0",
+            Target::Name {
+                host: "region.invalid".into(),
+                port: 5240,
+            },
+            false,
+        ));
+        // As the daemon leaves it after a failed start-up resolution; the next one is an hour
+        // away, so this test makes no lookup.
+        let now = std::time::Instant::now();
+        st.set_resolution(Resolution::pending().next(
+            Err("Name or service not known".into()),
+            now,
+            SystemTime::now(),
+        ));
+        let f = Arc::new(
+            Frontend::new("maas", cfg(), vec![Server::new(Arc::clone(&st), true)])
+                .with_resolve_interval(Duration::from_secs(3600)),
+        );
+        let probe = Arc::new(Scripted::default());
+        probe.set(2); // a probe would hang: none may run
+        let (_tx, rx) = watch::channel(false);
+        let _task = spawn_frontend_with(Arc::clone(&f), Arc::clone(&probe), rx);
+        time_until(&st, Health::Down, Duration::from_secs(5)).await;
+        let last = st.last_check().expect("a check");
+        assert_eq!(last.result, CheckResult::Unresolved);
+        assert_eq!(last.result.code(), "unresolved");
+        assert!(!st.is_available());
+
+        // The name resolves: the checker checks the new address at once, and `rise` good
+        // checks bring it up.
+        probe.set(0);
+        let t0 = Instant::now();
+        assert!(st.set_resolution(Resolution::fixed(SocketAddr::from(([127, 0, 0, 1], 1)))));
+        let took = time_until(&st, Health::Up, Duration::from_secs(5)).await;
+        assert!(took < 500 * MS, "took {took:?}");
+        assert!(st.is_available());
+        assert!(t0.elapsed() < Duration::from_secs(1));
     }
 
     /// Virtual time until `state` has health `h`, polled every millisecond, at most `limit`.
