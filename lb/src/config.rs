@@ -164,12 +164,15 @@ impl ServerConfig {
         Target::parse(self.address.get_ref().trim())
     }
 
-    /// What `balance = "source"` hashes: `hash_key`, else `address` as written. Never the
+    /// What `balance = "source"` hashes: `hash_key`, else `address` as written (an IP
+    /// address normalised: `[fd00:0::11]:5240` and `[fd00::11]:5240` are one key). Never the
     /// name: the guide names every host's own region `localhost`.
-    pub fn hash_key(&self) -> &str {
-        self.hash_key
-            .as_ref()
-            .map_or(self.address.get_ref().trim(), |k| k.get_ref().as_str())
+    pub fn hash_key(&self) -> String {
+        match (&self.hash_key, self.target()) {
+            (Some(k), _) => k.get_ref().clone(),
+            (None, Ok(t)) => t.to_string(),
+            (None, Err(_)) => self.address.get_ref().trim().to_string(),
+        }
     }
 }
 
@@ -309,7 +312,20 @@ impl FrontendConfig {
     pub fn warnings(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         if self.balance == Balance::Source {
-            for s in &self.server {
+            for (i, s) in self.server.iter().enumerate() {
+                let key = s.hash_key();
+                if let Some(o) = self.server[..i].iter().find(|o| o.hash_key() == key) {
+                    out.push(Spanned::new(
+                        s.hash_key.as_ref().map_or(s.address.span(), |k| k.span()),
+                        format!(
+                            "servers `{}` and `{}` hash alike (`{key}`) under balance = \"source\": \
+                             `{}` gets no client; give one a `hash_key`",
+                            o.name.get_ref(),
+                            s.name.get_ref(),
+                            s.name.get_ref()
+                        ),
+                    ));
+                }
                 if s.target().is_ok_and(|t| t.is_loopback()) {
                     out.push(Spanned::new(
                         s.address.span(),

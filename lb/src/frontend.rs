@@ -272,16 +272,7 @@ fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {
     let members = servers
         .into_iter()
         .zip(&cfg.server)
-        .map(|(state, s)| {
-            // The key as the config writes it, normalised through the parse when it parses
-            // (`[fd00:0::11]:5240` and `[fd00::11]:5240` hash alike).
-            let key = match (&s.hash_key, s.target()) {
-                (Some(k), _) => k.get_ref().clone(),
-                (None, Ok(t)) => t.to_string(),
-                (None, Err(_)) => s.hash_key().to_string(),
-            };
-            (key, state, s.weight, s.backup)
-        })
+        .map(|(state, s)| (s.hash_key(), state, s.weight, s.backup))
         .collect();
     Snapshot {
         settings: Settings {

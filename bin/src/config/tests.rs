@@ -619,6 +619,23 @@ fn source_balance_over_loopback_servers_is_a_warning() {
         m[1].starts_with("warning: maas-vip.toml:25:11: server `maas-api-2` at 127.0.1.1:5240"),
         "{r}"
     );
+    // Two servers that hash alike: the second would get no client.
+    let twice = GOOD
+        .replace(
+            "bind = [\"0.0.0.0:8080\"]",
+            "bind = [\"0.0.0.0:8080\"]\nbalance = \"source\"",
+        )
+        .replace("\"10.0.0.12:5240\"", "\"10.0.0.11:5240\"");
+    assert_eq!(
+        messages(&twice),
+        [
+            "warning: maas-vip.toml:25:11: servers `maas-api-1` and `maas-api-2` hash alike \
+          (`10.0.0.11:5240`) under balance = \"source\": `maas-api-2` gets no client; give one \
+          a `hash_key`"
+        ],
+        "{}",
+        report(&twice)
+    );
     // Round robin does not care.
     let rr = text.replace("balance = \"source\"", "balance = \"roundrobin\"");
     assert_eq!(report(&rr), "OK\n");
