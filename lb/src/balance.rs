@@ -488,31 +488,35 @@ mod tests {
         "maas-api-1",
     ];
 
+    /// A source pool whose servers have these hash keys (named `other-<key>`, so that a key
+    /// taken from the name would show): the first release's keys were the server names.
+    fn keyed(keys: &[&str]) -> Pool {
+        Pool::keyed(
+            Algorithm::Source,
+            keys.iter()
+                .map(|k| (k.to_string(), state(&format!("other-{k}")), 1, false))
+                .collect(),
+        )
+    }
+
+    /// The hash key of member `i` of a [`keyed`] pool.
+    fn key_of(p: &Pool, i: usize) -> String {
+        p.members()[i].state.name["other-".len()..].to_string()
+    }
+
     #[test]
     fn source_mapping_is_fixed_across_builds() {
         // A fixed expectation guards against a hash change that would remap every client
         // when hosts run different versions.
         // The same hash as then: `hash_key = "<the old name>"` keeps a client's region across
         // the upgrade.
-        let keyed = |names: &[&str]| {
-            Pool::keyed(
-                Algorithm::Source,
-                names
-                    .iter()
-                    .map(|n| (n.to_string(), state(&format!("other-{n}")), 1, false))
-                    .collect(),
-            )
-        };
         let p = keyed(&["maas-api-1", "maas-api-2", "maas-api-3"]);
         let got: Vec<usize> = (0..8)
             .map(|i| p.pick(ip(i), Tried::default()).expect("a server"))
             .collect();
         let again = keyed(&["maas-api-3", "maas-api-1", "maas-api-2"]);
-        let names = |p: &Pool, v: &[usize]| -> Vec<String> {
-            v.iter()
-                .map(|&i| p.members()[i].state.name["other-".len()..].to_string())
-                .collect()
-        };
+        let names =
+            |p: &Pool, v: &[usize]| -> Vec<String> { v.iter().map(|&i| key_of(p, i)).collect() };
         let got_again: Vec<usize> = (0..8)
             .map(|i| again.pick(ip(i), Tried::default()).expect("a server"))
             .collect();
@@ -640,7 +644,7 @@ mod tests {
         assert_ne!(client_hash(IpAddr::V6(a)), client_hash(IpAddr::V6(b)));
     }
 
-    /// Clients 2001:db8::0..=7 over maas-api-1..3: pinned like [`PINNED`], so that a change of
+    /// Clients 2001:db8::0..=7 over hash keys maas-api-1..3: pinned like [`PINNED`], so that a change of
     /// the IPv6 key (to a /64, say) shows.
     const PINNED6: [&str; 8] = [
         "maas-api-1",
@@ -655,13 +659,10 @@ mod tests {
 
     #[test]
     fn ipv6_source_mapping_is_fixed_across_builds() {
-        let p = pool(
-            Algorithm::Source,
-            &[("maas-api-1", 1), ("maas-api-2", 1), ("maas-api-3", 1)],
-        );
+        let p = keyed(&["maas-api-1", "maas-api-2", "maas-api-3"]);
         let got: Vec<String> = (0..8)
             .map(|i| p.pick(ip6(i), Tried::default()).expect("a server"))
-            .map(|i| p.members()[i].state.name.clone())
+            .map(|i| key_of(&p, i))
             .collect();
         assert_eq!(got, PINNED6);
     }
