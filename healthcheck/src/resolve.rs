@@ -83,6 +83,14 @@ impl Target {
         })
     }
 
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Addr(a) => a.port(),
+            Target::Name { port, .. } => *port,
+        }
+    }
+
     /// The host name, if it is one.
     pub fn host(&self) -> Option<&str> {
         match self {

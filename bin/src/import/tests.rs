@@ -1169,7 +1169,7 @@ fn import_tls_guide_passes_tls_through_to_the_regions() {
     let ports: Vec<u16> = f
         .server
         .iter()
-        .map(|s| s.address.get_ref().port())
+        .map(|s| s.target().map(|t| t.port()).expect("server address"))
         .collect();
     assert_eq!(ports, [5443, 5443, 5443]);
     // track_backends follows it: the only frontend.
