@@ -436,7 +436,7 @@ fn server_status(s: &Server) -> ServerStatus {
             Admin::Maint => "maint",
         },
         check: s.check,
-        reason: match st.down_reason() {
+        reason: match st.why_down() {
             None => None,
             Some(DownReason::Errors) => Some(st.last_ejection().map_or_else(
                 || "down: consecutive errors".to_string(),
