@@ -387,14 +387,21 @@ fn default_maxconn() -> u32 {
 fn default_weight() -> u32 {
     1
 }
+/// `timeout_connect`'s default.
+pub const DEFAULT_TIMEOUT_CONNECT: Duration = Duration::from_secs(5);
+/// `timeout_client`'s default.
+pub const DEFAULT_TIMEOUT_CLIENT: Duration = Duration::from_secs(30);
+/// `timeout_server`'s default: the region nginx's `proxy_read_timeout`.
+pub const DEFAULT_TIMEOUT_SERVER: Duration = Duration::from_secs(900);
+
 fn five_secs() -> Duration {
-    Duration::from_secs(5)
+    DEFAULT_TIMEOUT_CONNECT
 }
 fn thirty_secs() -> Duration {
-    Duration::from_secs(30)
+    DEFAULT_TIMEOUT_CLIENT
 }
 fn nine_hundred_secs() -> Duration {
-    Duration::from_secs(900)
+    DEFAULT_TIMEOUT_SERVER
 }
 fn default_resolve_interval() -> Duration {
     healthcheck::resolve::DEFAULT_RESOLVE_INTERVAL

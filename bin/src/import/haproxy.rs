@@ -1513,17 +1513,30 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
     let timeout_check = timeout(&fs.timeout_check, &bs.timeout_check);
     let timeout_client = fs.timeout_client.as_ref().map(|s| s.v);
     for (what, v, default) in [
-        ("timeout connect", timeout_connect, "5s"),
-        ("timeout client", timeout_client, "30s"),
-        ("timeout server", timeout_server, "90s"),
+        (
+            "timeout connect",
+            timeout_connect,
+            lb::config::DEFAULT_TIMEOUT_CONNECT,
+        ),
+        (
+            "timeout client",
+            timeout_client,
+            lb::config::DEFAULT_TIMEOUT_CLIENT,
+        ),
+        (
+            "timeout server",
+            timeout_server,
+            lb::config::DEFAULT_TIMEOUT_SERVER,
+        ),
     ] {
         if v.is_none() {
             notes.at(
                 file,
                 f.line,
                 format!(
-                    "`{}` has no `{what}` (HAProxy: no limit); maas-vip's default {default} applies",
-                    f.name
+                    "`{}` has no `{what}` (HAProxy: no limit); maas-vip's default {}s applies",
+                    f.name,
+                    default.as_secs()
                 ),
             );
         }
