@@ -396,6 +396,13 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
         for p in v.validate() {
             error(findings, located(p.span()), p.into_inner());
         }
+        for p in v.warnings() {
+            findings.push(Finding {
+                severity: Severity::Warning,
+                span: located(p.span()),
+                message: p.into_inner(),
+            });
+        }
     }
     for (f, dropped) in frontend.iter().zip(&frontend_dropped) {
         for p in f.validate_with(!dropped) {

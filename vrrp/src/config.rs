@@ -155,8 +155,8 @@ impl std::fmt::Display for Vip {
     }
 }
 
-/// IPv4 only, as `maas-vip import` relies on today (it notes keepalived's IPv6 entries as not
-/// carried over); [`Vip::parse`] takes both families, as `virtual_ipaddresses` does.
+/// IPv4 only; [`Vip::parse`] takes both families, as `virtual_ipaddresses` and `maas-vip
+/// import` do.
 impl std::str::FromStr for Vip {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -450,6 +450,29 @@ impl VrrpConfig {
             }
         }
         out
+    }
+
+    /// What is allowed but deserves a look (`maas-vip check` prints them as warnings): an
+    /// IPv6 instance whose first address is not link-local. RFC 9568 §5.2.9 wants the first
+    /// address of an IPv6 advert link-local; keepalived logs "the first IPv6 VIP address
+    /// should be link local" (and refuses it under `vrrp_strict`); the daemon logs it too.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let vips = &self.virtual_ipaddresses;
+        match vips.get_ref().first() {
+            Some(first)
+                if matches!(first.addr, IpAddr::V6(a) if !a.is_unicast_link_local())
+                    && !vips.get_ref().iter().any(|v| !v.addr.is_ipv6()) =>
+            {
+                vec![Spanned::new(
+                    vips.span(),
+                    format!(
+                        "the first IPv6 virtual address {first} is not link-local: RFC 9568 and keepalived want a link-local address first (e.g. \"fe80::{:x}/64\"), and keepalived in strict mode refuses the instance",
+                        self.virtual_router_id
+                    ),
+                )]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The address family of this instance: that of its first virtual address (IPv4 when
