@@ -18,6 +18,8 @@ use std::time::Duration;
 
 mod auth_hmac;
 mod haproxy;
+#[cfg(test)]
+mod ipv6_tests;
 mod keepalived;
 #[cfg(test)]
 mod patroni_tests;
@@ -260,7 +262,7 @@ struct Vrrp {
     preempt_delay: Option<Duration>,
     auth_pass: Option<String>,
     vips: Vec<String>,
-    unicast_peers: Vec<Ipv4Addr>,
+    unicast_peers: Vec<IpAddr>,
     garp_master_delay: Option<Duration>,
     garp_master_repeat: Option<u32>,
     garp_master_refresh: Option<Duration>,
@@ -278,6 +280,9 @@ struct Vrrp {
     track_scripts: Vec<TrackScript>,
     /// keepalived 2.4's `auth_hmac`.
     auth_hmac: Option<auth_hmac::Hmac>,
+    /// `v3_checksum = "rfc9568"` (keepalived's `v3_checksum_as_v2`); only ever true for
+    /// VRRPv3 over IPv4.
+    v3_checksum_rfc9568: bool,
 }
 
 /// One `[[vrrp.track_script]]`.
@@ -796,6 +801,9 @@ fn render_vrrp(out: &mut String, v: &Vrrp) {
     }
     if let Some(d) = v.preempt_delay {
         out.push_str(&format!("preempt_delay = {}\n", dur(d)));
+    }
+    if v.v3_checksum_rfc9568 {
+        out.push_str("v3_checksum = \"rfc9568\"               # keepalived's v3_checksum_as_v2\n");
     }
     if let Some(p) = &v.auth_pass {
         out.push_str(&format!("auth_pass = {}\n", q(p)));

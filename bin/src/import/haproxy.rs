@@ -165,6 +165,8 @@ struct Proxy {
     /// Binds that terminate TLS (`ssl crt ...`), with the line of the first.
     tls_binds: Vec<SocketAddr>,
     tls_line: Option<(usize, String)>,
+    /// `bind [::]:PORT v6only` (port, line): see [`v6only_notes`].
+    v6only: Vec<(u16, usize)>,
     /// Line of `reqadd X-Forwarded-Proto: https` (or its `http-request set-header` form).
     forwarded_proto: Option<usize>,
     use_backend: Option<(String, usize)>,
@@ -316,6 +318,7 @@ pub(super) fn import(
                     binds: Vec::new(),
                     tls_binds: Vec::new(),
                     tls_line: None,
+                    v6only: Vec::new(),
                     forwarded_proto: None,
                     use_backend: None,
                     servers: Vec::new(),
@@ -338,6 +341,7 @@ pub(super) fn import(
                     binds: Vec::new(),
                     tls_binds: Vec::new(),
                     tls_line: None,
+                    v6only: Vec::new(),
                     forwarded_proto: None,
                     use_backend: None,
                     servers: Vec::new(),
@@ -372,7 +376,33 @@ pub(super) fn import(
         };
     }
     end_section(file, cur, &mut defaults, &mut proxies, notes);
-    Ok(resolve(file, &proxies, notes))
+    let frontends = resolve(file, &proxies, notes);
+    v6only_notes(file, &proxies, &frontends, notes);
+    Ok(frontends)
+}
+
+/// HAProxy's `bind :::80 v6only` takes IPv6 clients only; maas-vip's `[::]:80` takes IPv4
+/// clients too unless the file binds an IPv4 address on that port (README, "IPv6 in the
+/// proxy"). With such a bind the two mean the same; without one, say how they differ.
+fn v6only_notes(file: &str, proxies: &[Proxy], frontends: &[Frontend], notes: &mut Notes) {
+    for (port, line) in proxies.iter().flat_map(|p| p.v6only.iter()) {
+        let v4 = frontends
+            .iter()
+            .flat_map(|f| f.bind.iter())
+            .any(|b| b.is_ipv4() && b.port() == *port);
+        if !v4 {
+            notes.at(
+                file,
+                *line,
+                format!(
+                    "bind `v6only` has no maas-vip equivalent: [::]:{port} also takes IPv4 \
+                     clients on port {port} (dual-stack), which HAProxy left to others; add \
+                     an IPv4 bind on port {port} to another frontend to keep them apart, or \
+                     bind the IPv6 VIP itself"
+                ),
+            );
+        }
+    }
 }
 
 fn end_section(
@@ -970,8 +1000,17 @@ fn bind(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Notes)
     let mut i = 1;
     let mut unsupported = Vec::new();
     let mut tls = false;
+    let mut v6only = false;
+    let mut v6only_ports = Vec::new();
     while i < w.len() {
         let k = w[i].as_str();
+        // `v4v6` is what maas-vip's `[::]` does anyway; `v6only` is noted once every bind
+        // is known (see `v6only_notes`). Both only concern a wildcard IPv6 address.
+        if k == "v4v6" || k == "v6only" {
+            v6only |= k == "v6only";
+            i += 1;
+            continue;
+        }
         let n = if takes_value(k) { 2 } else { 1 };
         let opt = w[i..(i + n).min(w.len())].join(" ");
         if k == "ssl" || k == "crt" || k == "quic" || k.starts_with("ssl-") {
@@ -980,10 +1019,28 @@ fn bind(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Notes)
         unsupported.push(opt);
         i += n;
     }
+    let mut bind_addr = |a: &str, notes: &mut Notes| -> Result<SocketAddr, String> {
+        let sa = bind_addr(a)?;
+        if let IpAddr::V6(ip) = sa.ip() {
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                let to = SocketAddr::new(v4.into(), sa.port());
+                notes.at(
+                    file,
+                    line,
+                    format!("bind `{a}` written as {to}: maas-vip takes IPv4 as IPv4"),
+                );
+                return Ok(to);
+            }
+            if ip.is_unspecified() && v6only && !v6only_ports.contains(&sa.port()) {
+                v6only_ports.push(sa.port());
+            }
+        }
+        Ok(sa)
+    };
     if tls {
         // Carried over as TLS passthrough to the regions (see `tls_passthrough`).
         for a in addrs.split(',').filter(|a| !a.is_empty()) {
-            match bind_addr(a) {
+            match bind_addr(a, notes) {
                 Ok(sa) if !p.tls_binds.contains(&sa) => p.tls_binds.push(sa),
                 Ok(_) => {}
                 Err(why) => notes.at(file, line, format!("bind `{a}` not carried over: {why}")),
@@ -992,6 +1049,8 @@ fn bind(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Notes)
         if p.tls_line.is_none() {
             p.tls_line = Some((line, w.join(" ")));
         }
+        p.v6only
+            .extend(v6only_ports.into_iter().map(|port| (port, line)));
         return;
     }
     if !unsupported.is_empty() {
@@ -1002,7 +1061,7 @@ fn bind(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Notes)
         );
     }
     for a in addrs.split(',').filter(|a| !a.is_empty()) {
-        match bind_addr(a) {
+        match bind_addr(a, notes) {
             Ok(sa) => {
                 if !p.binds.contains(&sa) {
                     p.binds.push(sa);
@@ -1011,6 +1070,8 @@ fn bind(file: &str, line: usize, w: &[String], p: &mut Proxy, notes: &mut Notes)
             Err(why) => notes.at(file, line, format!("bind `{a}` not carried over: {why}")),
         }
     }
+    p.v6only
+        .extend(v6only_ports.into_iter().map(|port| (port, line)));
 }
 
 /// `X-Forwarded-Proto: https` as the words after `reqadd` (`X-Forwarded-Proto:\ https` is
@@ -1027,8 +1088,10 @@ fn forwarded_proto_https(w: &[String]) -> bool {
     name.trim().eq_ignore_ascii_case("x-forwarded-proto") && value.trim() == "https"
 }
 
-/// `*:80`, `:80`, `0.0.0.0:80`, `10.0.0.100:80`, `:::80`, `[::]:80`, `ipv4@...`.
+/// `*:80`, `:80`, `0.0.0.0:80`, `10.0.0.100:80`, `:::80`, `[::]:80`, `[2001:db8::100]:80`,
+/// `ipv4@...`, `ipv6@...` (`ipv6@:80`: every IPv6 address).
 fn bind_addr(a: &str) -> Result<SocketAddr, String> {
+    let v6 = a.starts_with("ipv6@");
     let a = a
         .strip_prefix("ipv4@")
         .or_else(|| a.strip_prefix("ipv6@"))
@@ -1039,6 +1102,7 @@ fn bind_addr(a: &str) -> Result<SocketAddr, String> {
     let (host, port) = split_host_port(a).ok_or("it needs an address and a port")?;
     let port = port_of(port)?;
     let ip = match host {
+        "" | "*" if v6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         "" | "*" | "0.0.0.0" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         "::" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         h => h

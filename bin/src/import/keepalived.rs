@@ -6,7 +6,7 @@
 //! quoted; a `\` ending a line continues the statement on the next. `;` is accepted as a
 //! statement separator as well, since configs copied from documentation often use it.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{keepalived_secs, Notes, TrackScript, Vrrp};
@@ -279,6 +279,10 @@ struct Globals {
     garp_refresh: Option<Duration>,
     garp_refresh_repeat: Option<u32>,
     script_user: Option<(String, usize)>,
+    /// `v3_checksum_as_v2`: keepalived 2.4.3 sets it whatever follows the keyword
+    /// (keepalived/core/global_parser.c:491), and instances start from it
+    /// (keepalived/vrrp/vrrp_data.c:1032).
+    v3_checksum_as_v2: bool,
 }
 
 /// Translates a keepalived.conf into `[[vrrp]]` blocks, noting what is left behind.
@@ -404,6 +408,7 @@ fn global_defs(file: &str, node: &Node, g: &mut Globals, notes: &mut Notes) {
                     format!("bad vrrp_garp_master_refresh_repeat `{arg}`"),
                 ),
             },
+            "v3_checksum_as_v2" => g.v3_checksum_as_v2 = true,
             "router_id" => notes.at(
                 file,
                 c.line,
@@ -570,7 +575,11 @@ fn instance(
         notify: Vec::new(),
         track_scripts: Vec::new(),
         auth_hmac: None,
+        v3_checksum_rfc9568: g.v3_checksum_as_v2,
     };
+    let mut family = Family::default();
+    let mut version_line = None;
+    let mut checksum_line = None;
     let mut auth_type_pass = None;
     let mut auth_pass: Option<(String, usize)> = None;
     let mut advert: Option<(Duration, usize)> = None;
@@ -608,10 +617,26 @@ fn instance(
                 }
             }
             "version" => match arg(file, c, notes) {
-                "2" => v.version = 2,
+                "2" => {
+                    v.version = 2;
+                    version_line = Some(c.line);
+                }
                 "3" => v.version = 3,
                 a => notes.at(file, c.line, format!("version `{a}` ignored: 2 or 3")),
             },
+            "native_ipv6" => family.native_ipv6(file, c.line, notes),
+            "v3_checksum_as_v2" => {
+                checksum_line = Some(c.line);
+                match arg(file, c, notes) {
+                    "" | "true" | "on" | "yes" => v.v3_checksum_rfc9568 = true,
+                    "false" | "off" | "no" => v.v3_checksum_rfc9568 = false,
+                    a => notes.at(
+                        file,
+                        c.line,
+                        format!("v3_checksum_as_v2 `{a}` ignored: true or false"),
+                    ),
+                }
+            }
             "nopreempt" => {
                 v.preempt = false;
                 nopreempt_line = Some(c.line);
@@ -677,7 +702,7 @@ fn instance(
             "auth_hmac" => v.auth_hmac = super::auth_hmac::parse(file, c, name, notes),
             "virtual_ipaddress" => {
                 for a in c.children.iter().flatten() {
-                    vip(file, a, &mut v, notes);
+                    vip(file, a, &mut v, &mut family, notes);
                 }
                 if c.children.is_none() {
                     notes.at(file, c.line, "`virtual_ipaddress` without a block: ignored");
@@ -685,14 +710,22 @@ fn instance(
             }
             "unicast_peer" => {
                 for a in c.children.iter().flatten() {
-                    match a.key.parse::<Ipv4Addr>() {
+                    match a.key.parse::<IpAddr>() {
+                        Ok(ip)
+                            if !family.admits(
+                                ip,
+                                file,
+                                a.line,
+                                &format!("unicast_peer {ip}"),
+                                notes,
+                            ) => {}
                         Ok(ip) if !v.unicast_peers.contains(&ip) => v.unicast_peers.push(ip),
                         Ok(_) => {}
                         Err(_) => notes.at(
                             file,
                             a.line,
                             format!(
-                                "unicast_peer `{}` is not an IPv4 address: not carried over",
+                                "unicast_peer `{}` is not an IP address: not carried over",
                                 a.key
                             ),
                         ),
@@ -774,6 +807,7 @@ fn instance(
             ),
         }
     }
+    family.finish(file, &mut v, version_line, checksum_line, notes);
     // Authentication.
     match (auth_type_pass, auth_pass) {
         (Some((true, _, _)), Some((pass, line))) | (None, Some((pass, line))) => {
@@ -870,7 +904,7 @@ fn instance(
         missing.push("a virtual_router_id");
     }
     if v.vips.is_empty() {
-        missing.push("an IPv4 virtual_ipaddress");
+        missing.push("a virtual_ipaddress");
     }
     if !missing.is_empty() {
         notes.at(
@@ -887,9 +921,17 @@ fn instance(
     Some(v)
 }
 
-fn vip(file: &str, a: &Node, v: &mut Vrrp, notes: &mut Notes) {
+fn vip(file: &str, a: &Node, v: &mut Vrrp, family: &mut Family, notes: &mut Notes) {
     // keepalived: `<address>[/<prefix>] [brd ..] [dev ..] [scope ..] [label ..]`; /32 by default.
-    match a.key.parse::<vrrp::Vip>() {
+    match vrrp::Vip::parse(&a.key) {
+        Ok(ip)
+            if !family.admits(
+                ip.addr,
+                file,
+                a.line,
+                &format!("virtual_ipaddress {ip}"),
+                notes,
+            ) => {}
         Ok(ip) => {
             let same = format!("{}/", ip.addr);
             match v.vips.iter().find(|o| o.starts_with(&same)) {
@@ -921,6 +963,138 @@ fn vip(file: &str, a: &Node, v: &mut Vrrp, notes: &mut Notes) {
             a.line,
             format!("virtual_ipaddress not carried over: {e}"),
         ),
+    }
+}
+
+/// An instance's address family, decided as keepalived 2.4.3 decides it: by the first of its
+/// virtual addresses, unicast peers or `native_ipv6`, in file order. What comes later of the
+/// other family is ignored by keepalived with a config error ("address family must match
+/// VRRP instance [..] - ignoring", keepalived/vrrp/vrrp_data.c:1232, and "MUST be of the same
+/// family" for unicast peers, vrrp_data.c:1070; keepalived.conf(5): "all addresses in
+/// virtual_ipaddress must be of the same family"), so it is not carried over either: the
+/// running keepalived never held it.
+#[derive(Debug, Default)]
+struct Family {
+    /// IPv6, and the line that decided it.
+    decided: Option<(bool, usize)>,
+    native_ipv6: Option<usize>,
+}
+
+impl Family {
+    /// Whether `ip` is of the instance's family (deciding it when it is the first), noting
+    /// `what` (the keyword and address) when not.
+    fn admits(
+        &mut self,
+        ip: IpAddr,
+        file: &str,
+        line: usize,
+        what: &str,
+        notes: &mut Notes,
+    ) -> bool {
+        let v6 = ip.is_ipv6();
+        match self.decided {
+            None => {
+                self.decided = Some((v6, line));
+                true
+            }
+            Some((f, _)) if f == v6 => true,
+            Some((f, at)) => {
+                let name = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+                notes.at(
+                    file,
+                    line,
+                    format!(
+                        "{what} is not carried over: the instance is {} (line {at}), and \
+                         keepalived ignores an address of the other family (\"address family \
+                         must match VRRP instance\", keepalived/vrrp/vrrp_data.c:1232); give \
+                         the {} addresses a vrrp_instance (a [[vrrp]] block) of their own",
+                        name(f),
+                        name(v6)
+                    ),
+                );
+                false
+            }
+        }
+    }
+
+    /// `native_ipv6`: IPv6 and VRRPv3 (keepalived/vrrp/vrrp_parser.c:823), refused by
+    /// keepalived after an IPv4 address.
+    fn native_ipv6(&mut self, file: &str, line: usize, notes: &mut Notes) {
+        match self.decided {
+            Some((false, at)) => notes.at(
+                file,
+                line,
+                format!(
+                    "native_ipv6 ignored: the instance is IPv4 (line {at}), and keepalived \
+                     refuses it too (\"Cannot specify native_ipv6 with IPv4 addresses\")"
+                ),
+            ),
+            _ => {
+                self.decided = Some((true, line));
+                self.native_ipv6 = Some(line);
+            }
+        }
+    }
+
+    /// The family's consequences once the instance is read: IPv6 runs VRRPv3, and
+    /// `v3_checksum_as_v2` means something for VRRPv3 over IPv4 only.
+    fn finish(
+        &self,
+        file: &str,
+        v: &mut Vrrp,
+        version_line: Option<usize>,
+        checksum_line: Option<usize>,
+        notes: &mut Notes,
+    ) {
+        let v6 = self.decided.is_some_and(|(f, _)| f);
+        if let Some(line) = self.native_ipv6.filter(|_| !v.vips.is_empty()) {
+            notes.at(
+                file,
+                line,
+                "native_ipv6 is not needed: an instance whose addresses are IPv6 is IPv6 \
+                 (keepalived deprecates the keyword for that reason)",
+            );
+        }
+        if v6 {
+            if let Some(line) = version_line.filter(|_| v.version == 2) {
+                notes.at(
+                    file,
+                    line,
+                    "version 2 -> 3: the instance is IPv6, and VRRPv2 is IPv4 only (keepalived \
+                     runs IPv6 instances as VRRPv3)",
+                );
+            }
+            // keepalived.conf(5), `version`: "IPv6 instances will always use version 3".
+            v.version = 3;
+            if let Some(first) = v.vips.first().and_then(|s| vrrp::Vip::parse(s).ok()) {
+                if !matches!(first.addr, IpAddr::V6(a) if a.is_unicast_link_local()) {
+                    notes.at(
+                        file,
+                        v.line,
+                        format!(
+                            "vrrp_instance `{}`: the first IPv6 virtual address {first} is not \
+                             link-local; RFC 9568 §5.2.9 and keepalived want one first (e.g. \
+                             fe80::{:x}/64): `maas-vip check` warns",
+                            v.name, v.virtual_router_id
+                        ),
+                    );
+                }
+            }
+        }
+        if v.v3_checksum_rfc9568 && (v6 || v.version != 3) {
+            if let Some(line) = checksum_line {
+                notes.at(
+                    file,
+                    line,
+                    format!(
+                        "v3_checksum_as_v2 has no effect here: it concerns VRRPv3 over IPv4, and \
+                         this instance is {}",
+                        if v6 { "IPv6" } else { "VRRPv2" }
+                    ),
+                );
+            }
+            v.v3_checksum_rfc9568 = false;
+        }
     }
 }
 

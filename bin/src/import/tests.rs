@@ -421,7 +421,7 @@ fn import_variants_validate_with_notes() {
     );
     has_note(
         &out,
-        "keepalived.conf:51: virtual_ipaddress not carried over",
+        "keepalived.conf:51: virtual_ipaddress fd00::100/64 is not carried over",
     );
     has_note(
         &out,
