@@ -455,19 +455,20 @@ impl VrrpConfig {
     /// What is allowed but deserves a look (`maas-vip check` prints them as warnings): an
     /// IPv6 instance whose first address is not link-local. RFC 9568 §5.2.9 wants the first
     /// address of an IPv6 advert link-local; keepalived logs "the first IPv6 VIP address
-    /// should be link local" (and refuses it under `vrrp_strict`); the daemon logs it too.
+    /// should be link local" (and refuses it under `vrrp_strict`), for multicast instances
+    /// only (keepalived/vrrp/vrrp.c, vrrp_complete_instance); the daemon logs it too.
     pub fn warnings(&self) -> Vec<Problem> {
         let vips = &self.virtual_ipaddresses;
         match vips.get_ref().first() {
             Some(first)
                 if matches!(first.addr, IpAddr::V6(a) if !a.is_unicast_link_local())
-                    && !vips.get_ref().iter().any(|v| !v.addr.is_ipv6()) =>
+                    && !vips.get_ref().iter().any(|v| !v.addr.is_ipv6())
+                    && self.unicast_peers.is_empty() =>
             {
                 vec![Spanned::new(
                     vips.span(),
                     format!(
-                        "the first IPv6 virtual address {first} is not link-local: RFC 9568 and keepalived want a link-local address first (e.g. \"fe80::{:x}/64\"), and keepalived in strict mode refuses the instance",
-                        self.virtual_router_id
+                        "the first IPv6 virtual address {first} is not link-local: RFC 9568 and keepalived want a link-local address first (e.g. \"fe80::1/64\"), and keepalived in strict mode refuses the instance"
                     ),
                 )]
             }
@@ -691,6 +692,33 @@ mod tests {
         ))
         .expect("parses");
         c.validate().into_iter().map(|p| p.into_inner()).collect()
+    }
+
+    #[test]
+    fn a_first_ipv6_address_that_is_not_link_local_is_a_warning() {
+        let warnings = |vips: &str| -> Vec<String> {
+            let c: VrrpConfig = toml::from_str(&format!(
+                "name = \"v6\"\ninterface = \"eth0\"\nvirtual_router_id = 61\nversion = 3\nvirtual_ipaddresses = {vips}"
+            ))
+            .expect("parses");
+            c.warnings().into_iter().map(|p| p.into_inner()).collect()
+        };
+        let w = warnings(r#"["2001:db8::100/64", "fe80::61/64"]"#);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("the first IPv6 virtual address 2001:db8::100/64 is not link-local"),
+            "{w:?}"
+        );
+        assert!(warnings(r#"["fe80::61/64", "2001:db8::100/64"]"#).is_empty());
+        assert!(warnings(r#"["10.0.0.100/24"]"#).is_empty());
+        // keepalived and the daemon say nothing for unicast instances.
+        let c: VrrpConfig = toml::from_str(
+            "name = \"v6\"\ninterface = \"eth0\"\nvirtual_router_id = 61\nversion = 3\nvirtual_ipaddresses = [\"2001:db8::100/64\"]\nunicast_peers = [\"2001:db8::12\"]",
+        )
+        .expect("parses");
+        assert!(c.warnings().is_empty());
+        // A mix is an error of its own (validate), not also this warning.
+        assert!(warnings(r#"["2001:db8::100/64", "10.0.0.100/24"]"#).is_empty());
     }
 
     #[test]
