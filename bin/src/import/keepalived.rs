@@ -1066,7 +1066,13 @@ impl Family {
             }
             // keepalived.conf(5), `version`: "IPv6 instances will always use version 3".
             v.version = 3;
-            if let Some(first) = v.vips.first().and_then(|s| vrrp::Vip::parse(s).ok()) {
+            let multicast = v.unicast_peers.is_empty();
+            if let Some(first) = v
+                .vips
+                .first()
+                .and_then(|s| vrrp::Vip::parse(s).ok())
+                .filter(|_| multicast)
+            {
                 if !matches!(first.addr, IpAddr::V6(a) if a.is_unicast_link_local()) {
                     notes.at(
                         file,
@@ -1074,8 +1080,8 @@ impl Family {
                         format!(
                             "vrrp_instance `{}`: the first IPv6 virtual address {first} is not \
                              link-local; RFC 9568 §5.2.9 and keepalived want one first (e.g. \
-                             fe80::{:x}/64): `maas-vip check` warns",
-                            v.name, v.virtual_router_id
+                             fe80::1/64): `maas-vip check` warns",
+                            v.name
                         ),
                     );
                 }
