@@ -299,6 +299,13 @@ struct TrackScript {
     comment: Option<String>,
 }
 
+impl Vrrp {
+    /// An IPv6 instance: its addresses are IPv6 (the importer keeps one family).
+    fn is_ipv6(&self) -> bool {
+        self.vips.first().is_some_and(|a| a.contains(':'))
+    }
+}
+
 /// One `[[frontend]]` block.
 #[derive(Debug, Clone)]
 struct Frontend {
@@ -638,16 +645,28 @@ fn cross_checks(
             );
             continue;
         }
-        if kept
+        if let Some(k) = kept
             .iter()
-            .any(|k| k.interface == v.interface && k.virtual_router_id == v.virtual_router_id)
+            .find(|k| k.interface == v.interface && k.virtual_router_id == v.virtual_router_id)
         {
+            // keepalived runs an IPv4 and an IPv6 router of one VRID side by side (RFC 9568
+            // §1: separate virtual routers); maas-vip keys its instances by interface and VRID.
+            let families = if k.is_ipv6() != v.is_ipv6() {
+                format!(
+                    ", by `{}` of the other family (keepalived allows one VRID per family, \
+                     maas-vip one per interface): give it another virtual_router_id on every \
+                     host",
+                    k.name
+                )
+            } else {
+                String::new()
+            };
             notes.at(
                 &v.file,
                 v.line,
                 format!(
                     "vrrp_instance `{}` is not carried over: virtual_router_id {} is already \
-                     used on `{}`",
+                     used on `{}`{families}",
                     v.name, v.virtual_router_id, v.interface
                 ),
             );

@@ -354,3 +354,19 @@ fn a_dual_stack_region_imports_into_two_blocks_that_check_accepts() {
     assert_eq!(binds(&c), ["0.0.0.0:80", "[::]:80"]);
     assert!(!report.contains("link-local"), "{report}");
 }
+
+#[test]
+fn one_vrid_for_both_families_is_noted() {
+    let k = "vrrp_instance region4 {\n    interface eth0\n    virtual_router_id 51\n    \
+             virtual_ipaddress {\n        10.0.0.100/24\n    }\n}\n\
+             vrrp_instance region6 {\n    interface eth0\n    virtual_router_id 51\n    \
+             virtual_ipaddress {\n        fe80::61/64\n    }\n}\n";
+    let (c, out, _) = valid(Some(k), None);
+    assert_eq!(c.vrrp.len(), 1);
+    note(
+        &out,
+        "keepalived.conf:8: vrrp_instance `region6` is not carried over: virtual_router_id 51 \
+         is already used on `eth0`, by `region4` of the other family (keepalived allows one \
+         VRID per family",
+    );
+}
