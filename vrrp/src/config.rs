@@ -453,7 +453,8 @@ impl VrrpConfig {
     }
 
     /// What is allowed but deserves a look (`maas-vip check` prints them as warnings): an
-    /// IPv6 instance whose first address is not link-local. RFC 9568 §5.2.9 wants the first
+    /// IPv6 instance (VRRPv3: without it, an error says so) whose first address is not
+    /// link-local. RFC 9568 §5.2.9 wants the first
     /// address of an IPv6 advert link-local; keepalived logs "the first IPv6 VIP address
     /// should be link local" (and refuses it under `vrrp_strict`), for multicast instances
     /// only (keepalived/vrrp/vrrp.c, vrrp_complete_instance); the daemon logs it too.
@@ -463,7 +464,8 @@ impl VrrpConfig {
             Some(first)
                 if matches!(first.addr, IpAddr::V6(a) if !a.is_unicast_link_local())
                     && !vips.get_ref().iter().any(|v| !v.addr.is_ipv6())
-                    && self.unicast_peers.is_empty() =>
+                    && self.unicast_peers.is_empty()
+                    && *self.version.get_ref() == 3 =>
             {
                 vec![Spanned::new(
                     vips.span(),
@@ -717,7 +719,12 @@ mod tests {
         )
         .expect("parses");
         assert!(c.warnings().is_empty());
-        // A mix is an error of its own (validate), not also this warning.
+        // A mix, or IPv6 without VRRPv3, is an error of its own (validate), not also this.
+        let c: VrrpConfig = toml::from_str(
+            "name = \"v6\"\ninterface = \"eth0\"\nvirtual_router_id = 61\nvirtual_ipaddresses = [\"2001:db8::100/64\"]",
+        )
+        .expect("parses");
+        assert!(c.warnings().is_empty());
         assert!(warnings(r#"["2001:db8::100/64", "10.0.0.100/24"]"#).is_empty());
     }
 
