@@ -121,6 +121,21 @@ fn status_field(pid: u32, key: &str) -> String {
 
 struct Killed(Child);
 
+impl Killed {
+    /// The child's exit status once it has exited; panics with `still_running` if it is still
+    /// running after `limit`.
+    fn exit_within(&mut self, limit: Duration, still_running: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.0.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{still_running}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -191,17 +206,10 @@ async fn without_net_bind_service_a_low_port_is_refused_with_a_clear_error() {
     ));
     let log = dir.path().join("stderr.log");
     let mut child = Killed(run_as_nobody(&path, "net_admin,net_raw", &log));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = child.0.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "maas-vip without CAP_NET_BIND_SERVICE still running (it bound :{port}?)"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = child.exit_within(
+        Duration::from_secs(15),
+        &format!("maas-vip without CAP_NET_BIND_SERVICE still running (it bound :{port}?)"),
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     println!("without CAP_NET_BIND_SERVICE: {status}; log:\n{text}");
     assert_eq!(status.code(), Some(1), "runtime failure is exit code 1");
@@ -261,17 +269,10 @@ fn announce_interface_needs_only_net_admin_and_dev_net_tun() {
         "net_raw,net_bind_service",
         &log,
     ));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = child.0.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running without CAP_NET_ADMIN"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = child.exit_within(
+        Duration::from_secs(15),
+        "still running without CAP_NET_ADMIN",
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     println!("without CAP_NET_ADMIN: {status}; log:\n{text}");
     assert_eq!(status.code(), Some(1), "runtime failure is exit code 1");
