@@ -427,7 +427,7 @@ fn a_hung_daemon_keeps_the_route_until_it_is_killed() {
 /// A measurement, not a check: run it alone, on an idle machine, with
 /// `cargo test -p maas-vip-tests --test bgp_ecmp -- --ignored --nocapture rps`.
 #[test]
-#[ignore]
+#[ignore = "a measurement (wrk through three hosts and one): run with --ignored --nocapture rps"]
 fn rps_three_announcing_hosts_against_one_active_host() {
     if !ready("rps_three_announcing_hosts_against_one_active_host") {
         return;
