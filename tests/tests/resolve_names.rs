@@ -169,11 +169,15 @@ address = "nowhere.invalid:5240"
         dir.path().join("maas-vip.log"),
     );
 
-    // At start: r1 at A, r2 down with the reason; the daemon did not refuse to start.
+    // At start: r1 at A, r2 down with the reason; the daemon did not refuse to start. A
+    // server starts up before its first check, and that check may find A not yet listening
+    // (fall 1 takes r1 down until the next one), so wait for a passed check, not just "up".
     let started = wait_for(Duration::from_secs(10), || {
         status(&ns, &conf).is_some_and(|v| {
             server(&v, "r1").is_some_and(|s| {
-                s["state"] == "up" && s["resolution"]["current_address"] == "127.0.0.11:5240"
+                s["state"] == "up"
+                    && s["last_check"]["passed"] == true
+                    && s["resolution"]["current_address"] == "127.0.0.11:5240"
             }) && server(&v, "r2").is_some_and(|s| s["down_reason"] == "unresolved")
         })
     });
