@@ -1,20 +1,17 @@
-//! A running frontend: its settings and server pool (swappable on reload), counters, listeners.
+//! A running frontend's data: its settings and server pool (swappable on reload), counters and
+//! connection limit. What the tcp and http modes read; serving it is the `serve` module.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use healthcheck::ServerState;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::balance::{Algorithm, Pool};
 use crate::config::{Balance, FrontendConfig, Mode, OnDown};
-use crate::listener;
 
 /// The values of a frontend's config that the proxy reads per connection.
 #[derive(Debug, Clone)]
@@ -181,39 +178,9 @@ impl Frontend {
             .any(|m| m.weight > 0 && m.state.is_available())
     }
 
-    /// Serves connections from `listeners` until `shutdown` turns true, then waits up to
-    /// `grace` for the connections in flight to finish.
-    pub async fn serve(
-        self: Arc<Self>,
-        listeners: Vec<TcpListener>,
-        shutdown: watch::Receiver<bool>,
-        grace: Duration,
-    ) {
-        let mut loops = JoinSet::new();
-        for l in listeners {
-            loops.spawn(self.clone().accept(l, shutdown.clone()));
-        }
-        while loops.join_next().await.is_some() {}
-        self.drain(grace).await;
-    }
-
-    /// Accepts connections on one listener until `shutdown` turns true; each runs in its own
-    /// task. The listener is closed when this returns; connections go on.
-    pub async fn accept(self: Arc<Self>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
-        let limit = self.limit.clone();
-        listener::accept_loop(
-            listener,
-            limit,
-            shutdown,
-            move |stream, peer, permit, adm| {
-                let fe = self.clone();
-                tokio::spawn(async move {
-                    fe.handle(stream, peer, adm).await;
-                    drop(permit);
-                });
-            },
-        )
-        .await
+    /// The connection limit (`maxconn`): a permit per connection being handled.
+    pub(crate) fn limit(&self) -> Arc<Semaphore> {
+        self.limit.clone()
     }
 
     /// Connections being handled now.
@@ -240,26 +207,6 @@ impl Frontend {
         true
     }
 
-    async fn handle(
-        &self,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        mut admission: listener::Admission,
-    ) {
-        let snap = self.snapshot();
-        self.counters.total.fetch_add(1, Ordering::Relaxed);
-        self.counters.current.fetch_add(1, Ordering::Relaxed);
-        match snap.settings.mode {
-            Mode::Tcp => crate::l4::proxy(self, &snap, stream, peer, admission).await,
-            Mode::Http => {
-                // Server connections in http mode are pooled, not one per client: nothing to
-                // wait for here (a connect that finds no descriptor holds accepts off itself).
-                admission.release();
-                crate::l7::serve(self, snap, stream, peer).await
-            }
-        }
-        self.counters.current.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {

@@ -70,7 +70,14 @@ const PREFETCH: usize = 64 * 1024;
 /// Serves one client connection in http mode; a websocket tunnel that it turns into runs here
 /// too, to its end. The snapshot is let go of before the tunnel starts: a tunnel may outlive
 /// many reloads, and the server pools of its generation should not.
-pub async fn serve(fe: &Frontend, snap: Arc<Snapshot>, client: TcpStream, peer: SocketAddr) {
+/// `worker`: the worker thread it runs on (its idle server connections are kept per worker).
+pub async fn serve(
+    fe: &Frontend,
+    snap: Arc<Snapshot>,
+    client: TcpStream,
+    peer: SocketAddr,
+    worker: usize,
+) {
     // TCP_NODELAY is inherited from the listener (see `listener::bind`).
     let shared = Arc::new(Shared::default());
     let io = TokioIo::new(ClientIo::new(
@@ -80,7 +87,7 @@ pub async fn serve(fe: &Frontend, snap: Arc<Snapshot>, client: TcpStream, peer: 
     ));
     let svc = service_fn(|req: Request<Incoming>| {
         let (snap, shared) = (&*snap, &shared);
-        async move { Ok::<_, Infallible>(handle(fe, snap, req, peer, shared).await) }
+        async move { Ok::<_, Infallible>(handle(fe, snap, req, peer, shared, worker).await) }
     });
     let mut builder = server_http1::Builder::new();
     builder
@@ -757,6 +764,7 @@ async fn handle(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     shared: &Arc<Shared>,
+    worker: usize,
 ) -> Response<ProxyBody> {
     let s = &snap.settings;
     let mut log = Log {
@@ -851,7 +859,7 @@ async fn handle(
         let pooled = if s.http_server_close || upgrade {
             None
         } else {
-            snap.pools[idx].checkout(address)
+            snap.pools[idx].checkout(address, worker)
         };
         let mut conn = match pooled {
             Some(conn) => conn,
@@ -951,7 +959,7 @@ async fn handle(
                     return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
                 }
                 let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
-                let (mut up_body, switched) = UpBody::new(conn, &h, pool, s.timeout_server);
+                let (mut up_body, switched) = UpBody::new(conn, &h, pool, worker, s.timeout_server);
                 // The body watches the server, or else the tunnel it became does.
                 if switched.is_none() {
                     if let Some(cut) = cut.take() {

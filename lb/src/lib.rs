@@ -15,6 +15,7 @@ pub mod frontend;
 pub mod l4;
 pub mod l7;
 pub mod listener;
+mod serve;
 mod splice;
 pub mod upstream;
 pub mod workers;

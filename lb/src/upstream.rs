@@ -38,7 +38,7 @@ const READ_SIZE: usize = 16 * 1024;
 const BULK_READ_SIZE: usize = 256 * 1024;
 /// Idle connections kept per server and worker.
 const POOL_MAX_IDLE: usize = 256;
-/// Pools per server, one per worker thread (see [`crate::workers::current`]).
+/// Pools per server, one per worker thread (indexed by the worker's number modulo this).
 const POOL_SLOTS: usize = 16;
 
 /// One connection to a server.
@@ -548,8 +548,8 @@ impl std::fmt::Debug for ServerPool {
 }
 
 impl ServerPool {
-    fn slot(&self) -> &Mutex<Vec<Conn>> {
-        &self.slots[crate::workers::current() % POOL_SLOTS]
+    fn slot(&self, worker: usize) -> &Mutex<Vec<Conn>> {
+        &self.slots[worker % POOL_SLOTS]
     }
 
     /// Idle connections, all workers together.
@@ -562,9 +562,9 @@ impl ServerPool {
 
     /// The most recently used idle connection to `addr` (the server's address now) that the
     /// server has not closed. Closed ones, and ones to an address the server no longer has,
-    /// met on the way are dropped.
-    pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
-        let mut idle = self.slot().lock().ok()?;
+    /// met on the way are dropped. `worker`: the worker thread asking (see [`POOL_SLOTS`]).
+    pub(crate) fn checkout(&self, addr: SocketAddr, worker: usize) -> Option<Conn> {
+        let mut idle = self.slot(worker).lock().ok()?;
         while let Some(conn) = idle.pop() {
             // getpeername(2) rather than a field: a connection stays small on the hot path.
             if conn.stream.peer_addr().is_ok_and(|p| p == addr) && conn.usable() {
@@ -574,13 +574,13 @@ impl ServerPool {
         None
     }
 
-    fn checkin(&self, mut conn: Conn) {
+    fn checkin(&self, mut conn: Conn, worker: usize) {
         conn.reused = true;
         if conn.buf.capacity() > READ_SIZE {
             // Do not keep a bulk body's buffer for an idle connection.
             conn.buf = BytesMut::new();
         }
-        if let Ok(mut idle) = self.slot().lock() {
+        if let Ok(mut idle) = self.slot(worker).lock() {
             if idle.len() < POOL_MAX_IDLE {
                 idle.push(conn);
             }
@@ -597,6 +597,8 @@ pub(crate) struct UpBody {
     conn: Option<Conn>,
     framing: Framing,
     pool: Option<Arc<ServerPool>>,
+    /// The worker thread whose slot of `pool` the connection goes back to.
+    worker: usize,
     read_size: usize,
     stall: Stall,
     /// `on_down = "shutdown_sessions"`: resolves when the server goes down, which ends the
@@ -647,11 +649,13 @@ impl Stall {
 
 impl UpBody {
     /// The body that follows `head` on `conn`. After a 101 the body is empty and `conn` is
-    /// handed back for the tunnel.
+    /// handed back for the tunnel. `worker`: the worker thread whose slot of `pool` it goes
+    /// back to.
     pub(crate) fn new(
         conn: Conn,
         head: &Head,
         pool: Option<Arc<ServerPool>>,
+        worker: usize,
         idle: Duration,
     ) -> (UpBody, Option<Conn>) {
         let pool = pool.filter(|_| head.keep_alive);
@@ -660,6 +664,7 @@ impl UpBody {
                 conn: None,
                 framing: Framing::Empty,
                 pool: None,
+                worker,
                 read_size: READ_SIZE,
                 stall: Stall::new(idle),
                 cut: None,
@@ -670,6 +675,7 @@ impl UpBody {
             conn: Some(conn),
             framing: head.framing,
             pool,
+            worker,
             read_size: READ_SIZE,
             stall: Stall::new(idle),
             cut: None,
@@ -702,7 +708,7 @@ impl UpBody {
         self.framing = Framing::Empty;
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
             if conn.buf.is_empty() {
-                pool.checkin(conn);
+                pool.checkin(conn, self.worker);
             }
         }
     }
@@ -1238,7 +1244,7 @@ mod tests {
             Err(e) => return (Err(e), None),
         };
         let pool = Arc::new(ServerPool::default());
-        let (body, _) = UpBody::new(conn, &h, Some(pool.clone()), Duration::from_secs(5));
+        let (body, _) = UpBody::new(conn, &h, Some(pool.clone()), 0, Duration::from_secs(5));
         let collected = body.collect().await.map(|c| c.to_bytes().to_vec());
         (Ok(h), Some((collected, pool.idle())))
     }
@@ -1368,11 +1374,11 @@ mod tests {
         let (conn, h) = request(addr, &Method::GET).await;
         let h = h.expect("head");
         let pool = Arc::new(ServerPool::default());
-        let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()), Duration::from_secs(5));
+        let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()), 0, Duration::from_secs(5));
         assert_eq!(pool.idle(), 1);
         // The server closes right after its response.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(pool.checkout(addr).is_none());
+        assert!(pool.checkout(addr, 0).is_none());
         assert_eq!(pool.idle(), 0);
     }
 
@@ -1382,15 +1388,15 @@ mod tests {
         let (conn, h) = request(addr, &Method::GET).await;
         let h = h.expect("head");
         let pool = Arc::new(ServerPool::default());
-        let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()), Duration::from_secs(5));
+        let (_body, _) = UpBody::new(conn, &h, Some(pool.clone()), 0, Duration::from_secs(5));
         assert_eq!(pool.idle(), 1);
-        let conn = pool.checkout(addr).expect("same address: reused");
-        pool.checkin(conn);
+        let conn = pool.checkout(addr, 0).expect("same address: reused");
+        pool.checkin(conn, 0);
         // The server's host name now resolves elsewhere: the connection to the old address
         // is closed, not reused.
         let mut moved = addr;
         moved.set_port(addr.port().wrapping_add(1).max(1));
-        assert!(pool.checkout(moved).is_none());
+        assert!(pool.checkout(moved, 0).is_none());
         assert_eq!(pool.idle(), 0);
     }
 
@@ -1402,7 +1408,7 @@ mod tests {
     ) -> Result<Bytes, io::Error> {
         let (conn, h) = request(paced_server(pieces, false, gap).await, &Method::GET).await;
         let h = h.expect("head");
-        let (body, _) = UpBody::new(conn, &h, None, idle);
+        let (body, _) = UpBody::new(conn, &h, None, 0, idle);
         body.collect().await.map(|c| c.to_bytes())
     }
 

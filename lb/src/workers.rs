@@ -8,7 +8,6 @@
 //! is wedged (a busy loop, a blocked system call) stops beating, and the systemd watchdog,
 //! which pings only while every worker beats, lets systemd restart the daemon.
 
-use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,16 +19,6 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::frontend::Frontend;
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Index of the worker thread this runs on (0 on any other thread). Per-worker state (the L7
-/// connection pools) is indexed by it, so a connection and its requests stay on one thread.
-pub fn current() -> usize {
-    WORKER.with(Cell::get)
-}
 
 /// Ticks every [`HEARTBEAT`], forever, recording each tick in `beats` as worker `index`.
 ///
@@ -118,7 +107,6 @@ impl Workers {
                 std::thread::Builder::new()
                     .name(format!("proxy-{i}"))
                     .spawn(move || {
-                        WORKER.with(|w| w.set(i));
                         rt.block_on(async move {
                             tokio::select! {
                                 _ = rx.wait_for(|s| *s) => {}
@@ -152,7 +140,9 @@ impl Workers {
     }
 
     /// Accepts on `listeners` (one per worker, from [`crate::listener::bind_shared`]) for `fe`
-    /// until `shutdown` turns true.
+    /// until `shutdown` turns true. Each accept loop is told the index of the worker it runs
+    /// on: per-worker state (the L7 connection pools) is indexed by it, so a connection and its
+    /// requests stay on one thread.
     pub fn accept(
         &self,
         fe: &Arc<Frontend>,
@@ -161,13 +151,13 @@ impl Workers {
     ) -> Vec<JoinHandle<()>> {
         listeners
             .into_iter()
-            .zip(self.handles.iter().cycle())
-            .map(|(l, h)| {
+            .zip(self.handles.iter().enumerate().cycle())
+            .map(|(l, (worker, h))| {
                 let fe = fe.clone();
                 let rx = shutdown.clone();
                 h.spawn(async move {
                     match tokio::net::TcpListener::from_std(l) {
-                        Ok(l) => fe.accept(l, rx).await,
+                        Ok(l) => fe.accept(l, rx, worker).await,
                         Err(e) => {
                             warn!(frontend = %fe.name, cause = %e, "cannot register a listener")
                         }
