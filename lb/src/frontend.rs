@@ -51,24 +51,6 @@ pub struct Snapshot {
     pub pools: Box<[Arc<crate::upstream::ServerPool>]>,
 }
 
-impl Snapshot {
-    /// The server for the next connect attempt of a client: without `redispatch`, the server
-    /// that just failed while it is still available; otherwise a pick that skips `tried`.
-    pub fn next_server(
-        &self,
-        client: std::net::IpAddr,
-        tried: crate::balance::Tried,
-        previous: Option<usize>,
-    ) -> Option<usize> {
-        match previous {
-            Some(p) if !self.settings.redispatch && self.pool.members()[p].state.is_available() => {
-                Some(p)
-            }
-            _ => self.pool.pick(client, tried),
-        }
-    }
-}
-
 /// Frontend-wide counters.
 #[derive(Debug, Default)]
 pub struct FrontendCounters {
@@ -148,26 +130,6 @@ impl Frontend {
         }
     }
 
-    /// Counts a retry going to server `idx` after a failure on `previous`: a redispatch when
-    /// it is another server.
-    pub fn count_retry(&self, snap: &Snapshot, idx: usize, previous: Option<usize>) {
-        let members = snap.pool.members();
-        self.counters.retries.fetch_add(1, Ordering::Relaxed);
-        members[idx]
-            .state
-            .counters
-            .retries
-            .fetch_add(1, Ordering::Relaxed);
-        if let Some(p) = previous.filter(|&p| p != idx) {
-            self.counters.redispatches.fetch_add(1, Ordering::Relaxed);
-            members[p]
-                .state
-                .counters
-                .redispatches
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// Whether at least one server can take a new connection.
     pub fn any_available(&self) -> bool {
         self.snapshot
@@ -206,7 +168,6 @@ impl Frontend {
         }
         true
     }
-
 }
 
 fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {

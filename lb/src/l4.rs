@@ -25,10 +25,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::balance::Tried;
+use crate::attempts::{Attempts, GiveUp};
 use crate::config::OnDown;
 use crate::frontend::{Frontend, Snapshot};
-use crate::listener::Admission;
+use crate::listener::{self, Admission};
 use crate::splice::Pipe;
 
 /// How a proxied connection ended (the access log's `end` field).
@@ -106,30 +106,24 @@ pub async fn connect<'a>(
     admission: &mut Admission,
 ) -> Result<Connected<'a>, ConnectError> {
     let s = &snap.settings;
-    let mut tried = Tried::default();
-    let mut previous: Option<usize> = None;
-    let mut attempt = 0u32;
-    let mut short_wait = Duration::ZERO;
+    let mut attempts = Attempts::new(s);
     loop {
-        let idx = snap.next_server(peer.ip(), tried, previous);
-        let Some(idx) = idx else {
-            let end = if attempt == 0 {
-                End::NoServer
-            } else {
-                End::ConnectFailed
-            };
-            return Err(ConnectError {
-                end,
-                retries: attempt,
-            });
+        let idx = match attempts.pick(snap, &fe.counters, peer.ip()) {
+            Ok(idx) => idx,
+            Err(give_up) => {
+                return Err(ConnectError {
+                    end: match give_up {
+                        GiveUp::NoServer => End::NoServer,
+                        GiveUp::AllFailed => End::ConnectFailed,
+                    },
+                    retries: attempts.retries(),
+                });
+            }
         };
         let server = &*snap.pool.members()[idx].state;
-        if attempt > 0 {
-            fe.count_retry(snap, idx, previous);
-        }
         // The name lost its address since the pick: another server, not an attempt.
         let Some(address) = server.address() else {
-            tried.mark(idx);
+            attempts.skip(idx);
             continue;
         };
         // socket(2) apart from connect(2): a descriptor shortage shows here, and once the
@@ -152,21 +146,21 @@ pub async fn connect<'a>(
                 return Ok(Connected {
                     stream,
                     server,
-                    retries: attempt,
+                    retries: attempts.retries(),
                 });
             }
             // Out of descriptors, buffers or local ports: this host's shortage, not the
             // server's fault, and no other server would do better now.
             // Wait for it to pass, within `timeout_connect`, then give up.
-            Ok(Err(e)) if crate::listener::is_local_shortage(&e) => {
-                if crate::listener::wait_out_shortage(&e, &mut short_wait, s.timeout_connect).await
-                {
+            Ok(Err(e)) if listener::is_local_shortage(&e) => {
+                if let Some(pause) = attempts.shortage(s.timeout_connect) {
+                    listener::pause_for_shortage(&e, pause).await;
                     continue;
                 }
                 fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
                 return Err(ConnectError {
                     end: End::LocalShortage,
-                    retries: attempt,
+                    retries: attempts.retries(),
                 });
             }
             failed => {
@@ -174,15 +168,12 @@ pub async fn connect<'a>(
                     Ok(Err(e)) => ProxyError::from_connect(&e),
                     _ => ProxyError::ConnectTimeout,
                 });
-                tried.mark(idx);
-                previous = Some(idx);
-                if attempt >= s.retries {
+                if !attempts.failed(idx) {
                     return Err(ConnectError {
                         end: End::ConnectFailed,
-                        retries: attempt,
+                        retries: attempts.retries(),
                     });
                 }
-                attempt += 1;
             }
         }
     }

@@ -49,9 +49,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::balance::Tried;
+use crate::attempts::Attempts;
 use crate::frontend::{Frontend, Snapshot};
 use crate::l4::{End, Timeouts};
+use crate::listener;
 use crate::upstream::{self, Codings, Conn, UpBody};
 
 /// Largest request head relayed: request line and header lines together, as HAProxy's default
@@ -824,17 +825,11 @@ async fn handle(
     let replayable = idempotent(&parts.method) && !has_body;
 
     let members = snap.pool.members();
-    let mut tried = Tried::default();
-    let mut previous: Option<usize> = None;
-    let mut attempt = 0u32;
-    // Pooled connections the server closed as the request went out do not count as attempts,
-    // but are bounded.
-    let mut stale = 0u32;
-    let mut short_wait = Duration::ZERO;
+    let mut attempts = Attempts::new(s);
     loop {
-        let idx = snap.next_server(peer.ip(), tried, previous);
-        let Some(idx) = idx else {
-            log.retries = attempt;
+        // No server left after failed attempts is answered as none at all.
+        let Ok(idx) = attempts.pick(snap, &fe.counters, peer.ip()) else {
+            log.retries = attempts.retries();
             log.end = "no_server";
             fe.counters.no_server.fetch_add(1, Ordering::Relaxed);
             return answer(
@@ -845,12 +840,9 @@ async fn handle(
             );
         };
         let server = &members[idx].state;
-        if attempt > 0 && stale == 0 {
-            fe.count_retry(snap, idx, previous);
-        }
         // The name lost its address since the pick: another server, not an attempt.
         let Some(address) = server.address() else {
-            tried.mark(idx);
+            attempts.skip(idx);
             continue;
         };
         let t = Instant::now();
@@ -867,14 +859,13 @@ async fn handle(
                 Ok(conn) => conn,
                 // This host's shortage (descriptors, buffers, local ports), not the server's.
                 // Waited out within `timeout_connect`, then answered 503.
-                Err(e) if crate::listener::is_local_shortage(&e) => {
-                    if crate::listener::wait_out_shortage(&e, &mut short_wait, s.timeout_connect)
-                        .await
-                    {
+                Err(e) if listener::is_local_shortage(&e) => {
+                    if let Some(pause) = attempts.shortage(s.timeout_connect) {
+                        listener::pause_for_shortage(&e, pause).await;
                         continue;
                     }
                     fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
-                    log.retries = attempt;
+                    log.retries = attempts.retries();
                     log.end = "local_shortage";
                     return answer(
                         fe,
@@ -885,10 +876,8 @@ async fn handle(
                 }
                 Err(e) => {
                     server.observe_error(ProxyError::from_connect(&e));
-                    tried.mark(idx);
-                    previous = Some(idx);
-                    if attempt >= s.retries {
-                        log.retries = attempt;
+                    if !attempts.failed(idx) {
+                        log.retries = attempts.retries();
                         log.end = "connect_failed";
                         fe.counters.connect_failed.fetch_add(1, Ordering::Relaxed);
                         return answer(
@@ -898,7 +887,6 @@ async fn handle(
                             log,
                         );
                     }
-                    attempt += 1;
                     continue;
                 }
             },
@@ -950,7 +938,7 @@ async fn handle(
         log.response = t.elapsed();
         let error = match exchanged {
             Ok(h) => {
-                log.retries = attempt;
+                log.retries = attempts.retries();
                 let switching = h.status == StatusCode::SWITCHING_PROTOCOLS;
                 if switching && client_upgrade.is_none() {
                     // A protocol switch the client did not ask for cannot be relayed.
@@ -1016,7 +1004,7 @@ async fn handle(
         match error {
             upstream::Error::Timeout => {
                 server.observe_error(ProxyError::Timeout);
-                log.retries = attempt;
+                log.retries = attempts.retries();
                 log.end = "server_timeout";
                 return answer(
                     fe,
@@ -1029,7 +1017,7 @@ async fn handle(
                 // The client went away or fell silent mid-upload: nothing to blame the server
                 // for.
                 server.counters.total.fetch_sub(1, Ordering::Relaxed);
-                log.retries = attempt;
+                log.retries = attempts.retries();
                 if e.kind() == io::ErrorKind::TimedOut {
                     log.end = "client_timeout";
                     return answer(
@@ -1046,14 +1034,12 @@ async fn handle(
             // never reached it. Go again, same rules, not counted as an attempt.
             e if reused && replayable && e.closed_early() => {
                 server.counters.total.fetch_sub(1, Ordering::Relaxed);
-                stale += 1;
-                if stale <= 8 {
+                if attempts.stale() {
                     continue;
                 }
                 return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
             }
             error => {
-                stale = 0;
                 let garbage = matches!(error, upstream::Error::Garbage(_));
                 server.observe_error(if garbage {
                     ProxyError::BadResponse
@@ -1062,13 +1048,10 @@ async fn handle(
                 });
                 // Closed before any response byte: an idempotent request without a body
                 // may go again, to another server.
-                if replayable && !garbage && attempt < s.retries {
-                    tried.mark(idx);
-                    previous = Some(idx);
-                    attempt += 1;
+                if attempts.failed_after_send(idx, replayable && !garbage) {
                     continue;
                 }
-                log.retries = attempt;
+                log.retries = attempts.retries();
                 log.end = if garbage {
                     "server_garbage"
                 } else {

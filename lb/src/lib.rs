@@ -10,6 +10,7 @@
 pub mod config;
 
 pub use config::{Balance, FrontendConfig, Mode, OnDown, ServerConfig};
+mod attempts;
 pub mod balance;
 pub mod frontend;
 pub mod l4;

@@ -173,22 +173,36 @@ impl Admission {
 /// out of descriptors or memory), accepts hold off ([`SHORTAGE_WAITERS`]); out of local ports
 /// (EADDRNOTAVAIL) concerns one server address only, and other frontends go on accepting.
 pub async fn wait_out_shortage(e: &io::Error, waited: &mut Duration, budget: Duration) -> bool {
-    let left = budget.saturating_sub(*waited);
-    if left.is_zero() {
+    let Some(pause) = shortage_pause(*waited, budget) else {
         return false;
+    };
+    pause_for_shortage(e, pause).await;
+    *waited += pause;
+    true
+}
+
+/// The next pause of [`wait_out_shortage`] after `waited` of `budget`; `None` once it is spent.
+pub(crate) fn shortage_pause(waited: Duration, budget: Duration) -> Option<Duration> {
+    let left = budget.saturating_sub(waited);
+    if left.is_zero() {
+        return None;
     }
     // Short pauses (at most 50 ms) so that a descriptor freed meanwhile is taken soon: accepts
     // hold off while this waits.
-    let pause = (*waited)
-        .clamp(Duration::from_millis(5), Duration::from_millis(50))
-        .min(left);
+    Some(
+        waited
+            .clamp(Duration::from_millis(5), Duration::from_millis(50))
+            .min(left),
+    )
+}
+
+/// Sleeps one `pause` of [`wait_out_shortage`] for the shortage `e`.
+pub(crate) async fn pause_for_shortage(e: &io::Error, pause: Duration) {
     let _waiter = is_resource_exhaustion(e).then(|| {
         note_shortage();
         ShortageWaiter::new()
     });
     tokio::time::sleep(pause).await;
-    *waited += pause;
-    true
 }
 
 /// Accepts connections until `shutdown` turns true, at most `limit`'s permits at once; each

@@ -597,9 +597,12 @@ pub(crate) struct UpBody {
     conn: Option<Conn>,
     framing: Framing,
     pool: Option<Arc<ServerPool>>,
-    /// The worker thread whose slot of `pool` the connection goes back to.
-    worker: usize,
-    read_size: usize,
+    /// The slot of `pool` the connection goes back to: its worker thread's (a byte, so that
+    /// the body stays as small as it was).
+    slot: u8,
+    /// Bytes asked of the kernel per read: [`READ_SIZE`], or [`BULK_READ_SIZE`] once a read
+    /// filled it (a `u32` so that `slot` fits beside it).
+    read_size: u32,
     stall: Stall,
     /// `on_down = "shutdown_sessions"`: resolves when the server goes down, which ends the
     /// body with an error (and the connection with it).
@@ -659,13 +662,14 @@ impl UpBody {
         idle: Duration,
     ) -> (UpBody, Option<Conn>) {
         let pool = pool.filter(|_| head.keep_alive);
+        let slot = (worker % POOL_SLOTS) as u8;
         if head.framing == Framing::Upgrade {
             let body = UpBody {
                 conn: None,
                 framing: Framing::Empty,
                 pool: None,
-                worker,
-                read_size: READ_SIZE,
+                slot,
+                read_size: READ_SIZE as u32,
                 stall: Stall::new(idle),
                 cut: None,
             };
@@ -675,8 +679,8 @@ impl UpBody {
             conn: Some(conn),
             framing: head.framing,
             pool,
-            worker,
-            read_size: READ_SIZE,
+            slot,
+            read_size: READ_SIZE as u32,
             stall: Stall::new(idle),
             cut: None,
         };
@@ -708,7 +712,7 @@ impl UpBody {
         self.framing = Framing::Empty;
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
             if conn.buf.is_empty() {
-                pool.checkin(conn, self.worker);
+                pool.checkin(conn, usize::from(self.slot));
             }
         }
     }
@@ -730,7 +734,7 @@ impl UpBody {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        let n = match conn.poll_fill(cx, self.read_size) {
+        let n = match conn.poll_fill(cx, self.read_size as usize) {
             Poll::Ready(r) => r?,
             Poll::Pending => {
                 ready!(self.stall.poll_expired(cx));
@@ -741,8 +745,8 @@ impl UpBody {
             }
         };
         self.stall.progress = true;
-        if n >= self.read_size && self.read_size < BULK_READ_SIZE {
-            self.read_size = BULK_READ_SIZE;
+        if n >= self.read_size as usize && self.read_size < BULK_READ_SIZE as u32 {
+            self.read_size = BULK_READ_SIZE as u32;
         }
         Poll::Ready(Ok(n))
     }
