@@ -101,14 +101,17 @@ pub async fn serve(
             // A head hyper refused and answered itself (400, or 431 beyond PARSE_LIMIT): no
             // request reached `handle`, but the refusal is logged and counted as one.
             let (status, end) = if e.is_parse_too_large() {
-                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_large")
+                (
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    HttpEnd::TooLarge,
+                )
             } else {
-                (StatusCode::BAD_REQUEST, "bad_request")
+                (StatusCode::BAD_REQUEST, HttpEnd::BadRequest)
             };
             fe.counters.requests.fetch_add(1, Ordering::Relaxed);
             fe.counters.count_status(status.as_u16());
             info!(target: "access", client = %peer, frontend = %fe.name, method = "-",
-                path = "-", status = status.as_u16(), server = "-", cause = %e, end, "http");
+                path = "-", status = status.as_u16(), server = "-", cause = %e, end = end.as_str(), "http");
         } else {
             debug!(client = %peer, frontend = %fe.name, cause = %e,
                 "client connection ended with an error");
@@ -234,6 +237,65 @@ impl AsyncWrite for ClientIo {
     }
 }
 
+/// How a request ended: the access log's `end` field in http mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpEnd {
+    /// The response was relayed whole.
+    Done,
+    /// `GET /` answered with `redirect_root`.
+    Redirect,
+    /// Refused: a head that cannot be parsed, or conflicting Host (400).
+    BadRequest,
+    /// Refused: a request line (414) or head (431) over [`MAX_REQUEST_HEAD`].
+    TooLarge,
+    /// Refused: CONNECT or a transfer coding other than chunked (501).
+    NotImplemented,
+    /// No server was available (503).
+    NoServer,
+    /// This host ran out of descriptors, buffers or local ports for the server connection (503).
+    LocalShortage,
+    /// Every connect attempt was refused or timed out (503).
+    ConnectFailed,
+    /// The server went down while the request waited and `on_down = "shutdown_sessions"` cut it.
+    ServerDown,
+    /// The server sent what is not a valid response.
+    ServerGarbage,
+    /// The server answered nothing for `timeout_server` (504, or a response cut short).
+    ServerTimeout,
+    /// The server connection failed (reset, closed early).
+    ServerError,
+    /// The client sent nothing of its request body, or took nothing of the response, for
+    /// `timeout_client`.
+    ClientTimeout,
+    /// The client went away mid-request or mid-response.
+    ClientAbort,
+    /// A tunnel after `101 Switching Protocols` ended, as a tcp mode connection does.
+    Tunnel(End),
+}
+
+impl HttpEnd {
+    /// Name used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpEnd::Done => "done",
+            HttpEnd::Redirect => "redirect",
+            HttpEnd::BadRequest => "bad_request",
+            HttpEnd::TooLarge => "too_large",
+            HttpEnd::NotImplemented => "not_implemented",
+            HttpEnd::NoServer => "no_server",
+            HttpEnd::LocalShortage => "local_shortage",
+            HttpEnd::ConnectFailed => "connect_failed",
+            HttpEnd::ServerDown => "server_down",
+            HttpEnd::ServerGarbage => "server_garbage",
+            HttpEnd::ServerTimeout => "server_timeout",
+            HttpEnd::ServerError => "server_error",
+            HttpEnd::ClientTimeout => "client_timeout",
+            HttpEnd::ClientAbort => "client_abort",
+            HttpEnd::Tunnel(end) => end.as_str(),
+        }
+    }
+}
+
 /// What the access-log line of a request says.
 struct Log {
     frontend: Arc<str>,
@@ -246,7 +308,7 @@ struct Log {
     connect: Duration,
     response: Duration,
     retries: u32,
-    end: &'static str,
+    end: HttpEnd,
     /// Request body bytes sent to the server (for a tunnel: every byte from the client).
     bytes_in: u64,
 }
@@ -258,7 +320,7 @@ impl Log {
             method = %self.method, path = %self.uri, status = self.status, server,
             connect_ms = ms(self.connect), response_ms = ms(self.response),
             total_ms = ms(self.start.elapsed()), bytes_in = self.bytes_in, bytes_out,
-            retries = self.retries, end = self.end, "http");
+            retries = self.retries, end = self.end.as_str(), "http");
     }
 }
 
@@ -329,7 +391,7 @@ impl ProxyBody {
 
     /// Writes the access-log line. `end` overrides the log's end (a failure or an abort); then
     /// hyper drops what it still holds, and only the bytes that reached the socket count.
-    fn finish(&mut self, end: Option<&'static str>) {
+    fn finish(&mut self, end: Option<HttpEnd>) {
         self.confirm();
         let Some(mut log) = self.log.take() else {
             return;
@@ -426,9 +488,9 @@ impl Drop for ProxyBody {
             .as_ref()
             .is_some_and(|s| s.write_timed_out.load(Ordering::Relaxed))
         {
-            Some("client_timeout")
+            Some(HttpEnd::ClientTimeout)
         } else {
-            Some("client_abort")
+            Some(HttpEnd::ClientAbort)
         };
         self.finish(end);
     }
@@ -444,11 +506,11 @@ fn body_error(e: &io::Error) -> ProxyError {
 }
 
 /// The access log's `end` for a response body that failed.
-fn body_failure(e: &io::Error) -> &'static str {
+fn body_failure(e: &io::Error) -> HttpEnd {
     match e.kind() {
-        io::ErrorKind::TimedOut => "server_timeout",
-        io::ErrorKind::InvalidData => "server_garbage",
-        _ => "server_error",
+        io::ErrorKind::TimedOut => HttpEnd::ServerTimeout,
+        io::ErrorKind::InvalidData => HttpEnd::ServerGarbage,
+        _ => HttpEnd::ServerError,
     }
 }
 
@@ -632,34 +694,34 @@ struct Refusal {
     status: StatusCode,
     text: &'static str,
     /// The access log's `end`.
-    end: &'static str,
+    end: HttpEnd,
 }
 
 impl Refusal {
     const BAD_HOST: Refusal = Refusal {
         status: StatusCode::BAD_REQUEST,
         text: "400 Bad Request: conflicting Host\n",
-        end: "bad_request",
+        end: HttpEnd::BadRequest,
     };
     const URI_TOO_LONG: Refusal = Refusal {
         status: StatusCode::URI_TOO_LONG,
         text: "414 URI Too Long\n",
-        end: "too_large",
+        end: HttpEnd::TooLarge,
     };
     const HEAD_TOO_LARGE: Refusal = Refusal {
         status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         text: "431 Request Header Fields Too Large\n",
-        end: "too_large",
+        end: HttpEnd::TooLarge,
     };
     const CODING: Refusal = Refusal {
         status: StatusCode::NOT_IMPLEMENTED,
         text: "501 Not Implemented: transfer coding other than chunked\n",
-        end: "not_implemented",
+        end: HttpEnd::NotImplemented,
     };
     const CONNECT: Refusal = Refusal {
         status: StatusCode::NOT_IMPLEMENTED,
         text: "501 Not Implemented: CONNECT\n",
-        end: "not_implemented",
+        end: HttpEnd::NotImplemented,
     };
 
     /// The answer, counted and logged; the client connection closes after it (what follows
@@ -779,7 +841,7 @@ async fn handle(
         connect: Duration::ZERO,
         response: Duration::ZERO,
         retries: 0,
-        end: "done",
+        end: HttpEnd::Done,
         bytes_in: 0,
     };
     fe.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -789,7 +851,7 @@ async fn handle(
 
     if let Some(target) = &s.redirect_root {
         if req.uri().path() == "/" && matches!(*req.method(), Method::GET | Method::HEAD) {
-            log.end = "redirect";
+            log.end = HttpEnd::Redirect;
             let mut r = answer(fe, StatusCode::FOUND, "", log);
             if let Ok(v) = HeaderValue::from_str(target) {
                 r.headers_mut().insert(header::LOCATION, v);
@@ -830,7 +892,7 @@ async fn handle(
         // No server left after failed attempts is answered as none at all.
         let Ok(idx) = attempts.pick(snap, &fe.counters, peer.ip()) else {
             log.retries = attempts.retries();
-            log.end = "no_server";
+            log.end = HttpEnd::NoServer;
             fe.counters.no_server.fetch_add(1, Ordering::Relaxed);
             return answer(
                 fe,
@@ -866,7 +928,7 @@ async fn handle(
                     }
                     fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
                     log.retries = attempts.retries();
-                    log.end = "local_shortage";
+                    log.end = HttpEnd::LocalShortage;
                     return answer(
                         fe,
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -878,7 +940,7 @@ async fn handle(
                     server.observe_error(ProxyError::from_connect(&e));
                     if !attempts.failed(idx) {
                         log.retries = attempts.retries();
-                        log.end = "connect_failed";
+                        log.end = HttpEnd::ConnectFailed;
                         fe.counters.connect_failed.fetch_add(1, Ordering::Relaxed);
                         return answer(
                             fe,
@@ -922,7 +984,7 @@ async fn handle(
         let Some((body_sent, exchanged)) = exchanged else {
             server.counters.sessions_cut.fetch_add(1, Ordering::Relaxed);
             log.response = t.elapsed();
-            log.end = "server_down";
+            log.end = HttpEnd::ServerDown;
             return answer(
                 fe,
                 StatusCode::BAD_GATEWAY,
@@ -943,7 +1005,7 @@ async fn handle(
                 if switching && client_upgrade.is_none() {
                     // A protocol switch the client did not ask for cannot be relayed.
                     server.observe_error(ProxyError::BadResponse);
-                    log.end = "server_garbage";
+                    log.end = HttpEnd::ServerGarbage;
                     return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
                 }
                 let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
@@ -1005,7 +1067,7 @@ async fn handle(
             upstream::Error::Timeout => {
                 server.observe_error(ProxyError::Timeout);
                 log.retries = attempts.retries();
-                log.end = "server_timeout";
+                log.end = HttpEnd::ServerTimeout;
                 return answer(
                     fe,
                     StatusCode::GATEWAY_TIMEOUT,
@@ -1019,7 +1081,7 @@ async fn handle(
                 server.counters.total.fetch_sub(1, Ordering::Relaxed);
                 log.retries = attempts.retries();
                 if e.kind() == io::ErrorKind::TimedOut {
-                    log.end = "client_timeout";
+                    log.end = HttpEnd::ClientTimeout;
                     return answer(
                         fe,
                         StatusCode::REQUEST_TIMEOUT,
@@ -1027,7 +1089,7 @@ async fn handle(
                         log,
                     );
                 }
-                log.end = "client_abort";
+                log.end = HttpEnd::ClientAbort;
                 return answer(fe, StatusCode::BAD_REQUEST, "400 Bad Request\n", log);
             }
             // The server closed a pooled connection as the request went out: the request
@@ -1053,9 +1115,9 @@ async fn handle(
                 }
                 log.retries = attempts.retries();
                 log.end = if garbage {
-                    "server_garbage"
+                    HttpEnd::ServerGarbage
                 } else {
-                    "server_error"
+                    HttpEnd::ServerError
                 };
                 return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
             }
@@ -1149,7 +1211,7 @@ impl Tunnel {
                 server.observe_error(ProxyError::Reset);
             }
         }
-        log.end = end.as_str();
+        log.end = HttpEnd::Tunnel(end);
         log.bytes_in += to_server;
         log.emit(to_client);
     }
@@ -1177,6 +1239,31 @@ async fn early_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn end_names_are_the_access_log_s() {
+        let names = [
+            (HttpEnd::Done, "done"),
+            (HttpEnd::Redirect, "redirect"),
+            (HttpEnd::BadRequest, "bad_request"),
+            (HttpEnd::TooLarge, "too_large"),
+            (HttpEnd::NotImplemented, "not_implemented"),
+            (HttpEnd::NoServer, "no_server"),
+            (HttpEnd::LocalShortage, "local_shortage"),
+            (HttpEnd::ConnectFailed, "connect_failed"),
+            (HttpEnd::ServerDown, "server_down"),
+            (HttpEnd::ServerGarbage, "server_garbage"),
+            (HttpEnd::ServerTimeout, "server_timeout"),
+            (HttpEnd::ServerError, "server_error"),
+            (HttpEnd::ClientTimeout, "client_timeout"),
+            (HttpEnd::ClientAbort, "client_abort"),
+            (HttpEnd::Tunnel(End::ClientClose), "client_close"),
+            (HttpEnd::Tunnel(End::TunnelTimeout), "tunnel_timeout"),
+        ];
+        for (end, name) in names {
+            assert_eq!(end.as_str(), name, "{end:?}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
