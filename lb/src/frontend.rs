@@ -40,6 +40,24 @@ pub struct Settings {
     pub on_down: OnDown,
 }
 
+impl From<&FrontendConfig> for Settings {
+    fn from(cfg: &FrontendConfig) -> Settings {
+        Settings {
+            mode: cfg.mode,
+            retries: cfg.retries,
+            redispatch: cfg.redispatch,
+            timeout_connect: cfg.timeout_connect,
+            timeout_client: cfg.timeout_client,
+            timeout_server: cfg.timeout_server,
+            timeout_tunnel: cfg.timeout_tunnel,
+            http_server_close: cfg.http_server_close,
+            forwardfor: cfg.forwardfor,
+            redirect_root: cfg.redirect_root.as_ref().map(|r| r.get_ref().clone()),
+            on_down: cfg.on_down,
+        }
+    }
+}
+
 /// What a connection reads when it starts: settings and pool of one config generation.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -183,19 +201,7 @@ fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {
         .map(|(state, s)| (s.hash_key(), state, s.weight, s.backup))
         .collect();
     Snapshot {
-        settings: Settings {
-            mode: cfg.mode,
-            retries: cfg.retries,
-            redispatch: cfg.redispatch,
-            timeout_connect: cfg.timeout_connect,
-            timeout_client: cfg.timeout_client,
-            timeout_server: cfg.timeout_server,
-            timeout_tunnel: cfg.timeout_tunnel,
-            http_server_close: cfg.http_server_close,
-            forwardfor: cfg.forwardfor,
-            redirect_root: cfg.redirect_root.as_ref().map(|r| r.get_ref().clone()),
-            on_down: cfg.on_down,
-        },
+        settings: Settings::from(cfg),
         pool: Pool::keyed(algorithm, members),
         pools,
     }

@@ -27,7 +27,7 @@ use tracing::info;
 
 use crate::attempts::{Attempts, GiveUp};
 use crate::config::OnDown;
-use crate::frontend::{Frontend, Snapshot};
+use crate::frontend::{Frontend, Settings, Snapshot};
 use crate::listener::{self, Admission};
 use crate::splice::Pipe;
 
@@ -217,11 +217,7 @@ pub async fn proxy(
     let server = conn.server;
     server.counters.total.fetch_add(1, Ordering::Relaxed);
     server.counters.current.fetch_add(1, Ordering::Relaxed);
-    let timeouts = Timeouts {
-        client: snap.settings.timeout_client,
-        server: snap.settings.timeout_server,
-        tunnel: snap.settings.timeout_tunnel,
-    };
+    let timeouts = Timeouts::from(&snap.settings);
     let cut = cut_signal(snap, server);
     let outcome = copy_bidirectional(&client, &conn.stream, timeouts, cut).await;
     if outcome.end == End::ServerDown {
@@ -300,15 +296,26 @@ fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-/// Inactivity limits of the copy loop.
+/// Inactivity limits of the copy loop, named as the config names them.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// Waiting for the client's first bytes.
-    pub client: Duration,
+    pub timeout_client: Duration,
     /// Waiting for the server's first bytes after the client spoke.
-    pub server: Duration,
+    pub timeout_server: Duration,
     /// Both have spoken.
-    pub tunnel: Duration,
+    pub timeout_tunnel: Duration,
+}
+
+impl From<&Settings> for Timeouts {
+    #[inline]
+    fn from(s: &Settings) -> Timeouts {
+        Timeouts {
+            timeout_client: s.timeout_client,
+            timeout_server: s.timeout_server,
+            timeout_tunnel: s.timeout_tunnel,
+        }
+    }
 }
 
 /// What the copy loop did.
@@ -573,11 +580,11 @@ pub async fn copy_bidirectional(
     let mut last_activity = Instant::now();
     let deadline_of = |up: &Half, down: &Half, last: Instant| -> (Instant, End) {
         if up.bytes > 0 && down.bytes > 0 {
-            (last + timeouts.tunnel, End::TunnelTimeout)
+            (last + timeouts.timeout_tunnel, End::TunnelTimeout)
         } else if up.bytes > 0 || up.eof {
-            (last + timeouts.server, End::ServerTimeout)
+            (last + timeouts.timeout_server, End::ServerTimeout)
         } else {
-            (last + timeouts.client, End::ClientTimeout)
+            (last + timeouts.timeout_client, End::ClientTimeout)
         }
     };
     // One timer, pushed back lazily: activity only moves the deadline later, so the timer is

@@ -1167,9 +1167,9 @@ impl Tunnel {
                     Ok(()) => {
                         to_client += early.len() as u64;
                         let timeouts = Timeouts {
-                            client: idle,
-                            server: idle,
-                            tunnel: idle,
+                            timeout_client: idle,
+                            timeout_server: idle,
+                            timeout_tunnel: idle,
                         };
                         let o =
                             crate::l4::copy_bidirectional(&client, &server, timeouts, cut).await;
