@@ -1,5 +1,6 @@
 //! VRRP advertisement decoder: `Ipv4Meta::parse` (the raw-socket read), `Repr::parse` over IPv4
-//! and IPv6 address pairs, and the state machine's receive checks.
+//! and IPv6 address pairs, and the state machine's receive checks and the timeout that follows
+//! (Master_Down_Timer running out after whatever the packet did).
 //!
 //! Invariants, for every input the decoder accepts:
 //! - re-encoding gives bytes of the same length that decode to the same value;
@@ -111,6 +112,10 @@ fn machine(meta: RxMeta, payload: &[u8]) {
     m.start(now);
     let _ = m.handle_packet(now, meta, payload);
     let _ = m.poll_timeout();
+    while m.poll_action().is_some() {}
+    // Past any Master_Down_Interval the packet can set (a v3 advert's interval is at most
+    // 40.95 s): the timers it left armed fire.
+    m.handle_timeout(now + Duration::from_secs(1000));
     while m.poll_action().is_some() {}
 }
 
