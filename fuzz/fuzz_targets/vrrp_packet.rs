@@ -89,9 +89,10 @@ fn round_trip(payload: &[u8], ip: &IpPair) {
 
 /// The receive path of a router (version from the packet, PASS auth for v2).
 fn machine(meta: RxMeta, payload: &[u8]) {
-    let version = payload
-        .first()
-        .map_or(2, |b| if b >> 4 == 3 { 3 } else { 2 });
+    let version = match payload.first() {
+        Some(b) if b >> 4 == 3 => Version::V3,
+        _ => Version::V2,
+    };
     let mut m = Machine::new(Params {
         vrid: 51,
         priority: 150,
@@ -99,7 +100,7 @@ fn machine(meta: RxMeta, payload: &[u8]) {
         advert_interval: Duration::from_secs(1),
         preempt: true,
         preempt_delay: Duration::ZERO,
-        auth_pass: (version == 2).then(|| b"s3cret".to_vec()),
+        auth_pass: (version == Version::V2).then(|| b"s3cret".to_vec()),
         vips: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))],
         primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1)),
         start_as_master: false,

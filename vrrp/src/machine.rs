@@ -26,8 +26,8 @@ pub struct Params {
     pub vrid: u8,
     /// Configured priority, 1..=255 (255: the owner of the addresses).
     pub priority: u8,
-    /// 2 or 3.
-    pub version: u8,
+    /// VRRPv2 or VRRPv3.
+    pub version: Version,
     /// Advertisement_Interval.
     pub advert_interval: Duration,
     /// Preempt_Mode.
@@ -535,7 +535,7 @@ impl Machine {
 
     /// Skew_Time (RFC 3768 §6.1; RFC 9568 §6.1 scales it by Master_Adver_Interval).
     pub fn skew_time(&self) -> Duration {
-        let unit = if self.p.version == 3 {
+        let unit = if self.p.version == Version::V3 {
             self.master_adver_interval
         } else {
             Duration::from_secs(1)
@@ -550,19 +550,19 @@ impl Machine {
 
     /// The advert to send for [`Action::SendAdvert`].
     pub fn advert(&self, priority: u8) -> Repr {
-        let (version, auth, adver_int) = if self.p.version == 3 {
+        let (auth, adver_int) = if self.p.version == Version::V3 {
             let cs = (self.p.advert_interval.as_millis() / 10).min(0x0fff) as u16;
-            (Version::V3, Auth::None, cs)
+            (Auth::None, cs)
         } else {
             let auth = match &self.p.auth_pass {
                 Some(_) => Auth::SimpleText(self.auth_data),
                 None => Auth::None,
             };
             let secs = self.p.advert_interval.as_secs().clamp(1, 255) as u16;
-            (Version::V2, auth, secs)
+            (auth, secs)
         };
         Repr {
-            version,
+            version: self.p.version,
             vrid: self.p.vrid,
             priority,
             auth,
@@ -772,7 +772,7 @@ impl Machine {
         }
         let packet = Packet::new_checked(payload).map_err(|_| Reject::Length)?;
         // RFC 3768 §7.1: MUST verify the VRRP version.
-        if u8::from(packet.version()) != self.p.version {
+        if packet.version() != self.p.version {
             return Err(Reject::Version);
         }
         // keepalived 2.4 auth_hmac: a trailer is there when the payload is exactly 28 bytes
@@ -832,7 +832,7 @@ impl Machine {
                 auth_hmac::Accepted::Signed { .. } => {}
             }
         }
-        if self.p.version == 2 {
+        if self.p.version == Version::V2 {
             // RFC 3768 §7.1: the auth type must match ours, and so must the password
             // (§5.3.6.1). Compared in constant time: timing must not reveal the password.
             let want = if self.p.auth_pass.is_some() { 1 } else { 0 };
@@ -871,7 +871,7 @@ impl Machine {
         let mine = self.priority();
         match self.state {
             State::Backup => {
-                if self.p.version == 3 {
+                if self.p.version == Version::V3 {
                     // RFC 9568 §6.4.2: Master_Adver_Interval = the advert's interval.
                     self.master_adver_interval =
                         Duration::from_millis(u64::from(repr.adver_int.max(1)) * 10);
@@ -1043,7 +1043,7 @@ impl Machine {
             let n = pass.len().min(AUTH_LEN);
             self.auth_data[..n].copy_from_slice(&pass[..n]);
         }
-        if self.p.version == 2 || self.state == State::Master {
+        if self.p.version == Version::V2 || self.state == State::Master {
             // VRRPv2: Master_Adver_Interval is our own Advertisement_Interval. VRRPv3: a
             // backup keeps the one learnt from the master's adverts.
             self.master_adver_interval = self.p.advert_interval;

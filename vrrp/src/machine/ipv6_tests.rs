@@ -20,7 +20,7 @@ fn params(priority: u8, primary: IpAddr, vips: Vec<IpAddr>) -> Params {
     Params {
         vrid: 61,
         priority,
-        version: 3,
+        version: Version::V3,
         advert_interval: SEC,
         preempt: true,
         preempt_delay: Duration::ZERO,

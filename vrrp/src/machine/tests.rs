@@ -10,7 +10,7 @@ fn params(priority: u8, last_octet: u8) -> Params {
     Params {
         vrid: 51,
         priority,
-        version: 2,
+        version: Version::V2,
         advert_interval: SEC,
         preempt: true,
         preempt_delay: Duration::ZERO,
@@ -632,7 +632,7 @@ fn master_down_interval_matches_rfc() {
     assert_eq!(m.skew_time(), Duration::from_micros(609_375));
     assert_eq!(m.master_down_interval(), Duration::from_micros(3_609_375));
     let mut p = params(100, 1);
-    p.version = 3;
+    p.version = Version::V3;
     p.auth_pass = None;
     p.advert_interval = Duration::from_millis(100);
     let m = Machine::new(p);
@@ -647,7 +647,7 @@ fn v3_centisecond_election() {
         .enumerate()
         .map(|(i, prio)| {
             let mut p = params(*prio, i as u8 + 1);
-            p.version = 3;
+            p.version = Version::V3;
             p.auth_pass = None;
             p.advert_interval = Duration::from_millis(100);
             p
@@ -1048,7 +1048,7 @@ fn reconfigure_refuses_what_needs_a_restart() {
     p.vrid = 52;
     assert_eq!(m.reconfigure(now, p), Err(NeedsRestart::Vrid));
     let mut p = params(150, 1);
-    p.version = 3;
+    p.version = Version::V3;
     p.auth_pass = None;
     assert_eq!(m.reconfigure(now, p), Err(NeedsRestart::Version));
     assert_eq!(m.reconfigure(now, params(255, 1)), Err(NeedsRestart::Owner));
