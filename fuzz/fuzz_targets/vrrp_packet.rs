@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use vrrp::machine::{Machine, Params, RxMeta};
+use vrrp::machine::{Machine, Params, RxMeta, Settings};
 use vrrp::packet::{IpPair, Ipv4Meta, Packet, Repr, Version, HEADER_LEN};
 
 fn v4_pair() -> IpPair {
@@ -95,19 +95,21 @@ fn machine(meta: RxMeta, payload: &[u8]) {
     };
     let mut m = Machine::new(Params {
         vrid: 51,
-        priority: 150,
         version,
-        advert_interval: Duration::from_secs(1),
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        auth_pass: (version == Version::V2).then(|| b"s3cret".to_vec()),
-        vips: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))],
         primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1)),
         start_as_master: false,
-        garp_delay: Duration::from_secs(5),
-        garp_refresh: Duration::ZERO,
-        unicast_peers: Vec::new(),
-        v3_checksum: Default::default(),
+        settings: Settings {
+            priority: 150,
+            advert_interval: Duration::from_secs(1),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            auth_pass: (version == Version::V2).then(|| b"s3cret".to_vec()),
+            vips: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))],
+            garp_delay: Duration::from_secs(5),
+            garp_refresh: Duration::ZERO,
+            unicast_peers: Vec::new(),
+            v3_checksum: Default::default(),
+        },
     });
     let now = Instant::now();
     m.start(now);

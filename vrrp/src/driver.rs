@@ -12,7 +12,7 @@ use tracing::{debug, error, info, warn, Instrument as _};
 
 use crate::auth_hmac::instance as hmac;
 use crate::config::{InitialState, TrackScript, Vip, VrrpConfig};
-use crate::machine::{Action, Machine, Params, Reason, Reject, State};
+use crate::machine::{Action, Machine, Params, Reason, Reject, Settings, State};
 use crate::netlink::{self, LinkEvent, Netlink};
 use crate::packet::{IpPair, Packet};
 use crate::socket;
@@ -150,7 +150,7 @@ pub async fn run(
 /// it runs, without restarting it (live reload): no priority-0 advert, the VIPs stay where
 /// they are unless the new config moves them.
 ///
-/// What changes, and when, is [`Machine::reconfigure`]'s: priority from the next advert
+/// What changes, and when, is [`Machine::reconfigure`]'s (the machine's [`Settings`]): priority from the next advert
 /// (preemption follows the RFC), VIPs added (with gratuitous ARP) and removed at once while
 /// master, track scripts added, removed or changed (those restart from a good state;
 /// unchanged ones keep running and keep their state), track_backends, advert interval (from
@@ -336,8 +336,17 @@ impl Drop for ScriptRt {
 fn params(cfg: &VrrpConfig, vips: &[Vip], primary: IpAddr) -> Params {
     Params {
         vrid: cfg.virtual_router_id,
-        priority: *cfg.priority.get_ref(),
         version: *cfg.version.get_ref(),
+        primary,
+        start_as_master: cfg.state == InitialState::Master,
+        settings: settings(cfg, vips),
+    }
+}
+
+/// What of `cfg` a running machine takes in place ([`Machine::reconfigure`]).
+fn settings(cfg: &VrrpConfig, vips: &[Vip]) -> Settings {
+    Settings {
+        priority: *cfg.priority.get_ref(),
         advert_interval: *cfg.advert_interval.get_ref(),
         preempt: cfg.preempt,
         preempt_delay: cfg.preempt_delay,
@@ -346,8 +355,6 @@ fn params(cfg: &VrrpConfig, vips: &[Vip], primary: IpAddr) -> Params {
             .as_ref()
             .map(|p| p.get_ref().as_bytes().to_vec()),
         vips: vips.iter().map(|v| v.addr).collect(),
-        primary,
-        start_as_master: cfg.state == InitialState::Master,
         garp_delay: cfg.garp_master_delay,
         garp_refresh: cfg.garp_master_refresh,
         unicast_peers: cfg.unicast_peers.clone(),
@@ -644,12 +651,7 @@ impl Instance {
             self.backends_bad = false;
             self.backends_unknown_logged = false;
         }
-        let p = params(&new, &self.vips, self.primary);
-        if let Err(e) = self.machine.reconfigure(now, p) {
-            // restart_reason() said no restart was needed: not reached.
-            error!(error = %e, "the state machine refused the new config");
-            return;
-        }
+        self.machine.reconfigure(now, settings(&new, &self.vips));
         hmac::apply(&mut self.machine, &new, hmac_params);
         self.cfg = new;
         self.probe_backends();
@@ -1047,7 +1049,7 @@ impl Instance {
                 src: self.primary,
                 dst,
             };
-            let mut bytes = repr.to_bytes_with(&pair, self.machine.params().v3_checksum);
+            let mut bytes = repr.to_bytes_with(&pair, self.machine.params().settings.v3_checksum);
             let t =
                 trailer.get_or_insert_with(|| self.machine.sign_advert(SystemTime::now(), &bytes));
             if let Some(t) = t {

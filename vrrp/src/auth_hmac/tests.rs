@@ -984,22 +984,29 @@ mod machine {
     use crate::packet::{IpPair, MULTICAST_V4};
     use std::time::Instant;
 
-    fn backup(version: u8, mode: Mode) -> Machine {
-        let mut mach = Machine::new(m::Params {
-            vrid: 51,
+    /// A backup's settings at priority 100, with one virtual address.
+    fn settings(vip: IpAddr) -> m::Settings {
+        m::Settings {
             priority: 100,
-            version: version.into(),
             advert_interval: Duration::from_secs(1),
             preempt: true,
             preempt_delay: Duration::ZERO,
             auth_pass: None,
-            vips: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))],
-            primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 13)),
-            start_as_master: false,
+            vips: vec![vip],
             garp_delay: Duration::from_secs(5),
             garp_refresh: Duration::ZERO,
             unicast_peers: Vec::new(),
             v3_checksum: Default::default(),
+        }
+    }
+
+    fn backup(version: u8, mode: Mode) -> Machine {
+        let mut mach = Machine::new(m::Params {
+            vrid: 51,
+            version: version.into(),
+            primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 13)),
+            start_as_master: false,
+            settings: settings(IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))),
         });
         mach.set_auth_hmac(Some(hmac(1, mode, TIME5)));
         mach.start(Instant::now());
@@ -1082,19 +1089,10 @@ mod machine {
         };
         let mut b = Machine::new(m::Params {
             vrid: 51,
-            priority: 100,
             version: Version::V3,
-            advert_interval: Duration::from_secs(1),
-            preempt: true,
-            preempt_delay: Duration::ZERO,
-            auth_pass: None,
-            vips: vec![IpAddr::V6(ll(0x51))],
             primary: IpAddr::V6(ll(0x13)),
             start_as_master: false,
-            garp_delay: Duration::from_secs(5),
-            garp_refresh: Duration::ZERO,
-            unicast_peers: Vec::new(),
-            v3_checksum: Default::default(),
+            settings: settings(IpAddr::V6(ll(0x51))),
         });
         b.set_auth_hmac(Some(AuthHmac::new(params(), 0)));
         let now = Instant::now();
