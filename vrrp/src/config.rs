@@ -16,6 +16,58 @@ use crate::packet::{V3Checksum, Version};
 /// A problem found in a config, located by the byte range of the value it is about.
 pub type Problem = Spanned<String>;
 
+/// A `[[vrrp]]` block that passed [`VrrpConfig::validate`], made only by
+/// `ValidVrrp::try_from(block)`: the form [`crate::run`] and [`crate::run_with_updates`] take,
+/// so that the driver never checks a block again. Read it through `Deref`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidVrrp(VrrpConfig);
+
+/// A `[[vrrp]]` block that [`VrrpConfig::validate`] refused, with every problem found.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("vrrp instance `{instance}`: {}", join_problems(.problems))]
+pub struct InvalidVrrp {
+    /// The block's `name`.
+    pub instance: String,
+    /// What is wrong, each located in the file.
+    pub problems: Vec<Problem>,
+}
+
+/// The problems' messages in one line, `; ` between them.
+pub(crate) fn join_problems(problems: &[Problem]) -> String {
+    let all: Vec<&str> = problems.iter().map(|p| p.get_ref().as_str()).collect();
+    all.join("; ")
+}
+
+impl TryFrom<VrrpConfig> for ValidVrrp {
+    type Error = InvalidVrrp;
+
+    fn try_from(block: VrrpConfig) -> Result<ValidVrrp, InvalidVrrp> {
+        let problems = block.validate();
+        if problems.is_empty() {
+            Ok(ValidVrrp(block))
+        } else {
+            Err(InvalidVrrp {
+                instance: block.name.get_ref().clone(),
+                problems,
+            })
+        }
+    }
+}
+
+impl std::ops::Deref for ValidVrrp {
+    type Target = VrrpConfig;
+
+    fn deref(&self) -> &VrrpConfig {
+        &self.0
+    }
+}
+
+impl From<ValidVrrp> for VrrpConfig {
+    fn from(v: ValidVrrp) -> VrrpConfig {
+        v.0
+    }
+}
+
 /// One VRRP instance (keepalived's `vrrp_instance`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -875,6 +927,29 @@ mod tests {
         assert!(
             block("version = \"3\"").is_err(),
             "a string is not a version"
+        );
+    }
+
+    #[test]
+    fn only_a_block_that_validates_becomes_a_valid_vrrp() {
+        let block = |body: &str| -> VrrpConfig {
+            toml::from_str(&format!(
+                "name = \"maas_region\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n{body}"
+            ))
+            .expect("parses")
+        };
+        let good = block("virtual_ipaddresses = [\"10.0.0.100/24\"]");
+        let valid = ValidVrrp::try_from(good.clone()).expect("validates");
+        assert_eq!(*valid, good);
+        assert_eq!(VrrpConfig::from(valid), good);
+        let bad = block("advert_interval = \"1500ms\"\nvirtual_ipaddresses = []");
+        let e = ValidVrrp::try_from(bad.clone()).expect_err("refused");
+        assert_eq!(e.instance, "maas_region");
+        assert_eq!(e.problems, bad.validate());
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert_eq!(
+            e.to_string(),
+            "vrrp instance `maas_region`: `advert_interval` is 1s 500ms: VRRPv2 needs whole seconds from 1s to 255s; `virtual_ipaddresses` needs at least one address"
         );
     }
 
