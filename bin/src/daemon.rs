@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
-use vrrp::VrrpConfig;
+use vrrp::{ValidVrrp, VrrpConfig};
 
 use crate::admin::AdminContext;
 use crate::announce::AnnounceRt;
@@ -83,10 +83,10 @@ struct FrontendRt {
 }
 
 struct VrrpRt {
-    cfg: VrrpConfig,
+    cfg: ValidVrrp,
     stop: watch::Sender<bool>,
     /// New configs for the running instance (live reload without restart).
-    updates: watch::Sender<VrrpConfig>,
+    updates: watch::Sender<ValidVrrp>,
     task: JoinHandle<Result<(), vrrp::VrrpError>>,
 }
 
@@ -245,7 +245,17 @@ fn bind_frontend(
     Ok((ls, dual))
 }
 
-fn spawn_vrrp(cfg: VrrpConfig, registry: &Arc<Registry>) -> VrrpRt {
+/// The `[[vrrp]]` blocks as the VRRP engine takes them. `config::load` has already refused a
+/// file with a block that does not validate, so this fails only if the two ever disagree; it
+/// goes once `Config::vrrp` holds the `ValidVrrp`s that `config` makes (issue 14).
+fn valid_vrrp(blocks: &[VrrpConfig]) -> anyhow::Result<Vec<ValidVrrp>> {
+    blocks
+        .iter()
+        .map(|b| ValidVrrp::try_from(b.clone()).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn spawn_vrrp(cfg: ValidVrrp, registry: &Arc<Registry>) -> VrrpRt {
     let (stop, rx) = watch::channel(false);
     let reg = registry.clone();
     let probe: vrrp::BackendsProbe = Arc::new(move |name: &str| reg.any_available(name));
@@ -297,6 +307,7 @@ async fn stop_vrrp(name: &str, v: VrrpRt) {
 
 impl Daemon {
     async fn start(path: PathBuf, cfg: Config) -> anyhow::Result<Daemon> {
+        let vrrp_blocks = valid_vrrp(&cfg.vrrp)?;
         warn_if_nofile_too_low(&cfg);
         let workers = Workers::start(cfg.global.workers).context("starting the proxy threads")?;
         // Bind everything first: a port we cannot have is a startup failure, not a log line.
@@ -334,10 +345,9 @@ impl Daemon {
         let admin = spawn_admin(&cfg.admin, &registry, fe_list(&frontends)).await?;
         let (checks_stop, rx) = watch::channel(false);
         let checks = (checks_stop, healthcheck::spawn(&registry, rx));
-        let vrrp = cfg
-            .vrrp
-            .iter()
-            .map(|v| (v.name.get_ref().clone(), spawn_vrrp(v.clone(), &registry)))
+        let vrrp = vrrp_blocks
+            .into_iter()
+            .map(|v| (v.name.get_ref().clone(), spawn_vrrp(v, &registry)))
             .collect();
         // Listeners are bound: the VIPs may be announced once their frontends are fit.
         let mut announce = Vec::new();
@@ -396,6 +406,7 @@ impl Daemon {
     }
 
     async fn apply(&mut self, new: Config) -> anyhow::Result<String> {
+        let new_vrrp = valid_vrrp(&new.vrrp)?;
         // 1. Bind the new addresses first; failing here changes nothing.
         let mut fresh: HashMap<(String, SocketAddr), (Vec<std::net::TcpListener>, bool)> =
             HashMap::new();
@@ -512,7 +523,7 @@ impl Daemon {
         // place (no priority 0, the VIP stays) unless the change needs a restart.
         let (mut restarted, mut updated_in_place) = (0, 0);
         let mut next_vrrp = HashMap::new();
-        for v in &new.vrrp {
+        for v in &new_vrrp {
             let name = v.name.get_ref().clone();
             match self.vrrp.remove(&name) {
                 Some(rt) if rt.cfg == *v && !rt.task.is_finished() => {

@@ -25,6 +25,7 @@ use vrrp::auth_hmac::{
     split_trailer, AntiReplay, AuthHmac, Key, KeySet, Mode, Origin, Params, Seq, Trailer,
     TrailerRepr, TRAILER_LEN,
 };
+use vrrp::packet::Version;
 
 const KEY: &[u8; 32] = b"maas-vip fuzz key, 32 bytes long";
 
@@ -42,7 +43,7 @@ fn auth(mode: Mode) -> AuthHmac {
 
 fn origin() -> Origin {
     Origin {
-        version: 2,
+        version: Version::V2,
         vrid: 51,
         src: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 12)),
     }

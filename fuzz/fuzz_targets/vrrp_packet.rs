@@ -1,5 +1,6 @@
 //! VRRP advertisement decoder: `Ipv4Meta::parse` (the raw-socket read), `Repr::parse` over IPv4
-//! and IPv6 address pairs, and the state machine's receive checks.
+//! and IPv6 address pairs, and the state machine's receive checks and the timeout that follows
+//! (Master_Down_Timer running out after whatever the packet did).
 //!
 //! Invariants, for every input the decoder accepts:
 //! - re-encoding gives bytes of the same length that decode to the same value;
@@ -18,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use vrrp::machine::{Machine, Params, RxMeta};
+use vrrp::machine::{Machine, Params, RxMeta, Settings};
 use vrrp::packet::{IpPair, Ipv4Meta, Packet, Repr, Version, HEADER_LEN};
 
 fn v4_pair() -> IpPair {
@@ -88,29 +89,36 @@ fn round_trip(payload: &[u8], ip: &IpPair) {
 
 /// The receive path of a router (version from the packet, PASS auth for v2).
 fn machine(meta: RxMeta, payload: &[u8]) {
-    let version = payload
-        .first()
-        .map_or(2, |b| if b >> 4 == 3 { 3 } else { 2 });
+    let version = match payload.first() {
+        Some(b) if b >> 4 == 3 => Version::V3,
+        _ => Version::V2,
+    };
     let mut m = Machine::new(Params {
         vrid: 51,
-        priority: 150,
         version,
-        advert_interval: Duration::from_secs(1),
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        auth_pass: (version == 2).then(|| b"s3cret".to_vec()),
-        vips: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))],
         primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1)),
         start_as_master: false,
-        garp_delay: Duration::from_secs(5),
-        garp_refresh: Duration::ZERO,
-        unicast_peers: Vec::new(),
-        v3_checksum: Default::default(),
+        settings: Settings {
+            priority: 150,
+            advert_interval: Duration::from_secs(1),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            auth_pass: (version == Version::V2).then(|| b"s3cret".to_vec()),
+            vips: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))],
+            garp_delay: Duration::from_secs(5),
+            garp_refresh: Duration::ZERO,
+            unicast_peers: Vec::new(),
+            v3_checksum: Default::default(),
+        },
     });
     let now = Instant::now();
     m.start(now);
     let _ = m.handle_packet(now, meta, payload);
     let _ = m.poll_timeout();
+    while m.poll_action().is_some() {}
+    // Past any Master_Down_Interval the packet can set (a v3 advert's interval is at most
+    // 40.95 s): the timers it left armed fire.
+    m.handle_timeout(now + Duration::from_secs(1000));
     while m.poll_action().is_some() {}
 }
 

@@ -32,6 +32,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let _ = tx.send(true);
     });
-    vrrp::run(file.vrrp, Arc::new(|_: &str| Some(true)), rx).await?;
+    let blocks = file
+        .vrrp
+        .into_iter()
+        .map(vrrp::ValidVrrp::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    vrrp::run(blocks, Arc::new(|_: &str| Some(true)), rx).await?;
     Ok(())
 }

@@ -27,7 +27,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::packet::{Packet, HEADER_LEN};
+use crate::packet::{Packet, Version, HEADER_LEN};
 
 pub mod config;
 pub(crate) mod instance;
@@ -309,8 +309,8 @@ fn wall_secs(now: SystemTime) -> u32 {
 /// one virtual router only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
-    /// VRRP version, 2 or 3.
-    pub version: u8,
+    /// VRRP version.
+    pub version: Version,
     /// Virtual router id.
     pub vrid: u8,
     /// The sender's address: our own when signing, the IP source when verifying.
@@ -322,7 +322,7 @@ impl Origin {
     /// (IPv4 in the first 4 bytes, zeros after).
     pub fn pseudo_header(&self) -> [u8; PSEUDO_LEN] {
         let mut out = [0u8; PSEUDO_LEN];
-        out[1] = self.version;
+        out[1] = u8::from(self.version);
         out[2] = self.vrid;
         match self.src {
             IpAddr::V4(a) => {

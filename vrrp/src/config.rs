@@ -11,10 +11,62 @@ use serde::{Deserialize, Deserializer};
 use serde_spanned::Spanned;
 
 pub use crate::auth_hmac::config::AuthHmacConfig;
-use crate::packet::V3Checksum;
+use crate::packet::{V3Checksum, Version};
 
 /// A problem found in a config, located by the byte range of the value it is about.
 pub type Problem = Spanned<String>;
+
+/// A `[[vrrp]]` block that passed [`VrrpConfig::validate`], made only by
+/// `ValidVrrp::try_from(block)`: the form [`crate::run`] and [`crate::run_with_updates`] take,
+/// so that the driver never checks a block again. Read it through `Deref`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidVrrp(VrrpConfig);
+
+/// A `[[vrrp]]` block that [`VrrpConfig::validate`] refused, with every problem found.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("vrrp instance `{instance}`: {}", join_problems(.problems))]
+pub struct InvalidVrrp {
+    /// The block's `name`.
+    pub instance: String,
+    /// What is wrong, each located in the file.
+    pub problems: Vec<Problem>,
+}
+
+/// The problems' messages in one line, `; ` between them.
+pub(crate) fn join_problems(problems: &[Problem]) -> String {
+    let all: Vec<&str> = problems.iter().map(|p| p.get_ref().as_str()).collect();
+    all.join("; ")
+}
+
+impl TryFrom<VrrpConfig> for ValidVrrp {
+    type Error = InvalidVrrp;
+
+    fn try_from(block: VrrpConfig) -> Result<ValidVrrp, InvalidVrrp> {
+        let problems = block.validate();
+        if problems.is_empty() {
+            Ok(ValidVrrp(block))
+        } else {
+            Err(InvalidVrrp {
+                instance: block.name.get_ref().clone(),
+                problems,
+            })
+        }
+    }
+}
+
+impl std::ops::Deref for ValidVrrp {
+    type Target = VrrpConfig;
+
+    fn deref(&self) -> &VrrpConfig {
+        &self.0
+    }
+}
+
+impl From<ValidVrrp> for VrrpConfig {
+    fn from(v: ValidVrrp) -> VrrpConfig {
+        v.0
+    }
+}
 
 /// One VRRP instance (keepalived's `vrrp_instance`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -37,9 +89,10 @@ pub struct VrrpConfig {
     /// Advertisement interval; whole seconds 1..=255 for VRRPv2, 10ms..=40.95s for VRRPv3.
     #[serde(default = "default_advert", deserialize_with = "de_spanned_duration")]
     pub advert_interval: Spanned<Duration>,
-    /// Protocol version: 2 (RFC 3768) or 3 (RFC 9568).
+    /// Protocol version: `version = 2` (RFC 3768) or `3` (RFC 9568); never
+    /// [`Version::Unknown`].
     #[serde(default = "default_version", deserialize_with = "de_version")]
-    pub version: Spanned<u8>,
+    pub version: Spanned<Version>,
     /// Take over from a lower-priority master (false = keepalived's `nopreempt`).
     #[serde(default = "yes")]
     pub preempt: bool,
@@ -355,7 +408,7 @@ impl VrrpConfig {
         }
         let adv = *self.advert_interval.get_ref();
         match *self.version.get_ref() {
-            2 => {
+            Version::V2 => {
                 if adv.subsec_nanos() != 0 || adv.as_secs() == 0 || adv.as_secs() > 255 {
                     err(
                         &mut out,
@@ -465,7 +518,7 @@ impl VrrpConfig {
                 if matches!(first.addr, IpAddr::V6(a) if !a.is_unicast_link_local())
                     && !vips.get_ref().iter().any(|v| !v.addr.is_ipv6())
                     && self.unicast_peers.is_empty()
-                    && *self.version.get_ref() == 3 =>
+                    && *self.version.get_ref() == Version::V3 =>
             {
                 vec![Spanned::new(
                     vips.span(),
@@ -502,7 +555,7 @@ impl VrrpConfig {
                 ),
             ));
         }
-        if v6 && *self.version.get_ref() != 3 {
+        if v6 && *self.version.get_ref() != Version::V3 {
             out.push(Spanned::new(
                 if self.version.span().is_empty() {
                     vips.span()
@@ -513,7 +566,7 @@ impl VrrpConfig {
             ));
         }
         if *self.v3_checksum.get_ref() == V3ChecksumKey::Rfc9568
-            && (v6 || *self.version.get_ref() != 3)
+            && (v6 || *self.version.get_ref() != Version::V3)
         {
             out.push(Spanned::new(
                 self.v3_checksum.span(),
@@ -551,8 +604,8 @@ fn default_priority() -> Spanned<u8> {
 fn default_advert() -> Spanned<Duration> {
     Spanned::new(0..0, Duration::from_secs(1))
 }
-fn default_version() -> Spanned<u8> {
-    Spanned::new(0..0, 2)
+fn default_version() -> Spanned<Version> {
+    Spanned::new(0..0, Version::V2)
 }
 fn default_garp_delay() -> Duration {
     Duration::from_secs(5)
@@ -588,10 +641,12 @@ fn de_priority<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<u8>, D::Error>
     }
 }
 
-fn de_version<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<u8>, D::Error> {
+/// `version = 2|3`, the integer, into [`Version`].
+fn de_version<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<Version>, D::Error> {
     let v = Spanned::<i64>::deserialize(d)?;
     match *v.get_ref() {
-        2 | 3 => Ok(Spanned::new(v.span(), *v.get_ref() as u8)),
+        2 => Ok(Spanned::new(v.span(), Version::V2)),
+        3 => Ok(Spanned::new(v.span(), Version::V3)),
         other => Err(serde::de::Error::custom(format!(
             "version must be 2 or 3, got {other}"
         ))),
@@ -845,6 +900,57 @@ mod tests {
         let moved: VrrpConfig = toml::from_str(&format!("\n\n{base}")).expect("parses");
         assert!(old.changed_fields(&moved).is_empty());
         assert_eq!(old, moved);
+    }
+
+    #[test]
+    fn version_is_the_integer_2_or_3() {
+        let block = |v: &str| {
+            toml::from_str::<VrrpConfig>(&format!(
+                "name = \"a\"\ninterface = \"eth0\"\nvirtual_router_id = 1\nvirtual_ipaddresses = [\"10.0.0.100/24\"]\n{v}"
+            ))
+        };
+        let version = |v: &str| block(v).map(|c| *c.version.get_ref());
+        assert_eq!(version("").expect("default"), Version::V2);
+        assert_eq!(version("version = 2").expect("2"), Version::V2);
+        assert_eq!(version("version = 3").expect("3"), Version::V3);
+        for (bad, got) in [
+            ("version = 4", "4"),
+            ("version = 0", "0"),
+            ("version = -3", "-3"),
+        ] {
+            let e = block(bad).expect_err(bad).to_string();
+            assert!(
+                e.contains(&format!("version must be 2 or 3, got {got}")) && e.contains("line 5"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(
+            block("version = \"3\"").is_err(),
+            "a string is not a version"
+        );
+    }
+
+    #[test]
+    fn only_a_block_that_validates_becomes_a_valid_vrrp() {
+        let block = |body: &str| -> VrrpConfig {
+            toml::from_str(&format!(
+                "name = \"maas_region\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n{body}"
+            ))
+            .expect("parses")
+        };
+        let good = block("virtual_ipaddresses = [\"10.0.0.100/24\"]");
+        let valid = ValidVrrp::try_from(good.clone()).expect("validates");
+        assert_eq!(*valid, good);
+        assert_eq!(VrrpConfig::from(valid), good);
+        let bad = block("advert_interval = \"1500ms\"\nvirtual_ipaddresses = []");
+        let e = ValidVrrp::try_from(bad.clone()).expect_err("refused");
+        assert_eq!(e.instance, "maas_region");
+        assert_eq!(e.problems, bad.validate());
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert_eq!(
+            e.to_string(),
+            "vrrp instance `maas_region`: `advert_interval` is 1s 500ms: VRRPv2 needs whole seconds from 1s to 255s; `virtual_ipaddresses` needs at least one address"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn, Instrument as _};
 
 use crate::auth_hmac::instance as hmac;
-use crate::config::{InitialState, TrackScript, Vip, VrrpConfig};
-use crate::machine::{Action, Machine, Params, Reason, Reject, State};
+use crate::config::{InitialState, TrackScript, ValidVrrp, Vip, VrrpConfig};
+use crate::machine::{Action, Machine, Params, Reason, Reject, Settings, State};
 use crate::netlink::{self, LinkEvent, Netlink};
 use crate::packet::{IpPair, Packet};
 use crate::socket;
@@ -26,7 +26,7 @@ pub type BackendsProbe = Arc<dyn Fn(&str) -> Option<bool> + Send + Sync>;
 /// Why the VRRP engine could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
-    /// A `[[vrrp]]` block did not validate.
+    /// An instance's auth_hmac keys could not be read (files, credentials).
     #[error("vrrp instance `{instance}`: {problems}")]
     Config {
         /// Instance name.
@@ -134,7 +134,7 @@ fn unpublish(name: &str) {
 /// Runs every instance until `shutdown` turns true; then, for each instance that is master,
 /// sends a priority-0 advert and removes the VIPs, and returns.
 pub async fn run(
-    configs: Vec<VrrpConfig>,
+    configs: Vec<ValidVrrp>,
     backends: BackendsProbe,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), VrrpError> {
@@ -150,46 +150,34 @@ pub async fn run(
 /// it runs, without restarting it (live reload): no priority-0 advert, the VIPs stay where
 /// they are unless the new config moves them.
 ///
-/// What changes, and when, is [`Machine::reconfigure`]'s: priority from the next advert
+/// What changes, and when, is [`Machine::reconfigure`]'s (the machine's [`Settings`]): priority from the next advert
 /// (preemption follows the RFC), VIPs added (with gratuitous ARP) and removed at once while
 /// master, track scripts added, removed or changed (those restart from a good state;
 /// unchanged ones keep running and keep their state), track_backends, advert interval (from
 /// the next advert), password, preempt, preempt_delay, notify, garp settings and unicast
 /// peers (the socket is reopened when switching between multicast and unicast).
 ///
-/// A new config that does not validate, or that [`VrrpConfig::restart_reason`] says needs a
-/// restart (name, interface, virtual_router_id, version, priority to or from 255), is logged
-/// and ignored: the instance keeps its config. Restarting it is the caller's job. A value
+/// The configs are [`ValidVrrp`]s: they were validated once, when they were read. A new
+/// config that [`VrrpConfig::restart_reason`] says needs a restart (name, interface,
+/// virtual_router_id, version, priority to or from 255), or whose auth_hmac keys cannot be
+/// read, is logged and ignored: the instance keeps its config. Restarting it is the caller's job. A value
 /// of `updates` not yet seen when the instance starts is applied at once (one equal to `cfg`
 /// changes nothing), so none sent before the task first runs is lost. When every sender of
 /// `updates` is gone the instance simply runs on.
 pub async fn run_with_updates(
-    cfg: VrrpConfig,
+    cfg: ValidVrrp,
     backends: BackendsProbe,
     shutdown: watch::Receiver<bool>,
-    updates: watch::Receiver<VrrpConfig>,
+    updates: watch::Receiver<ValidVrrp>,
 ) -> Result<(), VrrpError> {
     run_all(vec![(cfg, Some(updates))], backends, shutdown).await
 }
 
 async fn run_all(
-    configs: Vec<(VrrpConfig, Option<watch::Receiver<VrrpConfig>>)>,
+    configs: Vec<(ValidVrrp, Option<watch::Receiver<ValidVrrp>>)>,
     backends: BackendsProbe,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), VrrpError> {
-    for (c, _) in &configs {
-        let problems = c.validate();
-        if !problems.is_empty() {
-            return Err(VrrpError::Config {
-                instance: c.name.get_ref().clone(),
-                problems: problems
-                    .iter()
-                    .map(|p| p.get_ref().as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
-        }
-    }
     for (i, (a, _)) in configs.iter().enumerate() {
         for (b, _) in &configs[i + 1..] {
             if a.interface.get_ref() == b.interface.get_ref()
@@ -288,7 +276,7 @@ struct Instance {
     name: String,
     iface: String,
     index: u32,
-    cfg: VrrpConfig,
+    cfg: ValidVrrp,
     vips: Vec<Vip>,
     primary: IpAddr,
     /// Virtual addresses that are the owner's own (priority 255): never removed.
@@ -310,7 +298,7 @@ struct Instance {
     garp: Option<JoinHandle<()>>,
     /// Notify programs still running: awaited (boundedly) at stop, so that STOP's run.
     notifies: Vec<JoinHandle<()>>,
-    updates: Option<watch::Receiver<VrrpConfig>>,
+    updates: Option<watch::Receiver<ValidVrrp>>,
     rejects: RejectLog,
     hmac_saver: hmac::Saver,
 }
@@ -336,8 +324,17 @@ impl Drop for ScriptRt {
 fn params(cfg: &VrrpConfig, vips: &[Vip], primary: IpAddr) -> Params {
     Params {
         vrid: cfg.virtual_router_id,
-        priority: *cfg.priority.get_ref(),
         version: *cfg.version.get_ref(),
+        primary,
+        start_as_master: cfg.state == InitialState::Master,
+        settings: settings(cfg, vips),
+    }
+}
+
+/// What of `cfg` a running machine takes in place ([`Machine::reconfigure`]).
+fn settings(cfg: &VrrpConfig, vips: &[Vip]) -> Settings {
+    Settings {
+        priority: *cfg.priority.get_ref(),
         advert_interval: *cfg.advert_interval.get_ref(),
         preempt: cfg.preempt,
         preempt_delay: cfg.preempt_delay,
@@ -346,8 +343,6 @@ fn params(cfg: &VrrpConfig, vips: &[Vip], primary: IpAddr) -> Params {
             .as_ref()
             .map(|p| p.get_ref().as_bytes().to_vec()),
         vips: vips.iter().map(|v| v.addr).collect(),
-        primary,
-        start_as_master: cfg.state == InitialState::Master,
         garp_delay: cfg.garp_master_delay,
         garp_refresh: cfg.garp_master_refresh,
         unicast_peers: cfg.unicast_peers.clone(),
@@ -362,8 +357,8 @@ enum Ended {
     /// The interface was deleted: the instance, in FAULT, hands back its config (reloads
     /// included) to be set up again once an interface of that name is ready.
     InterfaceGone {
-        cfg: Box<VrrpConfig>,
-        updates: Option<watch::Receiver<VrrpConfig>>,
+        cfg: Box<ValidVrrp>,
+        updates: Option<watch::Receiver<ValidVrrp>>,
     },
 }
 
@@ -387,8 +382,8 @@ const WAIT_FOR_INTERFACE_EVERY: Duration = Duration::from_secs(1);
 /// run meanwhile: a bond or VLAN that comes up late does not stop the daemon. Other errors
 /// (no raw socket, netlink refusing) are returned at once.
 async fn set_up_when_ready(
-    mut cfg: VrrpConfig,
-    mut updates: Option<watch::Receiver<VrrpConfig>>,
+    mut cfg: ValidVrrp,
+    mut updates: Option<watch::Receiver<ValidVrrp>>,
     nl: Netlink,
     backends: BackendsProbe,
     mut stop: watch::Receiver<bool>,
@@ -443,8 +438,8 @@ async fn set_up_when_ready(
 
 impl Instance {
     async fn setup(
-        cfg: VrrpConfig,
-        updates: Option<watch::Receiver<VrrpConfig>>,
+        cfg: ValidVrrp,
+        updates: Option<watch::Receiver<ValidVrrp>>,
         nl: Netlink,
         backends: BackendsProbe,
     ) -> Result<Instance, VrrpError> {
@@ -556,18 +551,9 @@ impl Instance {
     }
 
     /// Applies a new config to the running instance (see [`run_with_updates`]).
-    async fn reconfigure(&mut self, new: VrrpConfig) {
+    async fn reconfigure(&mut self, new: ValidVrrp) {
         if new == self.cfg {
             self.reread_keys();
-            return;
-        }
-        let problems = new.validate();
-        if !problems.is_empty() {
-            let problems: Vec<&str> = problems.iter().map(|p| p.get_ref().as_str()).collect();
-            error!(
-                problems = %problems.join("; "),
-                "new config rejected; the instance keeps running the previous one"
-            );
             return;
         }
         if let Some(why) = self.cfg.restart_reason(&new) {
@@ -644,12 +630,7 @@ impl Instance {
             self.backends_bad = false;
             self.backends_unknown_logged = false;
         }
-        let p = params(&new, &self.vips, self.primary);
-        if let Err(e) = self.machine.reconfigure(now, p) {
-            // restart_reason() said no restart was needed: not reached.
-            error!(error = %e, "the state machine refused the new config");
-            return;
-        }
+        self.machine.reconfigure(now, settings(&new, &self.vips));
         hmac::apply(&mut self.machine, &new, hmac_params);
         self.cfg = new;
         self.probe_backends();
@@ -1047,7 +1028,7 @@ impl Instance {
                 src: self.primary,
                 dst,
             };
-            let mut bytes = repr.to_bytes_with(&pair, self.machine.params().v3_checksum);
+            let mut bytes = repr.to_bytes_with(&pair, self.machine.params().settings.v3_checksum);
             let t =
                 trailer.get_or_insert_with(|| self.machine.sign_advert(SystemTime::now(), &bytes));
             if let Some(t) = t {
@@ -1137,7 +1118,7 @@ fn combine_tracking(scripts: &[(i32, bool)], backends: Option<(i32, bool)>) -> (
 
 /// The next config sent to the instance; `None` once every sender is gone; never ready
 /// without a receiver.
-async fn next_update(updates: &mut Option<watch::Receiver<VrrpConfig>>) -> Option<VrrpConfig> {
+async fn next_update(updates: &mut Option<watch::Receiver<ValidVrrp>>) -> Option<ValidVrrp> {
     match updates {
         Some(u) => match u.changed().await {
             Ok(()) => Some(u.borrow_and_update().clone()),

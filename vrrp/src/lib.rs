@@ -1,7 +1,8 @@
 //! VRRP for maas-vip: owns the virtual IPs of the MAAS region.
 //!
 //! # Layout
-//! - [`config`]: the `[[vrrp]]` blocks of maas-vip.toml.
+//! - [`config`]: the `[[vrrp]]` blocks of maas-vip.toml, and [`ValidVrrp`], a block that
+//!   validated: what the driver runs.
 //! - [`packet`]: the VRRP advertisement on the wire (v2, v3), checked views and values.
 //! - [`auth_hmac`]: keepalived 2.4's HMAC-SHA256 advert trailer: signing, verifying, anti-replay,
 //!   keys from files and systemd credentials.
@@ -37,7 +38,9 @@ mod socket6;
 mod sys;
 mod track;
 
-pub use config::{InitialState, TrackBackends, TrackScript, Vip, VrrpConfig};
+pub use config::{
+    InitialState, InvalidVrrp, TrackBackends, TrackScript, ValidVrrp, Vip, VrrpConfig,
+};
 pub use driver::{run, run_with_updates, status, BackendsProbe, InstanceStatus, VrrpError};
 pub use netlink::ADDR_PROTO;
 pub use release::{release_vips, Ownership, ReleaseError, Released};

@@ -17,17 +17,30 @@ use subtle::ConstantTimeEq;
 use crate::auth_hmac::{self, AuthHmac, Rejection, TRAILER_LEN};
 use crate::packet::{Auth, IpPair, Packet, Repr, V3Checksum, Version, WireError, AUTH_LEN};
 
-/// Everything the machine needs to know about its instance. `vrid`, `version` and whether it
-/// is the address owner (priority 255) are fixed for its lifetime; the rest can change while
-/// it runs ([`Machine::reconfigure`]).
+/// Everything the machine needs to know about its instance. `vrid` and `version` are the
+/// virtual router itself and are fixed for the machine's lifetime (another one is another
+/// router: see [`crate::VrrpConfig::restart_reason`]); `settings` can change while it runs
+/// ([`Machine::reconfigure`]).
 #[derive(Debug, Clone)]
 pub struct Params {
     /// Virtual router identifier.
     pub vrid: u8,
+    /// VRRPv2 or VRRPv3.
+    pub version: Version,
+    /// Primary address of the interface: the source of our adverts and the tie-breaker
+    /// (followed with [`Machine::set_primary`]).
+    pub primary: IpAddr,
+    /// keepalived's `state MASTER`: claim at once instead of waiting Master_Down_Interval.
+    pub start_as_master: bool,
+    /// What a live reload may change.
+    pub settings: Settings,
+}
+
+/// The parameters of a running router that [`Machine::reconfigure`] applies in place.
+#[derive(Debug, Clone)]
+pub struct Settings {
     /// Configured priority, 1..=255 (255: the owner of the addresses).
     pub priority: u8,
-    /// 2 or 3.
-    pub version: u8,
     /// Advertisement_Interval.
     pub advert_interval: Duration,
     /// Preempt_Mode.
@@ -38,10 +51,6 @@ pub struct Params {
     pub auth_pass: Option<Vec<u8>>,
     /// The virtual addresses, all of one family (the adverts' IP family).
     pub vips: Vec<IpAddr>,
-    /// Primary address of the interface: the source of our adverts and the tie-breaker.
-    pub primary: IpAddr,
-    /// keepalived's `state MASTER`: claim at once instead of waiting Master_Down_Interval.
-    pub start_as_master: bool,
     /// Delay before the second burst of gratuitous ARP.
     pub garp_delay: Duration,
     /// keepalived's `garp_master_refresh`: while master, a refresh burst this often; zero: none.
@@ -191,20 +200,6 @@ pub enum Action {
         /// Effective priority at the time.
         priority: u8,
     },
-}
-
-/// Why [`Machine::reconfigure`] refused a new configuration: the instance must be restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum NeedsRestart {
-    /// Another virtual router id: another router altogether.
-    #[error("virtual_router_id changed")]
-    Vrid,
-    /// Another protocol version.
-    #[error("version changed")]
-    Version,
-    /// Priority moved to or from 255: the address owner keeps addresses of its own.
-    #[error("priority moved to or from 255 (address owner)")]
-    Owner,
 }
 
 /// Why a received packet was dropped, in the order keepalived checks.
@@ -459,13 +454,9 @@ pub struct Machine {
 impl Machine {
     /// A router in Initialize; nothing happens until [`Machine::start`].
     pub fn new(p: Params) -> Machine {
-        let mut auth_data = [0u8; AUTH_LEN];
-        if let Some(pass) = &p.auth_pass {
-            let n = pass.len().min(AUTH_LEN);
-            auth_data[..n].copy_from_slice(&pass[..n]);
-        }
         Machine {
-            master_adver_interval: p.advert_interval,
+            auth_data: auth_data(&p.settings),
+            master_adver_interval: p.settings.advert_interval,
             p,
             state: State::Initialize,
             timers: TimerTable::default(),
@@ -476,7 +467,6 @@ impl Machine {
             stats: Stats::default(),
             preempting: None,
             down_reason: Reason::MasterDown,
-            auth_data,
             hmac: None,
         }
     }
@@ -527,15 +517,15 @@ impl Machine {
 
     /// Effective priority: configured plus track weights, kept in 1..=254; 255 stays 255.
     pub fn priority(&self) -> u8 {
-        if self.p.priority == 255 {
+        if self.p.settings.priority == 255 {
             return 255;
         }
-        (i32::from(self.p.priority) + self.track_weight).clamp(1, 254) as u8
+        (i32::from(self.p.settings.priority) + self.track_weight).clamp(1, 254) as u8
     }
 
     /// Skew_Time (RFC 3768 §6.1; RFC 9568 §6.1 scales it by Master_Adver_Interval).
     pub fn skew_time(&self) -> Duration {
-        let unit = if self.p.version == 3 {
+        let unit = if self.p.version == Version::V3 {
             self.master_adver_interval
         } else {
             Duration::from_secs(1)
@@ -550,24 +540,24 @@ impl Machine {
 
     /// The advert to send for [`Action::SendAdvert`].
     pub fn advert(&self, priority: u8) -> Repr {
-        let (version, auth, adver_int) = if self.p.version == 3 {
-            let cs = (self.p.advert_interval.as_millis() / 10).min(0x0fff) as u16;
-            (Version::V3, Auth::None, cs)
+        let (auth, adver_int) = if self.p.version == Version::V3 {
+            let cs = (self.p.settings.advert_interval.as_millis() / 10).min(0x0fff) as u16;
+            (Auth::None, cs)
         } else {
-            let auth = match &self.p.auth_pass {
+            let auth = match &self.p.settings.auth_pass {
                 Some(_) => Auth::SimpleText(self.auth_data),
                 None => Auth::None,
             };
-            let secs = self.p.advert_interval.as_secs().clamp(1, 255) as u16;
-            (Version::V2, auth, secs)
+            let secs = self.p.settings.advert_interval.as_secs().clamp(1, 255) as u16;
+            (auth, secs)
         };
         Repr {
-            version,
+            version: self.p.version,
             vrid: self.p.vrid,
             priority,
             auth,
             adver_int,
-            addresses: self.p.vips.clone(),
+            addresses: self.p.settings.vips.clone(),
         }
     }
 
@@ -623,7 +613,7 @@ impl Machine {
     }
 
     fn enter_from_init(&mut self, now: Instant, reason: Reason) {
-        if self.p.priority == 255 {
+        if self.p.settings.priority == 255 {
             // RFC 3768 §6.4.1: the owner sends an ADVERTISEMENT, broadcasts gratuitous ARP
             // and transitions to Master.
             self.become_master(now, Reason::Owner);
@@ -632,7 +622,7 @@ impl Machine {
             self.become_master(now, Reason::ConfiguredMaster);
         } else {
             // RFC 3768 §6.4.1: Master_Down_Timer = Master_Down_Interval, transition to Backup.
-            self.master_adver_interval = self.p.advert_interval;
+            self.master_adver_interval = self.p.settings.advert_interval;
             self.arm_master_down(now, self.master_down_interval(), Reason::MasterDown);
             self.transition(State::Backup, reason);
         }
@@ -647,9 +637,11 @@ impl Machine {
         self.actions.push_back(Action::AddVips);
         self.send_advert(self.priority());
         self.actions.push_back(Action::SendGarp);
-        self.timers.set(Timer::Advert, now + self.p.advert_interval);
-        if !self.p.garp_delay.is_zero() {
-            self.timers.set(Timer::Garp, now + self.p.garp_delay);
+        self.timers
+            .set(Timer::Advert, now + self.p.settings.advert_interval);
+        if !self.p.settings.garp_delay.is_zero() {
+            self.timers
+                .set(Timer::Garp, now + self.p.settings.garp_delay);
         }
         self.arm_garp_refresh(now);
     }
@@ -657,11 +649,11 @@ impl Machine {
     /// keepalived (vrrp_scheduler.c): the first refresh one `garp_master_refresh` after
     /// becoming master, then one every `garp_master_refresh`.
     fn arm_garp_refresh(&mut self, now: Instant) {
-        if self.p.garp_refresh.is_zero() {
+        if self.p.settings.garp_refresh.is_zero() {
             self.timers.stop(Timer::GarpRefresh);
         } else {
             self.timers
-                .set(Timer::GarpRefresh, now + self.p.garp_refresh);
+                .set(Timer::GarpRefresh, now + self.p.settings.garp_refresh);
         }
     }
 
@@ -683,7 +675,8 @@ impl Machine {
                 (State::Master, Timer::Advert) => {
                     // RFC 3768 §6.4.3: send an ADVERTISEMENT, reset the Adver_Timer.
                     self.send_advert(self.priority());
-                    self.timers.set(Timer::Advert, now + self.p.advert_interval);
+                    self.timers
+                        .set(Timer::Advert, now + self.p.settings.advert_interval);
                 }
                 (State::Master, Timer::Garp) => self.actions.push_back(Action::SendGarp),
                 (State::Master, Timer::GarpRefresh) => {
@@ -772,7 +765,7 @@ impl Machine {
         }
         let packet = Packet::new_checked(payload).map_err(|_| Reject::Length)?;
         // RFC 3768 §7.1: MUST verify the VRRP version.
-        if u8::from(packet.version()) != self.p.version {
+        if packet.version() != self.p.version {
             return Err(Reject::Version);
         }
         // keepalived 2.4 auth_hmac: a trailer is there when the payload is exactly 28 bytes
@@ -795,7 +788,7 @@ impl Machine {
             }
             Repr::parse_checksum_judged(&packet, &pair)
         } else {
-            Repr::parse_with(&packet, &pair, self.p.v3_checksum)
+            Repr::parse_with(&packet, &pair, self.p.settings.v3_checksum)
         };
         let repr = parsed.map_err(|e| match e {
             WireError::Truncated | WireError::Length { .. } => Reject::Length,
@@ -807,7 +800,9 @@ impl Machine {
         if repr.vrid != self.p.vrid {
             return Err(Reject::Vrid);
         }
-        if !self.p.unicast_peers.is_empty() && !self.p.unicast_peers.contains(&meta.src) {
+        if !self.p.settings.unicast_peers.is_empty()
+            && !self.p.settings.unicast_peers.contains(&meta.src)
+        {
             return Err(Reject::NotPeer);
         }
         if let Some(h) = self.hmac.as_mut() {
@@ -832,10 +827,14 @@ impl Machine {
                 auth_hmac::Accepted::Signed { .. } => {}
             }
         }
-        if self.p.version == 2 {
+        if self.p.version == Version::V2 {
             // RFC 3768 §7.1: the auth type must match ours, and so must the password
             // (§5.3.6.1). Compared in constant time: timing must not reveal the password.
-            let want = if self.p.auth_pass.is_some() { 1 } else { 0 };
+            let want = if self.p.settings.auth_pass.is_some() {
+                1
+            } else {
+                0
+            };
             if repr.auth.code() != want {
                 return Err(Reject::AuthType);
             }
@@ -845,20 +844,25 @@ impl Machine {
                 }
             }
             // RFC 3768 §7.1: MUST verify that the Adver Interval matches ours.
-            if u64::from(repr.adver_int) != self.p.advert_interval.as_secs() {
+            if u64::from(repr.adver_int) != self.p.settings.advert_interval.as_secs() {
                 return Err(Reject::Interval);
             }
         }
         // RFC 3768 §7.1: a differing address list MAY be logged; it is not dropped.
-        let same = repr.addresses.len() == self.p.vips.len()
-            && self.p.vips.iter().all(|v| repr.addresses.contains(v));
+        let same = repr.addresses.len() == self.p.settings.vips.len()
+            && self
+                .p
+                .settings
+                .vips
+                .iter()
+                .all(|v| repr.addresses.contains(v));
         if !same {
             self.stats.vip_mismatch += 1;
             if self.stats.vip_mismatch == 1 || self.stats.vip_mismatch.is_multiple_of(100) {
                 tracing::warn!(
                     from = %meta.src,
                     theirs = ?repr.addresses,
-                    ours = ?self.p.vips,
+                    ours = ?self.p.settings.vips,
                     count = self.stats.vip_mismatch,
                     "advert lists other virtual addresses than ours"
                 );
@@ -871,7 +875,7 @@ impl Machine {
         let mine = self.priority();
         match self.state {
             State::Backup => {
-                if self.p.version == 3 {
+                if self.p.version == Version::V3 {
                     // RFC 9568 §6.4.2: Master_Adver_Interval = the advert's interval.
                     self.master_adver_interval =
                         Duration::from_millis(u64::from(repr.adver_int.max(1)) * 10);
@@ -881,18 +885,19 @@ impl Machine {
                     self.arm_master_down(now, self.skew_time(), Reason::MasterStopped);
                     self.timers.stop(Timer::Preempt);
                     self.preempting = None;
-                } else if !self.p.preempt || repr.priority >= mine {
+                } else if !self.p.settings.preempt || repr.priority >= mine {
                     // RFC 3768 §6.4.2: Preempt_Mode False or priority >= ours -> reset
                     // Master_Down_Timer to Master_Down_Interval.
                     self.arm_master_down(now, self.master_down_interval(), Reason::MasterDown);
                     self.timers.stop(Timer::Preempt);
                     self.preempting = None;
-                } else if !self.p.preempt_delay.is_zero() {
+                } else if !self.p.settings.preempt_delay.is_zero() {
                     // keepalived's preempt_delay: keep following the lower-priority master
                     // until the delay has run out, then take over.
                     self.arm_master_down(now, self.master_down_interval(), Reason::MasterDown);
                     if self.timers.get(Timer::Preempt).is_none() {
-                        self.timers.set(Timer::Preempt, now + self.p.preempt_delay);
+                        self.timers
+                            .set(Timer::Preempt, now + self.p.settings.preempt_delay);
                     }
                     self.preempting = Some((from, repr.priority));
                 } else {
@@ -909,7 +914,8 @@ impl Machine {
                     // RFC 3768 §6.4.3: priority 0 -> send an ADVERTISEMENT at once, reset
                     // the Adver_Timer.
                     self.send_advert(mine);
-                    self.timers.set(Timer::Advert, now + self.p.advert_interval);
+                    self.timers
+                        .set(Timer::Advert, now + self.p.settings.advert_interval);
                 } else if repr.priority > mine
                     // IpAddr orders each family numerically; both are of one family here.
                     || (repr.priority == mine && from > self.p.primary)
@@ -944,7 +950,8 @@ impl Machine {
                     );
                     self.send_advert(mine);
                     self.actions.push_back(Action::SendGarp);
-                    self.timers.set(Timer::Advert, now + self.p.advert_interval);
+                    self.timers
+                        .set(Timer::Advert, now + self.p.settings.advert_interval);
                 }
             }
             State::Initialize | State::Fault => {}
@@ -1023,35 +1030,23 @@ impl Machine {
     /// - preempt, preempt_delay, password, gratuitous ARP delay, unicast peers: from now on;
     ///   turning preempt off cancels a pending preemption.
     ///
-    /// `primary` is the machine's own (the driver follows the interface) and
-    /// `start_as_master` only matters at start. A new `vrid`, `version`, or a priority moving
-    /// to or from 255 is refused: such an instance is another router and must be restarted.
-    pub fn reconfigure(&mut self, now: Instant, mut new: Params) -> Result<(), NeedsRestart> {
-        if new.vrid != self.p.vrid {
-            return Err(NeedsRestart::Vrid);
-        }
-        if new.version != self.p.version {
-            return Err(NeedsRestart::Version);
-        }
-        if (new.priority == 255) != (self.p.priority == 255) {
-            return Err(NeedsRestart::Owner);
-        }
-        new.primary = self.p.primary;
-        let old = std::mem::replace(&mut self.p, new);
-        self.auth_data = [0u8; AUTH_LEN];
-        if let Some(pass) = &self.p.auth_pass {
-            let n = pass.len().min(AUTH_LEN);
-            self.auth_data[..n].copy_from_slice(&pass[..n]);
-        }
-        if self.p.version == 2 || self.state == State::Master {
+    /// The virtual router id and the version are not settings: a router with other ones is
+    /// another router, started anew. A priority moving to or from 255 is taken as any other
+    /// priority here; the driver restarts such an instance instead, because the owner's
+    /// addresses are its own from start ([`crate::VrrpConfig::restart_reason`]).
+    pub fn reconfigure(&mut self, now: Instant, new: Settings) {
+        let old = std::mem::replace(&mut self.p.settings, new);
+        self.auth_data = auth_data(&self.p.settings);
+        if self.p.version == Version::V2 || self.state == State::Master {
             // VRRPv2: Master_Adver_Interval is our own Advertisement_Interval. VRRPv3: a
             // backup keeps the one learnt from the master's adverts.
-            self.master_adver_interval = self.p.advert_interval;
+            self.master_adver_interval = self.p.settings.advert_interval;
         }
         match self.state {
             State::Master => {
                 let added: Vec<IpAddr> = self
                     .p
+                    .settings
                     .vips
                     .iter()
                     .filter(|a| !old.vips.contains(a))
@@ -1060,30 +1055,30 @@ impl Machine {
                 let removed: Vec<IpAddr> = old
                     .vips
                     .iter()
-                    .filter(|a| !self.p.vips.contains(a))
+                    .filter(|a| !self.p.settings.vips.contains(a))
                     .copied()
                     .collect();
                 if !added.is_empty() || !removed.is_empty() {
                     self.actions
                         .push_back(Action::VipsChanged { added, removed });
                 }
-                if self.p.garp_delay.is_zero() {
+                if self.p.settings.garp_delay.is_zero() {
                     self.timers.stop(Timer::Garp);
                 }
-                if self.p.garp_refresh != old.garp_refresh {
+                if self.p.settings.garp_refresh != old.garp_refresh {
                     self.arm_garp_refresh(now);
                 }
             }
             State::Backup => {
                 let mine = self.priority();
-                let still_lower = |p: u8| self.p.preempt && p < mine;
+                let still_lower = |p: u8| self.p.settings.preempt && p < mine;
                 if let Some((_, theirs)) = self.preempting {
                     if !still_lower(theirs) {
                         // The master is no longer one to preempt (preempt off, or our
                         // priority fell): follow it again.
                         self.timers.stop(Timer::Preempt);
                         self.preempting = None;
-                    } else if self.p.preempt_delay.is_zero() {
+                    } else if self.p.settings.preempt_delay.is_zero() {
                         // No delay any more: the next lower advert is discarded and
                         // Master_Down_Timer runs out (RFC 3768 §6.4.2).
                         self.timers.stop(Timer::Preempt);
@@ -1100,7 +1095,6 @@ impl Machine {
             }
             State::Initialize | State::Fault => {}
         }
-        Ok(())
     }
 
     /// The Shutdown event (RFC 3768 §6.4.2, §6.4.3).
@@ -1117,6 +1111,16 @@ impl Machine {
         self.timers.stop_all();
         self.transition(State::Initialize, Reason::Shutdown);
     }
+}
+
+/// The auth data field of our VRRPv2 adverts: the password, zero-padded to 8 bytes.
+fn auth_data(s: &Settings) -> [u8; AUTH_LEN] {
+    let mut out = [0u8; AUTH_LEN];
+    if let Some(pass) = &s.auth_pass {
+        let n = pass.len().min(AUTH_LEN);
+        out[..n].copy_from_slice(&pass[..n]);
+    }
+    out
 }
 
 #[cfg(test)]

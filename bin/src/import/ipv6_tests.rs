@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::{parse, Config};
+use vrrp::packet::Version;
 
 fn imp(k: Option<&str>, h: Option<&str>) -> Imported {
     import(
@@ -72,7 +73,7 @@ fn ipv6_virtual_addresses_become_a_vrrpv3_block() {
     assert_eq!(c.vrrp.len(), 1);
     assert_eq!(vips(&c), ["fe80::61/64", "2001:db8::100/64"]);
     // keepalived.conf(5): "IPv6 instances will always use version 3".
-    assert_eq!(*c.vrrp[0].version.get_ref(), 3);
+    assert_eq!(*c.vrrp[0].version.get_ref(), Version::V3);
     assert!(out.toml.contains("version = 3\n"), "{}", out.toml);
     assert!(!report.contains("warning"), "{report}");
     no_note(&out, "virtual_ipaddress");
@@ -87,7 +88,7 @@ fn an_address_of_the_other_family_is_left_out_as_keepalived_does() {
     );
     let (c, out, _) = valid(Some(&k), None);
     assert_eq!(vips(&c), ["10.0.0.100/24"]);
-    assert_eq!(*c.vrrp[0].version.get_ref(), 2);
+    assert_eq!(*c.vrrp[0].version.get_ref(), Version::V2);
     let n = note(&out, "2001:db8::100/64 is not carried over");
     assert!(n.starts_with("keepalived.conf:11: "), "{n}");
     assert!(
@@ -101,7 +102,7 @@ fn an_address_of_the_other_family_is_left_out_as_keepalived_does() {
     );
     let (c, out, _) = valid(Some(&k), None);
     assert_eq!(vips(&c), ["fe80::61/64"]);
-    assert_eq!(*c.vrrp[0].version.get_ref(), 3);
+    assert_eq!(*c.vrrp[0].version.get_ref(), Version::V3);
     note(
         &out,
         "keepalived.conf:11: virtual_ipaddress 10.0.0.100/24 is not carried over",
@@ -116,7 +117,7 @@ fn native_ipv6_follows_keepalived() {
         "    native_ipv6\n    virtual_ipaddress {\n        fe80::61/64\n    }",
     );
     let (c, out, _) = valid(Some(&k), None);
-    assert_eq!(*c.vrrp[0].version.get_ref(), 3);
+    assert_eq!(*c.vrrp[0].version.get_ref(), Version::V3);
     note(&out, "keepalived.conf:9: native_ipv6 is not needed");
     // After an IPv4 address: keepalived refuses it, so do we.
     let k = ka(
@@ -124,7 +125,7 @@ fn native_ipv6_follows_keepalived() {
         "    virtual_ipaddress {\n        10.0.0.100/24\n    }\n    native_ipv6",
     );
     let (c, out, _) = valid(Some(&k), None);
-    assert_eq!(*c.vrrp[0].version.get_ref(), 2);
+    assert_eq!(*c.vrrp[0].version.get_ref(), Version::V2);
     note(
         &out,
         "keepalived.conf:12: native_ipv6 ignored: the instance is IPv4",
@@ -148,17 +149,17 @@ fn native_ipv6_follows_keepalived() {
 fn vrrp_version_3_globally_and_per_instance() {
     let body = "    virtual_ipaddress {\n        10.0.0.100/24\n    }";
     let (c, out, _) = valid(Some(&ka("    vrrp_version 3", body)), None);
-    assert_eq!(*c.vrrp[0].version.get_ref(), 3);
+    assert_eq!(*c.vrrp[0].version.get_ref(), Version::V3);
     no_note(&out, "vrrp_version");
     let (c, _, _) = valid(Some(&ka("", &format!("    version 3\n{body}"))), None);
-    assert_eq!(*c.vrrp[0].version.get_ref(), 3);
+    assert_eq!(*c.vrrp[0].version.get_ref(), Version::V3);
     // An IPv6 instance with `version 2` runs VRRPv3, as in keepalived.
     let k = ka(
         "",
         "    version 2\n    virtual_ipaddress {\n        fe80::61/64\n    }",
     );
     let (c, out, _) = valid(Some(&k), None);
-    assert_eq!(*c.vrrp[0].version.get_ref(), 3);
+    assert_eq!(*c.vrrp[0].version.get_ref(), Version::V3);
     note(
         &out,
         "keepalived.conf:9: version 2 -> 3: the instance is IPv6",
@@ -348,8 +349,8 @@ fn a_dual_stack_region_imports_into_two_blocks_that_check_accepts() {
     let h = hap("    bind *:80\n    bind :::80 v4v6");
     let (c, _, report) = valid(Some(k), Some(&h));
     assert_eq!(c.vrrp.len(), 2);
-    assert_eq!(*c.vrrp[0].version.get_ref(), 2);
-    assert_eq!(*c.vrrp[1].version.get_ref(), 3);
+    assert_eq!(*c.vrrp[0].version.get_ref(), Version::V2);
+    assert_eq!(*c.vrrp[1].version.get_ref(), Version::V3);
     assert!(c.vrrp[1].is_ipv6());
     assert_eq!(binds(&c), ["0.0.0.0:80", "[::]:80"]);
     assert!(!report.contains("link-local"), "{report}");

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use super::keys::credentials_directory;
 use super::state::{self, Snapshot};
 use super::{AuthHmac, Params};
-use crate::config::VrrpConfig;
+use crate::config::{join_problems, VrrpConfig};
 use crate::machine::Machine;
 
 /// How often a changed state is written to the state file (and at stop).
@@ -24,13 +24,7 @@ pub(crate) fn load(cfg: &VrrpConfig) -> Result<Option<Params>, String> {
     let creds = credentials_directory();
     h.load(*cfg.advert_interval.get_ref(), creds.as_deref())
         .map(Some)
-        .map_err(|problems| {
-            problems
-                .iter()
-                .map(|p| p.get_ref().as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        .map_err(|problems| join_problems(&problems))
 }
 
 /// Gives `machine` the auth_hmac of `cfg` with `params` from [`load`]: a running state keeps

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::keys::{decode_value, load_credential, load_key_file, KeyFileError};
 use super::state::{self, Snapshot};
 use super::*;
-use crate::packet::Ipv4Meta;
+use crate::packet::{Ipv4Meta, Version};
 
 /// Adverts of a keepalived 2.4.3 pair signing with auth_hmac (tests/peers/capture-hmac-fixtures.sh).
 const FRAMES: &str = include_str!("../../tests/data/auth-hmac-keepalived-2.4.3.txt");
@@ -46,7 +46,7 @@ impl Frame {
     }
     fn origin(&self) -> Origin {
         Origin {
-            version: self.version,
+            version: self.version.into(),
             vrid: 51,
             src: IpAddr::V4(self.src),
         }
@@ -234,7 +234,7 @@ fn draft_appendix_vectors() {
         let (msg, trailer) = split_trailer(&img, addr_len);
         let trailer = trailer.expect("trailer");
         let origin = Origin {
-            version: 3,
+            version: Version::V3,
             vrid: 51,
             src,
         };
@@ -270,7 +270,7 @@ fn draft_appendix_vectors() {
             },
             Origin { vrid: 52, ..origin },
             Origin {
-                version: 2,
+                version: Version::V2,
                 ..origin
             },
         ] {
@@ -434,7 +434,7 @@ fn serial_order_survives_the_wrap() {
     assert!(!before.is_after(before));
     // A sender across the wrap of the seconds field, verified in monotonic mode.
     let origin = Origin {
-        version: 3,
+        version: Version::V3,
         vrid: 51,
         src: IpAddr::V4(H0),
     };
@@ -491,7 +491,7 @@ fn multicast_remembers_four_senders_unicast_one_per_peer() {
     let tx = hmac(1, Mode::Enforce, AntiReplay::Monotonic);
     let now = at(0, 0);
     let origin = |i: u8| Origin {
-        version: 2,
+        version: Version::V2,
         vrid: 51,
         src: IpAddr::V4(Ipv4Addr::new(10, 99, 0, i)),
     };
@@ -984,22 +984,29 @@ mod machine {
     use crate::packet::{IpPair, MULTICAST_V4};
     use std::time::Instant;
 
-    fn backup(version: u8, mode: Mode) -> Machine {
-        let mut mach = Machine::new(m::Params {
-            vrid: 51,
+    /// A backup's settings at priority 100, with one virtual address.
+    fn settings(vip: IpAddr) -> m::Settings {
+        m::Settings {
             priority: 100,
-            version,
             advert_interval: Duration::from_secs(1),
             preempt: true,
             preempt_delay: Duration::ZERO,
             auth_pass: None,
-            vips: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))],
-            primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 13)),
-            start_as_master: false,
+            vips: vec![vip],
             garp_delay: Duration::from_secs(5),
             garp_refresh: Duration::ZERO,
             unicast_peers: Vec::new(),
             v3_checksum: Default::default(),
+        }
+    }
+
+    fn backup(version: u8, mode: Mode) -> Machine {
+        let mut mach = Machine::new(m::Params {
+            vrid: 51,
+            version: version.into(),
+            primary: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 13)),
+            start_as_master: false,
+            settings: settings(IpAddr::V4(Ipv4Addr::new(10, 99, 0, 100))),
         });
         mach.set_auth_hmac(Some(hmac(1, mode, TIME5)));
         mach.start(Instant::now());
@@ -1082,19 +1089,10 @@ mod machine {
         };
         let mut b = Machine::new(m::Params {
             vrid: 51,
-            priority: 100,
-            version: 3,
-            advert_interval: Duration::from_secs(1),
-            preempt: true,
-            preempt_delay: Duration::ZERO,
-            auth_pass: None,
-            vips: vec![IpAddr::V6(ll(0x51))],
+            version: Version::V3,
             primary: IpAddr::V6(ll(0x13)),
             start_as_master: false,
-            garp_delay: Duration::from_secs(5),
-            garp_refresh: Duration::ZERO,
-            unicast_peers: Vec::new(),
-            v3_checksum: Default::default(),
+            settings: settings(IpAddr::V6(ll(0x51))),
         });
         b.set_auth_hmac(Some(AuthHmac::new(params(), 0)));
         let now = Instant::now();
@@ -1106,7 +1104,7 @@ mod machine {
         };
         let sender = AuthHmac::new(params(), 0);
         let origin = Origin {
-            version: 3,
+            version: Version::V3,
             vrid: 51,
             src: pair.src,
         };
@@ -1180,7 +1178,7 @@ mod machine {
             // A keepalived-like receiver (h0's settings: both keys) accepts it.
             let mut ka = hmac(1, Mode::Enforce, TIME5);
             let origin = Origin {
-                version: v,
+                version: v.into(),
                 vrid: 51,
                 src: pair.src,
             };

@@ -19,19 +19,21 @@ fn vip() -> IpAddr {
 fn params(priority: u8, primary: IpAddr, vips: Vec<IpAddr>) -> Params {
     Params {
         vrid: 61,
-        priority,
-        version: 3,
-        advert_interval: SEC,
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        auth_pass: None,
-        vips,
+        version: Version::V3,
         primary,
         start_as_master: false,
-        garp_delay: Duration::from_secs(5),
-        garp_refresh: Duration::ZERO,
-        unicast_peers: Vec::new(),
-        v3_checksum: V3Checksum::default(),
+        settings: Settings {
+            priority,
+            advert_interval: SEC,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            auth_pass: None,
+            vips,
+            garp_delay: Duration::from_secs(5),
+            garp_refresh: Duration::ZERO,
+            unicast_peers: Vec::new(),
+            v3_checksum: V3Checksum::default(),
+        },
     }
 }
 
@@ -43,7 +45,7 @@ fn advert_from(m: &Machine, dst: IpAddr, ttl: u8) -> (RxMeta, Vec<u8>) {
     };
     let bytes = m
         .advert(m.priority())
-        .to_bytes_with(&pair, m.params().v3_checksum);
+        .to_bytes_with(&pair, m.params().settings.v3_checksum);
     let meta = RxMeta {
         src: pair.src,
         dst,
@@ -120,7 +122,7 @@ fn rfc9568_ipv4_checksum_between_two_routers() {
     let t = Instant::now();
     let v4 = |o| IpAddr::V4(Ipv4Addr::new(10, 0, 0, o));
     let mut rfc = params(150, v4(1), vec![v4(100)]);
-    rfc.v3_checksum = V3Checksum::MessageOnly;
+    rfc.settings.v3_checksum = V3Checksum::MessageOnly;
     let mut master = Machine::new(rfc.clone());
     master.start(t);
     master.handle_timeout(t + 4 * SEC);
@@ -134,7 +136,7 @@ fn rfc9568_ipv4_checksum_between_two_routers() {
     );
     // ...one set to RFC 9568 takes it, and keepalived's form too.
     rfc.primary = v4(3);
-    rfc.priority = 100;
+    rfc.settings.priority = 100;
     let mut other = Machine::new(rfc);
     other.start(t);
     assert_eq!(other.handle_packet(t + SEC, meta, &bytes), Ok(()));

@@ -9,19 +9,21 @@ const SEC: Duration = Duration::from_secs(1);
 fn params(priority: u8, last_octet: u8) -> Params {
     Params {
         vrid: 51,
-        priority,
-        version: 2,
-        advert_interval: SEC,
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        auth_pass: Some(b"s3cret".to_vec()),
-        vips: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100))],
+        version: Version::V2,
         primary: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last_octet)),
         start_as_master: false,
-        garp_delay: Duration::from_secs(5),
-        garp_refresh: Duration::ZERO,
-        unicast_peers: Vec::new(),
-        v3_checksum: V3Checksum::default(),
+        settings: Settings {
+            priority,
+            advert_interval: SEC,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            auth_pass: Some(b"s3cret".to_vec()),
+            vips: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100))],
+            garp_delay: Duration::from_secs(5),
+            garp_refresh: Duration::ZERO,
+            unicast_peers: Vec::new(),
+            v3_checksum: V3Checksum::default(),
+        },
     }
 }
 
@@ -381,7 +383,7 @@ fn preempt_on_higher_priority_takes_over() {
 #[test]
 fn preempt_off_never_takes_over() {
     let mut p1 = params(150, 2);
-    p1.preempt = false;
+    p1.settings.preempt = false;
     let mut s = Sim::new(vec![params(100, 1), p1]);
     s.start(0);
     s.run_for(10 * SEC);
@@ -398,7 +400,7 @@ fn preempt_off_never_takes_over() {
 #[test]
 fn preempt_delay_waits_then_takes_over() {
     let mut p1 = params(150, 2);
-    p1.preempt_delay = 5 * SEC;
+    p1.settings.preempt_delay = 5 * SEC;
     let mut s = Sim::new(vec![params(100, 1), p1]);
     s.start(0);
     s.run_for(10 * SEC);
@@ -632,9 +634,9 @@ fn master_down_interval_matches_rfc() {
     assert_eq!(m.skew_time(), Duration::from_micros(609_375));
     assert_eq!(m.master_down_interval(), Duration::from_micros(3_609_375));
     let mut p = params(100, 1);
-    p.version = 3;
-    p.auth_pass = None;
-    p.advert_interval = Duration::from_millis(100);
+    p.version = Version::V3;
+    p.settings.auth_pass = None;
+    p.settings.advert_interval = Duration::from_millis(100);
     let m = Machine::new(p);
     // RFC 9568 §6.1: Skew_Time = ((256 - priority) * Master_Adver_Interval) / 256.
     assert_eq!(m.skew_time(), Duration::from_nanos(60_937_500));
@@ -647,9 +649,9 @@ fn v3_centisecond_election() {
         .enumerate()
         .map(|(i, prio)| {
             let mut p = params(*prio, i as u8 + 1);
-            p.version = 3;
-            p.auth_pass = None;
-            p.advert_interval = Duration::from_millis(100);
+            p.version = Version::V3;
+            p.settings.auth_pass = None;
+            p.settings.advert_interval = Duration::from_millis(100);
             p
         })
         .collect();
@@ -763,7 +765,9 @@ fn differing_vip_list_is_accepted_and_counted() {
     let now = Instant::now();
     let (meta, _, mut m) = good_advert();
     let mut p = params(150, 9);
-    p.vips.push(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 101)));
+    p.settings
+        .vips
+        .push(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 101)));
     let pair = IpPair {
         src: meta.src,
         dst: meta.dst,
@@ -814,12 +818,12 @@ fn unicast_mode_accepts_listed_peers_only() {
     let now = Instant::now();
     let (meta, good, _) = good_advert();
     let mut p = params(100, 1);
-    p.unicast_peers = vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 8))];
+    p.settings.unicast_peers = vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 8))];
     let mut m = Machine::new(p.clone());
     m.start(now);
     assert_eq!(m.handle_packet(now, meta, &good), Err(Reject::NotPeer));
     assert_eq!(m.stats().rejected(Reject::NotPeer), 1);
-    p.unicast_peers.push(meta.src);
+    p.settings.unicast_peers.push(meta.src);
     let mut m = Machine::new(p);
     m.start(now);
     assert_eq!(m.handle_packet(now, meta, &good), Ok(()));
@@ -849,12 +853,12 @@ fn stats_serialize_with_reason_names() {
 
 // Live reconfiguration (reload without restart).
 
-/// Reconfigures router `i` with `f` applied to its current parameters.
-fn reconfigure(s: &mut Sim, i: usize, f: impl FnOnce(&mut Params)) {
-    let mut p = s.r[i].m.params().clone();
+/// Reconfigures router `i` with `f` applied to its current settings.
+fn reconfigure(s: &mut Sim, i: usize, f: impl FnOnce(&mut Settings)) {
+    let mut p = s.r[i].m.params().settings.clone();
     f(&mut p);
     let now = s.now;
-    s.r[i].m.reconfigure(now, p).expect("same router");
+    s.r[i].m.reconfigure(now, p);
     s.flush();
 }
 
@@ -940,7 +944,7 @@ fn reconfigure_backup_priority_above_master_without_preempt_stays_backup() {
 #[test]
 fn reconfigure_preempt_off_cancels_a_pending_preemption() {
     let mut p1 = params(200, 2);
-    p1.preempt_delay = 10 * SEC;
+    p1.settings.preempt_delay = 10 * SEC;
     let mut s = Sim::new(vec![params(150, 1), p1]);
     s.start(0);
     s.run_for(10 * SEC);
@@ -1040,22 +1044,23 @@ fn reconfigure_password_is_checked_from_now_on() {
 }
 
 #[test]
-fn reconfigure_refuses_what_needs_a_restart() {
+fn reconfigure_keeps_the_router_and_its_primary() {
     let mut m = Machine::new(params(150, 1));
     let now = Instant::now();
     m.start(now);
-    let mut p = params(150, 1);
-    p.vrid = 52;
-    assert_eq!(m.reconfigure(now, p), Err(NeedsRestart::Vrid));
-    let mut p = params(150, 1);
-    p.version = 3;
-    p.auth_pass = None;
-    assert_eq!(m.reconfigure(now, p), Err(NeedsRestart::Version));
-    assert_eq!(m.reconfigure(now, params(255, 1)), Err(NeedsRestart::Owner));
-    // The primary address stays the machine's own.
-    assert_eq!(m.reconfigure(now, params(100, 9)), Ok(()));
-    assert_eq!(m.params().primary, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    let mut set = params(100, 9).settings;
+    set.vips = vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 101))];
+    m.reconfigure(now, set);
+    // The settings are taken; the router (vrid, version) and the primary address, which
+    // the driver follows on the interface, stay the machine's own.
     assert_eq!(m.priority(), 100);
+    assert_eq!(
+        m.advert(m.priority()).addresses,
+        [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 101))]
+    );
+    assert_eq!(m.params().vrid, 51);
+    assert_eq!(m.params().version, Version::V2);
+    assert_eq!(m.params().primary, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
 }
 
 #[test]
@@ -1094,9 +1099,9 @@ fn garp_master_refresh_repeats_while_master_only() {
     // keepalived's garp_master_refresh 10: a refresh 10 s after becoming master, then every
     // 10 s, none as backup.
     let mut p0 = params(150, 11);
-    p0.garp_refresh = 10 * SEC;
+    p0.settings.garp_refresh = 10 * SEC;
     let mut p1 = params(100, 12);
-    p1.garp_refresh = 10 * SEC;
+    p1.settings.garp_refresh = 10 * SEC;
     let mut s = Sim::new(vec![p0, p1]);
     s.start(0);
     s.start(1);
