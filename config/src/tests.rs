@@ -44,17 +44,11 @@ fn good_config_parses_with_defaults() {
     assert!(c.frontend[0].redispatch);
     assert_eq!(
         c.frontend[0].timeout_server,
-        std::time::Duration::from_secs(900),
+        Duration::from_secs(900),
         "the region nginx's proxy_read_timeout"
     );
-    assert_eq!(
-        c.frontend[0].resolve_interval,
-        std::time::Duration::from_secs(10)
-    );
-    assert_eq!(
-        c.vrrp[0].track_script[0].interval,
-        std::time::Duration::from_secs(2)
-    );
+    assert_eq!(c.frontend[0].resolve_interval, Duration::from_secs(10));
+    assert_eq!(c.vrrp[0].track_script[0].interval, Duration::from_secs(2));
     assert!(c.admin.enabled);
     assert_eq!(c.admin.bind.get_ref().to_string(), "127.0.0.1:5249");
 }
@@ -360,8 +354,8 @@ rise = 2
     assert!(!r.has_errors(), "{r}");
     let a = &c.announce[0];
     assert_eq!(a.interface.get_ref(), announce::config::DEFAULT_INTERFACE);
-    assert_eq!(a.drain_delay, std::time::Duration::from_secs(3));
-    assert_eq!(a.announce_delay, std::time::Duration::from_secs(2));
+    assert_eq!(a.drain_delay, Duration::from_secs(3));
+    assert_eq!(a.announce_delay, Duration::from_secs(2));
     assert_eq!(a.track_script[0].rise, 2);
 }
 
