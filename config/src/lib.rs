@@ -1,9 +1,9 @@
 //! maas-vip.toml: its schema, loading with located errors, and the checks across blocks.
 //!
-//! The file is parsed once into a spanned document, then each block (`[[vrrp]]`, `[[frontend]]`,
-//! `[[announce]]`, `[admin]`, top-level keys) is deserialized on its own, so one bad block does not
-//! hide the problems of the others. Inside a block, a key that fails is set aside and the block parsed
-//! again, so every bad key is reported, each with its line and column.
+//! The file is parsed once into a spanned document, then each block (`[[vrrp]]`,
+//! `[[frontend]]`, `[[announce]]`, `[admin]`, top-level keys) is deserialized on its own, so one
+//! bad block does not hide the problems of the others. Inside a block, a key that fails is set
+//! aside and the block parsed again, so every bad key is reported, each with its line and column.
 //!
 //! # Layout
 //!
@@ -50,8 +50,8 @@ pub fn binds_overlap(a: &SocketAddr, b: &SocketAddr) -> bool {
 }
 
 /// Whether the admin endpoint's address clashes with a frontend bind: the same port, and the
-/// same address or a frontend bound to an unspecified address (of either family: `[::]` takes
-/// IPv4 too unless the socket is IPv6-only).
+/// same address or a frontend bound to an unspecified address of either family (a frontend's
+/// `[::]` is dual-stack).
 pub fn admin_overlaps(admin: &SocketAddr, frontend_bind: &SocketAddr) -> bool {
     frontend_bind.port() == admin.port()
         && (frontend_bind.ip() == admin.ip() || frontend_bind.ip().is_unspecified())

@@ -653,3 +653,22 @@ fn hash_key_and_resolve_interval_are_checked() {
         report(&text)
     );
 }
+
+#[test]
+fn overlap_rules() {
+    let a = |s: &str| s.parse::<SocketAddr>().expect("address");
+    // Frontend binds: same port and family, one address covering the other.
+    assert!(binds_overlap(&a("0.0.0.0:80"), &a("10.0.0.1:80")));
+    assert!(binds_overlap(&a("[2001:db8::1]:80"), &a("[::]:80")));
+    assert!(!binds_overlap(&a("0.0.0.0:80"), &a("[::]:80")));
+    assert!(!binds_overlap(&a("10.0.0.1:80"), &a("10.0.0.2:80")));
+    assert!(!binds_overlap(&a("0.0.0.0:80"), &a("0.0.0.0:81")));
+    // The admin endpoint: a frontend's wildcard of either family covers it, its own does not.
+    let admin = DEFAULT_ADMIN_BIND;
+    assert!(admin_overlaps(&admin, &a("0.0.0.0:5249")));
+    assert!(admin_overlaps(&admin, &a("[::]:5249")));
+    assert!(admin_overlaps(&admin, &a("127.0.0.1:5249")));
+    assert!(!admin_overlaps(&admin, &a("10.0.0.1:5249")));
+    assert!(!admin_overlaps(&a("0.0.0.0:5249"), &a("10.0.0.1:5249")));
+    assert!(!admin_overlaps(&admin, &a("0.0.0.0:5250")));
+}
