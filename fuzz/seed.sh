@@ -50,8 +50,8 @@ for f in "$root"/tests/fixtures/import/*; do
         *.cfg) cp "$f" "$seeds/haproxy_import/" ;;
     esac
 done
-# The config tests' constant texts (r#"..."# literals of bin/src/config/tests.rs).
-python3 - "$root/bin/src/config/tests.rs" "$seeds/config" <<'PY'
+# The config tests' constant texts (r#"..."# literals of config/src/tests.rs).
+python3 - "$root/config/src/tests.rs" "$seeds/config" <<'PY'
 import sys, re, hashlib, os
 src = open(sys.argv[1]).read()
 for m in re.finditer(r'r#"(.*?)"#', src, re.S):
@@ -147,7 +147,7 @@ def fixture_words(pattern):
     for p in glob.glob(pattern):
         words += re.findall(r"[A-Za-z_][A-Za-z0-9_-]{2,40}", open(p).read())
     return words
-imp = root + "/bin/src/import"
+imp = root + "/import/src"
 write("keepalived_import", quoted(imp + "/keepalived.rs")
       + fixture_words(root + "/tests/fixtures/import/*keepalived*") + ["{", "}", "\\\n", "!", "#", "@^"])
 write("haproxy_import", quoted(imp + "/haproxy.rs")

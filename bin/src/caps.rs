@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use crate::config::{Config, Finding, Severity};
+use config::{Config, Finding, Severity};
 
 /// One Linux capability (linux/capability.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +270,7 @@ mod tests {
              virtual_ipaddresses = [\"10.0.0.100/24\"]\n{extra_vrrp}\n\
              [[vrrp.track_script]]\nname = \"chk_named\"\ncommand = {script}\n"
         );
-        crate::config::parse(std::path::Path::new("t.toml"), text)
+        config::parse(std::path::Path::new("t.toml"), text)
             .map(|(c, _)| c)
             .unwrap_or_else(|r| panic!("{r}"))
     }

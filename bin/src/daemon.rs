@@ -37,7 +37,7 @@ use vrrp::{ValidVrrp, VrrpConfig};
 
 use crate::admin::AdminContext;
 use crate::announce::AnnounceRt;
-use crate::config::{AdminConfig, Config};
+use config::{AdminConfig, Config};
 
 /// What the signal task asks of the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,8 +372,8 @@ impl Daemon {
     /// Re-reads the file and applies it; on any problem keeps the running config.
     async fn reload(&mut self) {
         crate::systemd::reloading();
-        let loaded = crate::config::load(&self.path);
-        let new = match crate::config::read_keys(loaded, crate::config::KeyReader::Daemon) {
+        let loaded = config::load(&self.path);
+        let new = match config::read_keys(loaded, config::KeyReader::Daemon) {
             Ok((c, report)) => {
                 for line in report.to_string().lines() {
                     warn!("{line}");

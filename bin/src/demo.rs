@@ -413,7 +413,7 @@ impl World {
             let path = conf(r);
             let text = daemon_config(r);
             std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-            if let Err(report) = crate::config::load(&path) {
+            if let Err(report) = config::load(&path) {
                 bail!("the generated config is refused:\n{report}");
             }
             if r.priority == REGIONS[0].priority {
@@ -873,7 +873,7 @@ mod tests {
         for r in &REGIONS {
             let p = dir.join(format!("{}.toml", r.name));
             std::fs::write(&p, daemon_config(r)).expect("write");
-            let loaded = crate::config::load(&p);
+            let loaded = config::load(&p);
             assert!(
                 loaded.is_ok(),
                 "{}: {:?}",

@@ -11,10 +11,9 @@ use tracing_subscriber::EnvFilter;
 mod admin;
 mod announce;
 mod caps;
-mod config;
 mod daemon;
 mod demo;
-mod import;
+mod import_cmd;
 mod release_cmd;
 mod status_cmd;
 mod systemd;
@@ -135,7 +134,7 @@ fn main() -> ExitCode {
             keepalived,
             haproxy,
             peer_keepalived,
-        } => import::run(keepalived.as_deref(), haproxy.as_deref(), &peer_keepalived),
+        } => import_cmd::run(keepalived.as_deref(), haproxy.as_deref(), &peer_keepalived),
         Command::Status { config, json } => match config::load(&config) {
             Ok((c, _)) if c.admin.enabled => status_cmd::status_command(
                 *c.admin.bind.get_ref(),

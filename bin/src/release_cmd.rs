@@ -17,7 +17,7 @@ fn how_it_ended() -> Option<String> {
 
 /// Runs it; prints what it removed.
 pub(crate) fn run(config: &Path) -> ExitCode {
-    let configs = match crate::config::load(config) {
+    let configs = match config::load(config) {
         Ok((c, _)) => Some(c.vrrp),
         Err(report) => {
             // The marks are enough on current kernels; the config is only the fallback.

@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use crate::config;
-use crate::import::{ImportError, Imported};
+use import::{ImportError, Imported};
 
 /// What an import gave: either a config that is valid TOML with only known keys, or a syntax
 /// error naming a line.

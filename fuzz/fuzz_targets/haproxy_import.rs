@@ -1,4 +1,4 @@
-//! `maas-vip import --haproxy` (`bin/src/import.rs`, compiled in here as it is): any text gives
+//! `maas-vip import --haproxy` (the `import` crate, `import/src/lib.rs`): any text gives
 //! a config or an error naming a line, never a panic; the produced config is valid TOML and uses
 //! only keys that maas-vip.toml knows.
 //!
@@ -11,16 +11,6 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 
-// The binary's modules, compiled here from their files: a `#[path]` on an inline module makes
-// `bin/src` the directory, so `import.rs` finds its submodules in `bin/src/import/`.
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../bin/src"]
-mod bin {
-    pub(crate) mod config;
-    pub(crate) mod import;
-}
-use bin::{config, import};
-#[path = "common.rs"]
 mod common;
 
 const GUIDE_KEEPALIVED: &str = include_str!("../../tests/fixtures/import/guide-keepalived.conf");

@@ -322,7 +322,7 @@ impl World {
         let path = self.conf_path(i);
         let text = daemon_config(i, &self.dir.path().join(name(i)));
         std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-        if let Err(report) = crate::config::load(&path) {
+        if let Err(report) = config::load(&path) {
             bail!("the generated config is refused:\n{report}");
         }
         let c = path.to_str().context("temporary path is not UTF-8")?;
@@ -522,7 +522,7 @@ mod tests {
         for i in 0..HOSTS {
             let p = dir.join(format!("{}.toml", name(i)));
             std::fs::write(&p, daemon_config(i, &dir)).expect("write");
-            let loaded = crate::config::load(&p);
+            let loaded = config::load(&p);
             assert!(
                 loaded.is_ok(),
                 "{}: {:?}",

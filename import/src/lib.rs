@@ -9,11 +9,19 @@
 //!
 //! The parsers are total: any text gives either a result or an [`ImportError`] naming the file
 //! and line, never a panic; nesting is bounded.
-
+//!
+//! # Layout
+//!
+//! - This crate sits on top of `config` (the `maas-vip-config` package): the rules across blocks
+//!   are `config`'s ([`config::binds_overlap`], [`config::admin_overlaps`]), and so are the
+//!   defaults it names in its notes (`config::DEFAULT_ADMIN_BIND`, `lb`'s `DEFAULT_TIMEOUT_*`).
+//!   Its tests feed every output to [`config::parse`].
+//! - `keepalived`, `haproxy` (and `auth_hmac`, keepalived 2.4's block): one parser and
+//!   translator per source file; this file: the model, the cross checks, the rendering.
+//! - Not here: reading files and printing (the `maas-vip import` command in `bin/`).
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 mod auth_hmac;
@@ -28,16 +36,16 @@ mod tests;
 
 /// What `import` produced.
 #[derive(Debug, Clone)]
-pub(crate) struct Imported {
+pub struct Imported {
     /// The maas-vip.toml text, notes included as comments at the top.
-    pub(crate) toml: String,
+    pub toml: String,
     /// Everything not carried over or changed on the way, each as `file:line: what and why`.
-    pub(crate) notes: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ImportError {
+pub enum ImportError {
     /// A file that its own program would reject too.
     #[error("{}:{line}: {message}", file.display())]
     Syntax {
@@ -59,53 +67,6 @@ pub(crate) enum ImportError {
         /// The cause.
         source: std::io::Error,
     },
-}
-
-/// Reads the files, prints the TOML on stdout and the notes on stderr. Exit code 0 when a
-/// config was produced (notes or not), 2 when a file is unreadable or malformed.
-pub(crate) fn run(
-    keepalived: Option<&Path>,
-    haproxy: Option<&Path>,
-    peers: &[PathBuf],
-) -> ExitCode {
-    let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| ImportError::Read {
-            file: p.to_owned(),
-            source,
-        })
-    };
-    let result = (|| {
-        let k = keepalived.map(read).transpose()?;
-        let h = haproxy.map(read).transpose()?;
-        let texts = peers
-            .iter()
-            .map(|p| read(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let peers: Vec<(&Path, &str)> = peers
-            .iter()
-            .map(PathBuf::as_path)
-            .zip(texts.iter().map(String::as_str))
-            .collect();
-        import_with(
-            keepalived.zip(k.as_deref()),
-            haproxy.zip(h.as_deref()),
-            &peers,
-            &route_source,
-        )
-    })();
-    match result {
-        Ok(imported) => {
-            for n in &imported.notes {
-                eprintln!("note: {n}");
-            }
-            print!("{}", imported.toml);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("maas-vip import: {e}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 /// One importer: file name (for notes), text, notes -> items, or a syntax error's line and text.
@@ -130,10 +91,8 @@ fn read_with<T>(
 }
 
 /// Translates the given files (path for messages, text) into maas-vip.toml text.
-// The tests and the fuzz targets call it; `run` goes through `import_with_peers`.
 /// Looks nothing up on the host: `localhost` servers stay 127.0.0.1 (see [`import_with`]).
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn import(
+pub fn import(
     keepalived: Option<(&Path, &str)>,
     haproxy: Option<(&Path, &str)>,
 ) -> Result<Imported, ImportError> {
@@ -145,7 +104,7 @@ type LocalAddr<'a> = &'a dyn Fn(IpAddr) -> Option<IpAddr>;
 
 /// The source address the kernel picks to reach `peer` (a UDP socket connected, nothing
 /// sent): this host's address on the regions' network.
-pub(crate) fn route_source(peer: IpAddr) -> Option<IpAddr> {
+pub fn route_source(peer: IpAddr) -> Option<IpAddr> {
     let any = match peer {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
@@ -159,7 +118,7 @@ pub(crate) fn route_source(peer: IpAddr) -> Option<IpAddr> {
 /// [`import`], with the other hosts' keepalived.conf files (`--peer-keepalived`), read only
 /// for their priorities, so that the weights written fail this host over to them, and
 /// `local`, which finds this host's address for a `localhost` server under `balance source`.
-pub(crate) fn import_with(
+pub fn import_with(
     keepalived: Option<(&Path, &str)>,
     haproxy: Option<(&Path, &str)>,
     peers: &[(&Path, &str)],
@@ -543,7 +502,7 @@ fn choose_weights(vrrps: &mut [Vrrp], peers: &[PeerPriority], notes: &mut Notes)
 }
 
 /// Default address of the admin endpoint.
-const ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5249);
+const ADMIN: SocketAddr = config::DEFAULT_ADMIN_BIND;
 
 /// Applies the rules `maas-vip check` enforces across blocks, dropping what would break them
 /// with a note. Returns the admin address to write when the default one clashes.
@@ -572,7 +531,7 @@ fn cross_checks(
                 .iter()
                 .flat_map(|k| k.bind.iter().map(move |o| (o, &k.name)))
                 .chain(binds.iter().map(|o| (o, &f.name)))
-                .find(|(o, _)| overlaps(o, &b));
+                .find(|(o, _)| config::binds_overlap(o, &b));
             match clash {
                 Some((o, name)) => notes.at(
                     &f.file,
@@ -601,15 +560,16 @@ fn cross_checks(
     }
     *frontends = kept;
 
-    // The admin endpoint listens on 127.0.0.1:5249 unless told otherwise.
+    // The admin endpoint listens on config's DEFAULT_ADMIN_BIND unless told otherwise.
     let admin_clashes = |a: &SocketAddr| {
         frontends
             .iter()
             .flat_map(|f| f.bind.iter())
-            .any(|b| b.port() == a.port() && (b.ip() == a.ip() || b.ip().is_unspecified()))
+            .any(|b| config::admin_overlaps(a, b))
     };
     let admin = if admin_clashes(&ADMIN) {
-        let free = (5250..=5299)
+        // Else the first free one of the 50 ports above it.
+        let free = (ADMIN.port() + 1..=ADMIN.port() + 50)
             .map(|p| SocketAddr::new(ADMIN.ip(), p))
             .find(|a| !admin_clashes(a));
         match free {
@@ -617,9 +577,10 @@ fn cross_checks(
                 "a frontend binds port {}, the admin endpoint's default: [admin] moved to {a}",
                 ADMIN.port()
             )),
-            None => notes.general(
-                "a frontend binds port 5249, the admin endpoint's default: [admin] disabled",
-            ),
+            None => notes.general(format!(
+                "a frontend binds port {}, the admin endpoint's default: [admin] disabled",
+                ADMIN.port()
+            )),
         }
         Some(free.unwrap_or(SocketAddr::new(ADMIN.ip(), 0)))
     } else {
@@ -704,13 +665,6 @@ fn cross_checks(
     admin
 }
 
-/// Whether two listen addresses would clash (`maas-vip check`'s rule).
-fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
-    a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-        && a.is_ipv4() == b.is_ipv4()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Rendering.
 
@@ -787,11 +741,14 @@ fn render(
     }
     if let Some(a) = admin {
         out.push_str("\n[admin]\n");
+        let default = ADMIN.port();
         if a.port() == 0 {
-            out.push_str("enabled = false                       # port 5249 is a frontend's\n");
+            out.push_str(&format!(
+                "enabled = false                       # port {default} is a frontend's\n"
+            ));
         } else {
             out.push_str(&format!(
-                "bind = {}             # 5249 is a frontend's\n",
+                "bind = {}             # {default} is a frontend's\n",
                 q(&a.to_string())
             ));
         }

@@ -1,53 +1,91 @@
-//! Loading and validating maas-vip.toml.
+//! maas-vip.toml: its schema, loading with located errors, and the checks across blocks.
 //!
-//! The file is parsed once into a spanned document, then each block (`[[vrrp]]`, `[[frontend]]`,
-//! `[admin]`, top-level keys) is deserialized on its own, so one bad block does not hide the
-//! problems of the others. Inside a block, a key that fails is set aside and the block parsed
-//! again, so every bad key is reported, each with its line and column.
+//! The file is parsed once into a spanned document, then each block (`[[vrrp]]`,
+//! `[[frontend]]`, `[[announce]]`, `[admin]`, top-level keys) is deserialized on its own, so one
+//! bad block does not hide the problems of the others. Inside a block, a key that fails is set
+//! aside and the block parsed again, so every bad key is reported, each with its line and column.
+//!
+//! # Layout
+//!
+//! - The schema of the file as a whole lives here: [`Config`], the top-level keys
+//!   ([`GlobalConfig`]), `[admin]` ([`AdminConfig`]) and their defaults as constants
+//!   ([`DEFAULT_ADMIN_BIND`], [`DEFAULT_SHUTDOWN_GRACE`]).
+//! - The schema of each block stays with the crate that runs it, re-exported here:
+//!   [`FrontendConfig`] (`lb`, with its `DEFAULT_TIMEOUT_*`), [`VrrpConfig`] (`vrrp`),
+//!   [`AnnounceConfig`] (`announce`). Their checks within a block are theirs too.
+//! - Here: [`load`] / [`parse`] into a [`Report`] of located [`Finding`]s, the checks across
+//!   blocks (unique names, [`binds_overlap`], [`admin_overlaps`], tracked frontends that exist),
+//!   facts of the host as warnings, and [`read_keys`] for the auth_hmac keys.
+//!
+//! Not here: reading keepalived.conf or haproxy.cfg (the `import` crate, which writes a file this
+//! crate accepts and shares its rules), and anything that runs a config (the `maas-vip` daemon).
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use announce::AnnounceConfig;
-use lb::FrontendConfig;
+pub use announce::AnnounceConfig;
+pub use lb::FrontendConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
-use vrrp::VrrpConfig;
+pub use vrrp::VrrpConfig;
+
+/// `[admin] bind` when not given: loopback only, so no token is needed.
+pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5249);
+
+/// `shutdown_grace` when not given: how long established connections may run on after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Whether two frontend binds clash: the same port and family, and the same address or either
+/// one the unspecified address of the family.
+pub fn binds_overlap(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        && a.is_ipv4() == b.is_ipv4()
+}
+
+/// Whether the admin endpoint's address clashes with a frontend bind: the same port, and the
+/// same address or a frontend bound to an unspecified address of either family (a frontend's
+/// `[::]` is dual-stack).
+pub fn admin_overlaps(admin: &SocketAddr, frontend_bind: &SocketAddr) -> bool {
+    frontend_bind.port() == admin.port()
+        && (frontend_bind.ip() == admin.ip() || frontend_bind.ip().is_unspecified())
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
-pub(crate) struct Config {
+pub struct Config {
     /// VRRP instances.
-    pub(crate) vrrp: Vec<VrrpConfig>,
+    pub vrrp: Vec<VrrpConfig>,
     /// Proxy frontends.
-    pub(crate) frontend: Vec<FrontendConfig>,
+    pub frontend: Vec<FrontendConfig>,
     /// VIPs announced by BGP through the host's routing daemon.
-    pub(crate) announce: Vec<AnnounceConfig>,
+    pub announce: Vec<AnnounceConfig>,
     /// Admin endpoint.
-    pub(crate) admin: AdminConfig,
+    pub admin: AdminConfig,
     /// Daemon-wide settings.
-    pub(crate) global: GlobalConfig,
+    pub global: GlobalConfig,
 }
 
 /// `[admin]`: on by default at 127.0.0.1:5249.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AdminConfig {
+pub struct AdminConfig {
     /// Serve the endpoint at all.
     #[serde(default = "yes")]
-    pub(crate) enabled: bool,
+    pub enabled: bool,
     /// Address of the endpoint.
     #[serde(default = "default_admin_bind")]
-    pub(crate) bind: Spanned<SocketAddr>,
+    pub bind: Spanned<SocketAddr>,
     /// Bearer token required on every request (`Authorization: Bearer <token>`); required when
     /// `bind` is not a loopback address.
     #[serde(default)]
-    pub(crate) token: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
 }
 
 impl Default for AdminConfig {
@@ -63,14 +101,14 @@ impl Default for AdminConfig {
 /// Top-level keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct GlobalConfig {
+pub struct GlobalConfig {
     /// How long established connections may run on after SIGTERM.
     #[serde(default = "default_grace", with = "humantime_serde")]
-    pub(crate) shutdown_grace: std::time::Duration,
+    pub shutdown_grace: Duration,
     /// Threads that run the proxy, each with its own listening sockets (SO_REUSEPORT); 0: one
     /// per CPU.
     #[serde(default, deserialize_with = "de_workers")]
-    pub(crate) workers: usize,
+    pub workers: usize,
 }
 
 fn de_workers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -96,15 +134,15 @@ fn yes() -> bool {
     true
 }
 fn default_admin_bind() -> Spanned<SocketAddr> {
-    Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 5249)))
+    Spanned::new(0..0, DEFAULT_ADMIN_BIND)
 }
-fn default_grace() -> std::time::Duration {
-    std::time::Duration::from_secs(30)
+fn default_grace() -> Duration {
+    DEFAULT_SHUTDOWN_GRACE
 }
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Severity {
+pub enum Severity {
     /// The config cannot be used.
     Error,
     /// Usable, but a fact of this host or a risky setting deserves a look.
@@ -113,40 +151,40 @@ pub(crate) enum Severity {
 
 /// One finding, located in the file.
 #[derive(Debug, Clone)]
-pub(crate) struct Finding {
+pub struct Finding {
     /// Error or warning.
-    pub(crate) severity: Severity,
+    pub severity: Severity,
     /// Byte range in the file, if known.
-    pub(crate) span: Option<Range<usize>>,
+    pub span: Option<Range<usize>>,
     /// What is wrong and what is expected.
-    pub(crate) message: String,
+    pub message: String,
 }
 
 /// Every finding of one file, with what is needed to print them located.
 #[derive(Debug)]
-pub(crate) struct Report {
+pub struct Report {
     /// The file.
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     source: String,
     /// Findings in file order.
-    pub(crate) findings: Vec<Finding>,
+    pub findings: Vec<Finding>,
 }
 
 impl Report {
     /// Whether any finding is an error.
-    pub(crate) fn has_errors(&self) -> bool {
+    pub fn has_errors(&self) -> bool {
         self.findings.iter().any(|f| f.severity == Severity::Error)
     }
 
-    /// Adds findings made outside this module (`crate::caps`), kept in file order.
-    pub(crate) fn add(&mut self, findings: Vec<Finding>) {
+    /// Adds findings made outside this crate (the daemon's capability checks), kept in file order.
+    pub fn add(&mut self, findings: Vec<Finding>) {
         self.findings.extend(findings);
         self.findings
             .sort_by_key(|f| f.span.as_ref().map_or(0, |s| s.start));
     }
 
     /// Number of errors.
-    pub(crate) fn errors(&self) -> usize {
+    pub fn errors(&self) -> usize {
         self.findings
             .iter()
             .filter(|f| f.severity == Severity::Error)
@@ -199,7 +237,7 @@ impl fmt::Display for Report {
 
 /// Reads and validates a config file. `Err` carries the report when there is any error;
 /// `Ok` carries the config and the warnings.
-pub(crate) fn load(path: &Path) -> Result<(Config, Report), Report> {
+pub fn load(path: &Path) -> Result<(Config, Report), Report> {
     let source = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) => {
@@ -227,7 +265,7 @@ pub(crate) fn load(path: &Path) -> Result<(Config, Report), Report> {
 
 /// Who reads the auth_hmac keys, which decides what an unset `$CREDENTIALS_DIRECTORY` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyReader {
+pub enum KeyReader {
     /// `check` run by hand: only systemd sets `$CREDENTIALS_DIRECTORY`, so a credential is
     /// out of sight (a warning); the unit's `ExecStartPre=` check does see it.
     Check,
@@ -239,7 +277,7 @@ pub(crate) enum KeyReader {
 /// missing, open to group or others, or holds no usable key, and a credential that is not
 /// there, are errors located at their `key_file` or `credential` value, each saying how to fix
 /// it. The keys themselves are dropped at once (the daemon's instances read them again).
-pub(crate) fn read_keys(
+pub fn read_keys(
     loaded: Result<(Config, Report), Report>,
     reader: KeyReader,
 ) -> Result<(Config, Report), Report> {
@@ -302,7 +340,7 @@ fn world_readable_secret(path: &Path, c: &Config) -> Option<Finding> {
 }
 
 /// Validates config text as if read from `path`.
-pub(crate) fn parse(path: &Path, source: String) -> Result<(Config, Report), Report> {
+pub fn parse(path: &Path, source: String) -> Result<(Config, Report), Report> {
     let mut findings = Vec::new();
     let mut config = parse_inner(&source, &mut findings);
     if let Some(c) = &mut config {
@@ -459,11 +497,7 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
     let mut binds: Vec<(SocketAddr, &str)> = Vec::new();
     for f in &frontend {
         for b in f.bind.get_ref() {
-            let clash = binds.iter().find(|(o, _)| {
-                o.port() == b.port()
-                    && (o.ip() == b.ip() || o.ip().is_unspecified() || b.ip().is_unspecified())
-                    && o.is_ipv4() == b.is_ipv4()
-            });
+            let clash = binds.iter().find(|(o, _)| binds_overlap(o, b));
             if let Some((o, name)) = clash {
                 error(
                     findings,
@@ -512,10 +546,10 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
         }
     }
     if admin.enabled {
-        if let Some((_, name)) = binds.iter().find(|(b, _)| {
-            b.port() == admin.bind.get_ref().port()
-                && (b.ip() == admin.bind.get_ref().ip() || b.ip().is_unspecified())
-        }) {
+        if let Some((_, name)) = binds
+            .iter()
+            .find(|(b, _)| admin_overlaps(admin.bind.get_ref(), b))
+        {
             error(
                 findings,
                 located(admin.bind.span()),

@@ -224,7 +224,7 @@ mod tests {
     use std::path::Path;
 
     use super::super::import;
-    use crate::config::parse;
+    use config::parse;
 
     const CONF: &str = r#"
 vrrp_instance maas_region {

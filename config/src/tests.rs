@@ -44,17 +44,11 @@ fn good_config_parses_with_defaults() {
     assert!(c.frontend[0].redispatch);
     assert_eq!(
         c.frontend[0].timeout_server,
-        std::time::Duration::from_secs(900),
+        Duration::from_secs(900),
         "the region nginx's proxy_read_timeout"
     );
-    assert_eq!(
-        c.frontend[0].resolve_interval,
-        std::time::Duration::from_secs(10)
-    );
-    assert_eq!(
-        c.vrrp[0].track_script[0].interval,
-        std::time::Duration::from_secs(2)
-    );
+    assert_eq!(c.frontend[0].resolve_interval, Duration::from_secs(10));
+    assert_eq!(c.vrrp[0].track_script[0].interval, Duration::from_secs(2));
     assert!(c.admin.enabled);
     assert_eq!(c.admin.bind.get_ref().to_string(), "127.0.0.1:5249");
 }
@@ -360,8 +354,8 @@ rise = 2
     assert!(!r.has_errors(), "{r}");
     let a = &c.announce[0];
     assert_eq!(a.interface.get_ref(), announce::config::DEFAULT_INTERFACE);
-    assert_eq!(a.drain_delay, std::time::Duration::from_secs(3));
-    assert_eq!(a.announce_delay, std::time::Duration::from_secs(2));
+    assert_eq!(a.drain_delay, Duration::from_secs(3));
+    assert_eq!(a.announce_delay, Duration::from_secs(2));
     assert_eq!(a.track_script[0].rise, 2);
 }
 
@@ -658,4 +652,23 @@ fn hash_key_and_resolve_interval_are_checked() {
         "{}",
         report(&text)
     );
+}
+
+#[test]
+fn overlap_rules() {
+    let a = |s: &str| s.parse::<SocketAddr>().expect("address");
+    // Frontend binds: same port and family, one address covering the other.
+    assert!(binds_overlap(&a("0.0.0.0:80"), &a("10.0.0.1:80")));
+    assert!(binds_overlap(&a("[2001:db8::1]:80"), &a("[::]:80")));
+    assert!(!binds_overlap(&a("0.0.0.0:80"), &a("[::]:80")));
+    assert!(!binds_overlap(&a("10.0.0.1:80"), &a("10.0.0.2:80")));
+    assert!(!binds_overlap(&a("0.0.0.0:80"), &a("0.0.0.0:81")));
+    // The admin endpoint: a frontend's wildcard of either family covers it, its own does not.
+    let admin = DEFAULT_ADMIN_BIND;
+    assert!(admin_overlaps(&admin, &a("0.0.0.0:5249")));
+    assert!(admin_overlaps(&admin, &a("[::]:5249")));
+    assert!(admin_overlaps(&admin, &a("127.0.0.1:5249")));
+    assert!(!admin_overlaps(&admin, &a("10.0.0.1:5249")));
+    assert!(!admin_overlaps(&a("0.0.0.0:5249"), &a("10.0.0.1:5249")));
+    assert!(!admin_overlaps(&admin, &a("0.0.0.0:5250")));
 }

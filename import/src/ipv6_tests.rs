@@ -2,7 +2,7 @@
 //! (issue 16, point 6). Every output goes through `maas-vip check`'s own parser.
 
 use super::*;
-use crate::config::{parse, Config};
+use config::{parse, Config};
 use vrrp::packet::Version;
 
 fn imp(k: Option<&str>, h: Option<&str>) -> Imported {

@@ -2,9 +2,9 @@
 //! API, sessions cut when it is marked down.
 
 use super::*;
-use crate::config::parse;
+use config::parse;
 
-const PATRONI: &str = include_str!("../../../tests/fixtures/import/patroni-haproxy.cfg");
+const PATRONI: &str = include_str!("../../tests/fixtures/import/patroni-haproxy.cfg");
 
 #[test]
 fn patroni_pattern_imports_to_an_options_check_on_8008_with_shutdown_sessions() {
