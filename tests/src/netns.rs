@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// The env var that turns a skip into a failure (set in CI).
+/// The env var that turns the skip of a test that needs no root but a tool (PostgreSQL,
+/// systemd-analyze) into a failure (set in CI). Tests that need root are `#[ignore]`d instead
+/// and fail when run without it ([`require`]).
 pub const REQUIRE_ENV: &str = "MAAS_VIP_REQUIRE_NETNS";
 
 fn ip(args: &[&str]) -> Output {
@@ -61,18 +63,32 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
-/// Call first in a privileged test: `false` means skip (a message is printed); panics instead
-/// when [`REQUIRE_ENV`] is `1`.
-pub fn check_or_skip(test: &str) -> bool {
-    match available() {
-        Ok(()) => true,
-        Err(why) => {
-            if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-                panic!("{test}: network namespaces required ({REQUIRE_ENV}=1) but unusable: {why}");
-            }
-            eprintln!("SKIPPED {test}: network namespaces unusable ({why}); set {REQUIRE_ENV}=1 to fail instead");
-            false
-        }
+/// The reason on every test that needs root and network namespaces: such tests are
+/// `#[ignore]`d, so that a plain `cargo test` reports them as ignored rather than as passed, and
+/// `.ci/run` runs them with `--include-ignored`.
+pub const NEEDS_ROOT: &str = "needs root and network namespaces";
+
+/// Call first in a test that needs root and network namespaces (and is `#[ignore]`d for it):
+/// panics, saying why, when they are unusable here, so that such a test run with
+/// `--include-ignored` on a machine without them fails instead of passing.
+pub fn require(test: &str) {
+    if let Err(why) = available() {
+        panic!(
+            "{test}: {NEEDS_ROOT}, unusable here ({why}); run the tests as root \
+             (`sudo -E cargo test --workspace -- --include-ignored ...`, see the README) or \
+             leave the ignored tests out"
+        );
+    }
+}
+
+/// Call first in a test that needs `tool` besides root: panics when it cannot be run.
+pub fn require_tool(test: &str, tool: &str) {
+    if let Err(e) = Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        panic!("{test}: needs {tool}, which cannot be run here: {e} (.ci/run installs it)");
     }
 }
 
@@ -457,26 +473,21 @@ impl Lan {
     }
 }
 
-/// keepalived 2.4.3 as tests/peers/build-keepalived-2.4.sh leaves it (or $MAAS_VIP_KEEPALIVED24).
-pub fn keepalived24(test: &str) -> Option<PathBuf> {
+/// keepalived 2.4.3 as tests/peers/build-keepalived-2.4.sh leaves it (or $MAAS_VIP_KEEPALIVED24);
+/// panics, saying how to build it, when it is missing.
+pub fn keepalived24(test: &str) -> PathBuf {
     let p = std::env::var_os("MAAS_VIP_KEEPALIVED24")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../target/peers/keepalived-2.4.3/inst/sbin/keepalived")
         });
-    if p.exists() {
-        return Some(p);
-    }
-    let why = format!(
-        "{} not built (run tests/peers/build-keepalived-2.4.sh)",
+    assert!(
+        p.exists(),
+        "{test}: needs keepalived 2.4.3: {} not built (run tests/peers/build-keepalived-2.4.sh)",
         p.display()
     );
-    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-        panic!("{test}: keepalived 2.4.3 is required ({REQUIRE_ENV}=1): {why}");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    None
+    p
 }
 
 /// Polls `cond` every 20 ms until it holds (`Some(elapsed)`) or `limit` passes (`None`).
