@@ -1,9 +1,11 @@
-//! Network namespaces for privileged tests, cleaned up by RAII.
+//! Network namespaces for privileged tests, cleaned up by RAII: the `netlab` crate (the demo's
+//! lab too) with the tests' names and what only the tests need.
 //!
 //! A [`Lan`] is a bridge in a namespace of its own and one namespace per host, joined by veth
 //! pairs created directly between those namespaces: nothing is ever created in, or changed on,
 //! the namespace the tests run in. Names are unique per process and call (pid + counter), and
-//! `Drop` kills whatever still runs in a namespace before deleting it.
+//! `Drop` kills whatever still runs in a namespace before deleting it. Here a failed `ip` fails
+//! the test.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -13,25 +15,10 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// The env var that turns a skip into a failure (set in CI).
+/// The env var that turns the skip of a test that needs no root but a tool (PostgreSQL,
+/// systemd-analyze) into a failure (set in CI). Tests that need root are `#[ignore]`d instead
+/// and fail when run without it ([`require`]).
 pub const REQUIRE_ENV: &str = "MAAS_VIP_REQUIRE_NETNS";
-
-fn ip(args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running ip {args:?}: {e}"))
-}
-
-fn ip_ok(args: &[&str]) {
-    let out = ip(args);
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Whether namespace tests can run here; `Err` says why not.
 pub fn available() -> Result<(), String> {
@@ -47,116 +34,82 @@ pub fn available() -> Result<(), String> {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     );
-    let out = Command::new("ip")
-        .args(["netns", "add", &probe])
+    netlab::probe(&probe).map_err(|e| e.to_string())
+}
+
+/// The reason on every test that needs root and network namespaces: such tests are
+/// `#[ignore]`d, so that a plain `cargo test` reports them as ignored rather than as passed, and
+/// `.ci/run` runs them with `--include-ignored`.
+pub const NEEDS_ROOT: &str = "needs root and network namespaces";
+
+/// Call first in a test that needs root and network namespaces (and is `#[ignore]`d for it):
+/// panics, saying why, when they are unusable here, so that such a test run with
+/// `--include-ignored` on a machine without them fails instead of passing.
+pub fn require(test: &str) {
+    if let Err(why) = available() {
+        panic!(
+            "{test}: {NEEDS_ROOT}, unusable here ({why}); run the tests as root \
+             (`sudo -E cargo test --workspace -- --include-ignored ...`, see the README) or \
+             leave the ignored tests out"
+        );
+    }
+}
+
+/// Call first in a test that needs `tool` besides root: panics when it cannot be run.
+pub fn require_tool(test: &str, tool: &str) {
+    if let Err(e) = Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip netns add failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let _ = ip(&["netns", "del", &probe]);
-    Ok(())
-}
-
-/// Call first in a privileged test: `false` means skip (a message is printed); panics instead
-/// when [`REQUIRE_ENV`] is `1`.
-pub fn check_or_skip(test: &str) -> bool {
-    match available() {
-        Ok(()) => true,
-        Err(why) => {
-            if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-                panic!("{test}: network namespaces required ({REQUIRE_ENV}=1) but unusable: {why}");
-            }
-            eprintln!("SKIPPED {test}: network namespaces unusable ({why}); set {REQUIRE_ENV}=1 to fail instead");
-            false
-        }
+    {
+        panic!("{test}: needs {tool}, which cannot be run here: {e} (.ci/run installs it)");
     }
 }
 
-/// One network namespace, deleted on drop with everything still running in it.
+/// A [`netlab::Netns`] (deleted on drop with everything still running in it) whose `ip`
+/// commands fail the test.
 #[derive(Debug)]
-pub struct Netns {
-    name: String,
+pub struct Netns(netlab::Netns);
+
+fn unique(role: &str) -> String {
+    format!(
+        "mv{}-{}-{role}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn ok<T>(r: Result<T, netlab::Error>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl Netns {
     /// Creates `mv<pid>-<n>-<role>` with its loopback up.
     pub fn new(role: &str) -> Netns {
-        let name = format!(
-            "mv{}-{}-{role}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        ip_ok(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// The namespace's name.
-    pub fn name(&self) -> &str {
-        &self.name
+        Netns(ok(netlab::Netns::add(unique(role))))
     }
 
     /// `ip -n NAME args...`, asserting success.
     pub fn ip(&self, args: &[&str]) {
-        let mut a = vec!["-n", self.name.as_str()];
-        a.extend_from_slice(args);
-        ip_ok(&a);
+        ok(self.0.ip(args));
     }
 
     /// `ip -n NAME args...`, its output whatever the status.
     pub fn ip_output(&self, args: &[&str]) -> Output {
-        let mut a = vec!["-n", self.name.as_str()];
-        a.extend_from_slice(args);
-        ip(&a)
-    }
-
-    /// A command that runs `program` inside the namespace (`ip netns exec` execs it, so the
-    /// child's pid is the program's).
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
+        ok(self.0.ip_output(args))
     }
 
     /// A veth pair: `local` here, `peer` in `other` (neither is set up).
     pub fn veth(&self, local: &str, other: &Netns, peer: &str) {
-        self.ip(&[
-            "link",
-            "add",
-            local,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            peer,
-            "netns",
-            other.name(),
-        ]);
-    }
-
-    /// Pids of the processes in the namespace.
-    pub fn pids(&self) -> Vec<u32> {
-        let out = ip(&["netns", "pids", &self.name]);
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
+        ok(self.0.veth(local, other, peer));
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for pid in self.pids() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-        let _ = ip(&["netns", "del", &self.name]);
+impl std::ops::Deref for Netns {
+    type Target = netlab::Netns;
+
+    fn deref(&self) -> &netlab::Netns {
+        &self.0
     }
 }
 
@@ -171,7 +124,7 @@ pub struct Host {
 
 impl Host {
     /// The interface name inside the host.
-    pub const IFACE: &'static str = "eth0";
+    pub const IFACE: &'static str = netlab::IFACE;
 
     /// IPv4 addresses on eth0, as "a.b.c.d/len".
     pub fn addrs(&self) -> Vec<String> {
@@ -184,30 +137,12 @@ impl Host {
     }
 
     fn addrs_of(&self, family: &str) -> Vec<String> {
-        let flag = if family == "inet" { "-4" } else { "-6" };
-        let out = self
-            .ns
-            .ip_output(&[flag, "-o", "addr", "show", "dev", Self::IFACE]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                w.find(|x| *x == family)?;
-                w.next().map(str::to_string)
-            })
-            .collect()
+        self.ns.addrs(Self::IFACE, family)
     }
 
     /// Whether eth0 carries `addr` (any prefix), IPv4 or IPv6.
     pub fn has(&self, addr: impl Into<IpAddr>) -> bool {
-        let addr = addr.into();
-        let want = format!("{addr}/");
-        let addrs = if addr.is_ipv4() {
-            self.addrs()
-        } else {
-            self.addrs6()
-        };
-        addrs.iter().any(|a| a.starts_with(&want))
+        self.ns.has_addr(Self::IFACE, addr)
     }
 
     /// The first link-local IPv6 address on eth0 that duplicate address detection has passed
@@ -286,31 +221,32 @@ pub struct Lan {
 impl Lan {
     /// Builds the LAN.
     pub fn new(n: usize) -> Lan {
-        let bridge = Netns::new("br");
-        bridge.ip(&["link", "add", "br0", "type", "bridge"]);
-        // No multicast snooping: every host must see every advert at once.
-        bridge.ip(&[
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        bridge.ip(&["link", "set", "br0", "up"]);
-        let mut hosts = Vec::new();
-        for i in 0..n {
-            let ns = Netns::new(&format!("h{i}"));
-            let port = format!("p{i}");
-            bridge.veth(&port, &ns, Host::IFACE);
-            bridge.ip(&["link", "set", &port, "master", "br0", "up"]);
-            let addr = Ipv4Addr::new(10, 99, 0, 11 + i as u8);
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", Host::IFACE]);
-            ns.ip(&["link", "set", Host::IFACE, "up"]);
-            hosts.push(Host { ns, addr });
+        let bridge = unique("br");
+        let hosts: Vec<(String, Ipv4Addr)> = (0..n)
+            .map(|i| {
+                (
+                    unique(&format!("h{i}")),
+                    Ipv4Addr::new(10, 99, 0, 11 + i as u8),
+                )
+            })
+            .collect();
+        let addrs: Vec<Ipv4Addr> = hosts.iter().map(|h| h.1).collect();
+        let lan = ok(netlab::Lan::build(
+            bridge,
+            hosts.into_iter().map(|(name, addr)| (name, addr.into())),
+        ));
+        Lan {
+            hosts: lan
+                .hosts
+                .into_iter()
+                .zip(addrs)
+                .map(|(ns, addr)| Host {
+                    ns: Netns(ns),
+                    addr,
+                })
+                .collect(),
+            bridge: Netns(lan.bridge),
         }
-        Lan { hosts, bridge }
     }
 
     /// Waits until every host has a usable link-local address ([`Host::link_local`]), as
@@ -330,13 +266,13 @@ impl Lan {
     /// bridge but stays up): a partition, not a link failure.
     pub fn isolate(&self, i: usize) {
         self.bridge
-            .ip(&["link", "set", &format!("p{i}"), "nomaster"]);
+            .ip(&["link", "set", &netlab::Lan::port(i), "nomaster"]);
     }
 
     /// Puts host `i` back on the LAN (the bridge runs no STP: forwarding at once).
     pub fn rejoin(&self, i: usize) {
         self.bridge
-            .ip(&["link", "set", &format!("p{i}"), "master", "br0"]);
+            .ip(&["link", "set", &netlab::Lan::port(i), "master", "br0"]);
     }
 
     /// Indices of the hosts that carry `addr`.
@@ -410,7 +346,7 @@ impl Lan {
 /// Prints the output of each of `procs` (on the way to a failed assertion).
 pub fn print_logs(procs: &[&Proc]) {
     for p in procs {
-        eprintln!("---- {}\n{}", p.log.display(), p.output());
+        eprintln!("---- {}\n{}", p.log().display(), p.output());
     }
 }
 
@@ -457,26 +393,21 @@ impl Lan {
     }
 }
 
-/// keepalived 2.4.3 as tests/peers/build-keepalived-2.4.sh leaves it (or $MAAS_VIP_KEEPALIVED24).
-pub fn keepalived24(test: &str) -> Option<PathBuf> {
+/// keepalived 2.4.3 as tests/peers/build-keepalived-2.4.sh leaves it (or $MAAS_VIP_KEEPALIVED24);
+/// panics, saying how to build it, when it is missing.
+pub fn keepalived24(test: &str) -> PathBuf {
     let p = std::env::var_os("MAAS_VIP_KEEPALIVED24")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../target/peers/keepalived-2.4.3/inst/sbin/keepalived")
         });
-    if p.exists() {
-        return Some(p);
-    }
-    let why = format!(
-        "{} not built (run tests/peers/build-keepalived-2.4.sh)",
+    assert!(
+        p.exists(),
+        "{test}: needs keepalived 2.4.3: {} not built (run tests/peers/build-keepalived-2.4.sh)",
         p.display()
     );
-    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-        panic!("{test}: keepalived 2.4.3 is required ({REQUIRE_ENV}=1): {why}");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    None
+    p
 }
 
 /// Polls `cond` every 20 ms until it holds (`Some(elapsed)`) or `limit` passes (`None`).
@@ -493,13 +424,10 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Durat
     }
 }
 
-/// A process started in a namespace, its stdout and stderr in a log file; killed on drop.
+/// A [`netlab::Proc`] started in a namespace, its stdout and stderr in a log file; killed on
+/// drop.
 #[derive(Debug)]
-pub struct Proc {
-    child: std::process::Child,
-    /// Where its output goes.
-    pub log: PathBuf,
-}
+pub struct Proc(netlab::Proc);
 
 impl Proc {
     /// Starts `program args...` in `ns`.
@@ -510,67 +438,28 @@ impl Proc {
         envs: &[(&str, &str)],
         log: PathBuf,
     ) -> Proc {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let err = out.try_clone().expect("log file");
         let mut c = ns.command(program);
-        c.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        let child = c.spawn().expect("spawning in the namespace");
-        Proc { child, log }
-    }
-
-    /// Its pid (the program's: `ip netns exec` execs it).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends a signal by name ("TERM", "INT", ...).
-    pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status();
+        c.args(args).envs(envs.iter().copied());
+        Proc(ok(netlab::Proc::start(c, log, false)))
     }
 
     /// SIGKILL and reap.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits up to `limit` for it to exit.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            if start.elapsed() >= limit {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Whether it still runs.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Everything it has written so far.
-    pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.kill9(Duration::from_secs(30));
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
+impl std::ops::Deref for Proc {
+    type Target = netlab::Proc;
+
+    fn deref(&self) -> &netlab::Proc {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut netlab::Proc {
+        &mut self.0
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use maas_vip_tests::bgp::{mvlab_bin, VIP_IFACE};
-use maas_vip_tests::netns::{check_or_skip, wait_for, Netns, Proc};
+use maas_vip_tests::netns::{require, wait_for, Netns, Proc};
 
 fn link(ns: &Netns) -> String {
     String::from_utf8_lossy(
@@ -30,10 +30,9 @@ fn host(ns: &Netns, dir: &std::path::Path, tag: &str, vip: &str, port: &str) -> 
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: a TUN VIP interface in a namespace of its own"]
 fn the_vip_interface_is_a_tun_owned_by_one_process() {
-    if !check_or_skip("the_vip_interface_is_a_tun_owned_by_one_process") {
-        return;
-    }
+    require("the_vip_interface_is_a_tun_owned_by_one_process");
     let dir = tempfile::tempdir().expect("temp dir");
     let ns = Netns::new("vipl");
     let mut owner = host(&ns, dir.path(), "owner", "2001:db8::100/128", "8080");

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
 use maas_vip_tests::bgp::{frr_available, Fabric, Tally, VIP_IFACE, WITHDRAW_BOUND};
-use maas_vip_tests::netns::{check_or_skip, Proc, REQUIRE_ENV};
+use maas_vip_tests::netns::{require, Proc};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 95, 0, 100);
 const PORT: u16 = 80;
@@ -26,21 +26,11 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// timeout and the driver's 100 ms health poll, with margin.
 const DETECT: Duration = Duration::from_secs(1);
 
-fn ready(test: &str) -> bool {
-    if !check_or_skip(test) {
-        return false;
-    }
-    match frr_available() {
-        Ok(()) => true,
-        Err(why) => {
-            assert_ne!(
-                std::env::var(REQUIRE_ENV).as_deref(),
-                Ok("1"),
-                "{test}: FRR required ({REQUIRE_ENV}=1): {why}"
-            );
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
+/// Panics unless root, network namespaces and FRR are usable here.
+fn ready(test: &str) {
+    require(test);
+    if let Err(why) = frr_available() {
+        panic!("{test}: needs FRR: {why}");
     }
 }
 
@@ -69,10 +59,9 @@ fn fabric(balance: &str) -> (Fabric, Vec<Host>) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: an FRR router and announcing hosts in namespaces"]
 fn three_daemons_share_the_vip_by_ecmp_and_report_it() {
-    if !ready("three_daemons_share_the_vip_by_ecmp_and_report_it") {
-        return;
-    }
+    ready("three_daemons_share_the_vip_by_ecmp_and_report_it");
     let (f, _hosts) = fabric("roundrobin");
 
     let got = f.fetch(VIP, PORT, 90);
@@ -117,10 +106,9 @@ fn three_daemons_share_the_vip_by_ecmp_and_report_it() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: an FRR router and announcing hosts in namespaces"]
 fn every_region_down_withdraws_and_their_return_reannounces() {
-    if !ready("every_region_down_withdraws_and_their_return_reannounces") {
-        return;
-    }
+    ready("every_region_down_withdraws_and_their_return_reannounces");
     let (f, mut hosts) = fabric("roundrobin");
 
     // One region down is not enough.
@@ -231,10 +219,9 @@ fn every_region_down_withdraws_and_their_return_reannounces() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: an FRR router and announcing hosts in namespaces"]
 fn kill_9_of_the_daemon_withdraws_within_the_bound() {
-    if !ready("kill_9_of_the_daemon_withdraws_within_the_bound") {
-        return;
-    }
+    ready("kill_9_of_the_daemon_withdraws_within_the_bound");
     let (f, mut hosts) = fabric("roundrobin");
     std::thread::sleep(Duration::from_secs(1));
     let t0 = Instant::now();
@@ -265,10 +252,9 @@ fn kill_9_of_the_daemon_withdraws_within_the_bound() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: an FRR router and announcing hosts in namespaces"]
 fn sigterm_withdraws_before_the_listeners_close() {
-    if !ready("sigterm_withdraws_before_the_listeners_close") {
-        return;
-    }
+    ready("sigterm_withdraws_before_the_listeners_close");
     let (f, mut hosts) = fabric("roundrobin");
 
     // A client connecting without pause through the whole drain.
@@ -336,10 +322,9 @@ fn sigterm_withdraws_before_the_listeners_close() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: an FRR router and announcing hosts in namespaces"]
 fn source_balance_reaches_the_same_region_through_any_host() {
-    if !ready("source_balance_reaches_the_same_region_through_any_host") {
-        return;
-    }
+    ready("source_balance_reaches_the_same_region_through_any_host");
     let (f, _hosts) = fabric("source");
     let got = f.fetch(VIP, PORT, 60);
     eprintln!("60 connections from one client address: {got:?}");
@@ -357,10 +342,9 @@ fn source_balance_reaches_the_same_region_through_any_host() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: an FRR router and announcing hosts in namespaces"]
 fn withdrawal_times_of_the_daemon_stay_within_the_bound() {
-    if !ready("withdrawal_times_of_the_daemon_stay_within_the_bound") {
-        return;
-    }
+    ready("withdrawal_times_of_the_daemon_stay_within_the_bound");
     let f = Fabric::new(2);
     let _h0 = start(&f, 0, "roundrobin");
     let _r1 = f.regions(1, REGIONS);
@@ -396,10 +380,9 @@ fn withdrawal_times_of_the_daemon_stay_within_the_bound() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: an FRR router and announcing hosts in namespaces"]
 fn a_hung_daemon_keeps_the_route_until_it_is_killed() {
-    if !ready("a_hung_daemon_keeps_the_route_until_it_is_killed") {
-        return;
-    }
+    ready("a_hung_daemon_keeps_the_route_until_it_is_killed");
     // What the systemd watchdog is for: a stopped (hung) process still holds the VIP
     // interface open, so nothing withdraws until the watchdog kills it.
     let f = Fabric::new(2);
@@ -427,11 +410,9 @@ fn a_hung_daemon_keeps_the_route_until_it_is_killed() {
 /// A measurement, not a check: run it alone, on an idle machine, with
 /// `cargo test -p maas-vip-tests --test bgp_ecmp -- --ignored --nocapture rps`.
 #[test]
-#[ignore = "a measurement (wrk through three hosts and one): run with --ignored --nocapture rps"]
-fn rps_three_announcing_hosts_against_one_active_host() {
-    if !ready("rps_three_announcing_hosts_against_one_active_host") {
-        return;
-    }
+#[ignore = "a measurement, needs root and network namespaces (wrk through three hosts and one): run with --ignored --nocapture measure_rps (.ci/run skips `measure_`)"]
+fn measure_rps_three_announcing_hosts_against_one_active_host() {
+    ready("measure_rps_three_announcing_hosts_against_one_active_host");
     let f = Fabric::new(3);
     // Every host's regions run in both runs; only the number of announcing daemons changes.
     let _regions: Vec<Vec<Proc>> = (0..3).map(|i| f.http_regions(i, REGIONS)).collect();
@@ -466,10 +447,9 @@ fn rps_three_announcing_hosts_against_one_active_host() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: an FRR router and announcing hosts in namespaces"]
 fn reload_keeps_an_unchanged_block_and_restarts_a_changed_one() {
-    if !ready("reload_keeps_an_unchanged_block_and_restarts_a_changed_one") {
-        return;
-    }
+    ready("reload_keeps_an_unchanged_block_and_restarts_a_changed_one");
     let f = Fabric::new(2);
     let _h0 = start(&f, 0, "roundrobin");
     let h1 = start(&f, 1, "roundrobin");

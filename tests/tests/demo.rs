@@ -2,7 +2,8 @@
 //! delayed requests, and leaves no namespace, process or temporary directory behind, also when
 //! interrupted with SIGINT.
 //!
-//! Needs root and `ip netns`; skips with a message otherwise, unless MAAS_VIP_REQUIRE_NETNS=1.
+//! Needs root and `ip netns`, so the tests are `#[ignore]`d: run them as root with
+//! `--include-ignored` (see the README); they fail, saying why, where they cannot run.
 //! The tests of this file run one at a time.
 
 use std::collections::BTreeSet;
@@ -16,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use maas_vip_tests::maas_vip_bin;
-use maas_vip_tests::netns::check_or_skip;
+use maas_vip_tests::netns::require;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -234,10 +235,9 @@ fn number_after(text: &str, label: &str) -> Option<f64> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the demo builds its lab of namespaces"]
 fn demo_runs_and_leaves_nothing_behind() {
-    if !check_or_skip("demo_runs_and_leaves_nothing_behind") {
-        return;
-    }
+    require("demo_runs_and_leaves_nothing_behind");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let mut demo = Demo::start();
@@ -294,10 +294,9 @@ fn demo_runs_and_leaves_nothing_behind() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the demo builds its lab of namespaces"]
 fn demo_interrupted_by_sigint_leaves_nothing_behind() {
-    if !check_or_skip("demo_interrupted_by_sigint_leaves_nothing_behind") {
-        return;
-    }
+    require("demo_interrupted_by_sigint_leaves_nothing_behind");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut demo = Demo::start();
     // Interrupt once everything runs (the election is over).
@@ -334,10 +333,11 @@ fn demo_without_root_says_why() {
             .output();
         match o {
             Ok(o) if !String::from_utf8_lossy(&o.stderr).contains("setpriv:") => o,
-            _ => {
-                eprintln!("SKIPPED demo_without_root_says_why: setpriv cannot drop to nobody");
-                return;
-            }
+            Ok(o) => panic!(
+                "demo_without_root_says_why: setpriv cannot drop to nobody: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("demo_without_root_says_why: cannot run setpriv: {e}"),
         }
     } else {
         Command::new(&bin).arg("demo").output().expect("run demo")
@@ -349,10 +349,9 @@ fn demo_without_root_says_why() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the demo builds its lab of namespaces"]
 fn demo_removes_what_a_killed_demo_left() {
-    if !check_or_skip("demo_removes_what_a_killed_demo_left") {
-        return;
-    }
+    require("demo_removes_what_a_killed_demo_left");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // SIGKILL cannot be caught: the namespaces and processes of `killed` stay behind...
     let mut killed = Demo::start();
@@ -384,18 +383,11 @@ fn demo_removes_what_a_killed_demo_left() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the demo builds its lab of namespaces"]
 fn demo_bgp_spreads_withdraws_on_kill_and_leaves_nothing_behind() {
-    if !check_or_skip("demo_bgp_spreads_withdraws_on_kill_and_leaves_nothing_behind") {
-        return;
-    }
-    if maas_vip_tests::bgp::frr_available().is_err() {
-        assert_ne!(
-            std::env::var(maas_vip_tests::netns::REQUIRE_ENV).as_deref(),
-            Ok("1"),
-            "FRR required"
-        );
-        eprintln!("SKIPPED demo_bgp: FRR not installed");
-        return;
+    require("demo_bgp_spreads_withdraws_on_kill_and_leaves_nothing_behind");
+    if let Err(why) = maas_vip_tests::bgp::frr_available() {
+        panic!("demo_bgp: needs FRR: {why}");
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");

@@ -444,9 +444,9 @@ async fn a_wrong_password_is_auth_failed_and_never_printed_and_http_is_not_postg
 /// through maas-vip, five times (the servers swap roles each round). Slow: run with
 /// `cargo test -p maas-vip-tests --test postgres_failover -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: five promotions and rewinds"]
-async fn promotion_to_first_write_median_of_five() {
-    let Some((mut cluster, dir)) = setup("promotion_to_first_write_median_of_five") else {
+#[ignore = "a measurement: five promotions and rewinds (.ci/run skips `measure_`)"]
+async fn measure_promotion_to_first_write_median_of_five() {
+    let Some((mut cluster, dir)) = setup("measure_promotion_to_first_write_median_of_five") else {
         return;
     };
     let (_daemon, front, admin) = in_front(&cluster, &dir);
@@ -494,17 +494,18 @@ impl Drop for Haproxy {
 /// pgsql-check` only sees that the server answers, not its role). Run with
 /// `cargo test -p maas-vip-tests --test postgres_failover -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: five promotions and rewinds, with HAProxy"]
-async fn haproxy_promotion_to_first_write_median_of_five() {
+#[ignore = "a measurement: five promotions and rewinds, with HAProxy (.ci/run skips `measure_`)"]
+async fn measure_haproxy_promotion_to_first_write_median_of_five() {
     let haproxy = Path::new("/usr/sbin/haproxy");
     if !haproxy.exists() {
         eprintln!(
-            "SKIP haproxy_promotion_to_first_write_median_of_five: no {}",
+            "SKIP measure_haproxy_promotion_to_first_write_median_of_five: no {}",
             haproxy.display()
         );
         return;
     }
-    let Some((mut cluster, dir)) = setup("haproxy_promotion_to_first_write_median_of_five") else {
+    let Some((mut cluster, dir)) = setup("measure_haproxy_promotion_to_first_write_median_of_five")
+    else {
         return;
     };
     let (a, b) = (cluster.server(0).addr(), cluster.server(1).addr());

@@ -4,9 +4,9 @@
 //! says so. `maas-vip check` warns when a file holding `auth_pass` is world-readable, and
 //! refuses an admin endpoint on a non-loopback address without a token.
 //!
-//! The `setpriv` tests need root (to become `nobody` with chosen capabilities): they are skipped
-//! with a message when not root, unless `MAAS_VIP_REQUIRE_NETNS=1` (as in CI), when they fail
-//! instead. The `check` tests need no root.
+//! The `setpriv` tests need root (to become `nobody` with chosen capabilities): they are
+//! `#[ignore]`d, run as root with `--include-ignored` (see the README), and fail, saying why,
+//! where they cannot run. The `check` tests need no root.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -29,31 +29,14 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// `false` means skip (a message is printed); panics instead when MAAS_VIP_REQUIRE_NETNS=1.
-fn root_or_skip(test: &str) -> bool {
-    let why = if !is_root() {
-        Some("not root")
-    } else if Command::new("setpriv").arg("--version").output().is_err() {
-        Some("setpriv (util-linux) not installed")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            if std::env::var(netns::REQUIRE_ENV).as_deref() == Ok("1") {
-                panic!(
-                    "{test}: needs root and setpriv ({}=1): {why}",
-                    netns::REQUIRE_ENV
-                );
-            }
-            eprintln!(
-                "SKIPPED {test}: {why}; set {}=1 to fail instead",
-                netns::REQUIRE_ENV
-            );
-            false
-        }
-    }
+/// Call first in a `setpriv` test (`#[ignore]`d: it needs root): panics, saying why, unless
+/// this process is root and setpriv runs.
+fn require_root(test: &str) {
+    assert!(
+        is_root(),
+        "{test}: needs root, not root here (it is #[ignore]d: run it as root with --include-ignored)"
+    );
+    netns::require_tool(test, "setpriv");
 }
 
 /// A free privileged port on 127.0.0.1 (tried from 81 up).
@@ -144,10 +127,9 @@ impl Drop for Killed {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: setpriv drops to nobody with chosen capabilities"]
 async fn daemon_runs_as_nobody_with_three_capabilities_and_binds_a_low_port() {
-    if !root_or_skip("daemon_runs_as_nobody_with_three_capabilities_and_binds_a_low_port") {
-        return;
-    }
+    require_root("daemon_runs_as_nobody_with_three_capabilities_and_binds_a_low_port");
     let server = name_server("r1").await;
     let port = free_low_port();
     let (dir, path) = readable_config(&format!(
@@ -194,10 +176,9 @@ async fn daemon_runs_as_nobody_with_three_capabilities_and_binds_a_low_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: setpriv drops to nobody with chosen capabilities"]
 async fn without_net_bind_service_a_low_port_is_refused_with_a_clear_error() {
-    if !root_or_skip("without_net_bind_service_a_low_port_is_refused_with_a_clear_error") {
-        return;
-    }
+    require_root("without_net_bind_service_a_low_port_is_refused_with_a_clear_error");
     let port = free_low_port();
     let (dir, path) = readable_config(&format!(
         "[[frontend]]\nname = \"maas\"\nbind = [\"127.0.0.1:{port}\"]\n\
@@ -226,12 +207,10 @@ async fn without_net_bind_service_a_low_port_is_refused_with_a_clear_error() {
 /// Debian), nothing more; without CAP_NET_ADMIN the daemon fails at start and says what it
 /// lacks.
 #[test]
+#[ignore = "needs root and network namespaces: setpriv to chosen capabilities, a TUN in a namespace"]
 fn announce_interface_needs_only_net_admin_and_dev_net_tun() {
-    if !root_or_skip("announce_interface_needs_only_net_admin_and_dev_net_tun")
-        || !netns::check_or_skip("announce_interface_needs_only_net_admin_and_dev_net_tun")
-    {
-        return;
-    }
+    require_root("announce_interface_needs_only_net_admin_and_dev_net_tun");
+    netns::require("announce_interface_needs_only_net_admin_and_dev_net_tun");
     let ns = netns::Netns::new("tunpriv");
     ns.ip(&["link", "set", "lo", "up"]);
     let (dir, path) = readable_config(

@@ -10,7 +10,8 @@
 //! are this test binary itself (`ip netns exec NS <this binary> <helper> --exact --ignored`)
 //! with an env var set. Nothing is sent outside the test namespaces.
 //!
-//! Needs root and `ip netns`; skips with a message otherwise, unless MAAS_VIP_REQUIRE_NETNS=1.
+//! Needs root and `ip netns`, so the tests are `#[ignore]`d: run them as root with
+//! `--include-ignored` (see the README); they fail, saying why, where they cannot run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
@@ -18,7 +19,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use maas_vip_tests::netns::{check_or_skip, print_logs, wait_for, Lan, Proc};
+use maas_vip_tests::netns::{print_logs, require, wait_for, Lan, Proc};
 
 const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x98, 0, 0, 0, 0, 0x100);
 const VIP_LL: &str = "fe80::62";
@@ -85,8 +86,8 @@ virtual_ipaddresses = ["{VIP_LL}/64", "{VIP}/64"]
 /// Answers every HTTP request with `$NAME_ENV xff=<X-Forwarded-For or ->`, keeping the
 /// connection open unless asked to close; does nothing without the env var.
 #[test]
-#[ignore = "helper: run inside a region's namespace by the IPv6 proxy test"]
-fn region_helper() {
+#[ignore = "helper, not a test: run inside a region's namespace by the IPv6 proxy test (.ci/run skips `helper_`)"]
+fn helper_region() {
     let Ok(name) = std::env::var(NAME_ENV) else {
         return;
     };
@@ -137,8 +138,8 @@ fn serve_region(mut s: std::net::TcpStream, name: &str) {
 /// Sends one `GET /` (Connection: close) per `src>dst` of `$REQS_ENV`, each from its own
 /// source address, in order; prints `REPLY <src> <body>` or `REPLY <src> ERROR <why>`.
 #[test]
-#[ignore = "helper: run inside the client's namespace by the IPv6 proxy test"]
-fn client_helper() {
+#[ignore = "helper, not a test: run inside the client's namespace by the IPv6 proxy test (.ci/run skips `helper_`)"]
+fn helper_client() {
     use socket2::{Domain, Socket, Type};
     let Ok(reqs) = std::env::var(REQS_ENV) else {
         return;
@@ -175,7 +176,7 @@ fn requests(lan: &Lan, reqs: &[(IpAddr, SocketAddr)]) -> Vec<(IpAddr, String)> {
     let out = lan.hosts[3]
         .ns
         .command(&me)
-        .args(["client_helper", "--exact", "--ignored", "--nocapture"])
+        .args(["helper_client", "--exact", "--ignored", "--nocapture"])
         .env(REQS_ENV, arg.join(" "))
         .output()
         .expect("client helper");
@@ -210,7 +211,7 @@ fn regions(lan: &Lan, dir: &Path) -> Vec<Proc> {
             let p = Proc::spawn(
                 &lan.hosts[i].ns,
                 &me,
-                &["region_helper", "--exact", "--ignored", "--nocapture"],
+                &["helper_region", "--exact", "--ignored", "--nocapture"],
                 &[(NAME_ENV, &format!("r{i}"))],
                 dir.join(format!("region-h{i}.log")),
             );
@@ -241,11 +242,10 @@ fn all_up(lan: &Lan, conf: &Path) -> bool {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: an IPv6 client, VIP and regions in namespaces"]
 fn ipv6_client_through_ipv6_vip_to_ipv6_regions() {
     let name = "ipv6_client_through_ipv6_vip_to_ipv6_regions";
-    if !check_or_skip(name) {
-        return;
-    }
+    require(name);
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let lan = Lan::new(4);

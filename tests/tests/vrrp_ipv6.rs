@@ -10,8 +10,10 @@
 //! server that answers its host's name, and the hostile sender (a raw IPv6 socket). Nothing
 //! is sent outside the test namespaces.
 //!
-//! Needs root, `ip netns`, tcpdump, tshark and keepalived; skips with a message otherwise,
-//! unless MAAS_VIP_REQUIRE_NETNS=1. The tests of this file run one at a time.
+//! Needs root, `ip netns`, tcpdump, tshark and keepalived, so the tests are `#[ignore]`d: run
+//! them as root with `--include-ignored` (see the README); they fail, saying why, where they
+//! cannot run.
+//! The tests of this file run one at a time.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddrV6};
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use maas_vip_tests::netns::{check_or_skip, wait_for, Lan, Netns, Proc, REQUIRE_ENV};
+use maas_vip_tests::netns::{require, require_tool, wait_for, Lan, Netns, Proc};
 use vrrp::packet::{IpPair, Repr, Version, MULTICAST_V6};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -40,24 +42,12 @@ const NAME_ENV: &str = "MAAS_VIP_IPV6_NAME";
 /// category).
 const HOSTILE_ENV: &str = "MAAS_VIP_IPV6_HOSTILE";
 
-fn tools_available(test: &str) -> bool {
-    if !check_or_skip(test) {
-        return false;
-    }
+/// Panics unless root, network namespaces and the tools of these tests are usable here.
+fn require_tools(test: &str) {
+    require(test);
     for tool in ["keepalived", "tcpdump", "tshark"] {
-        let ok = std::process::Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok();
-        if !ok {
-            if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-                panic!("{test}: {tool} is required ({REQUIRE_ENV}=1) but not installed");
-            }
-            eprintln!("SKIPPED {test}: {tool} not installed");
-            return false;
-        }
+        require_tool(test, tool);
     }
-    true
 }
 
 fn tempdir() -> (tempfile::TempDir, PathBuf) {
@@ -369,7 +359,7 @@ fn name_servers(lan: &Lan, dir: &Path) -> Vec<Proc> {
                 &lan.hosts[i].ns,
                 &me,
                 &[
-                    "tcp_name_server_helper",
+                    "helper_tcp_name_server",
                     "--exact",
                     "--ignored",
                     "--nocapture",
@@ -389,8 +379,8 @@ fn name_servers(lan: &Lan, dir: &Path) -> Vec<Proc> {
 
 /// Answers every connection with `$NAME_ENV` and closes it; does nothing without it.
 #[test]
-#[ignore = "helper: run inside a host's namespace by the IPv6 tests"]
-fn tcp_name_server_helper() {
+#[ignore = "helper, not a test: run inside a host's namespace by the IPv6 tests (.ci/run skips `helper_`)"]
+fn helper_tcp_name_server() {
     use std::io::Write as _;
     let Ok(name) = std::env::var(NAME_ENV) else {
         return;
@@ -417,17 +407,15 @@ struct Bed {
 }
 
 impl Bed {
-    /// `None`: skipped (see [`tools_available`]).
-    fn start(test: &str) -> Option<Bed> {
-        if !tools_available(test) {
-            return None;
-        }
+    /// Panics when the tests cannot run here (see [`require_tools`]).
+    fn start(test: &str) -> Bed {
+        require_tools(test);
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let (_tmp, dir) = tempdir();
         let lan = lan(3);
         let (cap, pcap) = capture(&lan, &dir);
         let _names = name_servers(&lan, &dir);
-        Some(Bed {
+        Bed {
             _serial,
             _tmp,
             dir,
@@ -435,7 +423,7 @@ impl Bed {
             cap,
             pcap,
             _names,
-        })
+        }
     }
 
     /// Stops the capture and dissects what the hosts `hosts` sent (see [`dissect_all`]).
@@ -475,10 +463,9 @@ fn nodad_on(lan: &Lan, host: usize) -> bool {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRPv3 over IPv6 on a bridge of namespaces"]
 fn ipv6_pair_election_takeover_and_neighbour_cache() {
-    let Some(mut bed) = Bed::start("ipv6_pair_election_takeover_and_neighbour_cache") else {
-        return;
-    };
+    let mut bed = Bed::start("ipv6_pair_election_takeover_and_neighbour_cache");
     let (lan, dir) = (&bed.lan, bed.dir.clone());
     let mut a = lan.start_maas_vip(&dir, 0, &config(150, ""));
     let b = lan.start_maas_vip(&dir, 1, &config(100, ""));
@@ -546,10 +533,9 @@ fn ipv6_pair_election_takeover_and_neighbour_cache() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRPv3 over IPv6 on a bridge of namespaces"]
 fn ipv6_beside_keepalived_both_roles() {
-    let Some(mut bed) = Bed::start("ipv6_beside_keepalived_both_roles") else {
-        return;
-    };
+    let mut bed = Bed::start("ipv6_beside_keepalived_both_roles");
     let (lan, dir) = (&bed.lan, bed.dir.clone());
 
     // maas-vip master (150), keepalived backup (100): keepalived accepts our adverts.
@@ -677,8 +663,8 @@ const PER_CATEGORY: usize = 200;
 
 /// Sends the hostile adverts from the attacker's namespace; does nothing without its env var.
 #[test]
-#[ignore = "helper: run inside the attacker's namespace by the hostile IPv6 test"]
-fn hostile6_sender_helper() {
+#[ignore = "helper, not a test: run inside the attacker's namespace by the hostile IPv6 test (.ci/run skips `helper_`)"]
+fn helper_hostile6_sender() {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let Ok(arg) = std::env::var(HOSTILE_ENV) else {
         return;
@@ -738,11 +724,10 @@ fn nix_index() -> u32 {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRPv3 over IPv6 on a bridge of namespaces"]
 fn ipv6_hostile_adverts_dropped_and_counted() {
     let name = "ipv6_hostile_adverts_dropped_and_counted";
-    if !tools_available(name) {
-        return;
-    }
+    require_tools(name);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (_tmp, dir) = tempdir();
     let lan = &lan(2);
@@ -756,7 +741,7 @@ fn ipv6_hostile_adverts_dropped_and_counted() {
         .ns
         .command(&me)
         .args([
-            "hostile6_sender_helper",
+            "helper_hostile6_sender",
             "--exact",
             "--ignored",
             "--nocapture",
@@ -806,10 +791,9 @@ fn ipv6_hostile_adverts_dropped_and_counted() {
 /// from the next usable link-local address (keepalived's rule; its issue history has adverts
 /// failing with EINVAL from an unusable source).
 #[test]
+#[ignore = "needs root and network namespaces: VRRPv3 over IPv6 on a bridge of namespaces"]
 fn ipv6_dadfailed_link_local_is_not_the_source() {
-    let Some(mut bed) = Bed::start("ipv6_dadfailed_link_local_is_not_the_source") else {
-        return;
-    };
+    let mut bed = Bed::start("ipv6_dadfailed_link_local_is_not_the_source");
     let (lan, dir) = (&bed.lan, bed.dir.clone());
     let dup = "fe80::dad";
     lan.hosts[1]
@@ -915,12 +899,10 @@ fn nas_for(pcap: &Path, mac: &str, target: Ipv6Addr) -> usize {
 /// IPv6's gratuitous ARP: `garp_master_refresh` repeats the unsolicited NAs while master, and
 /// a VIP someone deleted is added back with a burst of them.
 #[test]
+#[ignore = "needs root and network namespaces: VRRPv3 over IPv6 on a bridge of namespaces"]
 fn ipv6_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added() {
-    let Some(mut bed) =
-        Bed::start("ipv6_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added")
-    else {
-        return;
-    };
+    let mut bed =
+        Bed::start("ipv6_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added");
     let (lan, dir) = (&bed.lan, bed.dir.clone());
     let conf = format!(
         r#"
@@ -998,11 +980,9 @@ const ROUNDS: usize = 3;
 /// to the backup holding the VIP (polled every 20 ms). Prints the figures; asserts only
 /// RFC 9568's bounds with slack.
 #[test]
-#[ignore = "measurement: run with --ignored --nocapture"]
-fn ipv6_takeover_times_maas_vip_and_keepalived() {
-    let Some(bed) = Bed::start("ipv6_takeover_times_maas_vip_and_keepalived") else {
-        return;
-    };
+#[ignore = "a measurement, needs root and network namespaces: run with --ignored --nocapture measure_ipv6 (.ci/run skips `measure_`)"]
+fn measure_ipv6_takeover_times_maas_vip_and_keepalived() {
+    let bed = Bed::start("measure_ipv6_takeover_times_maas_vip_and_keepalived");
     let (lan, dir) = (&bed.lan, bed.dir.clone());
     let mut figures: Vec<(String, Vec<Duration>, Vec<Duration>)> = Vec::new();
 

@@ -1,6 +1,7 @@
 //! VRRP with the real `maas-vip` binary in network namespaces: three hosts on a bridge.
 //!
-//! Needs root and `ip netns`; skips with a message otherwise, unless MAAS_VIP_REQUIRE_NETNS=1.
+//! Needs root and `ip netns`, so the tests are `#[ignore]`d: run them as root with
+//! `--include-ignored` (see the README); they fail, saying why, where they cannot run.
 //! The tests of this file run one at a time: they measure takeover times on a small machine.
 
 use std::net::Ipv4Addr;
@@ -9,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use maas_vip_tests::maas_vip_bin;
-use maas_vip_tests::netns::{check_or_skip, pcap_frames, wait_for, Lan, Proc};
+use maas_vip_tests::netns::{pcap_frames, require, wait_for, Lan, Proc};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -65,10 +66,9 @@ fn wait_holders(
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_three_hosts_elect_fail_over_and_recover() {
-    if !check_or_skip("vrrp_three_hosts_elect_fail_over_and_recover") {
-        return;
-    }
+    require("vrrp_three_hosts_elect_fail_over_and_recover");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(3);
@@ -264,10 +264,9 @@ fn vrrp_three_hosts_elect_fail_over_and_recover() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_track_script_failure_fails_over() {
-    if !check_or_skip("vrrp_track_script_failure_fails_over") {
-        return;
-    }
+    require("vrrp_track_script_failure_fails_over");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let flag = dir.path().join("healthy");
@@ -317,10 +316,9 @@ weight = 0
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_link_down_fails_over() {
-    if !check_or_skip("vrrp_link_down_fails_over") {
-        return;
-    }
+    require("vrrp_link_down_fails_over");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
@@ -358,10 +356,9 @@ fn vrrp_link_down_fails_over() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_vip_removed_by_someone_else_is_added_back() {
-    if !check_or_skip("vrrp_vip_removed_by_someone_else_is_added_back") {
-        return;
-    }
+    require("vrrp_vip_removed_by_someone_else_is_added_back");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
@@ -380,10 +377,9 @@ fn vrrp_vip_removed_by_someone_else_is_added_back() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_two_instances_in_one_process() {
-    if !check_or_skip("vrrp_two_instances_in_one_process") {
-        return;
-    }
+    require("vrrp_two_instances_in_one_process");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
@@ -439,10 +435,9 @@ virtual_ipaddresses = ["{vip2}/24"]
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_unicast_peers() {
-    if !check_or_skip("vrrp_unicast_peers") {
-        return;
-    }
+    require("vrrp_unicast_peers");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
@@ -493,10 +488,9 @@ fn vrrp_unicast_peers() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_track_backends_lowers_priority() {
-    if !check_or_skip("vrrp_track_backends_lowers_priority") {
-        return;
-    }
+    require("vrrp_track_backends_lowers_priority");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
@@ -563,10 +557,9 @@ address = "127.0.0.1:5240"
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_partition_and_heal_one_master_within_one_interval() {
-    if !check_or_skip("vrrp_partition_and_heal_one_master_within_one_interval") {
-        return;
-    }
+    require("vrrp_partition_and_heal_one_master_within_one_interval");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
@@ -624,10 +617,9 @@ fn vrrp_partition_and_heal_one_master_within_one_interval() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_address_owner_claims_at_once_and_keeps_its_address() {
-    if !check_or_skip("vrrp_address_owner_claims_at_once_and_keeps_its_address") {
-        return;
-    }
+    require("vrrp_address_owner_claims_at_once_and_keeps_its_address");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
@@ -689,10 +681,9 @@ virtual_ipaddresses = ["{owned}/24"]
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_nopreempt_and_preempt_delay() {
-    if !check_or_skip("vrrp_nopreempt_and_preempt_delay") {
-        return;
-    }
+    require("vrrp_nopreempt_and_preempt_delay");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(3);
@@ -728,10 +719,9 @@ fn vrrp_nopreempt_and_preempt_delay() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_primary_address_change_is_followed() {
-    if !check_or_skip("vrrp_primary_address_change_is_followed") {
-        return;
-    }
+    require("vrrp_primary_address_change_is_followed");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);
@@ -786,10 +776,9 @@ fn garps_for_vip(pcap: &Path) -> usize {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: VRRP hosts on a bridge of namespaces"]
 fn vrrp_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added() {
-    if !check_or_skip("vrrp_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added") {
-        return;
-    }
+    require("vrrp_garp_master_refresh_and_a_burst_after_a_deleted_vip_is_re_added");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let lan = Lan::new(2);

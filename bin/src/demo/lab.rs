@@ -2,59 +2,34 @@
 //! temporary directory, each owned by a guard whose `Drop` removes it, so that nothing is left
 //! behind on success, on error, on a panic or when a signal cancels the run.
 //!
-//! Everything is created inside namespaces named `mvdemo<pid>-<role>`: the bridge lives in a
-//! namespace of its own and veth pairs are created directly between namespaces, so nothing is
-//! ever created in, or changed on, the namespace the demo is started from. Shelling out to `ip`
-//! is fine here: this is scaffolding for the try-out, not the VIP path (the daemon itself uses
-//! netlink).
+//! Everything is created inside namespaces named `mvdemo<pid>-<role>`, with the `netlab` crate
+//! (the tests' lab too): the bridge lives in a namespace of its own and veth pairs are created
+//! directly between namespaces, so nothing is ever created in, or changed on, the namespace the
+//! demo is started from. What is the demo's own: its names, the clean-up of earlier demos, and
+//! processes waited on without blocking the runtime.
 
-use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use netlab::{ip, remove_netns};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::process::{ChildStdin, ChildStdout};
 
 use super::helpers::Reply;
 
 /// The first part of every namespace and directory name of a demo; the pid follows.
 pub(super) const PREFIX: &str = "mvdemo";
 
-/// The interface of each host, as on a real region host.
-pub(super) const IFACE: &str = "eth0";
+pub(super) use netlab::{namespaces_with_prefix, Netns, IFACE};
 
 /// `mvdemo<pid>`: this run's namespaces are `mvdemo<pid>-<role>`.
 pub(super) fn run_prefix() -> String {
     format!("{PREFIX}{}", std::process::id())
-}
-
-/// Runs `ip args...` in a process group of its own, so that a Ctrl-C on the terminal does not
-/// kill it halfway: the demo sees the signal at its next step and cleans up.
-fn ip(args: &[&str]) -> anyhow::Result<Output> {
-    Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .process_group(0)
-        .output()
-        .with_context(|| format!("running `ip {}`", args.join(" ")))
-}
-
-fn ip_ok(args: &[&str]) -> anyhow::Result<()> {
-    let out = ip(args)?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Whether this process runs as root (effective uid 0), read from /proc/self/status.
@@ -71,9 +46,7 @@ pub(super) fn is_root() -> bool {
 
 /// Checks that `ip netns` works here by adding and deleting a namespace.
 pub(super) fn probe_netns() -> anyhow::Result<()> {
-    let name = format!("{}-probe", run_prefix());
-    ip_ok(&["netns", "add", &name])?;
-    ip_ok(&["netns", "del", &name])
+    Ok(netlab::probe(&format!("{}-probe", run_prefix()))?)
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -113,120 +86,15 @@ pub(super) fn remove_leftovers() -> usize {
     removed
 }
 
-/// The namespaces whose name starts with `prefix`.
-pub(super) fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
-    ip(&["netns", "list"])
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .filter(|n| n.starts_with(prefix))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn netns_pids(name: &str) -> Vec<u32> {
-    ip(&["netns", "pids", name])
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Sends `sig` ("TERM", "KILL", ...) to `pid` with kill(1).
-pub(super) fn send_signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .status();
-}
-
-fn remove_netns(name: &str) {
-    for pid in netns_pids(name) {
-        send_signal(pid, "KILL");
-    }
-    let _ = ip(&["netns", "del", name]);
-}
-
-/// One network namespace with its loopback up; deleted on drop with whatever still runs in it.
-#[derive(Debug)]
-pub(super) struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Creates the namespace `name`.
-    pub(super) fn add(name: String) -> anyhow::Result<Netns> {
-        ip_ok(&["netns", "add", &name])?;
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// The namespace's name.
-    pub(super) fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `ip -n NAME args...`.
-    pub(super) fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
-        let mut a = vec!["-n", self.name.as_str()];
-        a.extend_from_slice(args);
-        ip_ok(&a)
-    }
-
-    /// Runs `exe args...` inside the namespace to its end (as systemd runs an `ExecStopPost=`
-    /// command), its own process group, its output captured.
-    pub(super) fn run(&self, exe: &Path, args: &[&str]) -> anyhow::Result<Output> {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .arg(exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .process_group(0)
-            .output()
-            .with_context(|| format!("running {} in {}", exe.display(), self.name))
-    }
-
-    /// Whether `dev` carries `addr` (any prefix length).
-    pub(super) fn has_addr(&self, dev: &str, addr: Ipv4Addr) -> bool {
-        let want = format!("{addr}/");
-        ip(&["-n", &self.name, "-4", "-o", "addr", "show", "dev", dev])
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout).lines().any(|l| {
-                    l.split_whitespace()
-                        .skip_while(|w| *w != "inet")
-                        .nth(1)
-                        .is_some_and(|a| a.starts_with(&want))
-                })
-            })
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        remove_netns(&self.name);
-    }
-}
-
-/// A bridge in a namespace of its own and one namespace per machine, each joined to the bridge
-/// by a veth pair.
+/// A bridge in a namespace of its own (`<prefix>-lan`) and one namespace per machine
+/// (`<prefix>-<name>`), each joined to the bridge by a veth pair.
 #[derive(Debug)]
 pub(super) struct Lan {
     /// One namespace per machine, in the order given, its `eth0` on the bridge (dropped
     /// before the bridge).
     pub(super) machines: Vec<Netns>,
-    /// The bridge's namespace.
-    pub(super) bridge: Netns,
+    /// The bridge's namespace, kept for its `Drop`.
+    _bridge: Netns,
 }
 
 impl Lan {
@@ -236,36 +104,16 @@ impl Lan {
         prefix: &str,
         machines: &[(&'static str, Ipv4Addr)],
     ) -> anyhow::Result<Lan> {
-        let bridge = Netns::add(format!("{prefix}-lan"))?;
-        bridge.ip(&["link", "add", "br0", "type", "bridge"])?;
-        // Without multicast snooping every host sees every VRRP advert at once.
-        bridge.ip(&[
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
-        bridge.ip(&["link", "set", "br0", "up"])?;
-        let mut lan = Lan {
-            machines: Vec::new(),
-            bridge,
-        };
-        for (i, (name, addr)) in machines.iter().enumerate() {
-            let ns = Netns::add(format!("{prefix}-{name}"))?;
-            let port = format!("p{i}");
-            lan.bridge.ip(&[
-                "link", "add", &port, "type", "veth", "peer", "name", IFACE, "netns", &ns.name,
-            ])?;
-            lan.bridge
-                .ip(&["link", "set", &port, "master", "br0", "up"])?;
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", IFACE])?;
-            ns.ip(&["link", "set", IFACE, "up"])?;
-            lan.machines.push(ns);
-        }
-        Ok(lan)
+        let netlab::Lan { hosts, bridge } = netlab::Lan::build(
+            format!("{prefix}-lan"),
+            machines
+                .iter()
+                .map(|(name, addr)| (format!("{prefix}-{name}"), (*addr).into())),
+        )?;
+        Ok(Lan {
+            machines: hosts,
+            _bridge: bridge,
+        })
     }
 }
 
@@ -301,12 +149,10 @@ impl Drop for TempDir {
 
 /// A program run in a namespace (`ip netns exec` execs it, so the child's pid is the
 /// program's), in a process group of its own so that a Ctrl-C on the terminal reaches the demo
-/// only, which then stops everything in order. Killed and reaped on drop.
+/// only, which then stops everything in order. Killed and reaped on drop; waited on without
+/// blocking the runtime.
 #[derive(Debug)]
-pub(super) struct Proc {
-    child: Child,
-    log: PathBuf,
-}
+pub(super) struct Proc(netlab::Proc);
 
 impl Proc {
     /// Starts `exe args...` in `ns`; stderr (and stdout unless `piped`) go to `log`.
@@ -317,74 +163,46 @@ impl Proc {
         log: PathBuf,
         piped: bool,
     ) -> anyhow::Result<Proc> {
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns.name()])
-            .arg(exe)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .process_group(0);
-        if piped {
-            c.stdin(Stdio::piped()).stdout(Stdio::piped());
-        } else {
-            c.stdin(Stdio::null()).stdout(out.try_clone()?);
-        }
-        c.stderr(out);
-        let mut c = tokio::process::Command::from(c);
-        c.kill_on_drop(true);
-        let child = c
-            .spawn()
-            .with_context(|| format!("starting {} in {}", exe.display(), ns.name()))?;
-        Ok(Proc { child, log })
+        let mut c = ns.command(exe);
+        c.args(args).env("RUST_LOG", "info").process_group(0);
+        Ok(Proc(netlab::Proc::start(c, log, piped).with_context(
+            || format!("starting {} in {}", exe.display(), ns.name()),
+        )?))
     }
 
     /// Sends a signal by name ("TERM", ...); nothing if it has exited.
     pub(super) fn signal(&self, sig: &str) {
-        if let Some(pid) = self.child.id() {
-            send_signal(pid, sig);
-        }
+        self.0.signal(sig);
     }
 
     /// SIGKILL and reap (bounded).
     pub(super) async fn kill9(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+        self.0.kill();
+        self.wait_exit(Duration::from_secs(2)).await;
     }
 
     /// Waits up to `limit` for it to exit.
     pub(super) async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok)
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.0.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The last `n` lines of its log.
     pub(super) fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        self.0.log_tail(n)
     }
 
     /// Where its output goes.
     pub(super) fn log(&self) -> &Path {
-        &self.log
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.start_kill().is_ok() {
-            // Reap it here (bounded) rather than leave a zombie to the runtime.
-            let end = Instant::now() + Duration::from_secs(1);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
+        self.0.log()
     }
 }
 
@@ -405,8 +223,9 @@ impl Fetcher {
     /// Starts the client helper in `ns`.
     pub(super) fn spawn(ns: &Netns, exe: &Path, log: PathBuf) -> anyhow::Result<Fetcher> {
         let mut proc = Proc::spawn(ns, exe, &["demo", "client"], log, true)?;
-        let stdin = proc.child.stdin.take().context("client helper stdin")?;
-        let stdout = proc.child.stdout.take().context("client helper stdout")?;
+        let (stdin, stdout) = proc.0.take_stdio().context("client helper pipes")?;
+        let stdin = ChildStdin::from_std(stdin)?;
+        let stdout = ChildStdout::from_std(stdout)?;
         Ok(Fetcher {
             stdin,
             lines: BufReader::new(stdout).lines(),
