@@ -1,6 +1,6 @@
 //! `maas-vip import`: an equivalent maas-vip.toml for an existing keepalived.conf + haproxy.cfg.
 //!
-//! Each file is parsed into its own small syntax tree ([`keepalived`], [`haproxy`]), translated
+//! Each file is parsed into its own small syntax tree (`keepalived.rs`, `haproxy.rs`), translated
 //! into a plain model of the `[[vrrp]]` and `[[frontend]]` blocks, checked against the rules that
 //! `maas-vip check` enforces across blocks (unique names, non-overlapping binds, the admin port),
 //! and rendered as TOML text. Everything that is not carried over, or is changed on the way, is
