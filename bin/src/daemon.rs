@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
-use vrrp::{ValidVrrp, VrrpConfig};
+use vrrp::ValidVrrp;
 
 use crate::admin::AdminContext;
 use crate::announce::AnnounceRt;
@@ -245,16 +245,6 @@ fn bind_frontend(
     Ok((ls, dual))
 }
 
-/// The `[[vrrp]]` blocks as the VRRP engine takes them. `config::load` has already refused a
-/// file with a block that does not validate, so this fails only if the two ever disagree; it
-/// goes once `Config::vrrp` holds the `ValidVrrp`s that `config` makes (issue 14).
-fn valid_vrrp(blocks: &[VrrpConfig]) -> anyhow::Result<Vec<ValidVrrp>> {
-    blocks
-        .iter()
-        .map(|b| ValidVrrp::try_from(b.clone()).map_err(anyhow::Error::from))
-        .collect()
-}
-
 fn spawn_vrrp(cfg: ValidVrrp, registry: &Arc<Registry>) -> VrrpRt {
     let (stop, rx) = watch::channel(false);
     let reg = registry.clone();
@@ -307,7 +297,7 @@ async fn stop_vrrp(name: &str, v: VrrpRt) {
 
 impl Daemon {
     async fn start(path: PathBuf, cfg: Config) -> anyhow::Result<Daemon> {
-        let vrrp_blocks = valid_vrrp(&cfg.vrrp)?;
+        let vrrp_blocks = cfg.vrrp.clone();
         warn_if_nofile_too_low(&cfg);
         let workers = Workers::start(cfg.global.workers).context("starting the proxy threads")?;
         // Bind everything first: a port we cannot have is a startup failure, not a log line.
@@ -406,7 +396,7 @@ impl Daemon {
     }
 
     async fn apply(&mut self, new: Config) -> anyhow::Result<String> {
-        let new_vrrp = valid_vrrp(&new.vrrp)?;
+        let new_vrrp = new.vrrp.clone();
         // 1. Bind the new addresses first; failing here changes nothing.
         let mut fresh: HashMap<(String, SocketAddr), (Vec<std::net::TcpListener>, bool)> =
             HashMap::new();

@@ -18,7 +18,12 @@ fn how_it_ended() -> Option<String> {
 /// Runs it; prints what it removed.
 pub(crate) fn run(config: &Path) -> ExitCode {
     let configs = match config::load(config) {
-        Ok((c, _)) => Some(c.vrrp),
+        Ok((c, _)) => Some(
+            c.vrrp
+                .into_iter()
+                .map(vrrp::VrrpConfig::from)
+                .collect::<Vec<_>>(),
+        ),
         Err(report) => {
             // The marks are enough on current kernels; the config is only the fallback.
             eprintln!(

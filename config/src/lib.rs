@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
-pub use vrrp::VrrpConfig;
+pub use vrrp::{ValidVrrp, VrrpConfig};
 
 /// `[admin] bind` when not given: loopback only, so no token is needed.
 pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5249);
@@ -60,8 +60,8 @@ pub fn admin_overlaps(admin: &SocketAddr, frontend_bind: &SocketAddr) -> bool {
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// VRRP instances.
-    pub vrrp: Vec<VrrpConfig>,
+    /// VRRP instances, validated: the driver takes them as they are.
+    pub vrrp: Vec<ValidVrrp>,
     /// Proxy frontends.
     pub frontend: Vec<FrontendConfig>,
     /// VIPs announced by BGP through the host's routing daemon.
@@ -429,10 +429,18 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
         }
     };
 
-    // Checks within blocks.
+    // Checks within blocks. A `[[vrrp]]` block is validated here once, into the type the
+    // driver takes without checking it again; the raw blocks stay for the checks across
+    // blocks, so that a block with its own errors is still compared with the others.
+    let mut valid_vrrp = Vec::with_capacity(vrrp.len());
     for v in &vrrp {
-        for p in v.validate() {
-            error(findings, located(p.span()), p.into_inner());
+        match ValidVrrp::try_from(v.clone()) {
+            Ok(valid) => valid_vrrp.push(valid),
+            Err(invalid) => {
+                for p in invalid.problems {
+                    error(findings, located(p.span()), p.into_inner());
+                }
+            }
         }
         for p in v.warnings() {
             findings.push(Finding {
@@ -560,8 +568,9 @@ fn parse_inner(source: &str, findings: &mut Vec<Finding>) -> Option<Config> {
     if !ok {
         return None;
     }
+    vrrp_host_facts(&vrrp, findings);
     Some(Config {
-        vrrp,
+        vrrp: valid_vrrp,
         frontend,
         announce,
         admin,
@@ -847,7 +856,12 @@ fn host_facts(c: &mut Config, findings: &mut Vec<Finding>) {
             Err(e) => warn(format!("password file {}: {e}", path.display())),
         }
     }
-    for v in &c.vrrp {
+}
+
+/// Host facts of the `[[vrrp]]` blocks, valid or not (a bad `script_user` is worth saying
+/// even in a block with another error).
+fn vrrp_host_facts(vrrp: &[VrrpConfig], findings: &mut Vec<Finding>) {
+    for v in vrrp {
         if let Some(user) = &v.script_user {
             if let Err(e) = vrrp::resolve_user(user.get_ref()) {
                 findings.push(Finding {

@@ -387,7 +387,7 @@ impl VrrpConfig {
     }
 
     /// Checks that relate several values of this block. Returns every problem found.
-    pub fn validate(&self) -> Vec<Problem> {
+    pub(crate) fn validate(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let err = |out: &mut Vec<Problem>, span: std::ops::Range<usize>, msg: String| {
             out.push(Spanned::new(span, msg))
