@@ -1,6 +1,6 @@
 //! The connect attempts of one client connection (tcp mode) or one request (http mode), without
 //! I/O: which server next, whether a retry goes to the same server or another, when to give up,
-//! and the retry counters. [`crate::l4`] and [`crate::l7`] do the connecting and tell it what
+//! and the retry counters. The tcp mode (`l4`) and the http mode (`l7`) connect and tell it what
 //! happened.
 //!
 //! HAProxy's rules: `retries` attempts after the first; without `redispatch` a retry goes to the
@@ -163,8 +163,8 @@ mod tests {
     use healthcheck::{Health, ServerState};
 
     use super::*;
+    use crate::config::FrontendConfig;
     use crate::frontend::Frontend;
-    use crate::FrontendConfig;
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
 

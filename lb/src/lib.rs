@@ -2,7 +2,18 @@
 //! the L7 (HTTP/1.1) proxy.
 //!
 //! # Layout
+//! Data first, then what serves it; a module uses only those above it (no import cycles).
 //! - [`config`]: the `[[frontend]]` blocks.
+//! - [`balance`]: server pools and the pick (round robin, source hash, first).
+//! - [`listener`]: binding, the accept loop and its admission control, local shortages.
+//! - [`upstream`]: the server side of the http mode (requests out, responses in, idle pools).
+//! - [`frontend`]: a running frontend's data: settings and pool of the current generation
+//!   (swapped on reload), counters, connection limit. What both modes read.
+//! - `attempts`: the connect attempts of a connection or request, without I/O (which server
+//!   next, retry or redispatch, give up, retry counters), shared by both modes.
+//! - [`l4`]: the tcp mode (connect, then the copy loop); [`l7`]: the http mode.
+//! - `serve`: accepts a frontend's connections and hands each to [`l4`] or [`l7`].
+//! - [`workers`]: the worker threads the accept loops run on.
 //!
 //! Server health comes from the `healthcheck` crate; this crate only reads it and reports
 //! what it observes (failed connects, resets).
