@@ -36,7 +36,7 @@ use tracing::{error, info, warn};
 use vrrp::VrrpConfig;
 
 use crate::admin::AdminContext;
-use crate::announce::AnnounceRt;
+use crate::announce::{AnnounceBoard, AnnounceRt};
 use crate::config::{AdminConfig, Config};
 
 /// What the signal task asks of the daemon.
@@ -108,8 +108,12 @@ struct Daemon {
     registry: Arc<Registry>,
     checks: (watch::Sender<bool>, JoinHandle<()>),
     vrrp: HashMap<String, VrrpRt>,
+    /// Where the VRRP instances publish their status (read by the admin endpoint).
+    vrrp_status: vrrp::StatusBoard,
     /// `[[announce]]` blocks, in config order.
     announce: Vec<AnnounceRt>,
+    /// Where they publish their status and take admin actions.
+    announce_board: AnnounceBoard,
     admin: Option<AdminRt>,
 }
 
@@ -245,23 +249,32 @@ fn bind_frontend(
     Ok((ls, dual))
 }
 
-fn spawn_vrrp(cfg: VrrpConfig, registry: &Arc<Registry>) -> VrrpRt {
+fn spawn_vrrp(cfg: VrrpConfig, registry: &Arc<Registry>, status: &vrrp::StatusBoard) -> VrrpRt {
     let (stop, rx) = watch::channel(false);
     let reg = registry.clone();
     let probe: vrrp::BackendsProbe = Arc::new(move |name: &str| reg.any_available(name));
     let (updates, updates_rx) = watch::channel(cfg.clone());
+    let run = vrrp::run_with_updates(cfg.clone(), probe, status.clone(), rx, updates_rx);
     VrrpRt {
-        task: tokio::spawn(vrrp::run_with_updates(cfg.clone(), probe, rx, updates_rx)),
+        task: tokio::spawn(run),
         cfg,
         stop,
         updates,
     }
 }
 
+/// What the admin endpoint reads besides the config: the registry and the proxy frontends,
+/// and the boards VRRP and the announce blocks publish on.
+struct AdminInputs<'a> {
+    registry: &'a Arc<Registry>,
+    frontends: Vec<Arc<Frontend>>,
+    vrrp: &'a vrrp::StatusBoard,
+    announce: &'a AnnounceBoard,
+}
+
 async fn spawn_admin(
     cfg: &AdminConfig,
-    registry: &Arc<Registry>,
-    frontends: Vec<Arc<Frontend>>,
+    inputs: AdminInputs<'_>,
 ) -> anyhow::Result<Option<AdminRt>> {
     if !cfg.enabled {
         return Ok(None);
@@ -273,9 +286,11 @@ async fn spawn_admin(
     info!(bind = %addr, "admin endpoint up");
     let (stop, rx) = watch::channel(false);
     let ctx = Arc::new(AdminContext {
-        registry: registry.clone(),
-        frontends: ArcSwap::from_pointee(frontends),
+        registry: inputs.registry.clone(),
+        frontends: ArcSwap::from_pointee(inputs.frontends),
         token: cfg.token.as_ref().map(|t| t.get_ref().clone()),
+        vrrp: inputs.vrrp.clone(),
+        announce: inputs.announce.clone(),
     });
     Ok(Some(AdminRt {
         cfg: cfg.clone(),
@@ -331,18 +346,32 @@ impl Daemon {
             );
         }
         let registry = Arc::new(Registry::new(health));
-        let admin = spawn_admin(&cfg.admin, &registry, fe_list(&frontends)).await?;
+        let vrrp_status = vrrp::StatusBoard::new();
+        let announce_board = AnnounceBoard::default();
+        let admin = spawn_admin(
+            &cfg.admin,
+            AdminInputs {
+                registry: &registry,
+                frontends: fe_list(&frontends),
+                vrrp: &vrrp_status,
+                announce: &announce_board,
+            },
+        )
+        .await?;
         let (checks_stop, rx) = watch::channel(false);
         let checks = (checks_stop, healthcheck::spawn(&registry, rx));
         let vrrp = cfg
             .vrrp
             .iter()
-            .map(|v| (v.name.get_ref().clone(), spawn_vrrp(v.clone(), &registry)))
+            .map(|v| {
+                let rt = spawn_vrrp(v.clone(), &registry, &vrrp_status);
+                (v.name.get_ref().clone(), rt)
+            })
             .collect();
         // Listeners are bound: the VIPs may be announced once their frontends are fit.
         let mut announce = Vec::new();
         for a in &cfg.announce {
-            announce.push(AnnounceRt::start(a.clone(), &registry).await?);
+            announce.push(AnnounceRt::start(a.clone(), &registry, &announce_board).await?);
         }
         info!(threads = workers.len(), "proxy threads up");
         Ok(Daemon {
@@ -354,7 +383,9 @@ impl Daemon {
             registry,
             checks,
             vrrp,
+            vrrp_status,
             announce,
+            announce_board,
             admin,
         })
     }
@@ -536,10 +567,16 @@ impl Daemon {
                     info!(instance = %name, why, "VRRP instance changed: restarting it");
                     stop_vrrp(&name, rt).await;
                     restarted += 1;
-                    next_vrrp.insert(name, spawn_vrrp(v.clone(), &self.registry));
+                    next_vrrp.insert(
+                        name,
+                        spawn_vrrp(v.clone(), &self.registry, &self.vrrp_status),
+                    );
                 }
                 None => {
-                    next_vrrp.insert(name, spawn_vrrp(v.clone(), &self.registry));
+                    next_vrrp.insert(
+                        name,
+                        spawn_vrrp(v.clone(), &self.registry, &self.vrrp_status),
+                    );
                 }
             }
         }
@@ -582,7 +619,13 @@ impl Daemon {
                 let _ = old.stop.send(true);
                 let _ = old.task.await;
             }
-            match spawn_admin(&new.admin, &self.registry, fe_list(&self.frontends)).await {
+            let inputs = AdminInputs {
+                registry: &self.registry,
+                frontends: fe_list(&self.frontends),
+                vrrp: &self.vrrp_status,
+                announce: &self.announce_board,
+            };
+            match spawn_admin(&new.admin, inputs).await {
                 Ok(a) => self.admin = a,
                 Err(e) => error!("{e:#}; the admin endpoint is off until the next reload"),
             }
@@ -600,7 +643,7 @@ impl Daemon {
     /// Starts a block during a reload; a failure (the interface name taken) is logged and
     /// the block stays off until the next reload.
     async fn start_announce(&mut self, a: &announce::AnnounceConfig) {
-        match AnnounceRt::start(a.clone(), &self.registry).await {
+        match AnnounceRt::start(a.clone(), &self.registry, &self.announce_board).await {
             Ok(rt) => self.announce.push(rt),
             Err(e) => error!("{e:#}; this block stays withdrawn until the next reload"),
         }

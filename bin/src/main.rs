@@ -16,6 +16,7 @@ mod daemon;
 mod demo;
 mod import;
 mod release_cmd;
+mod status;
 mod status_cmd;
 mod systemd;
 

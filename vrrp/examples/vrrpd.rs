@@ -32,6 +32,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let _ = tx.send(true);
     });
-    vrrp::run(file.vrrp, Arc::new(|_: &str| Some(true)), rx).await?;
+    vrrp::run(
+        file.vrrp,
+        Arc::new(|_: &str| Some(true)),
+        vrrp::StatusBoard::new(),
+        rx,
+    )
+    .await?;
     Ok(())
 }

@@ -38,7 +38,7 @@ mod sys;
 mod track;
 
 pub use config::{InitialState, TrackBackends, TrackScript, Vip, VrrpConfig};
-pub use driver::{run, run_with_updates, status, BackendsProbe, InstanceStatus, VrrpError};
+pub use driver::{run, run_with_updates, BackendsProbe, InstanceStatus, StatusBoard, VrrpError};
 pub use netlink::ADDR_PROTO;
 pub use release::{release_vips, Ownership, ReleaseError, Released};
 pub use track::{resolve_user, spawn_track_script};
