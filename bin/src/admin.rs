@@ -535,7 +535,7 @@ fn error(code: StatusCode, msg: &str) -> Response<Body> {
 mod tests {
     use std::net::SocketAddr;
 
-    use healthcheck::{CheckConfig, Frontend, Health, Server, ServerState};
+    use healthcheck::{CheckConfig, CheckedFrontend, Health, Server, ServerState};
     use http_body_util::BodyExt as _;
     use serde_json::Value;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -564,7 +564,7 @@ mod tests {
                 false,
             )),
         ];
-        let registry = Arc::new(Registry::new(vec![Frontend::new(
+        let registry = Arc::new(Registry::new(vec![CheckedFrontend::new(
             "maas",
             CheckConfig::default(),
             states

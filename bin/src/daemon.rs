@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use healthcheck::registry::{Frontend as HealthFrontend, Registry, Server as HealthServer};
+use healthcheck::registry::{CheckedFrontend, Registry, Server as HealthServer};
 use healthcheck::ServerState;
 use lb::{Frontend, FrontendConfig, Workers};
 use tokio::net::TcpListener;
@@ -194,9 +194,9 @@ async fn server_states(cfg: &FrontendConfig, old: Option<&FrontendRt>) -> Vec<Ar
     states
 }
 
-fn health_frontend(cfg: &FrontendConfig, states: &[Arc<ServerState>]) -> HealthFrontend {
-    HealthFrontend::with_resolve_interval(
-        HealthFrontend::new(
+fn health_frontend(cfg: &FrontendConfig, states: &[Arc<ServerState>]) -> CheckedFrontend {
+    CheckedFrontend::with_resolve_interval(
+        CheckedFrontend::new(
             cfg.name.get_ref().clone(),
             cfg.check.clone(),
             states

@@ -795,7 +795,7 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
     async fn fetches_from_the_admin_endpoint() {
         use std::sync::Arc;
 
-        use healthcheck::{CheckConfig, Frontend, Registry, Server, ServerState};
+        use healthcheck::{CheckConfig, CheckedFrontend, Registry, Server, ServerState};
 
         const TOKEN: &str = "status-test-token-0123";
         let st = Arc::new(ServerState::new(
@@ -803,7 +803,7 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
             "10.0.0.11:5240".parse().expect("literal"),
             false,
         ));
-        let registry = Arc::new(Registry::new(vec![Frontend::new(
+        let registry = Arc::new(Registry::new(vec![CheckedFrontend::new(
             "maas",
             CheckConfig::default(),
             vec![Server::new(st, true)],

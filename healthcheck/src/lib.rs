@@ -42,7 +42,7 @@
 //! # async fn f() {
 //! let r1 = Arc::new(ServerState::new("r1", "10.0.0.11:5240".parse().expect("literal"), false));
 //! // The proxy gets the same `Arc<ServerState>`s and reads `is_available()`.
-//! let registry = Arc::new(Registry::new(vec![Frontend::new(
+//! let registry = Arc::new(Registry::new(vec![CheckedFrontend::new(
 //!     "maas",
 //!     CheckConfig::default(),
 //!     vec![Server::new(r1, true)],
@@ -74,6 +74,6 @@ pub use checker::{spawn, spawn_frontend};
 pub use config::{CheckConfig, CheckKind, CheckOverride, HttpMethod, OnError};
 pub use outcome::{CheckReport, CheckResult, Progress};
 pub use passive::{DownReason, Ejection, ProxyError};
-pub use registry::{Frontend, Registry, Server};
+pub use registry::{CheckedFrontend, Registry, Server};
 pub use resolve::{Resolution, Target};
 pub use state::{Admin, Health, ServerCounters, ServerState};

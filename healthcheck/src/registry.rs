@@ -49,9 +49,10 @@ impl Server {
     }
 }
 
-/// One frontend: its name, check and servers.
+/// One frontend as the health checks see it: its name, check and servers (the proxy's
+/// view of the same frontend is `lb::Frontend`).
 #[derive(Debug, Clone)]
-pub struct Frontend {
+pub struct CheckedFrontend {
     /// Name from the config (`[[frontend]] name`).
     pub name: String,
     /// The frontend's `check = { ... }`.
@@ -62,11 +63,11 @@ pub struct Frontend {
     pub resolve_interval: std::time::Duration,
 }
 
-impl Frontend {
+impl CheckedFrontend {
     /// A frontend with host names resolved again every
     /// [`crate::resolve::DEFAULT_RESOLVE_INTERVAL`].
     pub fn new(name: impl Into<String>, check: CheckConfig, servers: Vec<Server>) -> Self {
-        Frontend {
+        CheckedFrontend {
             name: name.into(),
             check,
             servers,
@@ -104,30 +105,30 @@ impl Frontend {
 /// [`Registry::server`]).
 #[derive(Debug)]
 pub struct Registry {
-    frontends: ArcSwap<Vec<Arc<Frontend>>>,
+    frontends: ArcSwap<Vec<Arc<CheckedFrontend>>>,
 }
 
 impl Registry {
     /// A registry of these frontends.
-    pub fn new(frontends: Vec<Frontend>) -> Self {
+    pub fn new(frontends: Vec<CheckedFrontend>) -> Self {
         Registry {
             frontends: ArcSwap::from_pointee(frontends.into_iter().map(Arc::new).collect()),
         }
     }
 
     /// Replace every frontend (reload). Checkers of the old ones keep running until stopped.
-    pub fn store(&self, frontends: Vec<Frontend>) {
+    pub fn store(&self, frontends: Vec<CheckedFrontend>) {
         self.frontends
             .store(Arc::new(frontends.into_iter().map(Arc::new).collect()));
     }
 
     /// The current frontends.
-    pub fn frontends(&self) -> Arc<Vec<Arc<Frontend>>> {
+    pub fn frontends(&self) -> Arc<Vec<Arc<CheckedFrontend>>> {
         self.frontends.load_full()
     }
 
     /// The frontend named `name`.
-    pub fn frontend(&self, name: &str) -> Option<Arc<Frontend>> {
+    pub fn frontend(&self, name: &str) -> Option<Arc<CheckedFrontend>> {
         self.frontends
             .load()
             .iter()
@@ -199,7 +200,7 @@ mod tests {
         let r1 = Arc::new(ServerState::new("r1", addr("10.0.0.11:5240"), false));
         let r2 = Arc::new(ServerState::new("r2", addr("10.0.0.12:5240"), false));
         let r3 = Arc::new(ServerState::new("r3", addr("[fd00::13]:5240"), true));
-        Registry::new(vec![Frontend::new(
+        Registry::new(vec![CheckedFrontend::new(
             "maas",
             CheckConfig::default(),
             vec![
@@ -236,7 +237,7 @@ mod tests {
     fn store_replaces_frontends_and_keeps_shared_state() {
         let reg = registry();
         let r1 = reg.server("maas", "r1").expect("r1 exists");
-        reg.store(vec![Frontend::new(
+        reg.store(vec![CheckedFrontend::new(
             "other",
             CheckConfig::default(),
             vec![Server::new(Arc::clone(&r1), true)],
@@ -285,7 +286,7 @@ mod tests {
             now,
             SystemTime::now(),
         ));
-        let reg = Registry::new(vec![Frontend::new(
+        let reg = Registry::new(vec![CheckedFrontend::new(
             "maas",
             CheckConfig::default(),
             vec![Server::new(ok, true), Server::new(bad, true)],

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CheckKind;
 use crate::passive::DownReason;
-use crate::registry::{Frontend, Server};
+use crate::registry::{CheckedFrontend, Server};
 use crate::state::{Admin, Health};
 
 /// One frontend in `/status`.
@@ -198,8 +198,8 @@ pub struct ServerCountersStatus {
     pub sessions_cut: u64,
 }
 
-impl From<&Frontend> for FrontendHealth {
-    fn from(f: &Frontend) -> Self {
+impl From<&CheckedFrontend> for FrontendHealth {
+    fn from(f: &CheckedFrontend) -> Self {
         let c = &f.check;
         FrontendHealth {
             name: f.name.clone(),
@@ -371,7 +371,7 @@ mod tests {
         for _ in 0..10 {
             r1.observe_error(ProxyError::Refused);
         }
-        let f = Frontend::new("maas", CheckConfig::default(), vec![Server::new(r1, true)]);
+        let f = CheckedFrontend::new("maas", CheckConfig::default(), vec![Server::new(r1, true)]);
         let health = FrontendHealth::from(&f);
         assert!(health.servers[0].last_check.is_some());
         assert!(health.servers[0].last_ejection.is_some());

@@ -67,7 +67,7 @@ struct Scrape {
     /// Proxy frontends (connection and HTTP counters).
     proxies: Arc<Vec<Arc<lb::Frontend>>>,
     /// Frontends as the health checks see them (server states and counters).
-    checked: Arc<Vec<Arc<healthcheck::Frontend>>>,
+    checked: Arc<Vec<Arc<healthcheck::CheckedFrontend>>>,
     /// VRRP instances.
     vrrp: Vec<vrrp::InstanceStatus>,
     /// `[[announce]]` blocks.
@@ -737,7 +737,7 @@ pub(super) mod tests {
         let r1 = Arc::new(ServerState::new("r1", addr("10.0.0.11:5240"), false));
         let r2 = Arc::new(ServerState::new("r\"2\\", addr("10.0.0.12:5240"), false));
         let states = vec![r1, r2];
-        let checked = healthcheck::Frontend::new(
+        let checked = healthcheck::CheckedFrontend::new(
             "maas",
             CheckConfig::default(),
             states
