@@ -60,7 +60,8 @@ pub enum FrrError {
 }
 
 /// What bgpd does with one VIP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RouteStatus {
     /// bgpd has a locally sourced path (from the VIP interface) for it.
     pub local: bool,
@@ -122,7 +123,8 @@ pub fn parse_route(json: &str) -> Result<RouteStatus, serde_json::Error> {
 }
 
 /// One BGP session as `show bgp summary json` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Peer {
     /// Address (or interface, for unnumbered peers).
     pub peer: String,

@@ -2,8 +2,9 @@
 //! `GET /metrics` (OpenMetrics text for Prometheus), `POST /servers/{frontend}/{server}/
 //! {drain,disable,enable}` and `POST /announce/{name}/{withdraw,announce}`.
 //!
-//! A thin hyper wrapper: `/status` is built by the `healthcheck` crate (where it is unit-tested)
-//! with the proxy's and VRRP's counters added here; `/metrics` by [`metrics`]. To add an
+//! A thin hyper wrapper: `/status` is a [`crate::status::Status`], whose frontends the
+//! `healthcheck` crate builds (where they are unit-tested) and whose proxy counters, VRRP
+//! instances and announce blocks are added here; `/metrics` by [`metrics`]. To add an
 //! endpoint, add a line to [`ROUTES`]: `{name}` segments are captured in order (percent-decoded)
 //! into the handler's `params`. A path that matches no route answers 404; one that matches only
 //! with another method answers 405 with an `Allow` header. With a token configured, every
@@ -13,7 +14,6 @@
 mod metrics;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -36,6 +36,9 @@ use tracing::{debug, info, warn};
 
 use healthcheck::{Admin, Registry};
 
+use crate::announce::AnnounceBoard;
+use crate::status::{FrontendStatus, ProxyCounters, Status, VrrpStatus};
+
 /// Most admin connections served at once. One more is accepted by closing the oldest that
 /// has not sent its request head yet; while every one is busy answering, it waits.
 const MAX_CONNECTIONS: usize = 64;
@@ -44,7 +47,8 @@ const MAX_CONNECTIONS: usize = 64;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the endpoint reads and acts on. The daemon swaps `frontends` on reload; the registry
-/// swaps its own frontends.
+/// swaps its own frontends; the VRRP instances and `[[announce]]` blocks publish on their
+/// boards.
 pub(crate) struct AdminContext {
     /// Servers: state, counters, health checks.
     pub(crate) registry: Arc<Registry>,
@@ -52,6 +56,10 @@ pub(crate) struct AdminContext {
     pub(crate) frontends: ArcSwap<Vec<Arc<lb::Frontend>>>,
     /// `[admin] token`: required as `Authorization: Bearer <token>` when set.
     pub(crate) token: Option<String>,
+    /// Where the VRRP instances publish their status.
+    pub(crate) vrrp: vrrp::StatusBoard,
+    /// The `[[announce]]` blocks: their status, and their admin actions.
+    pub(crate) announce: AnnounceBoard,
 }
 
 type Body = Full<Bytes>;
@@ -372,170 +380,31 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
 }
 
 fn status(c: &Call<'_>) -> Response<Body> {
-    let body = serde_json::to_string_pretty(&status_view(c.ctx))
+    let body = serde_json::to_string_pretty(&status_of(c.ctx))
         .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string());
     json_response(StatusCode::OK, body)
 }
 
 /// `GET /status`: the registry's view of frontends and servers (in config order, fields in
-/// a fixed order), each frontend with the proxy's counters added, and the VRRP instances.
-#[derive(Debug, Serialize)]
-struct StatusView {
-    frontends: Vec<FrontendView>,
-    vrrp: Vec<VrrpView>,
-    /// `[[announce]]` blocks: announced or withdrawn, why, since when, what FRR says.
-    announce: Vec<crate::announce::AnnounceStatus>,
-}
-
-/// One frontend in `/status`.
-#[derive(Debug, Serialize)]
-struct FrontendView {
-    #[serde(flatten)]
-    status: healthcheck::registry::FrontendStatus,
-    /// The proxy's counters; absent while the proxy has no frontend of that name (a reload
-    /// in progress).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    counters: Option<ProxyCounters>,
-}
-
-/// A frontend's connection counters in `/status` (see [`lb::FrontendCounters`]).
-#[derive(Debug, Serialize)]
-struct ProxyCounters {
-    current: u64,
-    total: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    no_server: u64,
-    /// Given up because this host stayed out of descriptors, memory or local ports.
-    local_shortage: u64,
-    connect_failed: u64,
-    retries: u64,
-    redispatches: u64,
-    /// http mode.
-    requests: u64,
-    /// http mode: responses by status class, "1xx" .. "5xx", "other".
-    responses: BTreeMap<&'static str, u64>,
-}
-
-fn status_view(ctx: &AdminContext) -> StatusView {
+/// a fixed order), each frontend with the proxy's counters added, and the VRRP instances and
+/// `[[announce]]` blocks.
+fn status_of(ctx: &AdminContext) -> Status {
     let proxies = ctx.frontends.load();
-    StatusView {
+    Status {
         frontends: ctx
             .registry
             .status()
-            .frontends
             .into_iter()
-            .map(|status| FrontendView {
+            .map(|health| FrontendStatus {
                 counters: proxies
                     .iter()
-                    .find(|p| *p.name == *status.name)
+                    .find(|p| *p.name == *health.name)
                     .map(|p| ProxyCounters::from(&p.counters)),
-                status,
+                health,
             })
             .collect(),
-        vrrp: vrrp::status().iter().map(VrrpView::from).collect(),
-        announce: crate::announce::status(),
-    }
-}
-
-impl From<&lb::FrontendCounters> for ProxyCounters {
-    fn from(c: &lb::FrontendCounters) -> Self {
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        ProxyCounters {
-            current: get(&c.current),
-            total: get(&c.total),
-            bytes_in: get(&c.bytes_in),
-            bytes_out: get(&c.bytes_out),
-            no_server: get(&c.no_server),
-            local_shortage: get(&c.local_shortage),
-            connect_failed: get(&c.connect_failed),
-            retries: get(&c.retries),
-            redispatches: get(&c.redispatches),
-            requests: get(&c.requests),
-            responses: ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
-                .into_iter()
-                .zip(c.responses.iter().map(get))
-                .collect(),
-        }
-    }
-}
-
-/// One VRRP instance in `/status`.
-#[derive(Debug, Serialize)]
-struct VrrpView {
-    name: String,
-    interface: String,
-    vrid: u8,
-    /// "INIT", "BACKUP", "MASTER" or "FAULT" (as keepalived and `/metrics` name them).
-    state: &'static str,
-    /// Effective priority (configured plus track weights).
-    priority: u8,
-    /// Priority as configured.
-    configured_priority: u8,
-    adverts_sent: u64,
-    adverts_received: u64,
-    /// Dropped packets by reason (every reason, zeros included).
-    rejected: BTreeMap<&'static str, u64>,
-    vip_mismatch: u64,
-    became_master: u64,
-    /// State changes by the state entered (every state, zeros included).
-    transitions: BTreeMap<&'static str, u64>,
-    /// auth_hmac settings and counters; `null` when it is off. Its drops are in `rejected`
-    /// (`hmac_missing`, `hmac_bad`, `hmac_replay`, ...).
-    auth_hmac: Option<HmacView>,
-}
-
-/// An instance's auth_hmac in `/status`: never a key, only ids.
-#[derive(Debug, Serialize)]
-struct HmacView {
-    mode: &'static str,
-    active_key: u8,
-    key_ids: Vec<u8>,
-    /// "time" or "monotonic".
-    anti_replay: &'static str,
-    /// Time mode: the freshness window, seconds.
-    time_window_secs: Option<u32>,
-    /// Adverts accepted without a trailer (receive-only, permissive: a host not signing yet).
-    unsigned_accepted: u64,
-    /// Adverts accepted with a clock skew past half the window (NTP?).
-    clock_skew_high: u64,
-}
-
-impl From<&vrrp::InstanceStatus> for VrrpView {
-    fn from(i: &vrrp::InstanceStatus) -> Self {
-        VrrpView {
-            name: i.name.clone(),
-            interface: i.interface.clone(),
-            vrid: i.vrid,
-            state: i.state.as_str(),
-            priority: i.priority,
-            configured_priority: i.configured_priority,
-            adverts_sent: i.stats.tx,
-            adverts_received: i.stats.rx_ok,
-            rejected: vrrp::machine::Reject::ALL
-                .iter()
-                .map(|r| (r.as_str(), i.stats.rejected(*r)))
-                .collect(),
-            vip_mismatch: i.stats.vip_mismatch,
-            became_master: i.stats.became_master(),
-            transitions: vrrp::machine::State::ALL
-                .iter()
-                .map(|st| (st.as_str(), i.stats.transitions[st.index()]))
-                .collect(),
-            auth_hmac: i.auth_hmac.as_ref().map(|h| HmacView {
-                mode: h.mode.as_str(),
-                active_key: h.active_key,
-                key_ids: h.key_ids.clone(),
-                anti_replay: if h.time_window.is_some() {
-                    "time"
-                } else {
-                    "monotonic"
-                },
-                time_window_secs: h.time_window,
-                unsigned_accepted: i.stats.hmac_unsigned,
-                clock_skew_high: i.stats.hmac_skew_high,
-            }),
-        }
+        vrrp: ctx.vrrp.instances().iter().map(VrrpStatus::from).collect(),
+        announce: ctx.announce.status(),
     }
 }
 
@@ -576,7 +445,7 @@ fn announce_action(c: &Call<'_>, action: &'static str, withdrawn: bool) -> Respo
     let [name] = c.params.as_slice() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "route without a name");
     };
-    if !crate::announce::set_admin_withdrawn(name, withdrawn) {
+    if !c.ctx.announce.set_admin_withdrawn(name, withdrawn) {
         return error(
             StatusCode::NOT_FOUND,
             &format!("no announce block `{name}`"),
@@ -666,7 +535,7 @@ fn error(code: StatusCode, msg: &str) -> Response<Body> {
 mod tests {
     use std::net::SocketAddr;
 
-    use healthcheck::{CheckConfig, Frontend, Health, Server, ServerState};
+    use healthcheck::{CheckConfig, CheckedFrontend, Health, Server, ServerState};
     use http_body_util::BodyExt as _;
     use serde_json::Value;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -695,7 +564,7 @@ mod tests {
                 false,
             )),
         ];
-        let registry = Arc::new(Registry::new(vec![Frontend::new(
+        let registry = Arc::new(Registry::new(vec![CheckedFrontend::new(
             "maas",
             CheckConfig::default(),
             states
@@ -707,6 +576,8 @@ mod tests {
             registry,
             frontends: ArcSwap::from_pointee(vec![lb_frontend("maas", &states)]),
             token: token.map(String::from),
+            vrrp: vrrp::StatusBoard::new(),
+            announce: AnnounceBoard::default(),
         };
         (ctx, states)
     }
@@ -874,6 +745,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_status_document_reads_back_as_a_status() {
+        let (ctx, states) = context(None);
+        states[0].set_health(Health::Down);
+        states[1].counters.total.fetch_add(5, Ordering::Relaxed);
+        ctx.frontends.load()[0]
+            .counters
+            .total
+            .fetch_add(5, Ordering::Relaxed);
+        let text = body(call(&ctx, Method::GET, "/status", None)).await;
+        let st: Status = serde_json::from_str(&text).expect("a Status");
+        assert_eq!(st.frontends[0].health.servers[0].state, "down");
+        assert_eq!(st.frontends[0].health.servers[1].counters.total, 5);
+        assert_eq!(st.frontends[0].counters.as_ref().map(|c| c.total), Some(5));
+        assert_eq!(
+            serde_json::to_string_pretty(&st).expect("serializes"),
+            text,
+            "nothing lost or reordered on the way back"
+        );
+    }
+
+    #[tokio::test]
     async fn metrics_endpoint() {
         let (ctx, states) = context(None);
         states[0].counters.total.fetch_add(11, Ordering::Relaxed);
@@ -900,87 +792,6 @@ mod tests {
         let r = call(&ctx, Method::POST, "/metrics", None);
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
-    }
-
-    #[test]
-    fn vrrp_view() {
-        let mut stats = vrrp::machine::Stats {
-            tx: 7,
-            rx_ok: 2,
-            transitions: [0, 1, 1, 0],
-            ..Default::default()
-        };
-        stats.rejected[vrrp::machine::Reject::Ttl as usize] = 4;
-        let i = vrrp::InstanceStatus {
-            name: "maas_region".into(),
-            interface: "eth0".into(),
-            vrid: 51,
-            state: vrrp::machine::State::Initialize,
-            priority: 80,
-            configured_priority: 100,
-            stats,
-            auth_hmac: None,
-        };
-        let v = json!(VrrpView::from(&i));
-        assert_eq!(v["name"], "maas_region");
-        assert_eq!(v["interface"], "eth0");
-        assert_eq!(v["vrid"], 51);
-        assert_eq!(v["state"], "INIT", "keepalived's name, as in /metrics");
-        assert_eq!(v["priority"], 80);
-        assert_eq!(v["configured_priority"], 100);
-        assert_eq!(v["adverts_sent"], 7);
-        assert_eq!(v["adverts_received"], 2);
-        assert_eq!(v["became_master"], 1);
-        assert_eq!(v["transitions"]["MASTER"], 1);
-        assert_eq!(v["transitions"]["FAULT"], 0);
-        assert_eq!(v["rejected"]["ttl"], 4);
-        assert_eq!(v["rejected"]["auth_pass"], 0);
-        assert_eq!(
-            v["rejected"].as_object().map(|m| m.len()),
-            Some(vrrp::machine::Reject::ALL.len())
-        );
-        assert_eq!(v["rejected"]["hmac_bad"], 0);
-        assert!(v["auth_hmac"].is_null());
-    }
-
-    #[test]
-    fn vrrp_view_with_auth_hmac() {
-        use vrrp::machine::Reject;
-        let mut stats = vrrp::machine::Stats {
-            hmac_unsigned: 5,
-            hmac_skew_high: 1,
-            ..Default::default()
-        };
-        stats.rejected[Reject::HmacBad as usize] = 2;
-        stats.rejected[Reject::HmacReplay as usize] = 3;
-        stats.rejected[Reject::HmacMissing as usize] = 4;
-        let i = vrrp::InstanceStatus {
-            name: "maas_region".into(),
-            interface: "eth0".into(),
-            vrid: 51,
-            state: vrrp::machine::State::Backup,
-            priority: 100,
-            configured_priority: 100,
-            stats,
-            auth_hmac: Some(vrrp::auth_hmac::Summary {
-                mode: vrrp::auth_hmac::Mode::Permissive,
-                active_key: 2,
-                key_ids: vec![1, 2],
-                time_window: Some(5),
-            }),
-        };
-        let v = json!(VrrpView::from(&i));
-        assert_eq!(v["rejected"]["hmac_bad"], 2);
-        assert_eq!(v["rejected"]["hmac_replay"], 3);
-        assert_eq!(v["rejected"]["hmac_missing"], 4);
-        assert_eq!(
-            v["auth_hmac"],
-            json!({
-                "mode": "permissive", "active_key": 2, "key_ids": [1, 2],
-                "anti_replay": "time", "time_window_secs": 5,
-                "unsigned_accepted": 5, "clock_skew_high": 1
-            })
-        );
     }
 
     #[test]

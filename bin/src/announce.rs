@@ -15,13 +15,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use announce::{Action, AnnounceConfig, Announcer, LinkError, Peer, RouteStatus, VipLink};
+use announce::{Action, AnnounceConfig, Announcer, LinkError, VipLink};
 use anyhow::Context;
 use healthcheck::registry::Registry;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn, Instrument as _};
+
+use crate::status::{AnnounceStatus, FrrStatus, LinkStatus};
 
 /// How often the tracked frontends' health is read (health checks run every few seconds).
 const HEALTH_POLL: Duration = Duration::from_millis(100);
@@ -30,95 +31,66 @@ const RECONCILE: Duration = Duration::from_secs(1);
 /// How often FRR is asked what it does with the VIPs (status only).
 const FRR_POLL: Duration = Duration::from_secs(5);
 
-/// One block as `/status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct AnnounceStatus {
-    pub(crate) name: String,
-    pub(crate) interface: String,
-    pub(crate) vips: Vec<String>,
-    /// "announced" or "withdrawn".
-    pub(crate) state: announce::State,
-    /// Why, as a sentence.
-    pub(crate) reason: String,
-    /// Why, as data (`kind` and the frontend or script).
-    pub(crate) why: announce::Reason,
-    /// When the state last changed (RFC 3339, UTC; the start if never).
-    pub(crate) since: String,
-    /// Seconds since then.
-    pub(crate) for_seconds: f64,
-    pub(crate) announcements: u64,
-    pub(crate) withdrawals: u64,
-    /// What the kernel shows of the VIP interface: carrier on means offered to FRR.
-    pub(crate) link: Option<LinkView>,
-    /// What FRR (bgpd) does with the VIPs, when vtysh could be read.
-    pub(crate) frr: Option<FrrView>,
-    /// Why FRR could not be read, if it could not.
-    pub(crate) frr_error: Option<String>,
+/// Where the running blocks publish their status and take the admin endpoint's actions.
+/// The daemon makes one and hands it to each block it starts and to the admin endpoint.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AnnounceBoard {
+    /// Every block's status, in start order: read by `/status` and `/metrics`.
+    status: Arc<Mutex<Vec<AnnounceStatus>>>,
+    /// The command channel of every running block, by name.
+    control: Arc<Mutex<Vec<Control>>>,
 }
 
-/// The VIP interface in `/status`.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct LinkView {
-    pub(crate) up: bool,
-    pub(crate) carrier: bool,
-    /// VIPs missing from the interface (removed by hand; put back at the next announcement).
-    pub(crate) missing: Vec<String>,
-}
+/// A running block's name and command channel.
+type Control = (String, mpsc::UnboundedSender<Cmd>);
 
-/// What vtysh said.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct FrrView {
-    /// Per VIP: bgpd's path for it and the peers it was advertised to.
-    pub(crate) routes: BTreeMap<String, RouteStatus>,
-    /// The BGP sessions.
-    pub(crate) peers: Vec<Peer>,
-    /// When this was read (RFC 3339).
-    pub(crate) read_at: String,
-}
+impl AnnounceBoard {
+    /// A copy of every block's status.
+    pub(crate) fn status(&self) -> Vec<AnnounceStatus> {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 
-/// Every block's status, in start order: read by `/status` and `/metrics`.
-static STATUS: Mutex<Vec<AnnounceStatus>> = Mutex::new(Vec::new());
+    /// An operator's word on block `name`: hold its VIPs withdrawn (`true`) or release them.
+    /// Returns whether a block of that name runs. The hold lasts until released or until the
+    /// block restarts (a changed block on reload, or the daemon).
+    pub(crate) fn set_admin_withdrawn(&self, name: &str, withdrawn: bool) -> bool {
+        let Ok(all) = self.control.lock() else {
+            return false;
+        };
+        all.iter()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, tx)| tx.send(Cmd::Admin(withdrawn)).is_ok())
+    }
 
-/// A copy of every block's status.
-pub(crate) fn status() -> Vec<AnnounceStatus> {
-    STATUS.lock().map(|s| s.clone()).unwrap_or_default()
-}
-
-/// The command channel of every running block, by name: the admin endpoint's actions.
-static CONTROL: Mutex<Vec<(String, mpsc::UnboundedSender<Cmd>)>> = Mutex::new(Vec::new());
-
-/// An operator's word on block `name`: hold its VIPs withdrawn (`true`) or release them.
-/// Returns whether a block of that name runs. The hold lasts until released or until the
-/// block restarts (a changed block on reload, or the daemon).
-pub(crate) fn set_admin_withdrawn(name: &str, withdrawn: bool) -> bool {
-    let Ok(all) = CONTROL.lock() else {
-        return false;
-    };
-    all.iter()
-        .find(|(n, _)| n == name)
-        .is_some_and(|(_, tx)| tx.send(Cmd::Admin(withdrawn)).is_ok())
-}
-
-fn publish(st: AnnounceStatus) {
-    if let Ok(mut all) = STATUS.lock() {
-        match all.iter_mut().find(|s| s.name == st.name) {
-            Some(s) => *s = st,
-            None => all.push(st),
+    fn publish(&self, st: AnnounceStatus) {
+        if let Ok(mut all) = self.status.lock() {
+            match all.iter_mut().find(|s| s.name == st.name) {
+                Some(s) => *s = st,
+                None => all.push(st),
+            }
         }
     }
-}
 
-fn unpublish(name: &str) {
-    if let Ok(mut all) = STATUS.lock() {
-        all.retain(|s| s.name != name);
+    fn unpublish(&self, name: &str) {
+        if let Ok(mut all) = self.status.lock() {
+            all.retain(|s| s.name != name);
+        }
     }
-}
 
-/// Drops the admin endpoint's sender of block `name`, so that the task sees its channel
-/// close once the daemon drops its own.
-fn unregister(name: &str) {
-    if let Ok(mut all) = CONTROL.lock() {
-        all.retain(|(n, _)| n != name);
+    /// Makes block `name` reachable by [`AnnounceBoard::set_admin_withdrawn`] through `tx`.
+    fn register(&self, name: String, tx: mpsc::UnboundedSender<Cmd>) {
+        if let Ok(mut all) = self.control.lock() {
+            all.retain(|(n, _)| *n != name);
+            all.push((name, tx));
+        }
+    }
+
+    /// Drops the admin endpoint's sender of block `name`, so that the task sees its channel
+    /// close once the daemon drops its own.
+    fn unregister(&self, name: &str) {
+        if let Ok(mut all) = self.control.lock() {
+            all.retain(|(n, _)| n != name);
+        }
     }
 }
 
@@ -127,6 +99,7 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+#[derive(Debug)]
 enum Cmd {
     /// Withdraw, answer when the listeners may close.
     Drain(oneshot::Sender<()>),
@@ -139,14 +112,17 @@ pub(crate) struct AnnounceRt {
     pub(crate) cfg: AnnounceConfig,
     cmd: mpsc::UnboundedSender<Cmd>,
     task: JoinHandle<Result<(), LinkError>>,
+    /// Where it publishes its status and is registered for admin actions.
+    board: AnnounceBoard,
 }
 
 impl AnnounceRt {
-    /// Creates the VIP interface (withdrawn) and starts deciding. Call once the listeners are
-    /// bound: the machine counts them ready.
+    /// Creates the VIP interface (withdrawn) and starts deciding, publishing on `board`. Call
+    /// once the listeners are bound: the machine counts them ready.
     pub(crate) async fn start(
         cfg: AnnounceConfig,
         registry: &Arc<Registry>,
+        board: &AnnounceBoard,
     ) -> anyhow::Result<AnnounceRt> {
         let name = cfg.name.get_ref().clone();
         let link = VipLink::create(cfg.interface.get_ref(), cfg.vips())
@@ -156,12 +132,16 @@ impl AnnounceRt {
             "VIP interface created (withdrawn)");
         let (tx, rx) = mpsc::unbounded_channel();
         let span = tracing::info_span!("announce", name = %name);
-        let task = tokio::spawn(drive(cfg.clone(), link, registry.clone(), rx).instrument(span));
-        if let Ok(mut all) = CONTROL.lock() {
-            all.retain(|(n, _)| *n != name);
-            all.push((name, tx.clone()));
-        }
-        Ok(AnnounceRt { cfg, cmd: tx, task })
+        let task = tokio::spawn(
+            drive(cfg.clone(), link, registry.clone(), board.clone(), rx).instrument(span),
+        );
+        board.register(name, tx.clone());
+        Ok(AnnounceRt {
+            cfg,
+            cmd: tx,
+            task,
+            board: board.clone(),
+        })
     }
 
     /// Withdraws the VIPs for good; resolves once `drain_delay` has passed since the
@@ -185,7 +165,7 @@ impl AnnounceRt {
     /// Stops the task and deletes the VIP interface (the VIPs leave this host).
     pub(crate) async fn stop(self) -> Result<(), String> {
         let name = self.cfg.name.get_ref().clone();
-        unregister(&name);
+        self.board.unregister(&name);
         drop(self.cmd);
         let mut task = self.task;
         let r = match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
@@ -198,7 +178,7 @@ impl AnnounceRt {
                 Err("did not stop within 5s; aborted".to_string())
             }
         };
-        unpublish(&name);
+        self.board.unpublish(&name);
         r
     }
 }
@@ -231,6 +211,7 @@ async fn drive(
     cfg: AnnounceConfig,
     link: VipLink,
     registry: Arc<Registry>,
+    board: AnnounceBoard,
     mut cmd: mpsc::UnboundedReceiver<Cmd>,
 ) -> Result<(), LinkError> {
     let start = Instant::now();
@@ -246,7 +227,7 @@ async fn drive(
         .collect();
     let mut m = Announcer::new(cfg.timings(), frontends.clone(), scripts.clone(), start);
     let (script_tx, mut script_rx) = mpsc::channel(16);
-    let frr: Arc<Mutex<(Option<FrrView>, Option<String>)>> = Arc::default();
+    let frr: Arc<Mutex<(Option<FrrStatus>, Option<String>)>> = Arc::default();
     let mut background = Aborting(
         cfg.track_script
             .iter()
@@ -307,7 +288,7 @@ async fn drive(
             let now = Instant::now();
             let st = m.status();
             let (frr_view, frr_error) = frr.lock().map(|g| g.clone()).unwrap_or_default();
-            publish(AnnounceStatus {
+            board.publish(AnnounceStatus {
                 name: cfg.name.get_ref().clone(),
                 interface: link.name().to_string(),
                 vips: link.vips().iter().map(ToString::to_string).collect(),
@@ -392,9 +373,9 @@ fn frontend_fit(registry: &Registry, name: &str) -> bool {
 }
 
 /// The interface as the kernel shows it; `Err` only when it is gone (deleted by hand).
-async fn read_link(link: &VipLink) -> Result<Option<LinkView>, LinkError> {
+async fn read_link(link: &VipLink) -> Result<Option<LinkStatus>, LinkError> {
     match link.state().await {
-        Ok(s) => Ok(Some(LinkView {
+        Ok(s) => Ok(Some(LinkStatus {
             up: s.up,
             carrier: s.carrier,
             missing: s.missing.iter().map(ToString::to_string).collect(),
@@ -412,7 +393,7 @@ async fn read_link(link: &VipLink) -> Result<Option<LinkView>, LinkError> {
 
 /// Asks FRR every [`FRR_POLL`] what it does with the VIPs; for status only, never for the
 /// decision (FRR may be down while this host is fit: its own problem to report).
-async fn poll_frr(cfg: AnnounceConfig, out: Arc<Mutex<(Option<FrrView>, Option<String>)>>) {
+async fn poll_frr(cfg: AnnounceConfig, out: Arc<Mutex<(Option<FrrStatus>, Option<String>)>>) {
     let v = cfg.vtysh();
     let mut tick = tokio::time::interval(FRR_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -446,7 +427,7 @@ async fn poll_frr(cfg: AnnounceConfig, out: Arc<Mutex<(Option<FrrView>, Option<S
             }
             last_error = err.clone();
         }
-        let view = err.is_none().then(|| FrrView {
+        let view = err.is_none().then(|| FrrStatus {
             routes,
             peers,
             read_at: rfc3339(SystemTime::now()),

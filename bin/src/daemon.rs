@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use healthcheck::registry::{Frontend as HealthFrontend, Registry, Server as HealthServer};
+use healthcheck::registry::{CheckedFrontend, Registry, Server as HealthServer};
 use healthcheck::ServerState;
 use lb::{Frontend, FrontendConfig, Workers};
 use tokio::net::TcpListener;
@@ -36,7 +36,7 @@ use tracing::{error, info, warn};
 use vrrp::ValidVrrp;
 
 use crate::admin::AdminContext;
-use crate::announce::AnnounceRt;
+use crate::announce::{AnnounceBoard, AnnounceRt};
 use config::{AdminConfig, Config};
 
 /// What the signal task asks of the daemon.
@@ -108,8 +108,12 @@ struct Daemon {
     registry: Arc<Registry>,
     checks: (watch::Sender<bool>, JoinHandle<()>),
     vrrp: HashMap<String, VrrpRt>,
+    /// Where the VRRP instances publish their status (read by the admin endpoint).
+    vrrp_status: vrrp::StatusBoard,
     /// `[[announce]]` blocks, in config order.
     announce: Vec<AnnounceRt>,
+    /// Where they publish their status and take admin actions.
+    announce_board: AnnounceBoard,
     admin: Option<AdminRt>,
 }
 
@@ -190,9 +194,9 @@ async fn server_states(cfg: &FrontendConfig, old: Option<&FrontendRt>) -> Vec<Ar
     states
 }
 
-fn health_frontend(cfg: &FrontendConfig, states: &[Arc<ServerState>]) -> HealthFrontend {
-    HealthFrontend::with_resolve_interval(
-        HealthFrontend::new(
+fn health_frontend(cfg: &FrontendConfig, states: &[Arc<ServerState>]) -> CheckedFrontend {
+    CheckedFrontend::with_resolve_interval(
+        CheckedFrontend::new(
             cfg.name.get_ref().clone(),
             cfg.check.clone(),
             states
@@ -245,23 +249,32 @@ fn bind_frontend(
     Ok((ls, dual))
 }
 
-fn spawn_vrrp(cfg: ValidVrrp, registry: &Arc<Registry>) -> VrrpRt {
+fn spawn_vrrp(cfg: ValidVrrp, registry: &Arc<Registry>, status: &vrrp::StatusBoard) -> VrrpRt {
     let (stop, rx) = watch::channel(false);
     let reg = registry.clone();
     let probe: vrrp::BackendsProbe = Arc::new(move |name: &str| reg.any_available(name));
     let (updates, updates_rx) = watch::channel(cfg.clone());
+    let run = vrrp::run_with_updates(cfg.clone(), probe, status.clone(), rx, updates_rx);
     VrrpRt {
-        task: tokio::spawn(vrrp::run_with_updates(cfg.clone(), probe, rx, updates_rx)),
+        task: tokio::spawn(run),
         cfg,
         stop,
         updates,
     }
 }
 
+/// What the admin endpoint reads besides the config: the registry and the proxy frontends,
+/// and the boards VRRP and the announce blocks publish on.
+struct AdminInputs<'a> {
+    registry: &'a Arc<Registry>,
+    frontends: Vec<Arc<Frontend>>,
+    vrrp: &'a vrrp::StatusBoard,
+    announce: &'a AnnounceBoard,
+}
+
 async fn spawn_admin(
     cfg: &AdminConfig,
-    registry: &Arc<Registry>,
-    frontends: Vec<Arc<Frontend>>,
+    inputs: AdminInputs<'_>,
 ) -> anyhow::Result<Option<AdminRt>> {
     if !cfg.enabled {
         return Ok(None);
@@ -273,9 +286,11 @@ async fn spawn_admin(
     info!(bind = %addr, "admin endpoint up");
     let (stop, rx) = watch::channel(false);
     let ctx = Arc::new(AdminContext {
-        registry: registry.clone(),
-        frontends: ArcSwap::from_pointee(frontends),
+        registry: inputs.registry.clone(),
+        frontends: ArcSwap::from_pointee(inputs.frontends),
         token: cfg.token.as_ref().map(|t| t.get_ref().clone()),
+        vrrp: inputs.vrrp.clone(),
+        announce: inputs.announce.clone(),
     });
     Ok(Some(AdminRt {
         cfg: cfg.clone(),
@@ -332,17 +347,33 @@ impl Daemon {
             );
         }
         let registry = Arc::new(Registry::new(health));
-        let admin = spawn_admin(&cfg.admin, &registry, fe_list(&frontends)).await?;
+        let vrrp_status = vrrp::StatusBoard::new();
+        let announce_board = AnnounceBoard::default();
+        let admin = spawn_admin(
+            &cfg.admin,
+            AdminInputs {
+                registry: &registry,
+                frontends: fe_list(&frontends),
+                vrrp: &vrrp_status,
+                announce: &announce_board,
+            },
+        )
+        .await?;
         let (checks_stop, rx) = watch::channel(false);
         let checks = (checks_stop, healthcheck::spawn(&registry, rx));
         let vrrp = vrrp_blocks
             .into_iter()
-            .map(|v| (v.name.get_ref().clone(), spawn_vrrp(v, &registry)))
+            .map(|v| {
+                (
+                    v.name.get_ref().clone(),
+                    spawn_vrrp(v, &registry, &vrrp_status),
+                )
+            })
             .collect();
         // Listeners are bound: the VIPs may be announced once their frontends are fit.
         let mut announce = Vec::new();
         for a in &cfg.announce {
-            announce.push(AnnounceRt::start(a.clone(), &registry).await?);
+            announce.push(AnnounceRt::start(a.clone(), &registry, &announce_board).await?);
         }
         info!(threads = workers.len(), "proxy threads up");
         Ok(Daemon {
@@ -354,7 +385,9 @@ impl Daemon {
             registry,
             checks,
             vrrp,
+            vrrp_status,
             announce,
+            announce_board,
             admin,
         })
     }
@@ -537,10 +570,16 @@ impl Daemon {
                     info!(instance = %name, why, "VRRP instance changed: restarting it");
                     stop_vrrp(&name, rt).await;
                     restarted += 1;
-                    next_vrrp.insert(name, spawn_vrrp(v.clone(), &self.registry));
+                    next_vrrp.insert(
+                        name,
+                        spawn_vrrp(v.clone(), &self.registry, &self.vrrp_status),
+                    );
                 }
                 None => {
-                    next_vrrp.insert(name, spawn_vrrp(v.clone(), &self.registry));
+                    next_vrrp.insert(
+                        name,
+                        spawn_vrrp(v.clone(), &self.registry, &self.vrrp_status),
+                    );
                 }
             }
         }
@@ -583,7 +622,13 @@ impl Daemon {
                 let _ = old.stop.send(true);
                 let _ = old.task.await;
             }
-            match spawn_admin(&new.admin, &self.registry, fe_list(&self.frontends)).await {
+            let inputs = AdminInputs {
+                registry: &self.registry,
+                frontends: fe_list(&self.frontends),
+                vrrp: &self.vrrp_status,
+                announce: &self.announce_board,
+            };
+            match spawn_admin(&new.admin, inputs).await {
                 Ok(a) => self.admin = a,
                 Err(e) => error!("{e:#}; the admin endpoint is off until the next reload"),
             }
@@ -601,7 +646,7 @@ impl Daemon {
     /// Starts a block during a reload; a failure (the interface name taken) is logged and
     /// the block stays off until the next reload.
     async fn start_announce(&mut self, a: &announce::AnnounceConfig) {
-        match AnnounceRt::start(a.clone(), &self.registry).await {
+        match AnnounceRt::start(a.clone(), &self.registry, &self.announce_board).await {
             Ok(rt) => self.announce.push(rt),
             Err(e) => error!("{e:#}; this block stays withdrawn until the next reload"),
         }

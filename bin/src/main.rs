@@ -15,6 +15,7 @@ mod daemon;
 mod demo;
 mod import_cmd;
 mod release_cmd;
+mod status;
 mod status_cmd;
 mod systemd;
 

@@ -2,16 +2,21 @@
 //! a human (or as the raw JSON with `--json`).
 //!
 //! A plain blocking HTTP/1.1 exchange over `std::net`: one request, `Connection: close`, read to
-//! the end. The table is built from the JSON leniently: a field a future (or older) daemon does
-//! not send shows as `-` instead of failing.
+//! the end. The answer is read into [`Status`], the type the daemon writes it from, which reads
+//! leniently: a field a future (or older) daemon does not send takes its default (a text shows
+//! as `-`) instead of failing, one it sends that this version does not know is ignored.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use healthcheck::status::ServerStatus;
 use serde_json::Value;
+
+use crate::status::{AnnounceStatus, Status, VrrpStatus};
 
 /// For the connect, and for each read and write.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,7 +32,7 @@ enum FetchError {
          (is maas-vip running, with [admin] enabled on this address?)"
     )]
     Connect {
-        /// Where we tried.
+        /// The address asked.
         addr: SocketAddr,
         /// The system's reason.
         #[source]
@@ -36,7 +41,7 @@ enum FetchError {
     /// The connection broke or timed out.
     #[error("talking to the admin endpoint at {addr}: {source}")]
     Io {
-        /// Where.
+        /// The address asked.
         addr: SocketAddr,
         /// The system's reason.
         #[source]
@@ -48,7 +53,7 @@ enum FetchError {
          (the daemon and this command must read the same [admin] token)"
     )]
     Unauthorized {
-        /// Where.
+        /// The address asked.
         addr: SocketAddr,
         /// Token missing or wrong.
         why: &'static str,
@@ -56,7 +61,7 @@ enum FetchError {
     /// Any other non-200 answer.
     #[error("the admin endpoint at {addr} answered {status}: {body}")]
     Status {
-        /// Where.
+        /// The address asked.
         addr: SocketAddr,
         /// The status line's code and reason.
         status: String,
@@ -66,7 +71,7 @@ enum FetchError {
     /// Not HTTP, or not what `/status` sends.
     #[error("the admin endpoint at {addr} sent a malformed answer: {what}")]
     Malformed {
-        /// Where.
+        /// The address asked.
         addr: SocketAddr,
         /// What was wrong.
         what: String,
@@ -92,14 +97,14 @@ pub(crate) fn status_command(admin: SocketAddr, token: Option<String>, json: boo
         }
         b
     } else {
-        match serde_json::from_str::<Value>(&body) {
+        match serde_json::from_str::<Status>(&body) {
             Ok(v) => render(&v, now_unix_ms()),
             Err(e) => {
                 eprintln!(
                     "maas-vip status: {}",
                     FetchError::Malformed {
                         addr,
-                        what: format!("/status is not JSON: {e}"),
+                        what: format!("/status is not a status document: {e}"),
                     }
                 );
                 return ExitCode::from(1);
@@ -264,15 +269,10 @@ fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The human view of a `/status` JSON document at wall-clock time `now_ms`.
-fn render(v: &Value, now_ms: u64) -> String {
+/// The human view of a `/status` document at wall-clock time `now_ms`.
+fn render(v: &Status, now_ms: u64) -> String {
     let mut out = String::new();
-    let frontends = v
-        .get("frontends")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if frontends.is_empty() {
+    if v.frontends.is_empty() {
         out.push_str("no frontends\n");
     } else {
         let mut rows = vec![row([
@@ -284,111 +284,96 @@ fn render(v: &Value, now_ms: u64) -> String {
             "CURRENT",
             "TOTAL",
         ])];
-        for f in frontends {
-            let fname = text(f, "name");
-            let servers = f
-                .get("servers")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            if servers.is_empty() {
+        for f in &v.frontends {
+            let fname = text(&f.health.name);
+            if f.health.servers.is_empty() {
                 rows.push(vec![fname.clone(), "(no servers)".into()]);
             }
-            for s in servers {
-                let mut state = text(s, "state");
-                if let Some(p) = s.get("progress").and_then(Value::as_str) {
+            for s in &f.health.servers {
+                let mut state = text(&s.state);
+                if let Some(p) = &s.progress {
                     let _ = write!(state, " ({p})");
-                } else if s.get("down_reason").and_then(Value::as_str) == Some("errors") {
-                    let why = s
-                        .get("last_ejection")
-                        .map_or("-".into(), |e| text(e, "detail"));
+                } else if s.down_reason.as_deref() == Some("errors") {
+                    let why = s.last_ejection.as_ref().map_or("-", |e| &e.detail);
                     let _ = write!(state, " ({why})");
                 }
                 // A postgres check's finding, which decides the state: `up, primary`.
-                if let Some(role) = s.get("role").and_then(Value::as_str) {
+                if let Some(role) = &s.role {
                     let _ = write!(state, ", {role}");
                 }
-                let resolution = s.get("resolution").filter(|r| r.is_object());
-                let mut address = text(s, "address");
-                if let Some(r) = resolution {
-                    match r.get("current_address").and_then(Value::as_str) {
+                let mut address = text(&s.address);
+                if let Some(r) = &s.resolution {
+                    match &r.current_address {
                         Some(a) => {
                             let _ = write!(address, " -> {a}");
                         }
                         None => address.push_str(" -> (none)"),
                     }
-                    if let Some(e) = r.get("last_error").and_then(Value::as_str) {
+                    if let Some(e) = &r.last_error {
                         let _ = write!(state, " ({e})");
                     }
                 }
                 rows.push(vec![
                     fname.clone(),
-                    text(s, "name"),
+                    text(&s.name),
                     address,
                     state,
                     last_check(s, now_ms),
-                    number(s.get("counters"), "current"),
-                    number(s.get("counters"), "total"),
+                    s.counters.current.to_string(),
+                    s.counters.total.to_string(),
                 ]);
             }
         }
         table(&mut out, &rows);
-        for f in frontends {
-            let up = number(Some(f), "servers_up");
-            let total = number(Some(f), "servers_total");
+        for f in &v.frontends {
             let _ = write!(
                 out,
-                "frontend {}: {up} of {total} servers take connections",
-                text(f, "name")
+                "frontend {}: {} of {} servers take connections",
+                text(&f.health.name),
+                f.health.servers_up,
+                f.health.servers_total
             );
-            if let Some(c) = f.get("counters") {
+            if let Some(c) = &f.counters {
                 let _ = write!(
                     out,
                     "; {} connections now, {} since start",
-                    number(Some(c), "current"),
-                    number(Some(c), "total")
+                    c.current, c.total
                 );
             }
             out.push('\n');
         }
     }
-    if let Some(instances) = v.get("vrrp").and_then(Value::as_array) {
-        out.push('\n');
-        if instances.is_empty() {
-            out.push_str("no VRRP instances\n");
-        } else {
-            let mut rows = vec![row([
-                "VRRP INSTANCE",
-                "INTERFACE",
-                "VRID",
-                "STATE",
-                "PRIORITY",
-                "ADVERTS SENT",
-                "RECEIVED",
-                "REJECTED",
-                "AUTH",
-            ])];
-            for i in instances {
-                rows.push(vec![
-                    text(i, "name"),
-                    text(i, "interface"),
-                    number(Some(i), "vrid"),
-                    text(i, "state"),
-                    priority(i),
-                    number(Some(i), "adverts_sent"),
-                    number(Some(i), "adverts_received"),
-                    rejected(i.get("rejected")),
-                    auth(i),
-                ]);
-            }
-            table(&mut out, &rows);
+    out.push('\n');
+    if v.vrrp.is_empty() {
+        out.push_str("no VRRP instances\n");
+    } else {
+        let mut rows = vec![row([
+            "VRRP INSTANCE",
+            "INTERFACE",
+            "VRID",
+            "STATE",
+            "PRIORITY",
+            "ADVERTS SENT",
+            "RECEIVED",
+            "REJECTED",
+            "AUTH",
+        ])];
+        for i in &v.vrrp {
+            rows.push(vec![
+                text(&i.name),
+                text(&i.interface),
+                i.vrid.to_string(),
+                text(&i.state),
+                priority(i),
+                i.adverts_sent.to_string(),
+                i.adverts_received.to_string(),
+                rejected(&i.rejected),
+                auth(i),
+            ]);
         }
+        table(&mut out, &rows);
     }
-    if let Some(blocks) = v
-        .get("announce")
-        .and_then(Value::as_array)
-        .filter(|b| !b.is_empty())
-    {
+    if !v.announce.is_empty() {
         out.push('\n');
         let mut rows = vec![row([
             "ANNOUNCE",
@@ -400,30 +385,15 @@ fn render(v: &Value, now_ms: u64) -> String {
             "TRANSITIONS",
             "FRR",
         ])];
-        for b in blocks {
-            let vips: Vec<&str> = b
-                .get("vips")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let since = match b.get("for_seconds").and_then(Value::as_f64) {
-                Some(s) => format!("{} ago", age((s * 1000.0) as u64)),
-                None => "-".into(),
-            };
+        for b in &v.announce {
             rows.push(vec![
-                text(b, "name"),
-                text(b, "interface"),
-                vips.join(","),
-                text(b, "state"),
-                since,
-                text(b, "reason"),
-                format!(
-                    "{} up, {} down",
-                    number(Some(b), "announcements"),
-                    number(Some(b), "withdrawals")
-                ),
+                text(&b.name),
+                text(&b.interface),
+                b.vips.join(","),
+                state_name(b.state).into(),
+                format!("{} ago", age((b.for_seconds * 1000.0) as u64)),
+                text(&b.reason),
+                format!("{} up, {} down", b.announcements, b.withdrawals),
                 frr_summary(b),
             ]);
         }
@@ -432,46 +402,37 @@ fn render(v: &Value, now_ms: u64) -> String {
     out
 }
 
+/// "announced" or "withdrawn", as `/status` writes them.
+fn state_name(s: announce::State) -> &'static str {
+    match s {
+        announce::State::Announced => "announced",
+        announce::State::Withdrawn => "withdrawn",
+    }
+}
+
 /// What FRR says of a block's VIPs: "advertised to 10.0.0.1; 1/1 sessions up", or why it
 /// could not be read.
-fn frr_summary(b: &Value) -> String {
-    let Some(frr) = b.get("frr").filter(|f| f.is_object()) else {
-        return match b.get("frr_error").and_then(Value::as_str) {
+fn frr_summary(b: &AnnounceStatus) -> String {
+    let Some(frr) = &b.frr else {
+        return match &b.frr_error {
             Some(e) => format!("unreadable: {e}"),
             None => "not read yet".into(),
         };
     };
     let mut to: Vec<&str> = Vec::new();
     let mut missing = 0;
-    for r in frr
-        .get("routes")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flat_map(|m| m.values())
-    {
-        let adv: Vec<&str> = r
-            .get("advertised_to")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if adv.is_empty() {
+    for r in frr.routes.values() {
+        if r.advertised_to.is_empty() {
             missing += 1;
         }
-        for a in adv {
-            if !to.contains(&a) {
+        for a in &r.advertised_to {
+            if !to.contains(&a.as_str()) {
                 to.push(a);
             }
         }
     }
-    let peers = frr.get("peers").and_then(Value::as_array);
-    let total = peers.map_or(0, Vec::len);
-    let up = peers
-        .into_iter()
-        .flatten()
-        .filter(|p| p.get("state").and_then(Value::as_str) == Some("Established"))
-        .count();
+    let total = frr.peers.len();
+    let up = frr.peers.iter().filter(|p| p.established()).count();
     let routes = if to.is_empty() {
         "not advertised".to_string()
     } else if missing > 0 {
@@ -511,52 +472,36 @@ fn table(out: &mut String, rows: &[Vec<String>]) {
     }
 }
 
-/// A string field, or `-`.
-fn text(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or("-").to_owned()
+/// A string field, or `-` when it is empty (not sent).
+fn text(v: &str) -> String {
+    if v.is_empty() { "-" } else { v }.to_owned()
 }
 
 /// The effective priority, followed by the configured one when track weights moved it:
 /// "130 (configured 150)".
-fn priority(i: &Value) -> String {
-    let effective = number(Some(i), "priority");
-    let configured = number(Some(i), "configured_priority");
-    if configured == "-" || configured == effective {
-        effective
+fn priority(i: &VrrpStatus) -> String {
+    if i.configured_priority == i.priority {
+        i.priority.to_string()
     } else {
-        format!("{effective} (configured {configured})")
-    }
-}
-
-/// A number field, or `-`.
-fn number(v: Option<&Value>, key: &str) -> String {
-    match v.and_then(|v| v.get(key)) {
-        Some(Value::Number(n)) => n.to_string(),
-        _ => "-".to_owned(),
+        format!("{} (configured {})", i.priority, i.configured_priority)
     }
 }
 
 /// "ok: HTTP status 200 in 1.5ms, 2s ago", "not checked", or "-" before the first check.
-fn last_check(s: &Value, now_ms: u64) -> String {
-    if s.get("check").and_then(Value::as_bool) == Some(false) {
+fn last_check(s: &ServerStatus, now_ms: u64) -> String {
+    if !s.check {
         return "not checked".into();
     }
-    let Some(c) = s.get("last_check").filter(|c| c.is_object()) else {
+    let Some(c) = &s.last_check else {
         return "-".into();
     };
-    let verdict = match c.get("passed").and_then(Value::as_bool) {
-        Some(true) => "ok",
-        Some(false) => "failed",
-        None => "?",
-    };
-    let mut out = format!("{verdict}: {}", text(c, "detail"));
-    if let Some(ms) = c.get("duration_ms").and_then(Value::as_f64) {
-        let _ = write!(out, " in {}", millis(ms));
-    }
-    if let Some(at) = c.get("at_unix_ms").and_then(Value::as_u64) {
-        let _ = write!(out, ", {} ago", age(now_ms.saturating_sub(at)));
-    }
-    out
+    let verdict = if c.passed { "ok" } else { "failed" };
+    format!(
+        "{verdict}: {} in {}, {} ago",
+        text(&c.detail),
+        millis(c.duration_ms),
+        age(now_ms.saturating_sub(c.at_unix_ms))
+    )
 }
 
 /// 0.4ms, 12.5ms, 1.25s.
@@ -581,33 +526,23 @@ fn age(ms: u64) -> String {
 }
 
 /// auth_hmac as `hmac MODE key N`, with the unsigned adverts taken if any; `-` without it.
-fn auth(i: &Value) -> String {
-    let Some(h) = i.get("auth_hmac").filter(|h| h.is_object()) else {
+fn auth(i: &VrrpStatus) -> String {
+    let Some(h) = &i.auth_hmac else {
         return "-".into();
     };
-    let mut out = format!(
-        "hmac {} key {}",
-        text(h, "mode"),
-        number(Some(h), "active_key")
-    );
-    if let Some(n) = h
-        .get("unsigned_accepted")
-        .and_then(Value::as_u64)
-        .filter(|n| *n > 0)
-    {
-        out.push_str(&format!(", unsigned={n}"));
+    let mut out = format!("hmac {} key {}", text(&h.mode), h.active_key);
+    if h.unsigned_accepted > 0 {
+        let _ = write!(out, ", unsigned={}", h.unsigned_accepted);
     }
     out
 }
 
 /// Non-zero rejection counters as `reason=n`, or `0`.
-fn rejected(v: Option<&Value>) -> String {
-    let Some(m) = v.and_then(Value::as_object) else {
-        return "-".into();
-    };
+fn rejected(m: &BTreeMap<String, u64>) -> String {
     let parts: Vec<String> = m
         .iter()
-        .filter_map(|(k, n)| n.as_u64().filter(|n| *n > 0).map(|n| format!("{k}={n}")))
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
         .collect();
     if parts.is_empty() {
         "0".into()
@@ -621,6 +556,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A `/status` document written as JSON, read as `maas-vip status` reads it.
+    fn doc(v: Value) -> Status {
+        serde_json::from_value(v).expect("reads as a Status")
+    }
 
     #[test]
     fn response_parsing() {
@@ -691,12 +631,14 @@ mod tests {
                 ]
             }]
         });
-        let got = render(&v, 0);
+        let got = render(&doc(v), 0);
         let want = "\
 FRONTEND  SERVER  ADDRESS                                    STATE                                         LAST CHECK  CURRENT  TOTAL
 maas      r1      maas-api-1.example:5240 -> 10.0.0.11:5240  up                                            -           0        5
 maas      r2      nosuch.example:5240 -> (none)              down (unresolved: Name or service not known)  -           0        0
 frontend maas: 1 of 2 servers take connections
+
+no VRRP instances
 ";
         assert_eq!(got, want, "\n{got}");
     }
@@ -752,7 +694,7 @@ frontend maas: 1 of 2 servers take connections
                     "unsigned_accepted": 7 }
             }]
         });
-        let got = render(&v, now);
+        let got = render(&doc(v), now);
         let want = "\
 FRONTEND  SERVER      ADDRESS         STATE                                                   LAST CHECK                                      CURRENT  TOTAL
 maas      maas-api-1  10.0.0.11:5240  up                                                      ok: HTTP status 200 in 1.5ms, 2s ago            3        1200
@@ -781,7 +723,7 @@ maas_backup    eth1       52    BACKUP  80 (configured 100)  0             40   
             "announcements": 0, "withdrawals": 0, "frr": null,
             "frr_error": "running vtysh: No such file or directory"
         }]});
-        let got = render(&v, now);
+        let got = render(&doc(v), now);
         assert!(
             got.ends_with("\
 ANNOUNCE  INTERFACE  VIPS           STATE      SINCE      WHY                              TRANSITIONS   FRR
@@ -799,7 +741,7 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
             "role": "standby",
             "last_check": { "passed": false, "detail": "standby (in recovery)" }
         }]}]});
-        let got = render(&v, 0);
+        let got = render(&doc(v), 0);
         assert!(
             got.contains("down, standby  failed: standby (in recovery)"),
             "{got}"
@@ -808,14 +750,16 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
 
     #[test]
     fn table_tolerates_missing_fields() {
-        let got = render(&json!({}), 0);
-        assert_eq!(got, "no frontends\n");
+        let got = render(&doc(json!({})), 0);
+        assert_eq!(got, "no frontends\n\nno VRRP instances\n");
         let got = render(
-            &json!({ "frontends": [{ "name": "x", "servers": [{ "name": "a" }] }], "vrrp": [] }),
+            &doc(
+                json!({ "frontends": [{ "name": "x", "servers": [{ "name": "a" }] }], "vrrp": [] }),
+            ),
             0,
         );
         assert!(
-            got.contains("x         a       -        -      -           -        -"),
+            got.contains("x         a       -        -      -           0        0"),
             "{got}"
         );
         assert!(got.ends_with("\nno VRRP instances\n"), "{got}");
@@ -851,7 +795,7 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
     async fn fetches_from_the_admin_endpoint() {
         use std::sync::Arc;
 
-        use healthcheck::{CheckConfig, Frontend, Registry, Server, ServerState};
+        use healthcheck::{CheckConfig, CheckedFrontend, Registry, Server, ServerState};
 
         const TOKEN: &str = "status-test-token-0123";
         let st = Arc::new(ServerState::new(
@@ -859,7 +803,7 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
             "10.0.0.11:5240".parse().expect("literal"),
             false,
         ));
-        let registry = Arc::new(Registry::new(vec![Frontend::new(
+        let registry = Arc::new(Registry::new(vec![CheckedFrontend::new(
             "maas",
             CheckConfig::default(),
             vec![Server::new(st, true)],
@@ -868,6 +812,8 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
             registry,
             frontends: arc_swap::ArcSwap::from_pointee(Vec::new()),
             token: Some(TOKEN.into()),
+            vrrp: vrrp::StatusBoard::new(),
+            announce: crate::announce::AnnounceBoard::default(),
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -886,7 +832,7 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
         .await
         .expect("client thread");
         let body = good.expect("status with the token");
-        let v: Value = serde_json::from_str(&body).expect("JSON");
+        let v: Status = serde_json::from_str(&body).expect("a Status");
         let table = render(&v, now_unix_ms());
         assert!(
             table.contains("maas      r1      10.0.0.11:5240  up"),

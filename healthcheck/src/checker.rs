@@ -33,7 +33,7 @@ use crate::machine::HealthMachine;
 use crate::outcome::{CheckReport, CheckResult, Progress};
 use crate::passive::DownReason;
 use crate::probe::{NetProbe, Probe};
-use crate::registry::{Frontend, Registry};
+use crate::registry::{CheckedFrontend, Registry};
 use crate::state::Health;
 
 /// Start the checks of every frontend in `registry` now. The handle resolves once all have
@@ -53,13 +53,16 @@ pub fn spawn(registry: &Registry, shutdown: watch::Receiver<bool>) -> JoinHandle
 
 /// Start the checks of one frontend's servers (those with `check = true`; the others are
 /// set up and left alone). Resolves once they have stopped.
-pub fn spawn_frontend(frontend: Arc<Frontend>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn_frontend(
+    frontend: Arc<CheckedFrontend>,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     spawn_frontend_with(frontend, Arc::new(NetProbe), shutdown)
 }
 
 /// [`spawn_frontend`] with another probe (tests).
 pub fn spawn_frontend_with<P: Probe>(
-    frontend: Arc<Frontend>,
+    frontend: Arc<CheckedFrontend>,
     probe: Arc<P>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -104,7 +107,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 async fn run_server<P: Probe>(
-    frontend: Arc<Frontend>,
+    frontend: Arc<CheckedFrontend>,
     index: usize,
     probe: Arc<P>,
     mut shutdown: watch::Receiver<bool>,
@@ -189,7 +192,7 @@ async fn run_server<P: Probe>(
 /// If the proxy's errors took the server down since the machine last looked, log it and put
 /// the machine fully down (`rise` good checks bring the server back).
 fn notice_ejection(
-    frontend: &Frontend,
+    frontend: &CheckedFrontend,
     index: usize,
     m: &mut HealthMachine,
     now: std::time::Instant,
@@ -203,7 +206,11 @@ fn notice_ejection(
 
 /// A server whose address is a host name: resolve it every `resolve_interval` (at once if it
 /// has no address yet). Runs until shutdown.
-async fn run_resolver(frontend: Arc<Frontend>, index: usize, mut shutdown: watch::Receiver<bool>) {
+async fn run_resolver(
+    frontend: Arc<CheckedFrontend>,
+    index: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let state = &frontend.servers[index].state;
     let every = frontend.resolve_interval;
     // Never tried (a server made without the start-up resolution): at once.
@@ -229,7 +236,11 @@ async fn run_resolver(frontend: Arc<Frontend>, index: usize, mut shutdown: watch
 
 /// A server with `check = false`: when the proxy's errors take it down, log it and put it
 /// back after `error_retry` (its first error then takes it down again). Runs until shutdown.
-async fn run_unchecked(frontend: Arc<Frontend>, index: usize, mut shutdown: watch::Receiver<bool>) {
+async fn run_unchecked(
+    frontend: Arc<CheckedFrontend>,
+    index: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let server = &frontend.servers[index];
     let state = &server.state;
     let retry = frontend.check_for(server).error_retry;
@@ -269,7 +280,7 @@ async fn run_unchecked(frontend: Arc<Frontend>, index: usize, mut shutdown: watc
 }
 
 /// `server maas/r2 is DOWN (10 consecutive errors, last: connection refused), 2 of 3 servers up`
-fn log_ejection(frontend: &Frontend, index: usize) {
+fn log_ejection(frontend: &CheckedFrontend, index: usize) {
     let state = &frontend.servers[index].state;
     let why = state
         .last_ejection()
@@ -285,7 +296,7 @@ fn log_ejection(frontend: &Frontend, index: usize) {
     warn_if_none_left(frontend, up);
 }
 
-fn warn_if_none_left(frontend: &Frontend, up: usize) {
+fn warn_if_none_left(frontend: &CheckedFrontend, up: usize) {
     if up == 0 {
         error!(frontend = %frontend.name, "frontend {} has no server available", frontend.name);
     }
@@ -295,7 +306,7 @@ fn warn_if_none_left(frontend: &Frontend, up: usize) {
 /// `health check for server maas/r2 failed (connection refused, check took 0 ms), going
 /// down 1/3`. Checks that change nothing (a down server still failing) are not logged.
 fn log_progress(
-    frontend: &Frontend,
+    frontend: &CheckedFrontend,
     index: usize,
     progress: Option<Progress>,
     health: Health,
@@ -327,7 +338,13 @@ fn log_progress(
 }
 
 /// `server maas/r2 is DOWN (connection refused, check took 1 ms), 2 of 3 servers up`
-fn log_transition(frontend: &Frontend, index: usize, h: Health, why: CheckResult, took: Duration) {
+fn log_transition(
+    frontend: &CheckedFrontend,
+    index: usize,
+    h: Health,
+    why: CheckResult,
+    took: Duration,
+) {
     let name = &frontend.servers[index].state.name;
     let up = frontend.available();
     let total = frontend.servers.len();
@@ -394,7 +411,7 @@ mod tests {
         }
     }
 
-    fn frontend(cfg: CheckConfig, check: &[bool]) -> Arc<Frontend> {
+    fn frontend(cfg: CheckConfig, check: &[bool]) -> Arc<CheckedFrontend> {
         let servers = check
             .iter()
             .enumerate()
@@ -403,7 +420,7 @@ mod tests {
                 Server::new(Arc::new(ServerState::new(format!("r{i}"), a, false)), c)
             })
             .collect();
-        Arc::new(Frontend::new("maas", cfg, servers))
+        Arc::new(CheckedFrontend::new("maas", cfg, servers))
     }
 
     /// Checks of one server with `c` (interval 60s) running, settled on their interval: the
@@ -438,7 +455,7 @@ mod tests {
             SystemTime::now(),
         ));
         let f = Arc::new(
-            Frontend::new("maas", cfg(), vec![Server::new(Arc::clone(&st), true)])
+            CheckedFrontend::new("maas", cfg(), vec![Server::new(Arc::clone(&st), true)])
                 .with_resolve_interval(Duration::from_secs(3600)),
         );
         let probe = Arc::new(Scripted::default());

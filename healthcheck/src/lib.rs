@@ -11,8 +11,9 @@
 //! - [`postgres`]: the PostgreSQL probe (`kind = "postgres"`: a login, then the role: primary
 //!   or standby, kept in [`ServerState::role`]).
 //! - [`checker`]: the tokio tasks that run the probes and publish the results.
-//! - [`registry`]: every frontend and its servers, swapped whole on reload, and the
-//!   `/status` view of them.
+//! - [`registry`]: every frontend and its servers, swapped whole on reload.
+//! - [`status`]: the `/status` view of them (Serialize and Deserialize: the daemon writes it,
+//!   `maas-vip status` reads it).
 //! - [`resolve`]: server addresses written as host names, resolved at start and re-resolved
 //!   every `resolve_interval`.
 //!
@@ -41,7 +42,7 @@
 //! # async fn f() {
 //! let r1 = Arc::new(ServerState::new("r1", "10.0.0.11:5240".parse().expect("literal"), false));
 //! // The proxy gets the same `Arc<ServerState>`s and reads `is_available()`.
-//! let registry = Arc::new(Registry::new(vec![Frontend::new(
+//! let registry = Arc::new(Registry::new(vec![CheckedFrontend::new(
 //!     "maas",
 //!     CheckConfig::default(),
 //!     vec![Server::new(r1, true)],
@@ -67,11 +68,12 @@ pub mod probe;
 pub mod registry;
 pub mod resolve;
 pub mod state;
+pub mod status;
 
 pub use checker::{spawn, spawn_frontend};
 pub use config::{CheckConfig, CheckKind, CheckOverride, HttpMethod, OnError};
 pub use outcome::{CheckReport, CheckResult, Progress};
 pub use passive::{DownReason, Ejection, ProxyError};
-pub use registry::{Frontend, Registry, Server, Status};
+pub use registry::{CheckedFrontend, Registry, Server};
 pub use resolve::{Resolution, Target};
 pub use state::{Admin, Health, ServerCounters, ServerState};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use healthcheck::checker::spawn_frontend_with;
 use healthcheck::probe::Probe;
-use healthcheck::{CheckConfig, CheckResult, Frontend, Health, Server, ServerState};
+use healthcheck::{CheckConfig, CheckResult, CheckedFrontend, Health, Server, ServerState};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -75,7 +75,7 @@ async fn transitions_are_logged_as_haproxy_does() {
             Server::new(Arc::new(ServerState::new(format!("r{i}"), a, false)), true)
         })
         .collect();
-    let f = Arc::new(Frontend::new("maas", cfg, servers));
+    let f = Arc::new(CheckedFrontend::new("maas", cfg, servers));
     let probe = Arc::new(R1Fails(AtomicBool::new(true)));
     let s1 = Arc::clone(&f.servers[1].state);
     let (_tx, rx) = watch::channel(false);

@@ -148,7 +148,7 @@ impl TestFrontend {
     ) -> (TestFrontend, watch::Sender<bool>) {
         let cfg = Self::config(settings, servers);
         let fe = Self::start_cfg(&cfg).await;
-        let health = healthcheck::Frontend::new(
+        let health = healthcheck::CheckedFrontend::new(
             "test",
             cfg.check.clone(),
             fe.servers

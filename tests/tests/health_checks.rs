@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use healthcheck::{
-    CheckConfig, CheckKind, CheckOverride, CheckResult, Frontend, Health, Registry, Server,
+    CheckConfig, CheckKind, CheckOverride, CheckResult, CheckedFrontend, Health, Registry, Server,
     ServerState,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -127,7 +127,9 @@ fn registry(cfg: CheckConfig, addrs: &[SocketAddr]) -> Arc<Registry> {
             )
         })
         .collect();
-    Arc::new(Registry::new(vec![Frontend::new("maas", cfg, servers)]))
+    Arc::new(Registry::new(vec![CheckedFrontend::new(
+        "maas", cfg, servers,
+    )]))
 }
 
 fn state(reg: &Registry, name: &str) -> Arc<ServerState> {
@@ -331,7 +333,7 @@ async fn per_server_port_override_sends_checks_elsewhere() {
         port: Some(health.addr.port()),
         ..CheckOverride::default()
     });
-    let reg = Registry::new(vec![Frontend::new("maas", cfg, vec![server])]);
+    let reg = Registry::new(vec![CheckedFrontend::new("maas", cfg, vec![server])]);
     let (_tx, rx) = watch::channel(false);
     let _checks = healthcheck::spawn(&reg, rx);
     checks_done(&st, 1, 500 * MS + SLACK).await;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use healthcheck::{CheckConfig, CheckKind, Frontend, Health, Registry, Server};
+use healthcheck::{CheckConfig, CheckKind, CheckedFrontend, Health, Registry, Server};
 use maas_vip_tests::{fetch, health_within, TestFrontend};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -67,7 +67,7 @@ async fn killed_region_is_ejected_without_client_errors_and_rejoins() {
         .iter()
         .map(|s| Server::new(Arc::clone(s), true))
         .collect();
-    let registry = Registry::new(vec![Frontend::new("test", check, servers)]);
+    let registry = Registry::new(vec![CheckedFrontend::new("test", check, servers)]);
     let (_stop, rx) = watch::channel(false);
     let _checks = healthcheck::spawn(&registry, rx);
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use healthcheck::{CheckConfig, CheckKind, Frontend, Health, Registry, Server};
+use healthcheck::{CheckConfig, CheckKind, CheckedFrontend, Health, Registry, Server};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
@@ -106,7 +106,7 @@ async fn killed_region_costs_keep_alive_http_clients_nothing() {
         .iter()
         .map(|s| Server::new(Arc::clone(s), true))
         .collect();
-    let registry = Registry::new(vec![Frontend::new("test", check, servers)]);
+    let registry = Registry::new(vec![CheckedFrontend::new("test", check, servers)]);
     let (_stop, rx) = watch::channel(false);
     let _checks = healthcheck::spawn(&registry, rx);
 

@@ -37,6 +37,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .map(vrrp::ValidVrrp::try_from)
         .collect::<Result<Vec<_>, _>>()?;
-    vrrp::run(blocks, Arc::new(|_: &str| Some(true)), rx).await?;
+    vrrp::run(
+        blocks,
+        Arc::new(|_: &str| Some(true)),
+        vrrp::StatusBoard::new(),
+        rx,
+    )
+    .await?;
     Ok(())
 }

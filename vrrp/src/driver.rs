@@ -91,56 +91,71 @@ pub enum VrrpError {
 /// What one instance looks like now, for `/status` and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InstanceStatus {
-    /// Instance name.
+    /// `[[vrrp]] name`.
     pub name: String,
-    /// Interface.
+    /// The interface it runs on (whatever carries the configured name now).
     pub interface: String,
-    /// Virtual router id.
+    /// `virtual_router_id`.
     pub vrid: u8,
-    /// State.
+    /// The machine's state: FAULT also while the interface is missing or has no address.
     pub state: State,
     /// Effective priority: the configured one plus track weights (what adverts carry).
     pub priority: u8,
     /// Priority as configured.
     pub configured_priority: u8,
-    /// Counters.
+    /// What the machine counted: adverts sent and taken, drops by reason, transitions.
     pub stats: crate::machine::Stats,
     /// auth_hmac settings (no keys), when it is on.
     pub auth_hmac: Option<crate::auth_hmac::Summary>,
 }
 
-static STATUS: Mutex<Vec<InstanceStatus>> = Mutex::new(Vec::new());
+/// Where the driver publishes what each instance looks like: the daemon makes one, hands a
+/// clone to every [`run`] or [`run_with_updates`], and reads it for `/status` and `/metrics`.
+/// An instance is listed from its start (in FAULT while its interface is not ready) until it
+/// stops.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<Vec<InstanceStatus>>>);
 
-/// A snapshot of every running instance (empty when [`run`] is not running).
-pub fn status() -> Vec<InstanceStatus> {
-    STATUS.lock().map(|s| s.clone()).unwrap_or_default()
-}
+impl StatusBoard {
+    /// An empty board.
+    pub fn new() -> Self {
+        StatusBoard::default()
+    }
 
-fn publish(st: InstanceStatus) {
-    if let Ok(mut all) = STATUS.lock() {
-        match all.iter_mut().find(|s| s.name == st.name) {
-            Some(s) => *s = st,
-            None => all.push(st),
+    /// A copy of every instance's status, in start order.
+    pub fn instances(&self) -> Vec<InstanceStatus> {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn publish(&self, st: InstanceStatus) {
+        if let Ok(mut all) = self.0.lock() {
+            match all.iter_mut().find(|s| s.name == st.name) {
+                Some(s) => *s = st,
+                None => all.push(st),
+            }
+        }
+    }
+
+    fn unpublish(&self, name: &str) {
+        if let Ok(mut all) = self.0.lock() {
+            all.retain(|s| s.name != name);
         }
     }
 }
 
-fn unpublish(name: &str) {
-    if let Ok(mut all) = STATUS.lock() {
-        all.retain(|s| s.name != name);
-    }
-}
-
-/// Runs every instance until `shutdown` turns true; then, for each instance that is master,
-/// sends a priority-0 advert and removes the VIPs, and returns.
+/// Runs every instance until `shutdown` turns true, publishing each one's status on
+/// `status`; then, for each instance that is master, sends a priority-0 advert and removes the
+/// VIPs, and returns.
 pub async fn run(
     configs: Vec<ValidVrrp>,
     backends: BackendsProbe,
+    status: StatusBoard,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), VrrpError> {
     run_all(
         configs.into_iter().map(|c| (c, None)).collect(),
         backends,
+        status,
         shutdown,
     )
     .await
@@ -167,15 +182,17 @@ pub async fn run(
 pub async fn run_with_updates(
     cfg: ValidVrrp,
     backends: BackendsProbe,
+    status: StatusBoard,
     shutdown: watch::Receiver<bool>,
     updates: watch::Receiver<ValidVrrp>,
 ) -> Result<(), VrrpError> {
-    run_all(vec![(cfg, Some(updates))], backends, shutdown).await
+    run_all(vec![(cfg, Some(updates))], backends, status, shutdown).await
 }
 
 async fn run_all(
     configs: Vec<(ValidVrrp, Option<watch::Receiver<ValidVrrp>>)>,
     backends: BackendsProbe,
+    status: StatusBoard,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), VrrpError> {
     for (i, (a, _)) in configs.iter().enumerate() {
@@ -208,12 +225,19 @@ async fn run_all(
             iface = %c.interface.get_ref()
         );
         let (nl, backends, stop) = (nl.clone(), backends.clone(), stop_rx.clone());
+        let status = status.clone();
         set.spawn(
             async move {
                 let (mut c, mut updates) = (c, updates);
                 loop {
-                    let ready =
-                        set_up_when_ready(c, updates, nl.clone(), backends.clone(), stop.clone());
+                    let ready = set_up_when_ready(
+                        c,
+                        updates,
+                        nl.clone(),
+                        backends.clone(),
+                        status.clone(),
+                        stop.clone(),
+                    );
                     let Some(inst) = ready.await? else {
                         return Ok(());
                     };
@@ -287,6 +311,8 @@ struct Instance {
     link_events: mpsc::Receiver<LinkEvent>,
     link_up: bool,
     backends: BackendsProbe,
+    /// Where [`Instance::publish`] shows it.
+    status: StatusBoard,
     backends_bad: bool,
     backends_unknown_logged: bool,
     /// The running track scripts, in config order.
@@ -386,11 +412,19 @@ async fn set_up_when_ready(
     mut updates: Option<watch::Receiver<ValidVrrp>>,
     nl: Netlink,
     backends: BackendsProbe,
+    status: StatusBoard,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Option<Instance>, VrrpError> {
     let mut waiting: Option<String> = None;
     loop {
-        match Instance::setup(cfg.clone(), updates.clone(), nl.clone(), backends.clone()).await {
+        let setup = Instance::setup(
+            cfg.clone(),
+            updates.clone(),
+            nl.clone(),
+            backends.clone(),
+            status.clone(),
+        );
+        match setup.await {
             Ok(inst) => {
                 if waiting.is_some() {
                     info!("the interface is ready now; starting");
@@ -401,7 +435,7 @@ async fn set_up_when_ready(
                 let why = e.to_string();
                 if waiting.as_deref() != Some(why.as_str()) {
                     warn!(error = %why, "vrrp instance in FAULT until the interface is ready");
-                    publish(InstanceStatus {
+                    status.publish(InstanceStatus {
                         name: cfg.name.get_ref().clone(),
                         interface: cfg.interface.get_ref().clone(),
                         vrid: cfg.virtual_router_id,
@@ -419,7 +453,7 @@ async fn set_up_when_ready(
         tokio::select! {
             r = stop.wait_for(|s| *s) => {
                 let _ = r;
-                unpublish(cfg.name.get_ref());
+                status.unpublish(cfg.name.get_ref());
                 return Ok(None);
             }
             _ = tokio::time::sleep(WAIT_FOR_INTERFACE_EVERY) => {}
@@ -442,6 +476,7 @@ impl Instance {
         updates: Option<watch::Receiver<ValidVrrp>>,
         nl: Netlink,
         backends: BackendsProbe,
+        status: StatusBoard,
     ) -> Result<Instance, VrrpError> {
         let name = cfg.name.get_ref().clone();
         let iface = cfg.interface.get_ref().clone();
@@ -524,6 +559,7 @@ impl Instance {
             link_events,
             link_up: link.up,
             backends,
+            status,
             backends_bad: false,
             backends_unknown_logged: false,
             script_rx,
@@ -713,7 +749,7 @@ impl Instance {
     }
 
     fn publish(&self) {
-        publish(InstanceStatus {
+        self.status.publish(InstanceStatus {
             name: self.name.clone(),
             interface: self.iface.clone(),
             vrid: self.cfg.virtual_router_id,
@@ -840,7 +876,7 @@ impl Instance {
         if tokio::time::timeout(NOTIFY_AT_STOP, all).await.is_err() {
             warn!(limit = ?NOTIFY_AT_STOP, "notify programs still running at stop: left behind");
         }
-        unpublish(&self.name);
+        self.status.unpublish(&self.name);
         info!("vrrp instance stopped");
         result
     }

@@ -41,7 +41,7 @@ mod track;
 pub use config::{
     InitialState, InvalidVrrp, TrackBackends, TrackScript, ValidVrrp, Vip, VrrpConfig,
 };
-pub use driver::{run, run_with_updates, status, BackendsProbe, InstanceStatus, VrrpError};
+pub use driver::{run, run_with_updates, BackendsProbe, InstanceStatus, StatusBoard, VrrpError};
 pub use netlink::ADDR_PROTO;
 pub use release::{release_vips, Ownership, ReleaseError, Released};
 pub use track::{resolve_user, spawn_track_script};

@@ -41,17 +41,17 @@ const PG_ROLES: [&str; 2] = ["primary", "standby"];
 
 /// The whole `/metrics` body for the current state of `ctx`.
 pub(crate) fn render(ctx: &AdminContext) -> String {
-    render_snapshot(Snapshot {
+    render_scrape(Scrape {
         proxies: ctx.frontends.load_full(),
         checked: ctx.registry.frontends(),
-        vrrp: vrrp::status(),
-        announce: crate::announce::status(),
+        vrrp: ctx.vrrp.instances(),
+        announce: ctx.announce.status(),
     })
 }
 
-fn render_snapshot(snapshot: Snapshot) -> String {
+fn render_scrape(scrape: Scrape) -> String {
     let mut registry = Registry::with_prefix("maas_vip");
-    registry.register_collector(Box::new(snapshot));
+    registry.register_collector(Box::new(scrape));
     let mut out = String::new();
     // Writing into a String cannot fail; the collector itself never returns an error but
     // the writer's.
@@ -61,17 +61,17 @@ fn render_snapshot(snapshot: Snapshot) -> String {
     out
 }
 
-/// What one scrape reads.
+/// What one scrape reads, taken at its start.
 #[derive(Debug)]
-struct Snapshot {
+struct Scrape {
     /// Proxy frontends (connection and HTTP counters).
     proxies: Arc<Vec<Arc<lb::Frontend>>>,
     /// Frontends as the health checks see them (server states and counters).
-    checked: Arc<Vec<Arc<healthcheck::Frontend>>>,
+    checked: Arc<Vec<Arc<healthcheck::CheckedFrontend>>>,
     /// VRRP instances.
     vrrp: Vec<vrrp::InstanceStatus>,
     /// `[[announce]]` blocks.
-    announce: Vec<crate::announce::AnnounceStatus>,
+    announce: Vec<crate::status::AnnounceStatus>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -86,7 +86,7 @@ pub(crate) fn server_state(st: &ServerState) -> &'static str {
     }
 }
 
-impl Collector for Snapshot {
+impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.encode_proxies(&mut enc)?;
         self.encode_servers(&mut enc)?;
@@ -95,7 +95,7 @@ impl Collector for Snapshot {
     }
 }
 
-impl Snapshot {
+impl Scrape {
     fn encode_proxies(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let fes: Vec<(Labels, &lb::FrontendCounters)> = self
             .proxies
@@ -472,9 +472,9 @@ impl Snapshot {
     }
 }
 
-impl Snapshot {
+impl Scrape {
     fn encode_announce(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let blocks: Vec<(Labels, &crate::announce::AnnounceStatus)> = self
+        let blocks: Vec<(Labels, &crate::status::AnnounceStatus)> = self
             .announce
             .iter()
             .map(|a| {
@@ -733,11 +733,11 @@ pub(super) mod tests {
         Arc::new(lb::Frontend::new(&cfg, servers.to_vec()))
     }
 
-    fn snapshot() -> (Snapshot, Arc<lb::Frontend>, Vec<Arc<ServerState>>) {
+    fn scrape() -> (Scrape, Arc<lb::Frontend>, Vec<Arc<ServerState>>) {
         let r1 = Arc::new(ServerState::new("r1", addr("10.0.0.11:5240"), false));
         let r2 = Arc::new(ServerState::new("r\"2\\", addr("10.0.0.12:5240"), false));
         let states = vec![r1, r2];
-        let checked = healthcheck::Frontend::new(
+        let checked = healthcheck::CheckedFrontend::new(
             "maas",
             CheckConfig::default(),
             states
@@ -755,7 +755,7 @@ pub(super) mod tests {
         stats.rejected[Reject::AuthPass as usize] = 2;
         stats.rejected[Reject::HmacReplay as usize] = 6;
         stats.hmac_unsigned = 9;
-        let snap = Snapshot {
+        let snap = Scrape {
             proxies: Arc::new(vec![fe.clone()]),
             checked: Arc::new(vec![Arc::new(checked)]),
             vrrp: vec![vrrp::InstanceStatus {
@@ -773,7 +773,7 @@ pub(super) mod tests {
                     time_window: None,
                 }),
             }],
-            announce: vec![crate::announce::AnnounceStatus {
+            announce: vec![crate::status::AnnounceStatus {
                 name: "bgp".into(),
                 interface: "maas-vip0".into(),
                 vips: vec!["10.0.0.100/32".into()],
@@ -794,8 +794,8 @@ pub(super) mod tests {
 
     #[test]
     fn text_parses_and_shows_every_series() {
-        let (snap, _, _) = snapshot();
-        let text = render_snapshot(snap);
+        let (snap, _, _) = scrape();
+        let text = render_scrape(snap);
         let samples = parse(&text);
         let names: std::collections::BTreeSet<&str> =
             samples.iter().map(|s| s.name.as_str()).collect();
@@ -961,10 +961,10 @@ pub(super) mod tests {
 
     #[test]
     fn values_follow_the_counters() {
-        let (snap, fe, states) = snapshot();
+        let (snap, fe, states) = scrape();
         let f = [("frontend", "maas")];
         let r1 = [("frontend", "maas"), ("server", "r1")];
-        let before = parse(&render_snapshot(Snapshot {
+        let before = parse(&render_scrape(Scrape {
             proxies: snap.proxies.clone(),
             checked: snap.checked.clone(),
             vrrp: Vec::new(),
@@ -1015,13 +1015,13 @@ pub(super) mod tests {
         s.set_health(Health::Down);
         states[1].set_admin(Admin::Drain);
 
-        let snap2 = Snapshot {
+        let snap2 = Scrape {
             proxies: snap.proxies.clone(),
             checked: snap.checked.clone(),
             vrrp: Vec::new(),
             announce: Vec::new(),
         };
-        let after = parse(&render_snapshot(snap));
+        let after = parse(&render_scrape(snap));
         let v = |name: &str, l: &[(&str, &str)]| value(&after, name, l);
         assert_eq!(v("maas_vip_frontend_connections_total", &f), 5.0);
         assert_eq!(v("maas_vip_frontend_current_connections", &f), 2.0);
@@ -1078,7 +1078,7 @@ pub(super) mod tests {
         for _ in 0..10 {
             states[1].observe_error(ProxyError::Refused);
         }
-        let again = parse(&render_snapshot(snap2));
+        let again = parse(&render_scrape(snap2));
         let v2 = |name: &str, l: &[(&str, &str)]| value(&again, name, l);
         let mut errors = r2.to_vec();
         errors.push(("reason", "errors"));
