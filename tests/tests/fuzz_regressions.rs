@@ -5,9 +5,10 @@
 //! The VRRP and ARP decoders are called in-process with the invariants of their fuzz targets,
 //! the region side's HTTP response decoder through the very function its target runs
 //! (`lb::upstream::fuzzing::run`);
-//! the config loader and the importers live in the binary, so their inputs go through
-//! `maas-vip check` and `maas-vip import`, which must answer with exit code 0 or 2, never with
-//! a panic (101) or a signal.
+//! the config loader and the importers (the config/ and import/ crates, which the fuzz
+//! targets call) are met here the way users meet them, through `maas-vip check` and
+//! `maas-vip import`, which must answer with exit code 0 or 2, never with a panic (101) or a
+//! signal.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
