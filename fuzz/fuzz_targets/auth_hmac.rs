@@ -1,6 +1,6 @@
 //! auth_hmac decoders (vrrp/src/auth_hmac.rs): the trailer after a VRRP message
 //! (`split_trailer`, `Trailer`, `TrailerRepr`), `AuthHmac::verify` of what arrives, the key
-//! file value (`keys::decode_value`) and the replay state file (`state::Snapshot::parse`).
+//! file value (`keys::decode_value`) and the replay state file (`state::ReplayState::parse`).
 //!
 //! Invariants beyond "no panic":
 //! - `split_trailer` cuts the payload in two that join back to it, the second exactly 28 bytes;
@@ -20,7 +20,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 use vrrp::auth_hmac::keys::decode_value;
-use vrrp::auth_hmac::state::Snapshot;
+use vrrp::auth_hmac::state::ReplayState;
 use vrrp::auth_hmac::{
     split_trailer, AntiReplay, AuthHmac, Key, KeySet, Mode, Origin, Params, Seq, Trailer,
     TrailerRepr, TRAILER_LEN,
@@ -120,8 +120,8 @@ fuzz_target!(|data: &[u8]| {
 
     let _ = decode_value(payload);
     if let Ok(text) = std::str::from_utf8(payload) {
-        if let Ok(snap) = Snapshot::parse(text, "fuzz") {
-            let again = Snapshot::parse(&snap.to_text(), "fuzz").expect("printed state parses");
+        if let Ok(snap) = ReplayState::parse(text, "fuzz") {
+            let again = ReplayState::parse(&snap.to_text(), "fuzz").expect("printed state parses");
             assert_eq!(again, snap);
         }
     }

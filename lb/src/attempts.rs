@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::balance::Tried;
-use crate::frontend::{FrontendCounters, Settings, Snapshot};
+use crate::frontend::{FrontendCounters, FrontendSnapshot, Settings};
 
 /// Pooled connections found closed by their server as a request went out, at most, before the
 /// request is answered 502: each goes again without counting as an attempt.
@@ -73,14 +73,14 @@ impl Attempts {
     #[inline]
     pub(crate) fn pick(
         &mut self,
-        snap: &Snapshot,
+        snap: &FrontendSnapshot,
         counters: &FrontendCounters,
         client: IpAddr,
     ) -> Result<usize, GiveUp> {
-        let members = snap.pool.members();
+        let members = snap.servers.members();
         let idx = match self.previous {
             Some(p) if !self.redispatch && members[p].state.is_available() => p,
-            _ => match snap.pool.pick(client, self.tried) {
+            _ => match snap.servers.pick(client, self.tried) {
                 Some(i) => i,
                 None if self.made == 0 => return Err(GiveUp::NoServer),
                 None => return Err(GiveUp::AllFailed),

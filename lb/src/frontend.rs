@@ -58,15 +58,16 @@ impl From<&FrontendConfig> for Settings {
     }
 }
 
-/// What a connection reads when it starts: settings and pool of one config generation.
+/// One config generation of a frontend, as a connection reads it when it starts and keeps it
+/// to its end; a reload stores a new one ([`Frontend::update`]).
 #[derive(Debug)]
-pub struct Snapshot {
-    /// Settings.
+pub struct FrontendSnapshot {
     pub settings: Settings,
-    /// Servers.
-    pub pool: Pool,
-    /// http mode: idle keep-alive connections, one pool per server (same order as `pool`).
-    pub pools: Box<[Arc<crate::upstream::ServerPool>]>,
+    /// The servers with their weights and the balance algorithm that picks among them.
+    pub servers: Pool,
+    /// http mode: the idle keep-alive connections to each server, indexed as
+    /// `servers.members()`. New with each generation: a reload starts with no idle connection.
+    pub idle_conns: Box<[Arc<crate::upstream::ServerPool>]>,
 }
 
 /// Frontend-wide counters.
@@ -112,7 +113,7 @@ impl FrontendCounters {
 pub struct Frontend {
     /// Name from the config.
     pub name: Arc<str>,
-    snapshot: ArcSwap<Snapshot>,
+    snapshot: ArcSwap<FrontendSnapshot>,
     /// Counters.
     pub counters: FrontendCounters,
     limit: Arc<Semaphore>,
@@ -132,7 +133,7 @@ impl Frontend {
     }
 
     /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub fn snapshot(&self) -> Arc<FrontendSnapshot> {
         self.snapshot.load_full()
     }
 
@@ -152,7 +153,7 @@ impl Frontend {
     pub fn any_available(&self) -> bool {
         self.snapshot
             .load()
-            .pool
+            .servers
             .members()
             .iter()
             .any(|m| m.weight > 0 && m.state.is_available())
@@ -188,21 +189,21 @@ impl Frontend {
     }
 }
 
-fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> Snapshot {
+fn snapshot(cfg: &FrontendConfig, servers: Vec<Arc<ServerState>>) -> FrontendSnapshot {
     let algorithm = match cfg.balance {
         Balance::Roundrobin => Algorithm::RoundRobin,
         Balance::Source => Algorithm::Source,
         Balance::First => Algorithm::First,
     };
-    let pools = servers.iter().map(|_| Default::default()).collect();
+    let idle_conns = servers.iter().map(|_| Default::default()).collect();
     let members = servers
         .into_iter()
         .zip(&cfg.server)
         .map(|(state, s)| (s.hash_key(), state, s.weight, s.backup))
         .collect();
-    Snapshot {
+    FrontendSnapshot {
         settings: Settings::from(cfg),
-        pool: Pool::keyed(algorithm, members),
-        pools,
+        servers: Pool::keyed(algorithm, members),
+        idle_conns,
     }
 }

@@ -27,7 +27,7 @@ use tracing::info;
 
 use crate::attempts::{Attempts, GiveUp};
 use crate::config::OnDown;
-use crate::frontend::{Frontend, Settings, Snapshot};
+use crate::frontend::{Frontend, FrontendSnapshot, Settings};
 use crate::listener::{self, Admission};
 use crate::splice::Pipe;
 
@@ -101,7 +101,7 @@ pub struct ConnectError {
 /// `admission` is released as soon as the first server socket exists.
 pub async fn connect<'a>(
     fe: &Frontend,
-    snap: &'a Snapshot,
+    snap: &'a FrontendSnapshot,
     peer: SocketAddr,
     admission: &mut Admission,
 ) -> Result<Connected<'a>, ConnectError> {
@@ -120,7 +120,7 @@ pub async fn connect<'a>(
                 });
             }
         };
-        let server = &*snap.pool.members()[idx].state;
+        let server = &*snap.servers.members()[idx].state;
         // The name lost its address since the pick: another server, not an attempt.
         let Some(address) = server.address() else {
             attempts.skip(idx);
@@ -182,7 +182,7 @@ pub async fn connect<'a>(
 /// Handles one client connection in tcp mode, from connect to access-log line.
 pub async fn proxy(
     fe: &Frontend,
-    snap: &Snapshot,
+    snap: &FrontendSnapshot,
     client: TcpStream,
     peer: SocketAddr,
     mut admission: Admission,
@@ -258,7 +258,10 @@ pub async fn proxy(
 
 /// With `on_down = "shutdown_sessions"`, what tells a connection to `server` that the server
 /// went down: changed at once if it is down already (it went down between the pick and now).
-pub(crate) fn cut_signal(snap: &Snapshot, server: &ServerState) -> Option<watch::Receiver<u64>> {
+pub(crate) fn cut_signal(
+    snap: &FrontendSnapshot,
+    server: &ServerState,
+) -> Option<watch::Receiver<u64>> {
     if snap.settings.on_down != OnDown::ShutdownSessions {
         return None;
     }

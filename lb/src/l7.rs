@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::attempts::Attempts;
-use crate::frontend::{Frontend, Snapshot};
+use crate::frontend::{Frontend, FrontendSnapshot};
 use crate::l4::{End, Timeouts};
 use crate::listener;
 use crate::upstream::{self, Codings, Conn, UpBody};
@@ -74,7 +74,7 @@ const PREFETCH: usize = 64 * 1024;
 /// `worker`: the worker thread it runs on (its idle server connections are kept per worker).
 pub async fn serve(
     fe: &Frontend,
-    snap: Arc<Snapshot>,
+    snap: Arc<FrontendSnapshot>,
     client: TcpStream,
     peer: SocketAddr,
     worker: usize,
@@ -823,7 +823,7 @@ fn same_authority(scheme: &str, authority: &Authority, host: &HeaderValue) -> bo
 
 async fn handle(
     fe: &Frontend,
-    snap: &Snapshot,
+    snap: &FrontendSnapshot,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     shared: &Arc<Shared>,
@@ -886,7 +886,7 @@ async fn handle(
     // What may go again after it reached a server: an idempotent request without a body.
     let replayable = idempotent(&parts.method) && !has_body;
 
-    let members = snap.pool.members();
+    let members = snap.servers.members();
     let mut attempts = Attempts::new(s);
     loop {
         // No server left after failed attempts is answered as none at all.
@@ -913,7 +913,7 @@ async fn handle(
         let pooled = if s.http_server_close || upgrade {
             None
         } else {
-            snap.pools[idx].checkout(address, worker)
+            snap.idle_conns[idx].checkout(address, worker)
         };
         let mut conn = match pooled {
             Some(conn) => conn,
@@ -1008,7 +1008,7 @@ async fn handle(
                     log.end = HttpEnd::ServerGarbage;
                     return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
                 }
-                let pool = (!s.http_server_close && !upgrade).then(|| snap.pools[idx].clone());
+                let pool = (!s.http_server_close && !upgrade).then(|| snap.idle_conns[idx].clone());
                 let (mut up_body, switched) = UpBody::new(conn, &h, pool, worker, s.timeout_server);
                 // The body watches the server, or else the tunnel it became does.
                 if switched.is_none() {

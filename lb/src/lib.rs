@@ -32,5 +32,5 @@ mod splice;
 pub mod upstream;
 pub mod workers;
 
-pub use frontend::{Frontend, FrontendCounters, Settings, Snapshot};
+pub use frontend::{Frontend, FrontendCounters, FrontendSnapshot, Settings};
 pub use workers::{Heartbeats, Workers};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::keys::credentials_directory;
-use super::state::{self, Snapshot};
+use super::state::{self, ReplayState};
 use super::{AuthHmac, Params};
 use crate::config::{join_problems, VrrpConfig};
 use crate::machine::Machine;
@@ -69,7 +69,7 @@ fn state_file(cfg: &VrrpConfig) -> Option<PathBuf> {
 /// is `None` (at stop: at once).
 #[derive(Debug, Default)]
 pub(crate) struct Saver {
-    last: Option<Snapshot>,
+    last: Option<ReplayState>,
     at: Option<Instant>,
 }
 
@@ -83,7 +83,7 @@ impl Saver {
                 return;
             }
         }
-        let snap = Snapshot::of(h);
+        let snap = ReplayState::of(h);
         if self.last.as_ref() == Some(&snap) {
             return;
         }

@@ -23,9 +23,9 @@ use super::{AuthHmac, Seq};
 
 const MAGIC: &str = "maas-vip auth_hmac state 1";
 
-/// What [`AuthHmac::restore`] takes back.
+/// An auth_hmac's replay state: what the state file holds and [`AuthHmac::restore`] takes back.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Snapshot {
+pub struct ReplayState {
     /// The last sequence sent.
     pub sent: Seq,
     /// The last sequence accepted from each sender, most recent first.
@@ -56,10 +56,10 @@ pub enum StateError {
     },
 }
 
-impl Snapshot {
+impl ReplayState {
     /// The state of `a` now.
-    pub fn of(a: &AuthHmac) -> Snapshot {
-        Snapshot {
+    pub fn of(a: &AuthHmac) -> ReplayState {
+        ReplayState {
             sent: a.last_sent(),
             marks: a.marks(),
         }
@@ -80,7 +80,7 @@ impl Snapshot {
     }
 
     /// Reads the file's text; `path` is for messages.
-    pub fn parse(text: &str, path: &str) -> Result<Snapshot, StateError> {
+    pub fn parse(text: &str, path: &str) -> Result<ReplayState, StateError> {
         let bad = |line: usize, what: &str| StateError::Syntax {
             path: path.to_string(),
             line,
@@ -99,7 +99,7 @@ impl Snapshot {
             Some((_, l)) if l == MAGIC => {}
             _ => return Err(bad(1, "not a maas-vip auth_hmac state file")),
         }
-        let mut snap = Snapshot::default();
+        let mut snap = ReplayState::default();
         let mut sent = false;
         for (n, l) in lines {
             let w: Vec<&str> = l.split_whitespace().collect();
@@ -124,10 +124,10 @@ impl Snapshot {
 }
 
 /// Reads the state file; `Ok(None)` if there is none yet.
-pub fn load(path: &Path) -> Result<Option<Snapshot>, StateError> {
+pub fn load(path: &Path) -> Result<Option<ReplayState>, StateError> {
     let p = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => Snapshot::parse(&text, &p).map(Some),
+        Ok(text) => ReplayState::parse(&text, &p).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StateError::Io { path: p, source }),
     }
@@ -135,7 +135,7 @@ pub fn load(path: &Path) -> Result<Option<Snapshot>, StateError> {
 
 /// Writes the state file whole or not at all: a temporary file beside it (mode 0600), then a
 /// rename over it.
-pub fn save(path: &Path, snap: &Snapshot) -> Result<(), StateError> {
+pub fn save(path: &Path, snap: &ReplayState) -> Result<(), StateError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| StateError::Io {
         path: path.display().to_string(),

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::keys::{decode_value, load_credential, load_key_file, KeyFileError};
-use super::state::{self, Snapshot};
+use super::state::{self, ReplayState};
 use super::*;
 use crate::packet::{Ipv4Meta, Version};
 
@@ -909,14 +909,14 @@ fn state_file_keeps_replays_out_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("maas_region.hmac");
     assert!(state::load(&path).unwrap().is_none());
-    state::save(&path, &Snapshot::of(&a)).unwrap();
+    state::save(&path, &ReplayState::of(&a)).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let snap = state::load(&path).unwrap().unwrap();
-    assert_eq!(snap, Snapshot::of(&a));
+    assert_eq!(snap, ReplayState::of(&a));
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
         text.starts_with("maas-vip auth_hmac state 1\nsent 6b0fb835"),
@@ -968,7 +968,7 @@ fn state_file_keeps_replays_out_across_restarts() {
             3,
         ),
     ] {
-        match Snapshot::parse(text, "f") {
+        match ReplayState::parse(text, "f") {
             Err(state::StateError::Syntax { line: l, .. }) => assert_eq!(l, line, "{text}"),
             other => panic!("{text}: {other:?}"),
         }
