@@ -42,18 +42,20 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::attempts::Attempts;
-use crate::frontend::{Frontend, FrontendSnapshot};
+use crate::frontend::{Frontend, FrontendSnapshot, Settings};
 use crate::l4::{End, Timeouts};
 use crate::listener;
-use crate::upstream::{self, Codings, Conn, UpBody};
+use crate::upstream::{self, Codings, Conn, ReqFraming, UpBody};
 
 /// Largest request head relayed: request line and header lines together, as HAProxy's default
 /// `tune.bufsize` (16 KiB) allows. A longer request line is answered 414, longer headers 431.
@@ -139,6 +141,13 @@ struct Shared {
 impl Shared {
     fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Keeps `tunnel` for [`serve`] to run once hyper lets go of the connection.
+    fn park(&self, tunnel: Tunnel) {
+        if let Ok(mut slot) = self.tunnel.lock() {
+            *slot = Some(tunnel);
+        }
     }
 }
 
@@ -314,6 +323,24 @@ struct Log {
 }
 
 impl Log {
+    /// The line of `req` from `client`, before anything is known of how it ends.
+    fn new(fe: &Frontend, req: &Request<Incoming>, client: SocketAddr) -> Log {
+        Log {
+            frontend: fe.name.clone(),
+            client,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            server: None,
+            status: 0,
+            start: Instant::now(),
+            connect: Duration::ZERO,
+            response: Duration::ZERO,
+            retries: 0,
+            end: HttpEnd::Done,
+            bytes_in: 0,
+        }
+    }
+
     fn emit(&self, bytes_out: u64) {
         let server = self.server.as_ref().map_or("-", |s| s.name.as_str());
         info!(target: "access", client = %self.client, frontend = %self.frontend,
@@ -821,6 +848,8 @@ fn same_authority(scheme: &str, authority: &Authority, host: &HeaderValue) -> bo
         && authority.port_u16().unwrap_or(default) == host.port_u16().unwrap_or(default)
 }
 
+/// Serves one request: refused, redirected, or forwarded to a server, attempt after attempt
+/// (as [`Attempts`] decides), until one answers or none is left to try.
 async fn handle(
     fe: &Frontend,
     snap: &FrontendSnapshot,
@@ -829,40 +858,96 @@ async fn handle(
     shared: &Arc<Shared>,
     worker: usize,
 ) -> Response<ProxyBody> {
-    let s = &snap.settings;
-    let mut log = Log {
-        frontend: fe.name.clone(),
-        client: peer,
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        server: None,
-        status: 0,
-        start: Instant::now(),
-        connect: Duration::ZERO,
-        response: Duration::ZERO,
-        retries: 0,
-        end: HttpEnd::Done,
-        bytes_in: 0,
-    };
+    let log = Log::new(fe, &req, peer);
     fe.counters.requests.fetch_add(1, Ordering::Relaxed);
     if let Err(refusal) = vet(&mut req) {
         return refusal.answer(fe, log);
     }
-
-    if let Some(target) = &s.redirect_root {
-        if req.uri().path() == "/" && matches!(*req.method(), Method::GET | Method::HEAD) {
-            log.end = HttpEnd::Redirect;
-            let mut r = answer(fe, StatusCode::FOUND, "", log);
-            if let Ok(v) = HeaderValue::from_str(target) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            return r;
+    if let Some(target) = redirect_target(&snap.settings, &req) {
+        return redirect(fe, target, log);
+    }
+    let mut fwd = Forward::new(fe, snap, req, peer, worker, log);
+    loop {
+        match fwd.attempt().await {
+            Ok(exchanged) => return fwd.respond(exchanged, shared),
+            Err(Step::Again) => {}
+            Err(Step::GiveUp(status, text)) => return answer(fe, status, text, fwd.log),
         }
     }
+}
 
-    let upgrade = wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    {
+/// `redirect_root` when it applies to `req`: `GET /` or `HEAD /`.
+fn redirect_target<'s>(s: &'s Settings, req: &Request<Incoming>) -> Option<&'s str> {
+    let target = s.redirect_root.as_deref()?;
+    let root = req.uri().path() == "/" && matches!(*req.method(), Method::GET | Method::HEAD);
+    root.then_some(target)
+}
+
+/// `302 Found` to `target`, counted and logged.
+fn redirect(fe: &Frontend, target: &str, mut log: Log) -> Response<ProxyBody> {
+    log.end = HttpEnd::Redirect;
+    let mut r = answer(fe, StatusCode::FOUND, "", log);
+    if let Ok(v) = HeaderValue::from_str(target) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Where an attempt that got no response head leaves the request.
+enum Step {
+    /// Another attempt, on the server [`Attempts`] picks next.
+    Again,
+    /// No more attempts: the proxy's own answer, with the log saying why.
+    GiveUp(StatusCode, &'static str),
+}
+
+/// A response head read from server `idx` on `conn`.
+struct Exchanged {
+    idx: usize,
+    conn: Conn,
+    head: upstream::Head,
+    /// `on_down = "shutdown_sessions"`: the server's down signal, for the body or the tunnel
+    /// to watch from here on.
+    cut: Option<watch::Receiver<u64>>,
+}
+
+/// A request on its way to a server: its head encoded once for every attempt, its body until
+/// an attempt sends it, the attempts so far and its access-log line.
+struct Forward<'a> {
+    fe: &'a Frontend,
+    snap: &'a FrontendSnapshot,
+    peer: SocketAddr,
+    worker: usize,
+    method: Method,
+    /// The head as it goes to any server: hop-by-hop fields gone, X-Forwarded-* added with
+    /// `forwardfor`.
+    head: BytesMut,
+    framing: ReqFraming,
+    body: Option<Incoming>,
+    /// Whether it may go again after it reached a server: idempotent and without a body.
+    replayable: bool,
+    /// The client asked for a protocol switch: never over a pooled connection, nor back into
+    /// the pool.
+    upgrade: bool,
+    /// The client connection once hyper lets go of it, for the tunnel after a `101`.
+    client_upgrade: Option<OnUpgrade>,
+    attempts: Attempts,
+    log: Log,
+}
+
+impl<'a> Forward<'a> {
+    /// Makes `req`'s head ready for the servers.
+    fn new(
+        fe: &'a Frontend,
+        snap: &'a FrontendSnapshot,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        worker: usize,
+        log: Log,
+    ) -> Forward<'a> {
+        let s = &snap.settings;
+        let upgrade = wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let h = req.headers_mut();
         strip_hop_by_hop(h, upgrade);
         if s.forwardfor {
@@ -871,104 +956,142 @@ async fn handle(
         if s.http_server_close && !upgrade {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let (parts, body) = req.into_parts();
+        let has_body = !body.is_end_stream();
+        let mut head = BytesMut::new();
+        let framing = upstream::encode_request(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            has_body,
+            &mut head,
+        );
+        Forward {
+            fe,
+            snap,
+            peer,
+            worker,
+            replayable: idempotent(&parts.method) && !has_body,
+            method: parts.method,
+            head,
+            framing,
+            body: has_body.then_some(body),
+            upgrade,
+            client_upgrade,
+            attempts: Attempts::new(s),
+            log,
+        }
     }
-    let (parts, body) = req.into_parts();
-    let has_body = !body.is_end_stream();
-    let mut head = BytesMut::new();
-    let framing = upstream::encode_request(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        has_body,
-        &mut head,
-    );
-    let mut body = has_body.then_some(body);
-    // What may go again after it reached a server: an idempotent request without a body.
-    let replayable = idempotent(&parts.method) && !has_body;
 
-    let members = snap.servers.members();
-    let mut attempts = Attempts::new(s);
-    loop {
+    /// Whether the server connection may come from the idle pool and go back to it.
+    fn pooling(&self) -> bool {
+        !self.snap.settings.http_server_close && !self.upgrade
+    }
+
+    /// One attempt: a server picked and connected to, the request sent, the response head
+    /// read.
+    async fn attempt(&mut self) -> Result<Exchanged, Step> {
+        let (idx, conn) = self.connect().await?;
+        self.exchange(idx, conn).await
+    }
+
+    /// Ends the attempts: the log's `retries` and `end`, and the answer.
+    fn give_up(&mut self, end: HttpEnd, status: StatusCode, text: &'static str) -> Step {
+        self.log.retries = self.attempts.retries();
+        self.log.end = end;
+        Step::GiveUp(status, text)
+    }
+
+    /// Picks a server and connects to it: an idle pooled connection, else a new one within
+    /// `timeout_connect`.
+    async fn connect(&mut self) -> Result<(usize, Conn), Step> {
+        let snap = self.snap;
         // No server left after failed attempts is answered as none at all.
-        let Ok(idx) = attempts.pick(snap, &fe.counters, peer.ip()) else {
-            log.retries = attempts.retries();
-            log.end = HttpEnd::NoServer;
-            fe.counters.no_server.fetch_add(1, Ordering::Relaxed);
-            return answer(
-                fe,
+        let Ok(idx) = self.attempts.pick(snap, &self.fe.counters, self.peer.ip()) else {
+            self.fe.counters.no_server.fetch_add(1, Ordering::Relaxed);
+            return Err(self.give_up(
+                HttpEnd::NoServer,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "503 Service Unavailable: no region is available\n",
-                log,
-            );
+            ));
         };
-        let server = &members[idx].state;
         // The name lost its address since the pick: another server, not an attempt.
-        let Some(address) = server.address() else {
-            attempts.skip(idx);
-            continue;
+        let Some(address) = snap.servers.members()[idx].state.address() else {
+            self.attempts.skip(idx);
+            return Err(Step::Again);
         };
         let t = Instant::now();
         // Only a connection to the address the server has now: after its name moved, the
         // old region gets no more requests.
-        let pooled = if s.http_server_close || upgrade {
-            None
+        let pooled = if self.pooling() {
+            snap.idle_conns[idx].checkout(address, self.worker)
         } else {
-            snap.idle_conns[idx].checkout(address, worker)
+            None
         };
-        let mut conn = match pooled {
+        let conn = match pooled {
             Some(conn) => conn,
-            None => match Conn::connect(address, s.timeout_connect).await {
+            None => match Conn::connect(address, snap.settings.timeout_connect).await {
                 Ok(conn) => conn,
-                // This host's shortage (descriptors, buffers, local ports), not the server's.
-                // Waited out within `timeout_connect`, then answered 503.
-                Err(e) if listener::is_local_shortage(&e) => {
-                    if let Some(pause) = attempts.shortage(s.timeout_connect) {
-                        listener::pause_for_shortage(&e, pause).await;
-                        continue;
-                    }
-                    fe.counters.local_shortage.fetch_add(1, Ordering::Relaxed);
-                    log.retries = attempts.retries();
-                    log.end = HttpEnd::LocalShortage;
-                    return answer(
-                        fe,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "503 Service Unavailable: the proxy is out of resources\n",
-                        log,
-                    );
-                }
-                Err(e) => {
-                    server.observe_error(ProxyError::from_connect(&e));
-                    if !attempts.failed(idx) {
-                        log.retries = attempts.retries();
-                        log.end = HttpEnd::ConnectFailed;
-                        fe.counters.connect_failed.fetch_add(1, Ordering::Relaxed);
-                        return answer(
-                            fe,
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "503 Service Unavailable: no region answered\n",
-                            log,
-                        );
-                    }
-                    continue;
-                }
+                Err(e) => return Err(self.connect_failed(idx, e).await),
             },
         };
-        log.connect += t.elapsed();
+        self.log.connect += t.elapsed();
+        Ok((idx, conn))
+    }
+
+    /// A new connection to server `idx` failed.
+    async fn connect_failed(&mut self, idx: usize, e: io::Error) -> Step {
+        let snap = self.snap;
+        // This host's shortage (descriptors, buffers, local ports), not the server's.
+        // Waited out within `timeout_connect`, then answered 503.
+        if listener::is_local_shortage(&e) {
+            if let Some(pause) = self.attempts.shortage(snap.settings.timeout_connect) {
+                listener::pause_for_shortage(&e, pause).await;
+                return Step::Again;
+            }
+            self.fe
+                .counters
+                .local_shortage
+                .fetch_add(1, Ordering::Relaxed);
+            return self.give_up(
+                HttpEnd::LocalShortage,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 Service Unavailable: the proxy is out of resources\n",
+            );
+        }
+        let server = &snap.servers.members()[idx].state;
+        server.observe_error(ProxyError::from_connect(&e));
+        if self.attempts.failed(idx) {
+            return Step::Again;
+        }
+        self.fe
+            .counters
+            .connect_failed
+            .fetch_add(1, Ordering::Relaxed);
+        self.give_up(
+            HttpEnd::ConnectFailed,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: no region answered\n",
+        )
+    }
+
+    /// Sends the request to server `idx` on `conn` and reads the response head within
+    /// `timeout_server`.
+    async fn exchange(&mut self, idx: usize, mut conn: Conn) -> Result<Exchanged, Step> {
+        let snap = self.snap;
+        let s = &snap.settings;
+        let server = &snap.servers.members()[idx].state;
         let t = Instant::now();
         server.counters.total.fetch_add(1, Ordering::Relaxed);
         let mut cut = crate::l4::cut_signal(snap, server);
+        let (head, body, framing, method) =
+            (&self.head, &mut self.body, self.framing, &self.method);
         let exchange = async {
             let sent = conn
-                .send(
-                    &head,
-                    &mut body,
-                    framing,
-                    s.timeout_client,
-                    s.timeout_server,
-                )
+                .send(head, body, framing, s.timeout_client, s.timeout_server)
                 .await;
             let exchanged = match sent {
-                Ok(()) => tokio::time::timeout(s.timeout_server, conn.read_head(&parts.method))
+                Ok(()) => tokio::time::timeout(s.timeout_server, conn.read_head(method))
                     .await
                     .unwrap_or(Err(upstream::Error::Timeout)),
                 Err(e) => Err(e),
@@ -983,123 +1106,62 @@ async fn handle(
         };
         let Some((body_sent, exchanged)) = exchanged else {
             server.counters.sessions_cut.fetch_add(1, Ordering::Relaxed);
-            log.response = t.elapsed();
-            log.end = HttpEnd::ServerDown;
-            return answer(
-                fe,
+            self.log.response = t.elapsed();
+            self.log.end = HttpEnd::ServerDown;
+            return Err(Step::GiveUp(
                 StatusCode::BAD_GATEWAY,
                 "502 Bad Gateway: the server went down\n",
-                log,
-            );
+            ));
         };
-        log.bytes_in = body_sent;
+        self.log.bytes_in = body_sent;
         server
             .counters
             .bytes_to_server
             .fetch_add(body_sent, Ordering::Relaxed);
-        log.response = t.elapsed();
-        let error = match exchanged {
-            Ok(h) => {
-                log.retries = attempts.retries();
-                let switching = h.status == StatusCode::SWITCHING_PROTOCOLS;
-                if switching && client_upgrade.is_none() {
-                    // A protocol switch the client did not ask for cannot be relayed.
-                    server.observe_error(ProxyError::BadResponse);
-                    log.end = HttpEnd::ServerGarbage;
-                    return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
-                }
-                let pool = (!s.http_server_close && !upgrade).then(|| snap.idle_conns[idx].clone());
-                let (mut up_body, switched) = UpBody::new(conn, &h, pool, worker, s.timeout_server);
-                // The body watches the server, or else the tunnel it became does.
-                if switched.is_none() {
-                    if let Some(cut) = cut.take() {
-                        up_body.cut_when_down(cut, server.clone());
-                    }
-                }
-                let sized = up_body.size_hint().exact().is_some();
-                let ahead = match read_ahead(&mut up_body) {
-                    Ok(ahead) => ahead,
-                    Err(e) => {
-                        // Nothing of the response has left: the client can still be told.
-                        server.observe_error(body_error(&e));
-                        log.end = body_failure(&e);
-                        return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
-                    }
-                };
-                server.observe_success();
-                log.status = h.status.as_u16();
-                fe.counters.count_status(log.status);
-                let mut headers = h.headers;
-                strip_hop_by_hop(&mut headers, switching);
-                server.counters.current.fetch_add(1, Ordering::Relaxed);
-                log.server = Some(server.clone());
-                let log = Box::new(log);
-                // The tunnel takes the log (and the server's `current`) to its end; the
-                // response itself, empty, logs nothing.
-                let log = match (client_upgrade, switched) {
-                    (Some(client), Some(server)) => {
-                        let tunnel = Tunnel {
-                            client,
-                            server,
-                            log,
-                            idle: s.timeout_tunnel,
-                            cut,
-                        };
-                        if let Ok(mut slot) = shared.tunnel.lock() {
-                            *slot = Some(tunnel);
-                        }
-                        None
-                    }
-                    _ => Some(log),
-                };
-                let mut r = Response::new(ProxyBody::stream(up_body, ahead, sized, shared, log));
-                *r.status_mut() = h.status;
-                *r.headers_mut() = headers;
-                return r;
-            }
-            Err(e) => e,
-        };
+        self.log.response = t.elapsed();
+        match exchanged {
+            Ok(head) => Ok(Exchanged {
+                idx,
+                conn,
+                head,
+                cut,
+            }),
+            Err(e) => Err(self.exchange_failed(idx, conn, e)),
+        }
+    }
+
+    /// The exchange with server `idx` on `conn` failed with `error`.
+    fn exchange_failed(&mut self, idx: usize, conn: Conn, error: upstream::Error) -> Step {
+        let server = &self.snap.servers.members()[idx].state;
         let reused = conn.reused();
         drop(conn);
-        debug!(client = %peer, frontend = %fe.name, server = %server.name, cause = %error,
-            "request failed");
+        debug!(client = %self.peer, frontend = %self.fe.name, server = %server.name,
+            cause = %error, "request failed");
         match error {
             upstream::Error::Timeout => {
                 server.observe_error(ProxyError::Timeout);
-                log.retries = attempts.retries();
-                log.end = HttpEnd::ServerTimeout;
-                return answer(
-                    fe,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "504 Gateway Timeout\n",
-                    log,
-                );
+                let text = "504 Gateway Timeout\n";
+                self.give_up(HttpEnd::ServerTimeout, StatusCode::GATEWAY_TIMEOUT, text)
             }
             upstream::Error::Client(e) => {
                 // The client went away or fell silent mid-upload: nothing to blame the server
                 // for.
                 server.counters.total.fetch_sub(1, Ordering::Relaxed);
-                log.retries = attempts.retries();
                 if e.kind() == io::ErrorKind::TimedOut {
-                    log.end = HttpEnd::ClientTimeout;
-                    return answer(
-                        fe,
-                        StatusCode::REQUEST_TIMEOUT,
-                        "408 Request Timeout\n",
-                        log,
-                    );
+                    let text = "408 Request Timeout\n";
+                    return self.give_up(HttpEnd::ClientTimeout, StatusCode::REQUEST_TIMEOUT, text);
                 }
-                log.end = HttpEnd::ClientAbort;
-                return answer(fe, StatusCode::BAD_REQUEST, "400 Bad Request\n", log);
+                let text = "400 Bad Request\n";
+                self.give_up(HttpEnd::ClientAbort, StatusCode::BAD_REQUEST, text)
             }
             // The server closed a pooled connection as the request went out: the request
             // never reached it. Go again, same rules, not counted as an attempt.
-            e if reused && replayable && e.closed_early() => {
+            e if reused && self.replayable && e.closed_early() => {
                 server.counters.total.fetch_sub(1, Ordering::Relaxed);
-                if attempts.stale() {
-                    continue;
+                if self.attempts.stale() {
+                    return Step::Again;
                 }
-                return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
+                Step::GiveUp(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
             }
             error => {
                 let garbage = matches!(error, upstream::Error::Garbage(_));
@@ -1110,17 +1172,97 @@ async fn handle(
                 });
                 // Closed before any response byte: an idempotent request without a body
                 // may go again, to another server.
-                if attempts.failed_after_send(idx, replayable && !garbage) {
-                    continue;
+                if self
+                    .attempts
+                    .failed_after_send(idx, self.replayable && !garbage)
+                {
+                    return Step::Again;
                 }
-                log.retries = attempts.retries();
-                log.end = if garbage {
+                let end = if garbage {
                     HttpEnd::ServerGarbage
                 } else {
                     HttpEnd::ServerError
                 };
-                return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", log);
+                self.give_up(end, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
             }
+        }
+    }
+
+    /// Relays the response head, and the body as it comes, with the frames that are there
+    /// already read ahead; after a `101`, leaves the tunnel it became to [`serve`].
+    fn respond(mut self, ex: Exchanged, shared: &Arc<Shared>) -> Response<ProxyBody> {
+        let (fe, snap) = (self.fe, self.snap);
+        let Exchanged {
+            idx,
+            conn,
+            head: h,
+            mut cut,
+        } = ex;
+        let server = &snap.servers.members()[idx].state;
+        self.log.retries = self.attempts.retries();
+        let switching = h.status == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && self.client_upgrade.is_none() {
+            // A protocol switch the client did not ask for cannot be relayed.
+            server.observe_error(ProxyError::BadResponse);
+            self.log.end = HttpEnd::ServerGarbage;
+            return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", self.log);
+        }
+        let pool = self.pooling().then(|| snap.idle_conns[idx].clone());
+        let timeout = snap.settings.timeout_server;
+        let (mut up_body, switched) = UpBody::new(conn, &h, pool, self.worker, timeout);
+        // The body watches the server, or else the tunnel it became does.
+        if switched.is_none() {
+            if let Some(cut) = cut.take() {
+                up_body.cut_when_down(cut, server.clone());
+            }
+        }
+        let sized = up_body.size_hint().exact().is_some();
+        let ahead = match read_ahead(&mut up_body) {
+            Ok(ahead) => ahead,
+            Err(e) => {
+                // Nothing of the response has left: the client can still be told.
+                server.observe_error(body_error(&e));
+                self.log.end = body_failure(&e);
+                return answer(fe, StatusCode::BAD_GATEWAY, "502 Bad Gateway\n", self.log);
+            }
+        };
+        server.observe_success();
+        self.log.status = h.status.as_u16();
+        fe.counters.count_status(self.log.status);
+        let mut headers = h.headers;
+        strip_hop_by_hop(&mut headers, switching);
+        server.counters.current.fetch_add(1, Ordering::Relaxed);
+        self.log.server = Some(server.clone());
+        let log = self.log_keeper(switched, cut, shared);
+        let mut r = Response::new(ProxyBody::stream(up_body, ahead, sized, shared, log));
+        *r.status_mut() = h.status;
+        *r.headers_mut() = headers;
+        r
+    }
+
+    /// Who writes the access-log line and ends the server's `current`: after a `101` both
+    /// sides asked for, the tunnel on the server connection `switched`, parked in `shared` for
+    /// [`serve`] to run (the response itself, empty, logs nothing); else the response body
+    /// (the log returned).
+    fn log_keeper(
+        self,
+        switched: Option<Conn>,
+        cut: Option<watch::Receiver<u64>>,
+        shared: &Shared,
+    ) -> Option<Box<Log>> {
+        let log = Box::new(self.log);
+        match (self.client_upgrade, switched) {
+            (Some(client), Some(server)) => {
+                shared.park(Tunnel {
+                    client,
+                    server,
+                    log,
+                    idle: self.snap.settings.timeout_tunnel,
+                    cut,
+                });
+                None
+            }
+            _ => Some(log),
         }
     }
 }
@@ -1129,7 +1271,7 @@ async fn handle(
 /// of both connections.
 struct Tunnel {
     /// The client side, once hyper has written the 101 and let go of the connection.
-    client: hyper::upgrade::OnUpgrade,
+    client: OnUpgrade,
     /// The server side, with what it sent past the 101 still buffered.
     server: Conn,
     /// The upgrade request's access-log line, written when the tunnel ends.
@@ -1137,7 +1279,7 @@ struct Tunnel {
     /// `timeout_tunnel`.
     idle: Duration,
     /// `on_down = "shutdown_sessions"`: the server's down signal.
-    cut: Option<tokio::sync::watch::Receiver<u64>>,
+    cut: Option<watch::Receiver<u64>>,
 }
 
 impl Tunnel {
