@@ -22,7 +22,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::netns::{wait_for, REQUIRE_ENV};
+use crate::netns::wait_for;
 
 /// The user the health check logs in as.
 pub const CHECK_USER: &str = "maas_check";
@@ -164,21 +164,18 @@ pub fn available() -> Result<PgBin, String> {
     Ok(PgBin { dir, run_as })
 }
 
-/// Call first in a PostgreSQL test: `None` means skip (a message is printed); panics instead
-/// when [`REQUIRE_ENV`] is `1`, as CI sets it.
-pub fn check_or_skip(test: &str) -> Option<PgBin> {
-    match available() {
-        Ok(bin) => Some(bin),
-        Err(why) => {
-            if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-                panic!("{test}: PostgreSQL required ({REQUIRE_ENV}=1) but unusable: {why}");
-            }
-            eprintln!(
-                "SKIPPED {test}: PostgreSQL unusable ({why}); set {REQUIRE_ENV}=1 to fail instead"
-            );
-            None
-        }
-    }
+/// Call first in a PostgreSQL test, which is `#[ignore = "needs PostgreSQL server binaries
+/// (Debian package postgresql)"]` so that a plain `cargo test` reports it as ignored rather than
+/// as passed (`.ci/run` installs the package and runs it with `--include-ignored`): the server
+/// programs, or a panic saying why they are unusable here, so that the test run on a machine
+/// without them fails instead of passing.
+pub fn require(test: &str) -> PgBin {
+    available().unwrap_or_else(|why| {
+        panic!(
+            "{test}: needs the PostgreSQL server programs (Debian package postgresql, or \
+             $MAAS_VIP_PG_BIN), unusable here: {why}"
+        )
+    })
 }
 
 /// Runs `cmd` to its end or for `limit` at most (then kills it); its output, or why not.

@@ -48,10 +48,9 @@ const STANDBY_FOR_PRIMARY: PgResult = PgResult::WrongRole {
 };
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL server binaries (Debian package postgresql)"]
 async fn a_primary_and_its_standby_are_told_apart() {
-    let Some(bin) = pg::check_or_skip("a_primary_and_its_standby_are_told_apart") else {
-        return;
-    };
+    let bin = pg::require("a_primary_and_its_standby_are_told_apart");
     let cluster = PgCluster::start(
         &bin,
         &Options {
@@ -86,10 +85,9 @@ async fn a_primary_and_its_standby_are_told_apart() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL server binaries (Debian package postgresql)"]
 async fn roles_follow_a_promotion_and_a_rejoin() {
-    let Some(bin) = pg::check_or_skip("roles_follow_a_promotion_and_a_rejoin") else {
-        return;
-    };
+    let bin = pg::require("roles_follow_a_promotion_and_a_rejoin");
     let mut cluster = PgCluster::start(
         &bin,
         &Options {
@@ -133,10 +131,9 @@ async fn roles_follow_a_promotion_and_a_rejoin() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL server binaries (Debian package postgresql)"]
 async fn md5_logins() {
-    let Some(bin) = pg::check_or_skip("md5_logins") else {
-        return;
-    };
+    let bin = pg::require("md5_logins");
     let cluster = PgCluster::start(
         &bin,
         &Options {
@@ -168,10 +165,9 @@ async fn md5_logins() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL server binaries (Debian package postgresql)"]
 async fn trust_logins() {
-    let Some(bin) = pg::check_or_skip("trust_logins") else {
-        return;
-    };
+    let bin = pg::require("trust_logins");
     let cluster = PgCluster::start(
         &bin,
         &Options {
@@ -197,10 +193,9 @@ fn check_lines(log: &str) -> Vec<&str> {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL server binaries (Debian package postgresql)"]
 async fn sessions_end_with_a_terminate_and_refusals_are_told_apart() {
-    let Some(bin) = pg::check_or_skip("sessions_end_with_a_terminate") else {
-        return;
-    };
+    let bin = pg::require("sessions_end_with_a_terminate_and_refusals_are_told_apart");
     let cluster = PgCluster::start(
         &bin,
         &Options {
@@ -361,10 +356,9 @@ async fn peers_that_are_not_postgres() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL server binaries (Debian package postgresql)"]
 fn the_cluster_is_gone_after_drop_and_after_a_panic() {
-    let Some(bin) = pg::check_or_skip("the_cluster_is_gone_after_drop") else {
-        return;
-    };
+    let bin = pg::require("the_cluster_is_gone_after_drop_and_after_a_panic");
     let cluster = PgCluster::start(&bin, &Options::default());
     let (root, addr) = (cluster.root().to_path_buf(), cluster.server(0).addr());
     assert!(root.exists());

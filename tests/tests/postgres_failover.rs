@@ -151,8 +151,10 @@ fn assert_secret_absent(what: &str, text: &str, secret: &str) {
     );
 }
 
-fn setup(test: &str) -> Option<(PgCluster, tempfile::TempDir)> {
-    let bin = pg::check_or_skip(test)?;
+/// A primary and its standby, and a directory for the daemon's files; panics without the
+/// PostgreSQL server programs ([`pg::require`]).
+fn setup(test: &str) -> (PgCluster, tempfile::TempDir) {
+    let bin = pg::require(test);
     let cluster = PgCluster::start(
         &bin,
         &Options {
@@ -160,7 +162,7 @@ fn setup(test: &str) -> Option<(PgCluster, tempfile::TempDir)> {
             ..Options::default()
         },
     );
-    Some((cluster, tempfile::tempdir().expect("tempdir")))
+    (cluster, tempfile::tempdir().expect("tempdir"))
 }
 
 /// maas-vip in front of the cluster's two servers (`pg-a`, `pg-b`, in that order): the
@@ -208,12 +210,10 @@ fn fail_over(cluster: &mut PgCluster, old: usize, new: usize, front: SocketAddr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL server binaries (Debian package postgresql)"]
 async fn connections_follow_the_primary_and_sessions_on_the_old_one_are_cut() {
-    let Some((mut cluster, dir)) =
-        setup("connections_follow_the_primary_and_sessions_on_the_old_one_are_cut")
-    else {
-        return;
-    };
+    let (mut cluster, dir) =
+        setup("connections_follow_the_primary_and_sessions_on_the_old_one_are_cut");
     let bin = cluster.bin().clone();
     let (a, b) = (cluster.server(0).addr(), cluster.server(1).addr());
     let (mut daemon, front, admin) = in_front(&cluster, &dir);
@@ -361,12 +361,10 @@ fn http_server() -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL server binaries (Debian package postgresql)"]
 async fn a_wrong_password_is_auth_failed_and_never_printed_and_http_is_not_postgres() {
-    let Some((cluster, dir)) =
-        setup("a_wrong_password_is_auth_failed_and_never_printed_and_http_is_not_postgres")
-    else {
-        return;
-    };
+    let (cluster, dir) =
+        setup("a_wrong_password_is_auth_failed_and_never_printed_and_http_is_not_postgres");
     let wrong = format!("wrong-{}-Xk2!", std::process::id());
     let pw = dir.path().join("wrong.password");
     fs::write(&pw, format!("{wrong}\n")).expect("password file");
@@ -444,11 +442,9 @@ async fn a_wrong_password_is_auth_failed_and_never_printed_and_http_is_not_postg
 /// through maas-vip, five times (the servers swap roles each round). Slow: run with
 /// `cargo test -p maas-vip-tests --test postgres_failover -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: five promotions and rewinds (.ci/run skips `measure_`)"]
+#[ignore = "a measurement, needs PostgreSQL server binaries: five promotions and rewinds (.ci/run skips `measure_`)"]
 async fn measure_promotion_to_first_write_median_of_five() {
-    let Some((mut cluster, dir)) = setup("measure_promotion_to_first_write_median_of_five") else {
-        return;
-    };
+    let (mut cluster, dir) = setup("measure_promotion_to_first_write_median_of_five");
     let (_daemon, front, admin) = in_front(&cluster, &dir);
     let mut times = Vec::new();
     let (mut old, mut new) = (0, 1);
@@ -494,20 +490,16 @@ impl Drop for Haproxy {
 /// pgsql-check` only sees that the server answers, not its role). Run with
 /// `cargo test -p maas-vip-tests --test postgres_failover -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: five promotions and rewinds, with HAProxy (.ci/run skips `measure_`)"]
+#[ignore = "a measurement, needs PostgreSQL server binaries and HAProxy: five promotions and rewinds (.ci/run skips `measure_`)"]
 async fn measure_haproxy_promotion_to_first_write_median_of_five() {
     let haproxy = Path::new("/usr/sbin/haproxy");
-    if !haproxy.exists() {
-        eprintln!(
-            "SKIP measure_haproxy_promotion_to_first_write_median_of_five: no {}",
-            haproxy.display()
-        );
-        return;
-    }
-    let Some((mut cluster, dir)) = setup("measure_haproxy_promotion_to_first_write_median_of_five")
-    else {
-        return;
-    };
+    assert!(
+        haproxy.exists(),
+        "measure_haproxy_promotion_to_first_write_median_of_five: needs {} (Debian package \
+         haproxy; .ci/run installs it)",
+        haproxy.display()
+    );
+    let (mut cluster, dir) = setup("measure_haproxy_promotion_to_first_write_median_of_five");
     let (a, b) = (cluster.server(0).addr(), cluster.server(1).addr());
     let front_port = free_port();
     let front = SocketAddr::from(([127, 0, 0, 1], front_port));
