@@ -154,7 +154,7 @@ impl AnnounceConfig {
         }
     }
 
-    /// The VIPs.
+    /// `virtual_ipaddresses`: the host prefixes put on the VIP interface and announced.
     pub fn vips(&self) -> &[HostPrefix] {
         self.virtual_ipaddresses.get_ref()
     }

@@ -74,12 +74,12 @@ pub enum Reason {
     Healthy,
     /// No server of a tracked frontend is up (or its health is not known yet).
     NoServerUp {
-        /// The frontend.
+        /// Its `[[frontend]] name`.
         frontend: String,
     },
     /// A track script fails (or has not run yet).
     TrackScript {
-        /// The script.
+        /// Its `[[announce.track_script]] name`.
         script: String,
     },
     /// An operator withdrew them.
@@ -107,7 +107,6 @@ impl fmt::Display for Reason {
 pub struct Status {
     /// Announced or withdrawn.
     pub state: State,
-    /// Why.
     pub reason: Reason,
     /// When the state last changed (start, if never).
     pub since: Instant,

@@ -22,39 +22,29 @@ pub enum FrrError {
     /// vtysh could not be started.
     #[error("running {program}: {source}")]
     Spawn {
-        /// The program.
         program: String,
-        /// Why.
         source: std::io::Error,
     },
     /// vtysh did not finish in time.
     #[error("{program} -c '{command}' did not answer within {timeout:?}")]
     Timeout {
-        /// The program.
         program: String,
-        /// The command.
         command: String,
-        /// The limit.
         timeout: Duration,
     },
     /// vtysh exited with an error (bgpd not running, no permission on its socket...).
     #[error("{program} -c '{command}' failed ({status}): {stderr}")]
     Failed {
-        /// The program.
         program: String,
-        /// The command.
         command: String,
-        /// Its exit status.
         status: std::process::ExitStatus,
-        /// What it said.
+        /// What it wrote to stderr.
         stderr: String,
     },
     /// The output is not the JSON that FRR prints for that command.
     #[error("unexpected output of '{command}': {source}")]
     Parse {
-        /// The command.
         command: String,
-        /// The JSON error.
         source: serde_json::Error,
     },
 }
@@ -128,11 +118,9 @@ pub fn parse_route(json: &str) -> Result<RouteStatus, serde_json::Error> {
 pub struct Peer {
     /// Address (or interface, for unnumbered peers).
     pub peer: String,
-    /// Its AS.
     pub remote_as: u32,
     /// FSM state: "Established", "Active", "Connect", "Idle"...
     pub state: String,
-    /// Prefixes sent to it.
     pub prefixes_sent: u32,
 }
 
@@ -250,7 +238,7 @@ impl Vtysh {
             .await
     }
 
-    /// The BGP sessions.
+    /// The BGP sessions, from `show bgp summary json`.
     pub async fn peers(&self) -> Result<Vec<Peer>, FrrError> {
         self.json("show bgp summary json".to_string(), parse_summary)
             .await

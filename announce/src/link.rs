@@ -32,7 +32,6 @@ pub enum LinkError {
     /// `/dev/net/tun` could not be opened or the device not created.
     #[error("creating the VIP interface {iface}: {error}{hint}")]
     Create {
-        /// The interface.
         iface: String,
         /// What the kernel said (in the message, not a `source`: printed once).
         error: std::io::Error,
@@ -47,9 +46,7 @@ pub enum LinkError {
     Netlink {
         /// What was asked.
         what: &'static str,
-        /// The interface.
         iface: String,
-        /// What netlink said.
         source: rtnetlink::Error,
     },
     /// The device vanished although we hold it (deleted by hand: `ip link del`).
@@ -276,12 +273,11 @@ impl VipLink {
         })
     }
 
-    /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Its index.
+    /// The kernel's interface index (`ifindex`), for netlink requests.
     pub fn index(&self) -> u32 {
         self.index
     }

@@ -18,7 +18,6 @@ impl HostPrefix {
         HostPrefix(addr)
     }
 
-    /// The address.
     pub fn addr(self) -> IpAddr {
         self.0
     }
@@ -31,7 +30,6 @@ impl HostPrefix {
         }
     }
 
-    /// Whether it is IPv6.
     pub fn is_ipv6(self) -> bool {
         self.0.is_ipv6()
     }
@@ -56,9 +54,8 @@ pub enum PrefixError {
         "{input:?}: only host prefixes are announced (/32 for IPv4, /128 for IPv6), not /{len}"
     )]
     NotHost {
-        /// What was given.
         input: String,
-        /// Its length.
+        /// The prefix length as written.
         len: String,
     },
 }

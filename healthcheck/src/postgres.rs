@@ -451,7 +451,6 @@ impl fmt::Display for Password {
 #[derive(Debug, thiserror::Error)]
 #[error("password file {}: {kind}", path.display())]
 pub struct PasswordFileError {
-    /// The file.
     pub path: PathBuf,
     /// What is wrong with it.
     pub kind: PasswordFileErrorKind,

@@ -43,7 +43,6 @@ pub enum Target {
     Name {
         /// The name, as written.
         host: String,
-        /// The port.
         port: u16,
     },
 }
@@ -83,7 +82,6 @@ impl Target {
         })
     }
 
-    /// The port.
     pub fn port(&self) -> u16 {
         match self {
             Target::Addr(a) => a.port(),

@@ -33,7 +33,7 @@ pub enum Health {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Admin {
-    /// Normal.
+    /// Takes new connections when its health allows.
     Ready = 0,
     /// No new connections; established ones finish.
     Drain = 1,

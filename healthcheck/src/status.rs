@@ -131,7 +131,7 @@ pub struct ServerStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResolutionStatus {
-    /// The host name.
+    /// The host name, as in the server's `address`.
     pub name: String,
     /// Where connections and checks go now (`ip:port`); null: nowhere, the server is down.
     pub current_address: Option<String>,
@@ -145,7 +145,6 @@ pub struct ResolutionStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LastCheck {
-    /// True if it passed.
     pub passed: bool,
     /// Stable name: "connected", "http_ok", "http_bad_status", "refused", "connect_timeout",
     /// "response_timeout", "connect_error", "closed", "bad_response", "io_error".

@@ -57,7 +57,7 @@ pub struct Member {
     key_hash: u64,
 }
 
-/// Balancing algorithm.
+/// How a [`Pool`] picks a server: the config's `balance`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     /// Smooth weighted round robin.

@@ -16,13 +16,13 @@ use crate::config::{Balance, FrontendConfig, Mode, OnDown};
 /// The values of a frontend's config that the proxy reads per connection.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Proxy mode.
     pub mode: Mode,
     /// Connect attempts after the first.
     pub retries: u32,
     /// Whether retries go to another server.
     pub redispatch: bool,
-    /// Connect timeout.
+    /// Per attempt: how long a connect to a server may take. Also the most spent waiting out a
+    /// local shortage (descriptors, buffers, ports) before giving up.
     pub timeout_connect: Duration,
     /// Client inactivity timeout.
     pub timeout_client: Duration,
@@ -83,13 +83,15 @@ pub struct FrontendCounters {
     pub connect_failed: AtomicU64,
     /// Connections given up because this host ran out of descriptors, buffers or local ports.
     pub local_shortage: AtomicU64,
-    /// Connect retries.
+    /// Attempts after the first of a connection or request (a stale pooled connection going
+    /// again is not one); counted by `Attempts::pick`.
     pub retries: AtomicU64,
     /// Retries sent to another server.
     pub redispatches: AtomicU64,
-    /// Bytes from clients.
+    /// tcp mode: bytes relayed from clients to servers, added as each connection ends (http mode
+    /// counts bytes per server only).
     pub bytes_in: AtomicU64,
-    /// Bytes to clients.
+    /// tcp mode: bytes relayed from servers to clients, added as each connection ends.
     pub bytes_out: AtomicU64,
     /// http mode: requests received.
     pub requests: AtomicU64,
@@ -114,7 +116,6 @@ pub struct Frontend {
     /// Name from the config.
     pub name: Arc<str>,
     snapshot: ArcSwap<FrontendSnapshot>,
-    /// Counters.
     pub counters: FrontendCounters,
     limit: Arc<Semaphore>,
     maxconn: AtomicU32,
@@ -132,7 +133,7 @@ impl Frontend {
         }
     }
 
-    /// The current snapshot.
+    /// The current generation; a connection keeps the one it started with to its end.
     pub fn snapshot(&self) -> Arc<FrontendSnapshot> {
         self.snapshot.load_full()
     }

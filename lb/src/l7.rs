@@ -283,7 +283,7 @@ pub enum HttpEnd {
 }
 
 impl HttpEnd {
-    /// Name used in logs.
+    /// The access log's `end` value.
     pub fn as_str(self) -> &'static str {
         match self {
             HttpEnd::Done => "done",

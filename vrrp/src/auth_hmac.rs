@@ -200,11 +200,12 @@ fn be16(b: &[u8]) -> u16 {
 /// The decoded trailer (without its MAC, which only [`AuthHmac`] can judge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrailerRepr {
-    /// Scheme.
+    /// The MAC scheme; only [`EXT_HMAC_SHA256`] verifies.
     pub ext_type: u8,
-    /// Key id.
+    /// Which key of the [`KeySet`] signed it.
     pub key_id: u8,
-    /// Sequence.
+    /// Anti-replay: accepted only after the sender's last accepted one (in time mode, also within
+    /// the window of now).
     pub seq: Seq,
 }
 
@@ -442,12 +443,7 @@ pub enum KeyError {
     Id,
     /// Not 32 to 64 bytes.
     #[error("key {id} is {len} bytes; keys are {KEY_MIN} to {KEY_MAX} bytes")]
-    Length {
-        /// Its id.
-        id: u8,
-        /// Its length.
-        len: usize,
-    },
+    Length { id: u8, len: usize },
     /// Two keys with one id.
     #[error("key id {0} is given twice")]
     Duplicate(u8),
@@ -693,7 +689,6 @@ impl AuthHmac {
         }
     }
 
-    /// The settings.
     pub fn params(&self) -> &Params {
         &self.p
     }

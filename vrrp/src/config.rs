@@ -195,7 +195,6 @@ pub enum InitialState {
 /// A virtual address with the prefix it is added with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vip {
-    /// The address itself.
     pub addr: IpAddr,
     /// Prefix length, 0..=32 (IPv4) or 0..=128 (IPv6); the whole address (32, 128) when the
     /// config gives none, as keepalived does.

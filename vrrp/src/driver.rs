@@ -29,7 +29,6 @@ pub enum VrrpError {
     /// An instance's auth_hmac keys could not be read (files, credentials).
     #[error("vrrp instance `{instance}`: {problems}")]
     Config {
-        /// Instance name.
         instance: String,
         /// Every problem, joined.
         problems: String,
@@ -41,9 +40,7 @@ pub enum VrrpError {
         a: String,
         /// Second instance.
         b: String,
-        /// The id.
         vrid: u8,
-        /// The interface.
         iface: String,
     },
     /// The interface does not exist.
@@ -55,7 +52,6 @@ pub enum VrrpError {
         "interface {iface} has no {what} besides the virtual ones (needed as the advert source)"
     )]
     NoAddress {
-        /// The interface.
         iface: String,
         /// "IPv4 address" or "usable IPv6 link-local address".
         what: &'static str,
@@ -68,18 +64,14 @@ pub enum VrrpError {
     Netlink {
         /// What we were doing.
         what: &'static str,
-        /// The interface.
         iface: String,
-        /// The kernel's answer.
         #[source]
         source: rtnetlink::Error,
     },
     /// The raw VRRP socket could not be set up or read.
     #[error("VRRP socket on {iface}: {source} (raw sockets need CAP_NET_RAW)")]
     Socket {
-        /// The interface.
         iface: String,
-        /// The system error.
         #[source]
         source: std::io::Error,
     },
@@ -117,7 +109,6 @@ pub struct InstanceStatus {
 pub struct StatusBoard(Arc<Mutex<Vec<InstanceStatus>>>);
 
 impl StatusBoard {
-    /// An empty board.
     pub fn new() -> Self {
         StatusBoard::default()
     }

@@ -121,16 +121,16 @@ pub enum Reason {
     MasterStopped,
     /// A lower-priority master was preempted (after preempt_delay).
     Preempt {
-        /// Its address.
+        /// The master preempted.
         from: IpAddr,
-        /// Its priority.
+        /// The priority it advertised.
         priority: u8,
     },
     /// An advert with a higher priority (or equal and a higher address) arrived.
     HigherPriority {
-        /// Its source.
+        /// The advert's sender.
         from: IpAddr,
-        /// Its priority.
+        /// The priority it advertised.
         priority: u8,
     },
     /// The interface went down.
@@ -191,11 +191,8 @@ pub enum Action {
     },
     /// The state changed (log it, run notify).
     StateChanged {
-        /// Previous state.
         from: State,
-        /// New state.
         to: State,
-        /// Why.
         reason: Reason,
         /// Effective priority at the time.
         priority: u8,
@@ -500,17 +497,14 @@ impl Machine {
         self.hmac.as_mut()?.sign(wall, &origin, msg)
     }
 
-    /// Current state.
     pub fn state(&self) -> State {
         self.state
     }
 
-    /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
-    /// Parameters.
     pub fn params(&self) -> &Params {
         &self.p
     }
@@ -561,7 +555,8 @@ impl Machine {
         }
     }
 
-    /// Next thing to do.
+    /// The next action for the driver to carry out (send, add or remove VIPs, notify), in
+    /// order; call until `None` after each event.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }

@@ -34,25 +34,17 @@ pub enum KeyFileError {
         path.display(),
         path.display()
     )]
-    Missing {
-        /// The file.
-        path: PathBuf,
-    },
+    Missing { path: PathBuf },
     /// The file cannot be opened or read.
     #[error("key file {}: {source}", path.display())]
     Read {
-        /// The file.
         path: PathBuf,
-        /// The system's answer.
         #[source]
         source: std::io::Error,
     },
     /// Not a regular file.
     #[error("key file {}: not a regular file", path.display())]
-    NotAFile {
-        /// The file.
-        path: PathBuf,
-    },
+    NotAFile { path: PathBuf },
     /// Group or others have access to it.
     #[error(
         "key file {}: mode {mode:04o} lets group or others at it; refused (chmod 600 {})",
@@ -60,34 +52,26 @@ pub enum KeyFileError {
         path.display()
     )]
     Exposed {
-        /// The file.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
     },
     /// Longer than [`KEY_FILE_MAX`] bytes.
     #[error("key file {}: longer than {KEY_FILE_MAX} bytes", path.display())]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-    },
+    TooLarge { path: PathBuf },
     /// `hex:` followed by something else than hex digits.
     #[error(
         "key file {}: `hex:` must be followed by hex digits only (e.g. the 64 that \
          `openssl rand -hex 32` prints)",
         path.display()
     )]
-    Hex {
-        /// The file.
-        path: PathBuf,
-    },
+    Hex { path: PathBuf },
     /// The key itself is not usable (length).
     #[error(
         "key file {}: {source} (`hex:` and 64 to 128 hex digits, or 32 to 64 bytes as they are)",
         path.display()
     )]
     Key {
-        /// The file.
         path: PathBuf,
         /// What is wrong with the key.
         #[source]
@@ -102,7 +86,7 @@ pub enum KeyFileError {
          LoadCredential={name}:/path/to/key in the unit)"
     )]
     NoCredentialsDirectory {
-        /// The credential.
+        /// The credential's name (`LoadCredential=NAME:...`).
         name: String,
     },
     /// The credential is not in `$CREDENTIALS_DIRECTORY`.
@@ -111,7 +95,7 @@ pub enum KeyFileError {
         dir.display()
     )]
     CredentialMissing {
-        /// The credential.
+        /// The credential's name (`LoadCredential=NAME:...`).
         name: String,
         /// `$CREDENTIALS_DIRECTORY`.
         dir: PathBuf,

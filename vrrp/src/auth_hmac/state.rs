@@ -38,16 +38,13 @@ pub enum StateError {
     /// Cannot read or write it.
     #[error("auth_hmac state file {path}: {source}")]
     Io {
-        /// The file.
         path: String,
-        /// The system's answer.
         #[source]
         source: std::io::Error,
     },
     /// Not one of ours, or damaged.
     #[error("auth_hmac state file {path}, line {line}: {what}")]
     Syntax {
-        /// The file.
         path: String,
         /// 1-based line.
         line: usize,
