@@ -122,7 +122,7 @@ impl Registry {
             .store(Arc::new(frontends.into_iter().map(Arc::new).collect()));
     }
 
-    /// The current frontends.
+    /// The frontends of the last [`Registry::store`] (a reload replaces them all at once).
     pub fn frontends(&self) -> Arc<Vec<Arc<CheckedFrontend>>> {
         self.frontends.load_full()
     }

@@ -310,9 +310,7 @@ fn wall_secs(now: SystemTime) -> u32 {
 /// one virtual router only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
-    /// VRRP version.
     pub version: Version,
-    /// Virtual router id.
     pub vrid: u8,
     /// The sender's address: our own when signing, the IP source when verifying.
     pub src: IpAddr,
@@ -477,7 +475,6 @@ impl Key {
         })
     }
 
-    /// Its id.
     pub fn id(&self) -> u8 {
         self.id
     }

@@ -146,9 +146,7 @@ impl Auth {
 /// family sets the size of the addresses in the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpPair {
-    /// Source address.
     pub src: IpAddr,
-    /// Destination address.
     pub dst: IpAddr,
 }
 
@@ -650,13 +648,11 @@ fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
 /// The IPv4 header fields the receive checks need (RFC 791), from a raw-socket read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Meta {
-    /// Source address.
     pub src: Ipv4Addr,
-    /// Destination address.
     pub dst: Ipv4Addr,
     /// Time to live.
     pub ttl: u8,
-    /// Protocol number.
+    /// 112 for VRRP.
     pub protocol: u8,
     /// Header length in bytes.
     pub header_len: usize,
