@@ -563,7 +563,6 @@ fn instance(
         written: Written::default(),
         script_user: g.script_user.clone(),
         track_script_comments: Vec::new(),
-        auth_hmac: None,
     };
     // keepalived's default version, 2, is config's too.
     if let Some(n) = g.version {
@@ -589,6 +588,7 @@ fn instance(
     let mut auth_pass: Option<(String, usize)> = None;
     let mut advert: Option<(Duration, usize)> = None;
     let mut nopreempt_line = None;
+    let mut auth_hmac_line = None;
     for c in node.children.iter().flatten() {
         let key = c.key.as_str();
         match key {
@@ -712,7 +712,10 @@ fn instance(
                     }
                 }
             }
-            "auth_hmac" => v.auth_hmac = super::auth_hmac::parse(file, c, name, notes),
+            "auth_hmac" => {
+                v.cfg.auth_hmac = super::auth_hmac::parse(file, c, name, &mut v.written, notes);
+                auth_hmac_line = Some(c.line);
+            }
             "virtual_ipaddress" => {
                 for a in c.children.iter().flatten() {
                     vip(file, a, &mut v, &mut family, notes);
@@ -867,10 +870,10 @@ fn instance(
         }
         (None, None) => {}
     }
-    if let (Some(h), Some(_)) = (&v.auth_hmac, &v.cfg.auth_pass) {
+    if let (Some(_), Some(_), Some(line)) = (&v.cfg.auth_hmac, &v.cfg.auth_pass, auth_hmac_line) {
         notes.at(
             file,
-            h.line,
+            line,
             "auth_pass dropped: keepalived drops legacy authentication beside auth_hmac",
         );
         v.cfg.auth_pass = None;

@@ -240,15 +240,14 @@ struct Vrrp {
     /// The keepalived.conf and line of its `vrrp_instance`, for notes.
     file: String,
     line: usize,
-    /// `priority`, `preempt_delay`, `garp_master_*` when keepalived.conf gave them.
+    /// `priority`, `preempt_delay`, `garp_master_*`, `auth_hmac.mode` when keepalived.conf
+    /// gave them.
     written: Written,
     /// keepalived's global `script_user` and its line: written commented out, so not in
     /// `cfg` (see `render_vrrp`).
     script_user: Option<(String, usize)>,
     /// A comment above each `[[vrrp.track_script]]` of `cfg`, by index.
     track_script_comments: Vec<Option<String>>,
-    /// keepalived 2.4's `auth_hmac`, with what its render needs.
-    auth_hmac: Option<auth_hmac::Hmac>,
 }
 
 impl Vrrp {

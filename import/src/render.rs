@@ -159,8 +159,8 @@ fn render_vrrp(out: &mut String, v: &Vrrp) {
     for (key, argv) in c.notify_programs() {
         out.push_str(&format!("{key} = {}\n", q_list(argv.get_ref())));
     }
-    if let Some(h) = &v.auth_hmac {
-        auth_hmac::render(out, h);
+    if let Some(h) = &c.auth_hmac {
+        auth_hmac::render(out, h, &v.written);
     }
     for (i, t) in c.track_script.iter().enumerate() {
         out.push('\n');
