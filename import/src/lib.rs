@@ -1,30 +1,35 @@
 //! `maas-vip import`: an equivalent maas-vip.toml for an existing keepalived.conf + haproxy.cfg.
 //!
-//! Each file is parsed into its own small syntax tree (`keepalived.rs`, `haproxy.rs`), translated
-//! into a plain model of the `[[vrrp]]` and `[[frontend]]` blocks, checked against the rules that
-//! `maas-vip check` enforces across blocks (unique names, non-overlapping binds, the admin port),
-//! and rendered as TOML text. Everything that is not carried over, or is changed on the way, is
-//! a note naming its file and line: the notes come back to the caller (for stderr) and head the
-//! TOML as comments. Nothing is dropped silently.
+//! Each file is parsed into its own small syntax tree (`keepalived.rs`, `haproxy.rs`) and
+//! translated into `config`'s own blocks ([`config::VrrpConfig`], [`config::FrontendConfig`],
+//! [`config::AdminConfig`]), which start from config's defaults. They are fitted to the rules
+//! that `maas-vip check` enforces across blocks (unique names, non-overlapping binds, the
+//! admin port), rendered as TOML text, and that text is read back by [`config::parse`]: what
+//! it would refuse becomes a note too. Everything that is not carried over, or is changed on
+//! the way, is a note naming its file and line: the notes come back to the caller (for stderr)
+//! and head the TOML as comments. Nothing is dropped silently.
 //!
 //! The parsers are total: any text gives either a result or an [`ImportError`] naming the file
 //! and line, never a panic; nesting is bounded.
 //!
 //! # Layout
 //!
-//! - This crate sits on top of `config` (the `maas-vip-config` package): the rules across blocks
-//!   are `config`'s ([`config::binds_overlap`], [`config::admin_overlaps`]), and so are the
-//!   defaults it names in its notes (`config::DEFAULT_ADMIN_BIND`, `lb`'s `DEFAULT_TIMEOUT_*`).
-//!   Its tests feed every output to [`config::parse`].
+//! - This crate sits on top of `config` (the `maas-vip-config` package) and has no model of its
+//!   own: a block being imported is config's type plus a side record of what the output needs
+//!   besides (file and line for notes, the keys the source set, comments). The defaults are
+//!   config's (the blocks' constructors, `config::DEFAULT_ADMIN_BIND`, `lb`'s
+//!   `DEFAULT_TIMEOUT_*`), and so are the rules across blocks ([`config::binds_overlap`],
+//!   [`config::admin_overlaps`], and [`config::parse`] on the result).
 //! - `keepalived`, `haproxy` (and `auth_hmac`, keepalived 2.4's block): one parser and
-//!   translator per source file; this file: the model, the cross checks, the rendering.
+//!   translator per source file; `render`: the blocks as TOML; this file: the side records,
+//!   the fitting across blocks and the failover weights.
 //! - Not here: reading files and printing (the `maas-vip import` command in `bin/`).
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{FrontendConfig, VrrpConfig};
+use config::{AdminConfig, FrontendConfig, Severity, VrrpConfig};
 use lb::ServerConfig;
 use toml::Spanned;
 
@@ -36,6 +41,8 @@ mod keepalived;
 #[cfg(test)]
 mod patroni_tests;
 mod render;
+#[cfg(test)]
+mod roundtrip_tests;
 #[cfg(test)]
 mod tests;
 
@@ -129,6 +136,52 @@ pub fn import_with(
     peers: &[(&Path, &str)],
     local: LocalAddr<'_>,
 ) -> Result<Imported, ImportError> {
+    let mut built = build(keepalived, haproxy, peers, local)?;
+    let mut toml = render::render(keepalived, haproxy, &built);
+    // The last word is `maas-vip check`'s: what it would refuse (values carried over as the
+    // source gave them) is said in the notes too, not left for the first start to find.
+    if let Err(report) = config::parse(Path::new("maas-vip.toml"), toml.clone()) {
+        let before = built.notes.len();
+        for f in report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+        {
+            let note = one_line(&format!(
+                "`maas-vip check` refuses the result: {}; fix it before use",
+                f.message
+            ));
+            if !built.notes.contains(&note) {
+                built.notes.push(note);
+            }
+        }
+        if built.notes.len() != before {
+            toml = render::render(keepalived, haproxy, &built);
+        }
+    }
+    Ok(Imported {
+        toml,
+        notes: built.notes,
+    })
+}
+
+/// What the importer built: `config`'s own blocks with their side records, in output order,
+/// and the notes, final.
+#[derive(Debug)]
+struct Built {
+    vrrps: Vec<Vrrp>,
+    frontends: Vec<Frontend>,
+    admin: AdminConfig,
+    notes: Vec<String>,
+}
+
+/// Reads the files into `config`'s blocks and fits them to the rules across blocks.
+fn build(
+    keepalived: Option<(&Path, &str)>,
+    haproxy: Option<(&Path, &str)>,
+    peers: &[(&Path, &str)],
+    local: LocalAddr<'_>,
+) -> Result<Built, ImportError> {
     if keepalived.is_none() && haproxy.is_none() {
         return Err(ImportError::NothingToImport);
     }
@@ -166,9 +219,12 @@ pub fn import_with(
         .flatten()
         .map(|(p, _)| p.display().to_string())
         .collect();
-    let notes = notes.finish(&files);
-    let toml = render::render(keepalived, haproxy, &vrrps, &frontends, admin, &notes);
-    Ok(Imported { toml, notes })
+    Ok(Built {
+        vrrps,
+        frontends,
+        admin,
+        notes: notes.finish(&files),
+    })
 }
 
 /// Notes collected while importing, each with the place it is about.
@@ -480,7 +536,7 @@ fn cross_checks(
     frontends: &mut Vec<Frontend>,
     vrrps: &mut Vec<Vrrp>,
     notes: &mut Notes,
-) -> Option<SocketAddr> {
+) -> AdminConfig {
     // Frontends: unique names, binds that do not overlap.
     let mut kept: Vec<Frontend> = Vec::new();
     for mut f in std::mem::take(frontends) {
@@ -537,25 +593,29 @@ fn cross_checks(
             .flat_map(|f| f.binds())
             .any(|b| config::admin_overlaps(a, b))
     };
-    let admin = if admin_clashes(&ADMIN) {
+    let mut admin = AdminConfig::default();
+    if admin_clashes(&ADMIN) {
         // Else the first free one of the 50 ports above it.
         let free = (ADMIN.port() + 1..=ADMIN.port() + 50)
             .map(|p| SocketAddr::new(ADMIN.ip(), p))
             .find(|a| !admin_clashes(a));
         match free {
-            Some(a) => notes.general(format!(
-                "a frontend binds port {}, the admin endpoint's default: [admin] moved to {a}",
-                ADMIN.port()
-            )),
-            None => notes.general(format!(
-                "a frontend binds port {}, the admin endpoint's default: [admin] disabled",
-                ADMIN.port()
-            )),
+            Some(a) => {
+                notes.general(format!(
+                    "a frontend binds port {}, the admin endpoint's default: [admin] moved to {a}",
+                    ADMIN.port()
+                ));
+                admin.bind = Spanned::new(0..0, a);
+            }
+            None => {
+                notes.general(format!(
+                    "a frontend binds port {}, the admin endpoint's default: [admin] disabled",
+                    ADMIN.port()
+                ));
+                admin.enabled = false;
+            }
         }
-        Some(free.unwrap_or(SocketAddr::new(ADMIN.ip(), 0)))
-    } else {
-        None
-    };
+    }
 
     // VRRP: unique names and (interface, VRID) pairs; track_backends needs a frontend.
     let mut kept: Vec<Vrrp> = Vec::new();

@@ -2,7 +2,6 @@
 //! notes at the top. A key the source file did not set is left out, so config's default
 //! applies when the file is read back.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use healthcheck::{CheckKind, CheckOverride, HttpMethod};
@@ -10,16 +9,19 @@ use lb::{Balance, Mode, OnDown};
 use vrrp::config::{InitialState, V3ChecksumKey};
 use vrrp::packet::Version;
 
-use super::{auth_hmac, dur, one_line, q, q_list, Frontend, Vrrp, ADMIN};
+use super::{auth_hmac, dur, one_line, q, q_list, Built, Frontend, Vrrp, ADMIN};
 
 pub(super) fn render(
     keepalived: Option<(&Path, &str)>,
     haproxy: Option<(&Path, &str)>,
-    vrrps: &[Vrrp],
-    frontends: &[Frontend],
-    admin: Option<SocketAddr>,
-    notes: &[String],
+    built: &Built,
 ) -> String {
+    let Built {
+        vrrps,
+        frontends,
+        admin,
+        notes,
+    } = built;
     let mut out = String::new();
     let from: Vec<String> = [keepalived, haproxy]
         .iter()
@@ -51,19 +53,18 @@ pub(super) fn render(
     for f in frontends {
         render_frontend(&mut out, f);
     }
-    if let Some(a) = admin {
+    let default = ADMIN.port();
+    if !admin.enabled {
         out.push_str("\n[admin]\n");
-        let default = ADMIN.port();
-        if a.port() == 0 {
-            out.push_str(&format!(
-                "enabled = false                       # port {default} is a frontend's\n"
-            ));
-        } else {
-            out.push_str(&format!(
-                "bind = {}             # {default} is a frontend's\n",
-                q(&a.to_string())
-            ));
-        }
+        out.push_str(&format!(
+            "enabled = false                       # port {default} is a frontend's\n"
+        ));
+    } else if *admin.bind.get_ref() != ADMIN {
+        out.push_str("\n[admin]\n");
+        out.push_str(&format!(
+            "bind = {}             # {default} is a frontend's\n",
+            q(&admin.bind.get_ref().to_string())
+        ));
     }
     out
 }
