@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use healthcheck::{CheckKind, CheckOverride, HttpMethod};
-use lb::{Balance, FrontendConfig, Mode, OnDown, ServerConfig};
+use lb::{Balance, Mode, OnDown};
 use toml::Spanned;
 
 use super::{haproxy_time, Frontend, Notes, Written};
@@ -1607,7 +1607,9 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
         }
     }
 
-    let mut cfg = FrontendConfig::new(f.name.clone(), f.binds.clone());
+    let mut cfg = config::blank_frontend();
+    cfg.name = Spanned::new(0..0, f.name.clone());
+    cfg.bind = Spanned::new(0..0, f.binds.clone());
     let mut written = Written::default();
     if http {
         cfg.mode = Mode::Http;
@@ -1637,7 +1639,9 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
     // Servers.
     let mut servers = Vec::new();
     for s in &b.servers {
-        let mut srv = ServerConfig::new(s.name.clone(), s.address.to_string());
+        let mut srv = config::blank_server();
+        srv.name = Spanned::new(0..0, s.name.clone());
+        srv.address = Spanned::new(0..0, s.address.to_string());
         srv.weight = s.opts.weight.unwrap_or(1);
         srv.check = s.opts.check.unwrap_or(false);
         srv.backup = s.opts.backup.unwrap_or(false);

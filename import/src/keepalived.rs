@@ -556,8 +556,12 @@ fn instance(
     };
     // Interface, VRID and addresses are filled in below; an instance left without one is
     // not carried over.
+    let mut cfg = config::blank_vrrp();
+    cfg.name = Spanned::new(0..0, name.clone());
+    // 0: none given yet (checked below).
+    cfg.virtual_router_id = 0;
     let mut v = Vrrp {
-        cfg: VrrpConfig::new(name.clone(), String::new(), 0, Vec::new()),
+        cfg,
         file: file.to_string(),
         line: node.line,
         written: Written::default(),

@@ -17,9 +17,11 @@
 //! - This crate sits on top of `config` (the `maas-vip-config` package) and has no model of its
 //!   own: a block being imported is config's type plus a side record of what the output needs
 //!   besides (file and line for notes, the keys the source set, comments). The defaults are
-//!   config's (the blocks' constructors, `config::DEFAULT_ADMIN_BIND`, `lb`'s
-//!   `DEFAULT_TIMEOUT_*`), and so are the rules across blocks ([`config::binds_overlap`],
-//!   [`config::admin_overlaps`], and [`config::parse`] on the result).
+//!   config's: each block starts as [`config::blank_frontend`], [`config::blank_server`] or
+//!   [`config::blank_vrrp`] (the blocks' own serde defaults), the notes name
+//!   `config::DEFAULT_ADMIN_BIND` and `lb`'s `DEFAULT_TIMEOUT_*`. So are the rules across
+//!   blocks ([`config::binds_overlap`], [`config::admin_overlaps`], and [`config::parse`] on
+//!   the result).
 //! - `keepalived`, `haproxy` (and `auth_hmac`, keepalived 2.4's block): one parser and
 //!   translator per source file; `render`: the blocks as TOML; this file: the side records,
 //!   the fitting across blocks and the failover weights.

@@ -159,21 +159,6 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// A server at `address` with every other key at its default, as if the block gave
-    /// only `name` and `address` (for a caller that builds a config, such as `import`).
-    pub fn new(name: String, address: String) -> ServerConfig {
-        ServerConfig {
-            name: Spanned::new(0..0, name),
-            address: Spanned::new(0..0, address),
-            hash_key: None,
-            weight: default_weight(),
-            check: yes(),
-            backup: false,
-            disabled: false,
-            check_override: CheckOverride::default(),
-        }
-    }
-
     /// The parsed `address`; `Err` says what is wrong (reported by `validate`).
     pub fn target(&self) -> Result<Target, String> {
         Target::parse(self.address.get_ref().trim())
@@ -192,31 +177,6 @@ impl ServerConfig {
 }
 
 impl FrontendConfig {
-    /// A frontend on `bind` with every other key at its default and no server, as if the
-    /// block gave only `name` and `bind` (for a caller that builds a config, such as `import`).
-    pub fn new(name: String, bind: Vec<SocketAddr>) -> FrontendConfig {
-        FrontendConfig {
-            name: Spanned::new(0..0, name),
-            bind: Spanned::new(0..0, bind),
-            mode: Mode::default(),
-            balance: Balance::default(),
-            on_down: OnDown::default(),
-            retries: default_retries(),
-            redispatch: yes(),
-            maxconn: default_maxconn(),
-            timeout_connect: DEFAULT_TIMEOUT_CONNECT,
-            timeout_client: DEFAULT_TIMEOUT_CLIENT,
-            timeout_server: DEFAULT_TIMEOUT_SERVER,
-            timeout_tunnel: DEFAULT_TIMEOUT_TUNNEL,
-            http_server_close: false,
-            forwardfor: yes(),
-            redirect_root: None,
-            check: CheckConfig::default(),
-            resolve_interval: default_resolve_interval(),
-            server: Vec::new(),
-        }
-    }
-
     /// Checks that relate several values of this block. Returns every problem found.
     pub fn validate(&self) -> Vec<Problem> {
         self.validate_with(true)
@@ -457,11 +417,8 @@ fn de_resolve_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     }
     Ok(v)
 }
-/// `timeout_tunnel`'s default.
-pub const DEFAULT_TIMEOUT_TUNNEL: Duration = Duration::from_secs(3600);
-
 fn one_hour() -> Duration {
-    DEFAULT_TIMEOUT_TUNNEL
+    Duration::from_secs(3600)
 }
 
 /// `bind` as socket addresses; an IPv6 address without brackets (HAProxy's `:::80`) gets a

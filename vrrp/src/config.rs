@@ -290,44 +290,6 @@ pub struct TrackScript {
 }
 
 impl VrrpConfig {
-    /// A block with every key but these at its default, as if it gave only them (for a caller
-    /// that builds a config, such as `import`; [`ValidVrrp::try_from`] still judges it).
-    pub fn new(
-        name: String,
-        interface: String,
-        virtual_router_id: u8,
-        virtual_ipaddresses: Vec<Vip>,
-    ) -> VrrpConfig {
-        VrrpConfig {
-            name: Spanned::new(0..0, name),
-            interface: Spanned::new(0..0, interface),
-            virtual_router_id,
-            priority: default_priority(),
-            state: InitialState::default(),
-            advert_interval: default_advert(),
-            version: default_version(),
-            preempt: yes(),
-            preempt_delay: Duration::ZERO,
-            auth_pass: None,
-            virtual_ipaddresses: Spanned::new(0..0, virtual_ipaddresses),
-            unicast_peers: Vec::new(),
-            garp_master_delay: default_garp_delay(),
-            garp_master_repeat: default_garp_repeat(),
-            garp_master_refresh: Duration::ZERO,
-            garp_master_refresh_repeat: default_refresh_repeat(),
-            track_backends: None,
-            notify: None,
-            notify_master: None,
-            notify_backup: None,
-            notify_fault: None,
-            notify_stop: None,
-            track_script: Vec::new(),
-            script_user: None,
-            auth_hmac: None,
-            v3_checksum: default_v3_checksum(),
-        }
-    }
-
     /// Why `new` cannot be applied to a running instance of `self` (see
     /// [`crate::run_with_updates`]) and the instance must be restarted instead; `None`: it
     /// can be updated in place. A new name, interface, virtual_router_id or version is
