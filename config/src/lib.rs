@@ -16,6 +16,8 @@
 //! - Here: [`load`] / [`parse`] into a [`Report`] of located [`Finding`]s, the checks across
 //!   blocks (unique names, [`binds_overlap`], [`admin_overlaps`], tracked frontends that exist),
 //!   facts of the host as warnings, and [`read_keys`] for the auth_hmac keys.
+//! - [`blank_frontend`], [`blank_server`], [`blank_vrrp`]: blocks at the defaults [`parse`]
+//!   gives, for a caller that builds a config (`import`).
 //!
 //! Not here: reading keepalived.conf or haproxy.cfg (the `import` crate, which writes a file this
 //! crate accepts and shares its rules), and anything that runs a config (the `maas-vip` daemon).
@@ -70,6 +72,38 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Daemon-wide settings.
     pub global: GlobalConfig,
+}
+
+/// A block as a file gives it with only its required keys, blank: every other key holds the
+/// default [`parse`] gives it, the block's own serde default, so that a caller that builds a
+/// config (`import`) starts from the very defaults a file read back gets, and a new key needs
+/// no second default. `required` is TOML text, a constant.
+fn blank<T: DeserializeOwned>(required: &'static str) -> T {
+    let doc = DeTable::parse(required).expect("a constant, valid TOML");
+    let span = doc.span();
+    T::deserialize(ValueDeserializer::from(Spanned::new(
+        span,
+        DeValue::Table(doc.into_inner()),
+    )))
+    .expect("a constant the block accepts")
+}
+
+/// A `[[frontend]]` with an empty `name`, config's default `bind` and no server: every other
+/// key at its default.
+pub fn blank_frontend() -> FrontendConfig {
+    blank("name = \"\"")
+}
+
+/// A `[[frontend.server]]` with an empty `name` and `address`: every other key at its default.
+pub fn blank_server() -> lb::ServerConfig {
+    blank("name = \"\"\naddress = \"\"")
+}
+
+/// A `[[vrrp]]` with an empty `name` and `interface`, `virtual_router_id = 1` and no address
+/// (so [`ValidVrrp::try_from`] refuses it until they are given): every other key at its
+/// default.
+pub fn blank_vrrp() -> VrrpConfig {
+    blank("name = \"\"\ninterface = \"\"\nvirtual_router_id = 1\nvirtual_ipaddresses = []")
 }
 
 /// `[admin]`: on by default at 127.0.0.1:5249.

@@ -672,3 +672,28 @@ fn overlap_rules() {
     assert!(!admin_overlaps(&a("0.0.0.0:5249"), &a("10.0.0.1:5249")));
     assert!(!admin_overlaps(&admin, &a("0.0.0.0:5250")));
 }
+
+#[test]
+fn blank_blocks_hold_the_defaults_a_file_gets() {
+    let text = "[[vrrp]]\nname = \"v\"\ninterface = \"eth0\"\nvirtual_router_id = 1\n\
+                virtual_ipaddresses = [\"10.0.0.100/24\"]\n\
+                [[frontend]]\nname = \"f\"\n[[frontend.server]]\nname = \"s\"\n\
+                address = \"10.0.0.1:5240\"\n";
+    let (c, _) = parse(Path::new("t.toml"), text.into()).expect("valid");
+    let mut f = blank_frontend();
+    f.name = Spanned::new(0..0, "f".into());
+    let mut s = blank_server();
+    s.name = Spanned::new(0..0, "s".into());
+    s.address = Spanned::new(0..0, "10.0.0.1:5240".into());
+    f.server.push(s);
+    assert_eq!(c.frontend[0], f);
+    let mut v = blank_vrrp();
+    v.name = Spanned::new(0..0, "v".into());
+    v.interface = Spanned::new(0..0, "eth0".into());
+    v.virtual_ipaddresses = Spanned::new(
+        0..0,
+        vec![vrrp::Vip::parse("10.0.0.100/24").expect("a VIP")],
+    );
+    assert_eq!(*c.vrrp[0], v);
+    assert!(ValidVrrp::try_from(blank_vrrp()).is_err());
+}

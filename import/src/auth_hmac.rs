@@ -9,28 +9,15 @@
 //! `import` only prints, it writes no file, and the note does not repeat the value (the notes
 //! head the output as comments). The state file goes in the unit's `StateDirectory=`.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+use vrrp::auth_hmac::config::{AntiReplayKind, AuthHmacConfig, KeyConfig};
+use vrrp::auth_hmac::Mode;
+
 use super::keepalived::Node;
-use super::{q, Notes};
-
-/// Where maas-vip reads a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    File(String),
-    Credential(String),
-}
-
-/// A `[vrrp.auth_hmac]` table to write.
-#[derive(Debug, Clone)]
-pub(super) struct Hmac {
-    /// Line of `auth_hmac` in keepalived.conf.
-    pub(super) line: usize,
-    keys: Vec<(u8, Source)>,
-    active_key: u8,
-    mode: Option<&'static str>,
-    monotonic: bool,
-    time_window: Option<u32>,
-    state_file: String,
-}
+use super::{q, Notes, Written};
 
 /// How keepalived.conf names a systemd credential (keepalived.conf(5), `auth_hmac`).
 const CREDENTIALS_ENV: &str = "${_ENV CREDENTIALS_DIRECTORY}/";
@@ -49,35 +36,38 @@ pub(super) fn mark_credentials(src: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Reads the `auth_hmac` block of instance `instance`; `None` (with a note) when keepalived
-/// would run the instance without it, as it does when `active_key` is missing or undefined.
-pub(super) fn parse(file: &str, node: &Node, instance: &str, notes: &mut Notes) -> Option<Hmac> {
-    let mut h = Hmac {
-        line: node.line,
-        keys: Vec::new(),
-        active_key: 0,
-        mode: None,
-        monotonic: false,
-        time_window: None,
-        state_file: format!("/var/lib/maas-vip/{instance}.hmac"),
-    };
+/// Reads the `auth_hmac` block of instance `instance` into `vrrp`'s own table, noting `mode`
+/// in `written` when given; `None` (with a note) when keepalived would run the instance
+/// without it, as it does when `active_key` is missing or undefined.
+pub(super) fn parse(
+    file: &str,
+    node: &Node,
+    instance: &str,
+    written: &mut Written,
+    notes: &mut Notes,
+) -> Option<AuthHmacConfig> {
+    let mut keys: Vec<KeyConfig> = Vec::new();
+    let mut active_key = 0;
+    let mut mode = None;
+    let mut anti_replay = AntiReplayKind::Time;
+    let mut time_window = None;
     for c in node.children.iter().flatten() {
         let arg = c.args.first().map(String::as_str).unwrap_or("");
         match c.key.as_str() {
-            "key" => key(file, c, instance, &mut h, notes),
+            "key" => key(file, c, instance, &mut keys, notes),
             "active_key" => match arg.parse::<u8>() {
-                Ok(id) if id >= 1 => h.active_key = id,
+                Ok(id) if id >= 1 => active_key = id,
                 _ => notes.at(
                     file,
                     c.line,
                     "auth_hmac active_key must be 1..=255: ignored",
                 ),
             },
-            "mode" => match ["enforce", "permissive", "receive-only"]
+            "mode" => match [Mode::Enforce, Mode::Permissive, Mode::ReceiveOnly]
                 .into_iter()
-                .find(|m| *m == arg)
+                .find(|m| m.as_str() == arg)
             {
-                Some(m) => h.mode = Some(m),
+                Some(m) => mode = Some(m),
                 None => notes.at(
                     file,
                     c.line,
@@ -85,8 +75,8 @@ pub(super) fn parse(file: &str, node: &Node, instance: &str, notes: &mut Notes) 
                 ),
             },
             "anti_replay" => match arg {
-                "time" => h.monotonic = false,
-                "monotonic" => h.monotonic = true,
+                "time" => anti_replay = AntiReplayKind::Time,
+                "monotonic" => anti_replay = AntiReplayKind::Monotonic,
                 _ => notes.at(
                     file,
                     c.line,
@@ -94,7 +84,7 @@ pub(super) fn parse(file: &str, node: &Node, instance: &str, notes: &mut Notes) 
                 ),
             },
             "time_window" => match arg.parse::<u32>() {
-                Ok(w) if (1..=300).contains(&w) => h.time_window = Some(w),
+                Ok(w) if (1..=300).contains(&w) => time_window = Some(w),
                 _ => notes.at(
                     file,
                     c.line,
@@ -108,18 +98,18 @@ pub(super) fn parse(file: &str, node: &Node, instance: &str, notes: &mut Notes) 
             ),
         }
     }
-    if h.monotonic && h.time_window.take().is_some() {
+    if anti_replay == AntiReplayKind::Monotonic && time_window.take().is_some() {
         notes.at(
             file,
             node.line,
             "auth_hmac time_window dropped: it applies to anti_replay time only",
         );
     }
-    if !h.keys.iter().any(|(id, _)| *id == h.active_key) {
-        let why = if h.active_key == 0 {
+    if !keys.iter().any(|k| *k.id.get_ref() == active_key) {
+        let why = if active_key == 0 {
             "no active_key".to_string()
         } else {
-            format!("active_key {} is not one of its keys", h.active_key)
+            format!("active_key {active_key} is not one of its keys")
         };
         notes.at(
             file,
@@ -131,10 +121,21 @@ pub(super) fn parse(file: &str, node: &Node, instance: &str, notes: &mut Notes) 
         );
         return None;
     }
-    Some(h)
+    if mode.is_some() {
+        written.set("auth_hmac.mode");
+    }
+    let state_file = PathBuf::from(format!("/var/lib/maas-vip/{instance}.hmac"));
+    Some(AuthHmacConfig {
+        keys: Spanned::new(0..0, keys),
+        active_key: Some(Spanned::new(0..0, active_key)),
+        mode: mode.unwrap_or_default(),
+        anti_replay,
+        time_window: time_window.map(|w| Spanned::new(0..0, Duration::from_secs(u64::from(w)))),
+        state_file: Some(Spanned::new(0..0, state_file)),
+    })
 }
 
-fn key(file: &str, c: &Node, instance: &str, h: &mut Hmac, notes: &mut Notes) {
+fn key(file: &str, c: &Node, instance: &str, keys: &mut Vec<KeyConfig>, notes: &mut Notes) {
     let Some(id) = c
         .args
         .first()
@@ -156,7 +157,7 @@ fn key(file: &str, c: &Node, instance: &str, h: &mut Hmac, notes: &mut Notes) {
         );
         return;
     }
-    if h.keys.iter().any(|(k, _)| *k == id) {
+    if keys.iter().any(|k| *k.id.get_ref() == id) {
         notes.at(
             file,
             c.line,
@@ -165,12 +166,17 @@ fn key(file: &str, c: &Node, instance: &str, h: &mut Hmac, notes: &mut Notes) {
         return;
     }
     let value = &c.args[1];
-    let source = match value.strip_prefix("file:") {
+    let mut k = KeyConfig {
+        id: Spanned::new(0..0, id),
+        key_file: None,
+        credential: None,
+    };
+    match value.strip_prefix("file:") {
         Some(path) => match path.strip_prefix(CREDENTIALS) {
             Some(name) if !name.is_empty() && !name.contains('/') => {
-                Source::Credential(name.to_string())
+                k.credential = Some(Spanned::new(0..0, name.to_string()));
             }
-            _ => Source::File(path.to_string()),
+            _ => k.key_file = Some(Spanned::new(0..0, PathBuf::from(path))),
         },
         None => {
             let path = format!("/etc/maas-vip/{instance}-hmac-{id}.key");
@@ -184,39 +190,57 @@ fn key(file: &str, c: &Node, instance: &str, h: &mut Hmac, notes: &mut Notes) {
                      `key {id} file:{path}` in keepalived.conf as well"
                 ),
             );
-            Source::File(path)
+            k.key_file = Some(Spanned::new(0..0, PathBuf::from(path)));
         }
-    };
-    h.keys.push((id, source));
+    }
+    keys.push(k);
 }
 
-/// Writes the `[vrrp.auth_hmac]` table (after the `[[vrrp]]` keys, before its track scripts).
-pub(super) fn render(out: &mut String, h: &Hmac) {
+/// Writes the `[vrrp.auth_hmac]` table (after the `[[vrrp]]` keys, before its track scripts);
+/// `mode` only when `written` has it.
+pub(super) fn render(out: &mut String, h: &AuthHmacConfig, written: &Written) {
     out.push_str("\n[vrrp.auth_hmac]\n");
     let keys: Vec<String> = h
         .keys
+        .get_ref()
         .iter()
-        .map(|(id, s)| match s {
-            Source::File(p) => format!("{{ id = {id}, key_file = {} }}", q(p)),
-            Source::Credential(n) => format!("{{ id = {id}, credential = {} }}", q(n)),
+        .map(|k| {
+            let id = k.id.get_ref();
+            match (&k.key_file, &k.credential) {
+                (Some(p), _) => {
+                    format!(
+                        "{{ id = {id}, key_file = {} }}",
+                        q(&p.get_ref().display().to_string())
+                    )
+                }
+                (None, Some(n)) => format!("{{ id = {id}, credential = {} }}", q(n.get_ref())),
+                (None, None) => format!("{{ id = {id} }}"),
+            }
         })
         .collect();
     out.push_str(&format!("keys = [{}]\n", keys.join(", ")));
-    out.push_str(&format!("active_key = {}\n", h.active_key));
-    if let Some(m) = h.mode {
-        out.push_str(&format!("mode = {}\n", q(m)));
+    if let Some(a) = &h.active_key {
+        out.push_str(&format!("active_key = {}\n", a.get_ref()));
     }
-    if h.monotonic {
+    if written.has("auth_hmac.mode") {
+        out.push_str(&format!("mode = {}\n", q(h.mode.as_str())));
+    }
+    if h.anti_replay == AntiReplayKind::Monotonic {
         out.push_str("anti_replay = \"monotonic\"\n");
     }
-    if let Some(w) = h.time_window {
-        out.push_str(&format!("time_window = \"{w}s\"\n"));
+    if let Some(w) = &h.time_window {
+        out.push_str(&format!("time_window = \"{}s\"\n", w.get_ref().as_secs()));
     }
-    out.push_str(
-        "# keepalived keeps no replay state across restarts; maas-vip keeps it here (the unit's\n\
-         # StateDirectory=), so that a replay captured before a restart is refused after it.\n",
-    );
-    out.push_str(&format!("state_file = {}\n", q(&h.state_file)));
+    if let Some(f) = &h.state_file {
+        out.push_str(
+            "# keepalived keeps no replay state across restarts; maas-vip keeps it here (the unit's\n\
+             # StateDirectory=), so that a replay captured before a restart is refused after it.\n",
+        );
+        out.push_str(&format!(
+            "state_file = {}\n",
+            q(&f.get_ref().display().to_string())
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -11,10 +11,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use healthcheck::HttpMethod;
-use lb::Balance;
+use healthcheck::{CheckKind, CheckOverride, HttpMethod};
+use lb::{Balance, Mode, OnDown};
+use toml::Spanned;
 
-use super::{haproxy_time, Check, CheckOverride, Frontend, Notes, Server};
+use super::{haproxy_time, Frontend, Notes, Written};
 
 /// A setting with the line it was set on and whether it came from a `defaults` section.
 #[derive(Debug, Clone)]
@@ -388,7 +389,7 @@ fn v6only_notes(file: &str, proxies: &[Proxy], frontends: &[Frontend], notes: &m
     for (port, line) in proxies.iter().flat_map(|p| p.v6only.iter()) {
         let v4 = frontends
             .iter()
-            .flat_map(|f| f.bind.iter())
+            .flat_map(|f| f.binds())
             .any(|b| b.is_ipv4() && b.port() == *port);
         if !v4 {
             notes.at(
@@ -1435,7 +1436,7 @@ fn tls_passthrough(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Optio
              certificate; it must name the VIP's host name). The regions then see HTTPS \
              themselves (no X-Forwarded-Proto needed) but not the client's address (no \
              X-Forwarded-For through TLS). Before MAAS 3.3, keep a TLS terminator in front",
-            fe.name
+            fe.name()
         ),
     );
     Some(fe)
@@ -1606,21 +1607,46 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
         }
     }
 
+    let mut cfg = config::blank_frontend();
+    cfg.name = Spanned::new(0..0, f.name.clone());
+    cfg.bind = Spanned::new(0..0, f.binds.clone());
+    let mut written = Written::default();
+    if http {
+        cfg.mode = Mode::Http;
+        cfg.http_server_close = server_close.is_some_and(|s| s.v);
+        cfg.forwardfor = forwardfor.is_some_and(|s| s.v);
+        cfg.redirect_root = redirect_root.map(|r| Spanned::new(0..0, r));
+    }
+    cfg.balance = balance;
+    cfg.retries = retries;
+    cfg.redispatch = redispatch;
+    if let Some(m) = &fs.maxconn {
+        cfg.maxconn = m.v;
+        written.set("maxconn");
+    }
+    for (key, to, v) in [
+        ("timeout_connect", &mut cfg.timeout_connect, timeout_connect),
+        ("timeout_client", &mut cfg.timeout_client, timeout_client),
+        ("timeout_server", &mut cfg.timeout_server, timeout_server),
+        ("timeout_tunnel", &mut cfg.timeout_tunnel, timeout_tunnel),
+    ] {
+        if let Some(v) = v {
+            *to = v;
+            written.set(key);
+        }
+    }
+
     // Servers.
     let mut servers = Vec::new();
     for s in &b.servers {
-        servers.push((
-            s,
-            Server {
-                name: s.name.clone(),
-                address: s.address,
-                weight: s.opts.weight.unwrap_or(1),
-                check: s.opts.check.unwrap_or(false),
-                backup: s.opts.backup.unwrap_or(false),
-                disabled: s.opts.disabled.unwrap_or(false),
-                check_override: CheckOverride::default(),
-            },
-        ));
+        let mut srv = config::blank_server();
+        srv.name = Spanned::new(0..0, s.name.clone());
+        srv.address = Spanned::new(0..0, s.address.to_string());
+        srv.weight = s.opts.weight.unwrap_or(1);
+        srv.check = s.opts.check.unwrap_or(false);
+        srv.backup = s.opts.backup.unwrap_or(false);
+        srv.disabled = s.opts.disabled.unwrap_or(false);
+        servers.push((s, srv));
     }
     if servers.is_empty() {
         notes.at(
@@ -1655,7 +1681,9 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
         .filter(|(_, s)| s.check)
         .map(|(r, _)| *r)
         .collect();
-    let check = checked.first().map(|first| {
+    if let Some(first) = checked.first() {
+        written.set("check");
+        let c = &mut cfg.check;
         let o = &first.opts;
         let interval = o.inter.unwrap_or(Duration::from_secs(2));
         let httpchk = back_side(&fs.httpchk, &bs.httpchk);
@@ -1670,25 +1698,28 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
                 );
             }
         }
-        let method =
-            back_side(&fs.httpchk_method, &bs.httpchk_method).map_or(HttpMethod::Get, |m| m.v);
-        Check {
-            http,
-            method: if http { method } else { HttpMethod::Get },
-            path: httpchk.and_then(|h| h.v),
-            expect_status: if http { expect.map(|e| e.v) } else { None },
-            interval,
-            fast_interval: o.fastinter,
-            down_interval: o.downinter,
-            // HAProxy: without `timeout check`, `inter` bounds the whole check.
-            timeout: timeout_check
-                .unwrap_or(interval)
-                .max(Duration::from_millis(10)),
-            rise: o.rise.unwrap_or(2),
-            fall: o.fall.unwrap_or(3),
+        if http {
+            c.kind = CheckKind::Http;
+            c.method =
+                back_side(&fs.httpchk_method, &bs.httpchk_method).map_or(HttpMethod::Get, |m| m.v);
+            if let Some(path) = httpchk.and_then(|h| h.v) {
+                c.path = path;
+                written.set("check.path");
+            }
+            c.expect_status = expect.map(|e| e.v);
+        } else {
+            c.kind = CheckKind::Tcp;
         }
-    });
-    if let Some(c) = &check {
+        c.interval = interval;
+        c.fast_interval = o.fastinter;
+        c.down_interval = o.downinter;
+        // HAProxy: without `timeout check`, `inter` bounds the whole check.
+        c.timeout = timeout_check
+            .unwrap_or(interval)
+            .max(Duration::from_millis(10));
+        c.rise = o.rise.unwrap_or(2);
+        c.fall = o.fall.unwrap_or(3);
+        let c = &cfg.check;
         for (raw, srv) in servers.iter_mut().filter(|(_, s)| s.check) {
             let p = &raw.opts;
             let inter = p.inter.unwrap_or(Duration::from_secs(2));
@@ -1708,31 +1739,19 @@ fn frontend(file: &str, f: &Proxy, b: &Proxy, notes: &mut Notes) -> Option<Front
                 timeout: (timeout != c.timeout).then_some(timeout),
                 rise: p.rise.filter(|r| *r != c.rise),
                 fall: p.fall.filter(|f| *f != c.fall),
+                ..CheckOverride::default()
             };
         }
     }
-    let maxconn = fs.maxconn.as_ref().map(|m| m.v);
-    let shutdown_sessions = on_down(file, b, notes);
+    if on_down(file, b, notes) {
+        cfg.on_down = OnDown::ShutdownSessions;
+    }
+    cfg.server = servers.into_iter().map(|(_, s)| s).collect();
     Some(Frontend {
-        name: f.name.clone(),
+        cfg,
         file: file.to_string(),
         line: f.line,
-        bind: f.binds.clone(),
-        http,
-        balance,
-        retries,
-        redispatch,
-        maxconn,
-        timeout_connect,
-        timeout_client,
-        timeout_server,
-        timeout_tunnel,
-        http_server_close: server_close.is_some_and(|s| s.v),
-        redirect_root: if http { redirect_root } else { None },
-        forwardfor: forwardfor.is_some_and(|s| s.v),
-        check,
-        shutdown_sessions,
-        servers: servers.into_iter().map(|(_, s)| s).collect(),
+        written,
     })
 }
 

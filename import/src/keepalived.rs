@@ -9,7 +9,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{keepalived_secs, Notes, TrackScript, Vrrp};
+use toml::Spanned;
+use vrrp::config::{InitialState, TrackBackends, TrackScript, V3ChecksumKey, VrrpConfig};
+use vrrp::packet::Version;
+
+use super::{keepalived_secs, Notes, Vrrp, Written};
 
 /// Deepest block nesting accepted; keepalived's own grammar needs 3.
 const MAX_DEPTH: usize = 16;
@@ -550,33 +554,37 @@ fn instance(
         );
         return None;
     };
+    // Interface, VRID and addresses are filled in below; an instance left without one is
+    // not carried over.
+    let mut cfg = config::blank_vrrp();
+    cfg.name = Spanned::new(0..0, name.clone());
+    // 0: none given yet (checked below).
+    cfg.virtual_router_id = 0;
     let mut v = Vrrp {
-        name: name.clone(),
+        cfg,
         file: file.to_string(),
         line: node.line,
-        interface: String::new(),
-        virtual_router_id: 0,
-        priority: None,
-        master: false,
-        advert_interval: Duration::from_secs(1),
-        version: g.version.unwrap_or(2),
-        preempt: true,
-        preempt_delay: None,
-        auth_pass: None,
-        vips: Vec::new(),
-        unicast_peers: Vec::new(),
-        garp_master_delay: g.garp_delay,
-        garp_master_repeat: g.garp_repeat,
-        garp_master_refresh: g.garp_refresh,
-        garp_master_refresh_repeat: g.garp_refresh_repeat,
+        written: Written::default(),
         script_user: g.script_user.clone(),
-        track_backends: None,
-        track_frontend: None,
-        notify: Vec::new(),
-        track_scripts: Vec::new(),
-        auth_hmac: None,
-        v3_checksum_rfc9568: g.v3_checksum_as_v2,
+        track_script_comments: Vec::new(),
     };
+    // keepalived's default version, 2, is config's too.
+    if let Some(n) = g.version {
+        v.set_version(n);
+    }
+    if let Some(d) = g.garp_delay {
+        v.set_garp_master_delay(d);
+    }
+    if let Some(n) = g.garp_repeat {
+        v.set_garp_master_repeat(n);
+    }
+    if let Some(d) = g.garp_refresh {
+        v.cfg.garp_master_refresh = d;
+    }
+    if let Some(n) = g.garp_refresh_repeat {
+        v.set_garp_master_refresh_repeat(n);
+    }
+    v.set_v3_checksum_rfc9568(g.v3_checksum_as_v2);
     let mut family = Family::default();
     let mut version_line = None;
     let mut checksum_line = None;
@@ -584,25 +592,31 @@ fn instance(
     let mut auth_pass: Option<(String, usize)> = None;
     let mut advert: Option<(Duration, usize)> = None;
     let mut nopreempt_line = None;
+    let mut auth_hmac_line = None;
     for c in node.children.iter().flatten() {
         let key = c.key.as_str();
         match key {
             "state" => match arg(file, c, notes) {
-                "MASTER" => v.master = true,
-                "BACKUP" => v.master = false,
+                "MASTER" => v.cfg.state = InitialState::Master,
+                "BACKUP" => v.cfg.state = InitialState::Backup,
                 a => notes.at(
                     file,
                     c.line,
                     format!("state `{a}` ignored: MASTER or BACKUP"),
                 ),
             },
-            "interface" => v.interface = arg(file, c, notes).to_string(),
+            "interface" => {
+                v.cfg.interface = Spanned::new(0..0, arg(file, c, notes).to_string());
+            }
             "virtual_router_id" => match arg(file, c, notes).parse::<u8>() {
-                Ok(id) if id >= 1 => v.virtual_router_id = id,
+                Ok(id) if id >= 1 => v.cfg.virtual_router_id = id,
                 _ => notes.at(file, c.line, "virtual_router_id must be 1..=255"),
             },
             "priority" => match arg(file, c, notes).parse::<u8>() {
-                Ok(p) if p >= 1 => v.priority = Some(p),
+                Ok(p) if p >= 1 => {
+                    v.cfg.priority = Spanned::new(0..0, p);
+                    v.written.set("priority");
+                }
                 _ => notes.at(
                     file,
                     c.line,
@@ -618,18 +632,18 @@ fn instance(
             }
             "version" => match arg(file, c, notes) {
                 "2" => {
-                    v.version = 2;
+                    v.set_version(2);
                     version_line = Some(c.line);
                 }
-                "3" => v.version = 3,
+                "3" => v.set_version(3),
                 a => notes.at(file, c.line, format!("version `{a}` ignored: 2 or 3")),
             },
             "native_ipv6" => family.native_ipv6(file, c.line, notes),
             "v3_checksum_as_v2" => {
                 checksum_line = Some(c.line);
                 match arg(file, c, notes) {
-                    "" | "true" | "on" | "yes" => v.v3_checksum_rfc9568 = true,
-                    "false" | "off" | "no" => v.v3_checksum_rfc9568 = false,
+                    "" | "true" | "on" | "yes" => v.set_v3_checksum_rfc9568(true),
+                    "false" | "off" | "no" => v.set_v3_checksum_rfc9568(false),
                     a => notes.at(
                         file,
                         c.line,
@@ -638,14 +652,17 @@ fn instance(
                 }
             }
             "nopreempt" => {
-                v.preempt = false;
+                v.cfg.preempt = false;
                 nopreempt_line = Some(c.line);
             }
-            "preempt" => v.preempt = true,
+            "preempt" => v.cfg.preempt = true,
             "preempt_delay" => {
                 let a = arg(file, c, notes);
                 match keepalived_secs(a) {
-                    Some(d) if d <= Duration::from_secs(1000) => v.preempt_delay = Some(d),
+                    Some(d) if d <= Duration::from_secs(1000) => {
+                        v.cfg.preempt_delay = d;
+                        v.written.set("preempt_delay");
+                    }
                     _ => notes.at(
                         file,
                         c.line,
@@ -656,28 +673,28 @@ fn instance(
             "garp_master_delay" => {
                 let a = arg(file, c, notes);
                 match keepalived_secs(a) {
-                    Some(d) => v.garp_master_delay = Some(d),
+                    Some(d) => v.set_garp_master_delay(d),
                     None => notes.at(file, c.line, format!("bad garp_master_delay `{a}`")),
                 }
             }
             "garp_master_repeat" => {
                 let a = arg(file, c, notes);
                 match a.parse::<u32>() {
-                    Ok(n) => v.garp_master_repeat = Some(n),
+                    Ok(n) => v.set_garp_master_repeat(n),
                     Err(_) => notes.at(file, c.line, format!("bad garp_master_repeat `{a}`")),
                 }
             }
             "garp_master_refresh" => {
                 let a = arg(file, c, notes);
                 match keepalived_secs(a) {
-                    Some(d) => v.garp_master_refresh = Some(d),
+                    Some(d) => v.cfg.garp_master_refresh = d,
                     None => notes.at(file, c.line, format!("bad garp_master_refresh `{a}`")),
                 }
             }
             "garp_master_refresh_repeat" => {
                 let a = arg(file, c, notes);
                 match a.parse::<u32>() {
-                    Ok(n) => v.garp_master_refresh_repeat = Some(n),
+                    Ok(n) => v.set_garp_master_refresh_repeat(n),
                     Err(_) => notes.at(
                         file,
                         c.line,
@@ -699,7 +716,10 @@ fn instance(
                     }
                 }
             }
-            "auth_hmac" => v.auth_hmac = super::auth_hmac::parse(file, c, name, notes),
+            "auth_hmac" => {
+                v.cfg.auth_hmac = super::auth_hmac::parse(file, c, name, &mut v.written, notes);
+                auth_hmac_line = Some(c.line);
+            }
             "virtual_ipaddress" => {
                 for a in c.children.iter().flatten() {
                     vip(file, a, &mut v, &mut family, notes);
@@ -719,7 +739,9 @@ fn instance(
                                 &format!("unicast_peer {ip}"),
                                 notes,
                             ) => {}
-                        Ok(ip) if !v.unicast_peers.contains(&ip) => v.unicast_peers.push(ip),
+                        Ok(ip) if !v.cfg.unicast_peers.contains(&ip) => {
+                            v.cfg.unicast_peers.push(ip)
+                        }
                         Ok(_) => {}
                         Err(_) => notes.at(
                             file,
@@ -752,7 +774,7 @@ fn instance(
                 let (argv, shell) = split_command(&cmd);
                 if argv.first().is_none_or(String::is_empty) {
                     notes.at(file, c.line, format!("empty `{key}` ignored"));
-                } else if v.notify.iter().any(|(k, _)| k == key) {
+                } else if notify_slot(&mut v.cfg, key).is_some_and(|n| n.is_some()) {
                     notes.at(
                         file,
                         c.line,
@@ -784,7 +806,9 @@ fn instance(
                     } else {
                         argv
                     };
-                    v.notify.push((key.to_string(), argv));
+                    if let Some(slot) = notify_slot(&mut v.cfg, key) {
+                        *slot = Some(Spanned::new(0..0, argv));
+                    }
                 }
             }
             "unicast_src_ip" | "mcast_src_ip" => notes.at(
@@ -811,7 +835,7 @@ fn instance(
     // Authentication.
     match (auth_type_pass, auth_pass) {
         (Some((true, _, _)), Some((pass, line))) | (None, Some((pass, line))) => {
-            if v.version == 3 {
+            if v.version() == 3 {
                 notes.at(
                     file,
                     line,
@@ -834,7 +858,7 @@ fn instance(
                 if p.is_empty() {
                     notes.at(file, line, "auth_pass could not be cut to 8 bytes: dropped");
                 } else {
-                    v.auth_pass = Some(p);
+                    v.cfg.auth_pass = Some(Spanned::new(0..0, p));
                 }
             }
         }
@@ -850,17 +874,17 @@ fn instance(
         }
         (None, None) => {}
     }
-    if let (Some(h), Some(_)) = (&v.auth_hmac, &v.auth_pass) {
+    if let (Some(_), Some(_), Some(line)) = (&v.cfg.auth_hmac, &v.cfg.auth_pass, auth_hmac_line) {
         notes.at(
             file,
-            h.line,
+            line,
             "auth_pass dropped: keepalived drops legacy authentication beside auth_hmac",
         );
-        v.auth_pass = None;
+        v.cfg.auth_pass = None;
     }
     // Advert interval: VRRPv2 counts whole seconds.
     if let Some((d, line)) = advert {
-        if v.version == 2 && (d.subsec_nanos() != 0 || d.as_secs() > 255) {
+        let fixed = if v.version() == 2 && (d.subsec_nanos() != 0 || d.as_secs() > 255) {
             // Rounded up: adverts may come less often, never more often, than configured.
             let secs = (d.as_secs() + u64::from(d.subsec_nanos() != 0)).clamp(1, 255);
             notes.at(
@@ -871,8 +895,8 @@ fn instance(
                     d.as_secs_f64()
                 ),
             );
-            v.advert_interval = Duration::from_secs(secs);
-        } else if v.version == 3 {
+            Duration::from_secs(secs)
+        } else if v.version() == 3 {
             let cs = (d.as_millis() / 10).clamp(1, 4095);
             let fixed = Duration::from_millis(cs as u64 * 10);
             if fixed != d {
@@ -882,12 +906,13 @@ fn instance(
                     "advert_int rounded to centiseconds 0.01..=40.95s (VRRPv3)",
                 );
             }
-            v.advert_interval = fixed;
+            fixed
         } else {
-            v.advert_interval = d;
-        }
+            d
+        };
+        v.cfg.advert_interval = Spanned::new(0..0, fixed);
     }
-    if let (Some(line), true) = (nopreempt_line, v.master) {
+    if let (Some(line), InitialState::Master) = (nopreempt_line, v.cfg.state) {
         notes.at(
             file,
             line,
@@ -897,13 +922,13 @@ fn instance(
     }
     // What maas-vip cannot run without.
     let mut missing = Vec::new();
-    if v.interface.is_empty() || v.interface.len() > 15 {
+    if v.interface().is_empty() || v.interface().len() > 15 {
         missing.push("an interface name of 1 to 15 bytes");
     }
-    if v.virtual_router_id == 0 {
+    if v.cfg.virtual_router_id == 0 {
         missing.push("a virtual_router_id");
     }
-    if v.vips.is_empty() {
+    if v.cfg.virtual_ipaddresses.get_ref().is_empty() {
         missing.push("a virtual_ipaddress");
     }
     if !missing.is_empty() {
@@ -912,13 +937,58 @@ fn instance(
             node.line,
             format!(
                 "vrrp_instance `{}` is not carried over: it needs {}",
-                v.name,
+                v.name(),
                 missing.join(", ")
             ),
         );
         return None;
     }
     Some(v)
+}
+
+impl Vrrp {
+    fn set_version(&mut self, n: u8) {
+        self.cfg.version = Spanned::new(0..0, Version::from(n));
+    }
+
+    fn set_v3_checksum_rfc9568(&mut self, on: bool) {
+        let key = if on {
+            V3ChecksumKey::Rfc9568
+        } else {
+            V3ChecksumKey::PseudoHeader
+        };
+        self.cfg.v3_checksum = Spanned::new(0..0, key);
+    }
+
+    fn set_garp_master_delay(&mut self, d: Duration) {
+        self.cfg.garp_master_delay = d;
+        self.written.set("garp_master_delay");
+    }
+
+    fn set_garp_master_repeat(&mut self, n: u32) {
+        self.cfg.garp_master_repeat = n;
+        self.written.set("garp_master_repeat");
+    }
+
+    fn set_garp_master_refresh_repeat(&mut self, n: u32) {
+        self.cfg.garp_master_refresh_repeat = n;
+        self.written.set("garp_master_refresh_repeat");
+    }
+}
+
+/// The `notify*` key of `cfg` named `key`.
+fn notify_slot<'a>(
+    cfg: &'a mut VrrpConfig,
+    key: &str,
+) -> Option<&'a mut Option<Spanned<Vec<String>>>> {
+    match key {
+        "notify" => Some(&mut cfg.notify),
+        "notify_master" => Some(&mut cfg.notify_master),
+        "notify_backup" => Some(&mut cfg.notify_backup),
+        "notify_fault" => Some(&mut cfg.notify_fault),
+        "notify_stop" => Some(&mut cfg.notify_stop),
+        _ => None,
+    }
 }
 
 fn vip(file: &str, a: &Node, v: &mut Vrrp, family: &mut Family, notes: &mut Notes) {
@@ -933,8 +1003,8 @@ fn vip(file: &str, a: &Node, v: &mut Vrrp, family: &mut Family, notes: &mut Note
                 notes,
             ) => {}
         Ok(ip) => {
-            let same = format!("{}/", ip.addr);
-            match v.vips.iter().find(|o| o.starts_with(&same)) {
+            let vips = v.cfg.virtual_ipaddresses.get_mut();
+            match vips.iter().find(|o| o.addr == ip.addr) {
                 Some(o) => notes.at(
                     file,
                     a.line,
@@ -943,7 +1013,7 @@ fn vip(file: &str, a: &Node, v: &mut Vrrp, family: &mut Family, notes: &mut Note
                         ip.addr
                     ),
                 ),
-                None => v.vips.push(ip.to_string()),
+                None => vips.push(ip),
             }
             if !a.args.is_empty() {
                 notes.at(
@@ -953,7 +1023,7 @@ fn vip(file: &str, a: &Node, v: &mut Vrrp, family: &mut Family, notes: &mut Note
                         "virtual_ipaddress options `{}` are not supported: the address is \
                          added to `{}`",
                         a.args.join(" "),
-                        v.interface
+                        v.interface()
                     ),
                 );
             }
@@ -1047,7 +1117,10 @@ impl Family {
         notes: &mut Notes,
     ) {
         let v6 = self.decided.is_some_and(|(f, _)| f);
-        if let Some(line) = self.native_ipv6.filter(|_| !v.vips.is_empty()) {
+        if let Some(line) = self
+            .native_ipv6
+            .filter(|_| !v.cfg.virtual_ipaddresses.get_ref().is_empty())
+        {
             notes.at(
                 file,
                 line,
@@ -1056,7 +1129,7 @@ impl Family {
             );
         }
         if v6 {
-            if let Some(line) = version_line.filter(|_| v.version == 2) {
+            if let Some(line) = version_line.filter(|_| v.version() == 2) {
                 notes.at(
                     file,
                     line,
@@ -1065,12 +1138,13 @@ impl Family {
                 );
             }
             // keepalived.conf(5), `version`: "IPv6 instances will always use version 3".
-            v.version = 3;
-            let multicast = v.unicast_peers.is_empty();
+            v.set_version(3);
+            let multicast = v.cfg.unicast_peers.is_empty();
             if let Some(first) = v
-                .vips
+                .cfg
+                .virtual_ipaddresses
+                .get_ref()
                 .first()
-                .and_then(|s| vrrp::Vip::parse(s).ok())
                 .filter(|_| multicast)
             {
                 if !matches!(first.addr, IpAddr::V6(a) if a.is_unicast_link_local()) {
@@ -1081,13 +1155,13 @@ impl Family {
                             "vrrp_instance `{}`: the first IPv6 virtual address {first} is not \
                              link-local; RFC 9568 §5.2.9 and keepalived want one first (e.g. \
                              fe80::1/64): `maas-vip check` warns",
-                            v.name
+                            v.name()
                         ),
                     );
                 }
             }
         }
-        if v.v3_checksum_rfc9568 && (v6 || v.version != 3) {
+        if *v.cfg.v3_checksum.get_ref() == V3ChecksumKey::Rfc9568 && (v6 || v.version() != 3) {
             if let Some(line) = checksum_line {
                 notes.at(
                     file,
@@ -1099,7 +1173,7 @@ impl Family {
                     ),
                 );
             }
-            v.v3_checksum_rfc9568 = false;
+            v.set_v3_checksum_rfc9568(false);
         }
     }
 }
@@ -1128,7 +1202,7 @@ fn track(file: &str, a: &Node, v: &mut Vrrp, scripts: &mut [(String, Script)], n
             format!("track_script options `{}` ignored", a.args.join(" ")),
         ),
     }
-    if v.track_scripts.iter().any(|t| t.name == name) {
+    if v.cfg.track_script.iter().any(|t| t.name.get_ref() == name) {
         notes.at(
             file,
             a.line,
@@ -1177,8 +1251,12 @@ fn track(file: &str, a: &Node, v: &mut Vrrp, scripts: &mut [(String, Script)], n
         } else {
             weight
         };
-        if v.track_backends.is_none() {
-            v.track_backends = Some(w);
+        if v.cfg.track_backends.is_none() {
+            // The frontend is chosen once both files are read (`super::cross_checks`).
+            v.cfg.track_backends = Some(TrackBackends {
+                frontend: Spanned::new(0..0, String::new()),
+                weight: w,
+            });
         }
         notes.at(
             file,
@@ -1218,17 +1296,17 @@ fn track(file: &str, a: &Node, v: &mut Vrrp, scripts: &mut [(String, Script)], n
     } else {
         (argv, None)
     };
-    v.track_scripts.push(TrackScript {
-        name: name.to_string(),
-        command,
+    v.cfg.track_script.push(TrackScript {
+        name: Spanned::new(0..0, name.to_string()),
+        command: Spanned::new(0..0, command),
         interval: s.interval,
         // keepalived: a script's timeout defaults to its interval.
         timeout: s.timeout.unwrap_or(s.interval),
         weight,
         rise: s.rise,
         fall: s.fall,
-        comment,
     });
+    v.track_script_comments.push(comment);
 }
 
 /// `killall -0 X`, `/usr/bin/killall -0 X`, `killall -q -0 X`, each optionally followed by

@@ -1,28 +1,39 @@
 //! `maas-vip import`: an equivalent maas-vip.toml for an existing keepalived.conf + haproxy.cfg.
 //!
-//! Each file is parsed into its own small syntax tree (`keepalived.rs`, `haproxy.rs`), translated
-//! into a plain model of the `[[vrrp]]` and `[[frontend]]` blocks, checked against the rules that
-//! `maas-vip check` enforces across blocks (unique names, non-overlapping binds, the admin port),
-//! and rendered as TOML text. Everything that is not carried over, or is changed on the way, is
-//! a note naming its file and line: the notes come back to the caller (for stderr) and head the
-//! TOML as comments. Nothing is dropped silently.
+//! Each file is parsed into its own small syntax tree (`keepalived.rs`, `haproxy.rs`) and
+//! translated into `config`'s own blocks ([`config::VrrpConfig`], [`config::FrontendConfig`],
+//! [`config::AdminConfig`]), which start from config's defaults. They are fitted to the rules
+//! that `maas-vip check` enforces across blocks (unique names, non-overlapping binds, the
+//! admin port), rendered as TOML text, and that text is read back by [`config::parse`]: what
+//! it would refuse becomes a note too. Everything that is not carried over, or is changed on
+//! the way, is a note naming its file and line: the notes come back to the caller (for stderr)
+//! and head the TOML as comments. Nothing is dropped silently.
 //!
 //! The parsers are total: any text gives either a result or an [`ImportError`] naming the file
 //! and line, never a panic; nesting is bounded.
 //!
 //! # Layout
 //!
-//! - This crate sits on top of `config` (the `maas-vip-config` package): the rules across blocks
-//!   are `config`'s ([`config::binds_overlap`], [`config::admin_overlaps`]), and so are the
-//!   defaults it names in its notes (`config::DEFAULT_ADMIN_BIND`, `lb`'s `DEFAULT_TIMEOUT_*`).
-//!   Its tests feed every output to [`config::parse`].
+//! - This crate sits on top of `config` (the `maas-vip-config` package) and has no model of its
+//!   own: a block being imported is config's type plus a side record of what the output needs
+//!   besides (file and line for notes, the keys the source set, comments). The defaults are
+//!   config's: each block starts as [`config::blank_frontend`], [`config::blank_server`] or
+//!   [`config::blank_vrrp`] (the blocks' own serde defaults), the notes name
+//!   `config::DEFAULT_ADMIN_BIND` and `lb`'s `DEFAULT_TIMEOUT_*`. So are the rules across
+//!   blocks ([`config::binds_overlap`], [`config::admin_overlaps`], and [`config::parse`] on
+//!   the result).
 //! - `keepalived`, `haproxy` (and `auth_hmac`, keepalived 2.4's block): one parser and
-//!   translator per source file; this file: the model, the cross checks, the rendering.
+//!   translator per source file; `render`: the blocks as TOML; this file: the side records,
+//!   the fitting across blocks and the failover weights.
 //! - Not here: reading files and printing (the `maas-vip import` command in `bin/`).
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use config::{AdminConfig, FrontendConfig, Severity, VrrpConfig};
+use lb::ServerConfig;
+use toml::Spanned;
 
 mod auth_hmac;
 mod haproxy;
@@ -31,6 +42,9 @@ mod ipv6_tests;
 mod keepalived;
 #[cfg(test)]
 mod patroni_tests;
+mod render;
+#[cfg(test)]
+mod roundtrip_tests;
 #[cfg(test)]
 mod tests;
 
@@ -124,6 +138,52 @@ pub fn import_with(
     peers: &[(&Path, &str)],
     local: LocalAddr<'_>,
 ) -> Result<Imported, ImportError> {
+    let mut built = build(keepalived, haproxy, peers, local)?;
+    let mut toml = render::render(keepalived, haproxy, &built);
+    // The last word is `maas-vip check`'s: what it would refuse (values carried over as the
+    // source gave them) is said in the notes too, not left for the first start to find.
+    if let Err(report) = config::parse(Path::new("maas-vip.toml"), toml.clone()) {
+        let before = built.notes.len();
+        for f in report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+        {
+            let note = one_line(&format!(
+                "`maas-vip check` refuses the result: {}; fix it before use",
+                f.message
+            ));
+            if !built.notes.contains(&note) {
+                built.notes.push(note);
+            }
+        }
+        if built.notes.len() != before {
+            toml = render::render(keepalived, haproxy, &built);
+        }
+    }
+    Ok(Imported {
+        toml,
+        notes: built.notes,
+    })
+}
+
+/// What the importer built: `config`'s own blocks with their side records, in output order,
+/// and the notes, final.
+#[derive(Debug)]
+struct Built {
+    vrrps: Vec<Vrrp>,
+    frontends: Vec<Frontend>,
+    admin: AdminConfig,
+    notes: Vec<String>,
+}
+
+/// Reads the files into `config`'s blocks and fits them to the rules across blocks.
+fn build(
+    keepalived: Option<(&Path, &str)>,
+    haproxy: Option<(&Path, &str)>,
+    peers: &[(&Path, &str)],
+    local: LocalAddr<'_>,
+) -> Result<Built, ImportError> {
     if keepalived.is_none() && haproxy.is_none() {
         return Err(ImportError::NothingToImport);
     }
@@ -131,7 +191,7 @@ pub fn import_with(
     let mut frontends = read_with(haproxy, &mut notes, haproxy::import)?;
     for f in frontends
         .iter_mut()
-        .filter(|f| f.balance == lb::Balance::Source)
+        .filter(|f| f.cfg.balance == lb::Balance::Source)
     {
         localhost_to_region_address(f, local, &mut notes);
     }
@@ -143,9 +203,14 @@ pub fn import_with(
         for v in read_with(Some(*p), &mut ignored, keepalived::import)? {
             peer_priorities.push(PeerPriority {
                 file: p.0.display().to_string(),
-                interface: v.interface,
-                vrid: v.virtual_router_id,
-                priority: v.priority.unwrap_or(KEEPALIVED_PRIORITY),
+                interface: v.interface().to_string(),
+                vrid: v.cfg.virtual_router_id,
+                // The peer runs keepalived: its default when unset.
+                priority: if v.written.has("priority") {
+                    *v.cfg.priority.get_ref()
+                } else {
+                    KEEPALIVED_PRIORITY
+                },
             });
         }
     }
@@ -156,9 +221,12 @@ pub fn import_with(
         .flatten()
         .map(|(p, _)| p.display().to_string())
         .collect();
-    let notes = notes.finish(&files);
-    let toml = render(keepalived, haproxy, &vrrps, &frontends, admin, &notes);
-    Ok(Imported { toml, notes })
+    Ok(Built {
+        vrrps,
+        frontends,
+        admin,
+        notes: notes.finish(&files),
+    })
 }
 
 /// Notes collected while importing, each with the place it is about.
@@ -203,130 +271,87 @@ fn one_line(s: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The model: what will be written, already within the ranges maas-vip accepts.
+// The blocks being imported: `config`'s own types (their defaults are config's), each with the
+// little the output records besides: where it came from, and which keys the source set.
 
-/// One `[[vrrp]]` block.
-#[derive(Debug, Clone)]
-struct Vrrp {
-    name: String,
-    file: String,
-    line: usize,
-    interface: String,
-    virtual_router_id: u8,
-    priority: Option<u8>,
-    master: bool,
-    advert_interval: Duration,
-    version: u8,
-    preempt: bool,
-    preempt_delay: Option<Duration>,
-    auth_pass: Option<String>,
-    vips: Vec<String>,
-    unicast_peers: Vec<IpAddr>,
-    garp_master_delay: Option<Duration>,
-    garp_master_repeat: Option<u32>,
-    garp_master_refresh: Option<Duration>,
-    garp_master_refresh_repeat: Option<u32>,
-    /// keepalived's global `script_user` and its line: written commented out (see
-    /// `render_vrrp`).
-    script_user: Option<(String, usize)>,
-    /// Weight of the `track_backends` that replaces a `chk_haproxy` script; 0 until
-    /// [`choose_weights`] sets it.
-    track_backends: Option<i32>,
-    /// The frontend it follows, chosen once both files are read.
-    track_frontend: Option<String>,
-    /// `notify`, `notify_master`, ... (key, argv), in file order.
-    notify: Vec<(String, Vec<String>)>,
-    track_scripts: Vec<TrackScript>,
-    /// keepalived 2.4's `auth_hmac`.
-    auth_hmac: Option<auth_hmac::Hmac>,
-    /// `v3_checksum = "rfc9568"` (keepalived's `v3_checksum_as_v2`); only ever true for
-    /// VRRPv3 over IPv4.
-    v3_checksum_rfc9568: bool,
-}
+/// The keys a source file set, by their maas-vip.toml name: the render writes those, and
+/// leaves out a key whose value is config's default because nothing set it.
+#[derive(Debug, Clone, Default)]
+struct Written(Vec<&'static str>);
 
-/// One `[[vrrp.track_script]]`.
-#[derive(Debug, Clone)]
-struct TrackScript {
-    name: String,
-    command: Vec<String>,
-    interval: Duration,
-    timeout: Duration,
-    weight: i32,
-    rise: u32,
-    fall: u32,
-    /// Written above the block.
-    comment: Option<String>,
-}
+impl Written {
+    fn set(&mut self, key: &'static str) {
+        if !self.has(key) {
+            self.0.push(key);
+        }
+    }
 
-impl Vrrp {
-    /// An IPv6 instance: its addresses are IPv6 (the importer keeps one family).
-    fn is_ipv6(&self) -> bool {
-        self.vips.first().is_some_and(|a| a.contains(':'))
+    fn has(&self, key: &str) -> bool {
+        self.0.contains(&key)
     }
 }
 
-/// One `[[frontend]]` block.
+/// One `[[vrrp]]` block: `config`'s [`VrrpConfig`], within the ranges it accepts.
 #[derive(Debug, Clone)]
-struct Frontend {
-    name: String,
+struct Vrrp {
+    cfg: VrrpConfig,
+    /// The keepalived.conf and line of its `vrrp_instance`, for notes.
     file: String,
     line: usize,
-    bind: Vec<SocketAddr>,
-    http: bool,
-    balance: lb::Balance,
-    retries: u32,
-    redispatch: bool,
-    maxconn: Option<u32>,
-    timeout_connect: Option<Duration>,
-    timeout_client: Option<Duration>,
-    timeout_server: Option<Duration>,
-    timeout_tunnel: Option<Duration>,
-    http_server_close: bool,
-    forwardfor: bool,
-    redirect_root: Option<String>,
-    check: Option<Check>,
-    /// `on_down = "shutdown_sessions"` (HAProxy's `on-marked-down shutdown-sessions`).
-    shutdown_sessions: bool,
-    servers: Vec<Server>,
+    /// `priority`, `preempt_delay`, `garp_master_*`, `auth_hmac.mode` when keepalived.conf
+    /// gave them.
+    written: Written,
+    /// keepalived's global `script_user` and its line: written commented out, so not in
+    /// `cfg` (see `render_vrrp`).
+    script_user: Option<(String, usize)>,
+    /// A comment above each `[[vrrp.track_script]]` of `cfg`, by index.
+    track_script_comments: Vec<Option<String>>,
 }
 
-/// The `check = { ... }` of a frontend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Check {
-    http: bool,
-    method: healthcheck::HttpMethod,
-    path: Option<String>,
-    expect_status: Option<u16>,
-    interval: Duration,
-    fast_interval: Option<Duration>,
-    down_interval: Option<Duration>,
-    timeout: Duration,
-    rise: u32,
-    fall: u32,
+impl Vrrp {
+    /// The instance's name.
+    fn name(&self) -> &str {
+        self.cfg.name.get_ref()
+    }
+
+    /// Its interface.
+    fn interface(&self) -> &str {
+        self.cfg.interface.get_ref()
+    }
+
+    /// Its protocol version, 2 or 3.
+    fn version(&self) -> u8 {
+        (*self.cfg.version.get_ref()).into()
+    }
 }
 
-/// One `[[frontend.server]]`.
+/// One `[[frontend]]` block: `lb`'s [`FrontendConfig`], within the ranges it accepts.
 #[derive(Debug, Clone)]
-struct Server {
-    name: String,
-    address: SocketAddr,
-    weight: u32,
-    check: bool,
-    backup: bool,
-    disabled: bool,
-    check_override: CheckOverride,
+struct Frontend {
+    cfg: FrontendConfig,
+    /// The haproxy.cfg and line of its section, for notes.
+    file: String,
+    line: usize,
+    /// `maxconn` and the `timeout_*` haproxy.cfg gave; `check` when a server is checked,
+    /// `check.path` when `option httpchk` names one.
+    written: Written,
 }
 
-/// A server's `check_override = { ... }`: where its check differs from the frontend's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct CheckOverride {
-    port: Option<u16>,
-    interval: Option<Duration>,
-    fast_interval: Option<Duration>,
-    down_interval: Option<Duration>,
-    timeout: Option<Duration>,
-    rise: Option<u32>,
-    fall: Option<u32>,
+impl Frontend {
+    /// The frontend's name.
+    fn name(&self) -> &str {
+        self.cfg.name.get_ref()
+    }
+
+    /// Its binds.
+    fn binds(&self) -> &[SocketAddr] {
+        self.cfg.bind.get_ref()
+    }
+}
+
+/// A server's address as the importer writes it, `ip:port` (never a host name).
+fn server_addr(s: &ServerConfig) -> Option<SocketAddr> {
+    s.address.get_ref().parse().ok()
 }
 
 /// The guide's `server localhost localhost:5240` under `balance source`: maas-vip's source
@@ -337,19 +362,22 @@ struct CheckOverride {
 /// the address by, it stays, with a note.
 fn localhost_to_region_address(f: &mut Frontend, local: LocalAddr<'_>, notes: &mut Notes) {
     let others: Vec<IpAddr> = f
-        .servers
+        .cfg
+        .server
         .iter()
-        .map(|s| s.address.ip())
+        .filter_map(server_addr)
+        .map(|a| a.ip())
         .filter(|ip| !ip.is_loopback())
         .collect();
     let mut drop = Vec::new();
-    for (i, s) in f.servers.iter_mut().enumerate() {
-        if !s.address.ip().is_loopback() {
+    for (i, s) in f.cfg.server.iter_mut().enumerate() {
+        let Some(mut address) = server_addr(s).filter(|a| a.ip().is_loopback()) else {
             continue;
-        }
+        };
+        let name = s.name.get_ref();
         let mine = others
             .iter()
-            .find(|ip| ip.is_ipv4() == s.address.is_ipv4())
+            .find(|ip| ip.is_ipv4() == address.is_ipv4())
             .and_then(|peer| local(*peer));
         match mine {
             Some(ip) if others.contains(&ip) => {
@@ -358,41 +386,39 @@ fn localhost_to_region_address(f: &mut Frontend, local: LocalAddr<'_>, notes: &m
                     &f.file,
                     f.line,
                     format!(
-                        "server `{}` ({}) is left out: it is this host's region, listed by its \
-                         address {ip} already",
-                        s.name, s.address
+                        "server `{name}` ({address}) is left out: it is this host's region, \
+                         listed by its address {ip} already"
                     ),
                 );
             }
             Some(ip) => {
-                let old = s.address;
-                s.address.set_ip(ip);
+                let old = address;
+                address.set_ip(ip);
                 notes.at(
                     &f.file,
                     f.line,
                     format!(
-                        "server `{}` ({old}) written as {}, this host's address toward the \
-                         other regions: balance source hashes the address, and 127.0.0.1 is \
-                         another region on each host, so after a takeover clients would change \
-                         region; check that it is this host's region address",
-                        s.name, s.address
+                        "server `{name}` ({old}) written as {address}, this host's address \
+                         toward the other regions: balance source hashes the address, and \
+                         127.0.0.1 is another region on each host, so after a takeover clients \
+                         would change region; check that it is this host's region address"
                     ),
                 );
+                s.address = Spanned::new(0..0, address.to_string());
             }
             None => notes.at(
                 &f.file,
                 f.line,
                 format!(
-                    "server `{}` stays {}: balance source hashes the address, and 127.0.0.1 is \
-                     another region on each host, so clients change region when the VIP moves; \
-                     write this host's region address instead",
-                    s.name, s.address
+                    "server `{name}` stays {address}: balance source hashes the address, and \
+                     127.0.0.1 is another region on each host, so clients change region when \
+                     the VIP moves; write this host's region address instead"
                 ),
             ),
         }
     }
     for i in drop.into_iter().rev() {
-        f.servers.remove(i);
+        f.cfg.server.remove(i);
     }
 }
 
@@ -416,13 +442,14 @@ struct PeerPriority {
 /// gives one. Weight-0 track scripts keep keepalived's meaning, FAULT.
 fn choose_weights(vrrps: &mut [Vrrp], peers: &[PeerPriority], notes: &mut Notes) {
     for v in vrrps.iter_mut() {
-        let prio = v.priority.unwrap_or(KEEPALIVED_PRIORITY);
+        // What maas-vip runs with: unset, config's default.
+        let prio = *v.cfg.priority.get_ref();
         if prio == 255 {
             continue;
         }
         let known: Vec<&PeerPriority> = peers
             .iter()
-            .filter(|p| p.vrid == v.virtual_router_id && p.interface == v.interface)
+            .filter(|p| p.vrid == v.cfg.virtual_router_id && p.interface == v.interface())
             .collect();
         let (lowest, from) = match known.iter().min_by_key(|p| p.priority) {
             Some(p) => (
@@ -440,7 +467,8 @@ fn choose_weights(vrrps: &mut [Vrrp], peers: &[PeerPriority], notes: &mut Notes)
         // Strictly below the lowest peer; at least -1; the priority stays at least 1.
         let needed =
             -(i32::from(prio) - i32::from(lowest) + 1).clamp(1, (i32::from(prio) - 1).max(1));
-        if let Some(w) = v.track_backends.as_mut() {
+        let name = v.cfg.name.get_ref();
+        if let Some(w) = v.cfg.track_backends.as_mut().map(|t| &mut t.weight) {
             let chosen = if *w == 0 { needed } else { (*w).min(needed) };
             let why = if *w == 0 {
                 "keepalived's weight 0 would put the instance in FAULT while HAProxy is down; \
@@ -463,14 +491,14 @@ fn choose_weights(vrrps: &mut [Vrrp], peers: &[PeerPriority], notes: &mut Notes)
                 format!(
                     "vrrp_instance `{}`: track_backends weight {chosen}: priority {prio} - {} = \
                      {} is below {from}, so this host fails over when it can reach no region; {why}",
-                    v.name,
+                    name,
                     -chosen,
                     i32::from(prio) + chosen
                 ),
             );
             *w = chosen;
         }
-        for t in v.track_scripts.iter_mut() {
+        for t in v.cfg.track_script.iter_mut() {
             if t.weight == 0 {
                 notes.at(
                     &v.file,
@@ -478,7 +506,7 @@ fn choose_weights(vrrps: &mut [Vrrp], peers: &[PeerPriority], notes: &mut Notes)
                     format!(
                         "track_script `{}` keeps weight 0: failing puts the instance in FAULT, \
                          as in keepalived, and the VIP moves to a peer",
-                        t.name
+                        t.name.get_ref()
                     ),
                 );
             } else if t.weight < 0 && t.weight > needed {
@@ -489,7 +517,7 @@ fn choose_weights(vrrps: &mut [Vrrp], peers: &[PeerPriority], notes: &mut Notes)
                         "track_script `{}` weight {} -> {needed}: priority {prio} - {} = {} would \
                          not be below {from}, so the VIP would stay here while it fails \
                          (keepalived behaved the same)",
-                        t.name,
+                        t.name.get_ref(),
                         t.weight,
                         -t.weight,
                         i32::from(prio) + t.weight
@@ -510,27 +538,27 @@ fn cross_checks(
     frontends: &mut Vec<Frontend>,
     vrrps: &mut Vec<Vrrp>,
     notes: &mut Notes,
-) -> Option<SocketAddr> {
+) -> AdminConfig {
     // Frontends: unique names, binds that do not overlap.
     let mut kept: Vec<Frontend> = Vec::new();
     for mut f in std::mem::take(frontends) {
-        if kept.iter().any(|k| k.name == f.name) {
+        if kept.iter().any(|k| k.name() == f.name()) {
             notes.at(
                 &f.file,
                 f.line,
                 format!(
                     "a second frontend named `{}` is not carried over (names must be unique)",
-                    f.name
+                    f.name()
                 ),
             );
             continue;
         }
         let mut binds = Vec::new();
-        for b in std::mem::take(&mut f.bind) {
+        for b in f.binds().to_vec() {
             let clash = kept
                 .iter()
-                .flat_map(|k| k.bind.iter().map(move |o| (o, &k.name)))
-                .chain(binds.iter().map(|o| (o, &f.name)))
+                .flat_map(|k| k.binds().iter().map(move |o| (o, k.name())))
+                .chain(binds.iter().map(|o| (o, f.name())))
                 .find(|(o, _)| config::binds_overlap(o, &b));
             match clash {
                 Some((o, name)) => notes.at(
@@ -538,7 +566,7 @@ fn cross_checks(
                     f.line,
                     format!(
                         "bind {b} of `{}` overlaps {o} of `{name}`: not carried over",
-                        f.name
+                        f.name()
                     ),
                 ),
                 None => binds.push(b),
@@ -550,12 +578,12 @@ fn cross_checks(
                 f.line,
                 format!(
                     "frontend `{}` is not carried over: none of its binds remains",
-                    f.name
+                    f.name()
                 ),
             );
             continue;
         }
-        f.bind = binds;
+        f.cfg.bind = Spanned::new(0..0, binds);
         kept.push(f);
     }
     *frontends = kept;
@@ -564,60 +592,63 @@ fn cross_checks(
     let admin_clashes = |a: &SocketAddr| {
         frontends
             .iter()
-            .flat_map(|f| f.bind.iter())
+            .flat_map(|f| f.binds())
             .any(|b| config::admin_overlaps(a, b))
     };
-    let admin = if admin_clashes(&ADMIN) {
+    let mut admin = AdminConfig::default();
+    if admin_clashes(&ADMIN) {
         // Else the first free one of the 50 ports above it.
         let free = (ADMIN.port() + 1..=ADMIN.port() + 50)
             .map(|p| SocketAddr::new(ADMIN.ip(), p))
             .find(|a| !admin_clashes(a));
         match free {
-            Some(a) => notes.general(format!(
-                "a frontend binds port {}, the admin endpoint's default: [admin] moved to {a}",
-                ADMIN.port()
-            )),
-            None => notes.general(format!(
-                "a frontend binds port {}, the admin endpoint's default: [admin] disabled",
-                ADMIN.port()
-            )),
+            Some(a) => {
+                notes.general(format!(
+                    "a frontend binds port {}, the admin endpoint's default: [admin] moved to {a}",
+                    ADMIN.port()
+                ));
+                admin.bind = Spanned::new(0..0, a);
+            }
+            None => {
+                notes.general(format!(
+                    "a frontend binds port {}, the admin endpoint's default: [admin] disabled",
+                    ADMIN.port()
+                ));
+                admin.enabled = false;
+            }
         }
-        Some(free.unwrap_or(SocketAddr::new(ADMIN.ip(), 0)))
-    } else {
-        None
-    };
+    }
 
     // VRRP: unique names and (interface, VRID) pairs; track_backends needs a frontend.
     let mut kept: Vec<Vrrp> = Vec::new();
     let target = frontends
         .iter()
-        .find(|f| f.bind.iter().any(|b| b.port() == 80))
+        .find(|f| f.binds().iter().any(|b| b.port() == 80))
         .or(frontends.first())
-        .map(|f| f.name.clone());
+        .map(|f| f.name().to_string());
     for mut v in std::mem::take(vrrps) {
-        if kept.iter().any(|k| k.name == v.name) {
+        if kept.iter().any(|k| k.name() == v.name()) {
             notes.at(
                 &v.file,
                 v.line,
                 format!(
                     "a second vrrp_instance named `{}` is not carried over",
-                    v.name
+                    v.name()
                 ),
             );
             continue;
         }
-        if let Some(k) = kept
-            .iter()
-            .find(|k| k.interface == v.interface && k.virtual_router_id == v.virtual_router_id)
-        {
+        if let Some(k) = kept.iter().find(|k| {
+            k.interface() == v.interface() && k.cfg.virtual_router_id == v.cfg.virtual_router_id
+        }) {
             // keepalived runs an IPv4 and an IPv6 router of one VRID side by side (RFC 9568
             // §1: separate virtual routers); maas-vip keys its instances by interface and VRID.
-            let families = if k.is_ipv6() != v.is_ipv6() {
+            let families = if k.cfg.is_ipv6() != v.cfg.is_ipv6() {
                 format!(
                     ", by `{}` of the other family (keepalived allows one VRID per family, \
                      maas-vip one per interface): give it another virtual_router_id on every \
                      host",
-                    k.name
+                    k.name()
                 )
             } else {
                 String::new()
@@ -628,13 +659,15 @@ fn cross_checks(
                 format!(
                     "vrrp_instance `{}` is not carried over: virtual_router_id {} is already \
                      used on `{}`{families}",
-                    v.name, v.virtual_router_id, v.interface
+                    v.name(),
+                    v.cfg.virtual_router_id,
+                    v.interface()
                 ),
             );
             continue;
         }
-        if v.track_backends.is_some() && target.is_none() {
-            v.track_backends = None;
+        if v.cfg.track_backends.is_some() && target.is_none() {
+            v.cfg.track_backends = None;
             notes.at(
                 &v.file,
                 v.line,
@@ -643,7 +676,7 @@ fn cross_checks(
                      replaces the HAProxy check script; add `track_backends = {{ frontend = \
                      \"...\", weight = -N }}` once the config has a [[frontend]], N taking the \
                      priority strictly below the lowest peer's",
-                    v.name
+                    v.name()
                 ),
             );
         }
@@ -651,22 +684,25 @@ fn cross_checks(
     }
     *vrrps = kept;
     if let Some(t) = &target {
-        if frontends.len() > 1 && vrrps.iter().any(|v| v.track_backends.is_some()) {
+        if frontends.len() > 1 && vrrps.iter().any(|v| v.cfg.track_backends.is_some()) {
             notes.general(format!(
                 "track_backends follows frontend `{t}` (of {} imported); change it if another \
                  one matters more",
                 frontends.len()
             ));
         }
-        for v in vrrps.iter_mut() {
-            v.track_frontend = Some(t.clone());
+        for tb in vrrps
+            .iter_mut()
+            .filter_map(|v| v.cfg.track_backends.as_mut())
+        {
+            tb.frontend = Spanned::new(0..0, t.clone());
         }
     }
     admin
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rendering.
+// Values as TOML text (the blocks are written by `render`).
 
 /// A TOML basic string, escaped by the toml crate.
 fn q(s: &str) -> String {
@@ -698,263 +734,6 @@ fn dur(d: Duration) -> String {
         }
     };
     q(&s)
-}
-
-fn render(
-    keepalived: Option<(&Path, &str)>,
-    haproxy: Option<(&Path, &str)>,
-    vrrps: &[Vrrp],
-    frontends: &[Frontend],
-    admin: Option<SocketAddr>,
-    notes: &[String],
-) -> String {
-    let mut out = String::new();
-    let from: Vec<String> = [keepalived, haproxy]
-        .iter()
-        .flatten()
-        .map(|(p, _)| one_line(&p.display().to_string()))
-        .collect();
-    out.push_str(&format!(
-        "# maas-vip.toml written by `maas-vip import` from {}.\n",
-        from.join(" and ")
-    ));
-    out.push_str("# Review it, then validate it with: maas-vip check -c FILE\n");
-    if notes.is_empty() {
-        out.push_str("#\n# Everything was carried over.\n");
-    } else {
-        out.push_str(&format!(
-            "#\n# Not carried over, or changed on the way ({}):\n",
-            notes.len()
-        ));
-        for n in notes {
-            out.push_str(&format!("#   {n}\n"));
-        }
-    }
-    if vrrps.is_empty() && frontends.is_empty() {
-        out.push_str("#\n# Nothing could be imported: no vrrp_instance and no frontend.\n");
-    }
-    for v in vrrps {
-        render_vrrp(&mut out, v);
-    }
-    for f in frontends {
-        render_frontend(&mut out, f);
-    }
-    if let Some(a) = admin {
-        out.push_str("\n[admin]\n");
-        let default = ADMIN.port();
-        if a.port() == 0 {
-            out.push_str(&format!(
-                "enabled = false                       # port {default} is a frontend's\n"
-            ));
-        } else {
-            out.push_str(&format!(
-                "bind = {}             # {default} is a frontend's\n",
-                q(&a.to_string())
-            ));
-        }
-    }
-    out
-}
-
-fn render_vrrp(out: &mut String, v: &Vrrp) {
-    out.push_str("\n[[vrrp]]\n");
-    out.push_str(&format!("name = {}\n", q(&v.name)));
-    out.push_str(&format!("interface = {}\n", q(&v.interface)));
-    out.push_str(&format!("virtual_router_id = {}\n", v.virtual_router_id));
-    if let Some(p) = v.priority {
-        out.push_str(&format!("priority = {p}\n"));
-    }
-    out.push_str(&format!(
-        "state = {}\n",
-        q(if v.master { "MASTER" } else { "BACKUP" })
-    ));
-    out.push_str(&format!("advert_interval = {}\n", dur(v.advert_interval)));
-    if v.version != 2 {
-        out.push_str(&format!("version = {}\n", v.version));
-    }
-    if !v.preempt {
-        out.push_str("preempt = false                       # keepalived's nopreempt\n");
-    }
-    if let Some(d) = v.preempt_delay {
-        out.push_str(&format!("preempt_delay = {}\n", dur(d)));
-    }
-    if v.v3_checksum_rfc9568 {
-        out.push_str("v3_checksum = \"rfc9568\"               # keepalived's v3_checksum_as_v2\n");
-    }
-    if let Some(p) = &v.auth_pass {
-        out.push_str(&format!("auth_pass = {}\n", q(p)));
-    }
-    out.push_str(&format!("virtual_ipaddresses = {}\n", q_list(&v.vips)));
-    if !v.unicast_peers.is_empty() {
-        let peers: Vec<String> = v.unicast_peers.iter().map(|p| p.to_string()).collect();
-        out.push_str(&format!("unicast_peers = {}\n", q_list(&peers)));
-    }
-    if let Some(d) = v.garp_master_delay {
-        out.push_str(&format!("garp_master_delay = {}\n", dur(d)));
-    }
-    if let Some(r) = v.garp_master_repeat {
-        out.push_str(&format!("garp_master_repeat = {r}\n"));
-    }
-    if let Some(d) = v.garp_master_refresh.filter(|d| !d.is_zero()) {
-        out.push_str(&format!("garp_master_refresh = {}\n", dur(d)));
-    }
-    if let Some(r) = v.garp_master_refresh_repeat {
-        out.push_str(&format!("garp_master_refresh_repeat = {r}\n"));
-    }
-    if let Some((u, _)) = &v.script_user {
-        out.push_str(
-            "# keepalived's script_user. Under maas-vip.service (no CAP_SETUID/CAP_SETGID) every\n\
-             # track script and notify would fail with EPERM: they run as the daemon's user.\n\
-             # Uncomment only with CAP_SETUID CAP_SETGID added to the unit (systemctl edit).\n",
-        );
-        out.push_str(&format!("# script_user = {}\n", one_line(&q(u))));
-    }
-    if let (Some(w), Some(f)) = (v.track_backends, &v.track_frontend) {
-        out.push_str(
-            "# Replaces the HAProxy check script: proxy and VRRP share one process here, and the\n\
-             # priority drops by the weight while this frontend can reach no region.\n",
-        );
-        out.push_str(&format!(
-            "track_backends = {{ frontend = {}, weight = {w} }}\n",
-            q(f)
-        ));
-    }
-    for (key, argv) in &v.notify {
-        out.push_str(&format!("{key} = {}\n", q_list(argv)));
-    }
-    if let Some(h) = &v.auth_hmac {
-        auth_hmac::render(out, h);
-    }
-    for t in &v.track_scripts {
-        out.push('\n');
-        if let Some(c) = &t.comment {
-            out.push_str(&format!("# {c}\n"));
-        }
-        out.push_str("[[vrrp.track_script]]\n");
-        out.push_str(&format!("name = {}\n", q(&t.name)));
-        out.push_str(&format!("command = {}\n", q_list(&t.command)));
-        out.push_str(&format!("interval = {}\n", dur(t.interval)));
-        out.push_str(&format!("timeout = {}\n", dur(t.timeout)));
-        out.push_str(&format!("weight = {}\n", t.weight));
-        out.push_str(&format!("rise = {}\n", t.rise));
-        out.push_str(&format!("fall = {}\n", t.fall));
-    }
-}
-
-fn render_frontend(out: &mut String, f: &Frontend) {
-    out.push_str("\n[[frontend]]\n");
-    out.push_str(&format!("name = {}\n", q(&f.name)));
-    let binds: Vec<String> = f.bind.iter().map(|b| b.to_string()).collect();
-    out.push_str(&format!("bind = {}\n", q_list(&binds)));
-    out.push_str(&format!(
-        "mode = {}\n",
-        q(if f.http { "http" } else { "tcp" })
-    ));
-    out.push_str(&format!(
-        "balance = {}\n",
-        q(match f.balance {
-            lb::Balance::Roundrobin => "roundrobin",
-            lb::Balance::Source => "source",
-            lb::Balance::First => "first",
-        })
-    ));
-    out.push_str(&format!("retries = {}\n", f.retries));
-    out.push_str(&format!("redispatch = {}\n", f.redispatch));
-    if let Some(m) = f.maxconn {
-        out.push_str(&format!("maxconn = {m}\n"));
-    }
-    for (key, d) in [
-        ("timeout_connect", f.timeout_connect),
-        ("timeout_client", f.timeout_client),
-        ("timeout_server", f.timeout_server),
-        ("timeout_tunnel", f.timeout_tunnel),
-    ] {
-        if let Some(d) = d {
-            out.push_str(&format!("{key} = {}\n", dur(d)));
-        }
-    }
-    if f.http {
-        out.push_str(&format!("http_server_close = {}\n", f.http_server_close));
-        out.push_str(&format!("forwardfor = {}\n", f.forwardfor));
-        if let Some(r) = &f.redirect_root {
-            out.push_str(&format!("redirect_root = {}\n", q(r)));
-        }
-    }
-    if f.shutdown_sessions {
-        out.push_str("on_down = \"shutdown_sessions\"\n");
-    }
-    if let Some(c) = &f.check {
-        let mut parts = vec![format!("kind = {}", q(if c.http { "http" } else { "tcp" }))];
-        if c.http {
-            if c.method != healthcheck::HttpMethod::Get {
-                parts.push(format!("method = {}", q(c.method.as_str())));
-            }
-            if let Some(p) = &c.path {
-                parts.push(format!("path = {}", q(p)));
-            }
-            if let Some(s) = c.expect_status {
-                parts.push(format!("expect_status = {s}"));
-            }
-        }
-        parts.push(format!("interval = {}", dur(c.interval)));
-        if let Some(d) = c.fast_interval {
-            parts.push(format!("fast_interval = {}", dur(d)));
-        }
-        if let Some(d) = c.down_interval {
-            parts.push(format!("down_interval = {}", dur(d)));
-        }
-        parts.push(format!("timeout = {}", dur(c.timeout)));
-        parts.push(format!("rise = {}", c.rise));
-        parts.push(format!("fall = {}", c.fall));
-        if !c.http {
-            out.push_str(
-                "# A TCP check only proves the region's nginx is up; kind = \"http\" with\n\
-                 # path = \"/MAAS/api/2.0/version/\" also proves regiond and PostgreSQL.\n",
-            );
-        }
-        out.push_str(&format!("check = {{ {} }}\n", parts.join(", ")));
-    }
-    for s in &f.servers {
-        out.push_str("\n[[frontend.server]]\n");
-        out.push_str(&format!("name = {}\n", q(&s.name)));
-        out.push_str(&format!("address = {}\n", q(&s.address.to_string())));
-        if s.weight != 1 {
-            out.push_str(&format!("weight = {}\n", s.weight));
-        }
-        if !s.check {
-            out.push_str("check = false\n");
-        }
-        if s.backup {
-            out.push_str("backup = true\n");
-        }
-        if s.disabled {
-            out.push_str("disabled = true\n");
-        }
-        let o = &s.check_override;
-        if s.check && *o != CheckOverride::default() {
-            let mut parts = Vec::new();
-            if let Some(p) = o.port {
-                parts.push(format!("port = {p}"));
-            }
-            for (key, d) in [
-                ("interval", o.interval),
-                ("fast_interval", o.fast_interval),
-                ("down_interval", o.down_interval),
-                ("timeout", o.timeout),
-            ] {
-                if let Some(d) = d {
-                    parts.push(format!("{key} = {}", dur(d)));
-                }
-            }
-            if let Some(r) = o.rise {
-                parts.push(format!("rise = {r}"));
-            }
-            if let Some(f) = o.fall {
-                parts.push(format!("fall = {f}"));
-            }
-            out.push_str(&format!("check_override = {{ {} }}\n", parts.join(", ")));
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use serde_spanned::Spanned;
 pub type Problem = Spanned<String>;
 
 /// One listening service and the servers it spreads connections over.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendConfig {
     /// Name used in logs, metrics and `track_backends`.
@@ -127,7 +127,7 @@ impl OnDown {
 }
 
 /// One server (a region controller's :5240).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Name, unique in its frontend (logs, metrics, admin actions).
