@@ -1,5 +1,5 @@
-//! Wiring of the daemon: listeners, health checks, proxy, VRRP, admin endpoint, signals,
-//! live reload.
+//! Wiring of the daemon: listeners, health checks, proxy, VRRP, admin endpoint, the loop that
+//! takes signals and [`crate::Handle`] requests, live reload.
 //!
 //! Shutdown runs in a fixed order: VRRP first (priority 0 advert, VIPs removed, so a peer takes
 //! over while this host still serves) and, at the same time, every `[[announce]]` block's
@@ -7,10 +7,12 @@
 //! (the router has moved new flows to other hosts), listeners stop accepting and established
 //! connections get `shutdown_grace` to finish; last, the VIP interfaces are deleted.
 //!
-//! Reload (SIGHUP) reads and validates the file; on any error the running config stays and the
-//! reason is logged. Otherwise it is applied without dropping established connections:
-//! servers are matched by name and address as written (a kept server keeps its health,
-//! counters and, for a host name, its resolution; new names are resolved before use),
+//! Reload (SIGHUP, or [`crate::Handle::reload`], which answers with the outcome) reads and
+//! validates the file; on any error the running config stays and the reason is logged.
+//! Otherwise it is applied without dropping established connections: servers are matched by
+//! name and address as written (the registry keeps a kept server's health, counters and, for a
+//! host name, its resolution, see `healthcheck::Registry::checked_frontend`; new names are
+//! resolved before use),
 //! listeners by address (a kept address keeps its sockets), VRRP instances by name (an
 //! unchanged one keeps running; a changed one is updated in place — priority, VIPs, track
 //! scripts, timers, auth — and restarted only when its name, interface, VRID or version change,
