@@ -150,6 +150,47 @@ async fn reload_applies_a_new_config_keeps_connections_and_rejects_a_bad_one() {
     );
 }
 
+/// A port the daemon cannot have is a startup error, and so is a socket handed in for an
+/// address the config does not bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_fails_on_a_taken_port_or_a_stray_socket() {
+    let r1 = name_server("r1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("maas-vip.toml");
+    let (taken, front) = loopback_listener();
+    let (admin_l, admin) = loopback_listener();
+    std::fs::write(&path, config(front, admin, &[("r1", r1)], "")).expect("write");
+    let start = |listeners: Listeners| {
+        let path = path.clone();
+        async move {
+            let (file, _) = daemon::ConfigFile::load(&path).expect("a usable config");
+            let (_tx, signals) = daemon::Signals::channel();
+            daemon::run(file, listeners, signals).await
+        }
+    };
+    let e = start(Listeners::new().admin(admin_l))
+        .await
+        .expect_err("the frontend's port is taken");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(&format!("frontend `maas`: cannot bind {front}")),
+        "{e}"
+    );
+
+    // The same port handed in works; a socket beside it that the config does not name fails.
+    let (stray, at) = loopback_listener();
+    let e = start(Listeners::new().frontend(taken).frontend(stray))
+        .await
+        .expect_err("a socket the config does not bind");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(&format!(
+            "a socket was handed in for {at}, which no frontend binds"
+        )),
+        "{e}"
+    );
+}
+
 /// The real binary: SIGHUP reloads (the log says applied, then rejected), SIGTERM exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_sigterm_stops_the_binary_with_exit_0() {
