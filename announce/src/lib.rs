@@ -21,7 +21,7 @@
 //! - Not a BGP speaker and not an FRR configurator: the operator's FRR config says what is
 //!   exported to whom (README, "Announcing the VIP by BGP"); this crate never writes it.
 //! - Not the driver: the loop that feeds the machine with the health of the daemon's
-//!   frontends and carries out its actions is the daemon's (bin/src/announce.rs).
+//!   frontends and carries out its actions is the daemon's (daemon/src/announce.rs).
 
 pub mod config;
 pub mod decide;

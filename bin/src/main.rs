@@ -8,16 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-mod admin;
-mod announce;
 mod caps;
-mod daemon;
 mod demo;
 mod import_cmd;
 mod release_cmd;
-mod status;
 mod status_cmd;
-mod systemd;
 
 const DEFAULT_CONFIG: &str = "/etc/maas-vip/maas-vip.toml";
 
@@ -195,15 +190,18 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => {
             init_tracing();
-            let cfg = match config::read_keys(config::load(&config), config::KeyReader::Daemon) {
-                Ok((c, mut report)) => {
+            let file = match daemon::ConfigFile::load(&config) {
+                Ok((file, mut report)) => {
                     // What this process cannot do is logged; errors among it (script_user
                     // without CAP_SETUID) do not stop the start: `check` refuses them.
-                    report.add(caps::findings(&c, &caps::Judged::new(caps::Which::Own)));
+                    report.add(caps::findings(
+                        &file.config,
+                        &caps::Judged::new(caps::Which::Own),
+                    ));
                     for line in report.to_string().lines() {
                         tracing::warn!("{line}");
                     }
-                    c
+                    file
                 }
                 Err(report) => {
                     eprint!("{report}");
@@ -230,9 +228,11 @@ fn main() -> ExitCode {
                 }
             };
             let result = runtime.block_on(async {
-                let (tx, rx) = tokio::sync::mpsc::channel(4);
-                let _signals = daemon::signals(tx)?;
-                daemon::run(config.clone(), cfg, rx).await
+                let signals = daemon::Signals::unix()?;
+                daemon::run(file, daemon::Listeners::new(), signals)
+                    .await?
+                    .wait()
+                    .await
             });
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use healthcheck::status::ServerStatus;
 use serde_json::Value;
 
-use crate::status::{AnnounceStatus, Status, VrrpStatus};
+use daemon::status::{AnnounceStatus, Status, VrrpStatus};
 
 /// For the connect, and for each read and write.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -793,34 +793,28 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fetches_from_the_admin_endpoint() {
-        use std::sync::Arc;
-
-        use healthcheck::{CheckConfig, CheckedFrontend, Registry, Server, ServerState};
-
         const TOKEN: &str = "status-test-token-0123";
-        let st = Arc::new(ServerState::new(
-            "r1",
-            "10.0.0.11:5240".parse().expect("literal"),
-            false,
-        ));
-        let registry = Arc::new(Registry::new(vec![CheckedFrontend::new(
-            "maas",
-            CheckConfig::default(),
-            vec![Server::new(st, true)],
-        )]));
-        let ctx = crate::admin::AdminContext {
-            registry,
-            frontends: arc_swap::ArcSwap::from_pointee(Vec::new()),
-            token: Some(TOKEN.into()),
-            vrrp: vrrp::StatusBoard::new(),
-            announce: crate::announce::AnnounceBoard::default(),
-        };
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("bound");
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(crate::admin::serve(l, Arc::new(ctx), rx));
+        let front = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (f, addr) = (
+            front.local_addr().expect("bound"),
+            admin.local_addr().expect("bound"),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("maas-vip.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[frontend]]\nname = \"maas\"\nbind = [\"{f}\"]\n\
+                 [[frontend.server]]\nname = \"r1\"\naddress = \"10.0.0.11:5240\"\ncheck = false\n\
+                 [admin]\nbind = \"{addr}\"\ntoken = \"{TOKEN}\"\n"
+            ),
+        )
+        .expect("write");
+        let (file, _) = daemon::ConfigFile::load(&path).expect("a usable config");
+        let (_tx, signals) = daemon::Signals::channel();
+        let listeners = daemon::Listeners::new().frontend(front).admin(admin);
+        let handle = daemon::run(file, listeners, signals).await.expect("runs");
 
         let (good, none, wrong) = tokio::task::spawn_blocking(move || {
             (
@@ -849,7 +843,6 @@ api       maas-vip1  10.0.1.100/32  withdrawn  3s ago     no server of frontend 
             "{wrong}"
         );
 
-        tx.send(true).expect("serving");
-        task.await.expect("no panic").expect("no error");
+        handle.stop().await.expect("a clean stop");
     }
 }

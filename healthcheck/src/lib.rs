@@ -74,6 +74,6 @@ pub use checker::{spawn, spawn_frontend};
 pub use config::{CheckConfig, CheckKind, CheckOverride, HttpMethod, OnError};
 pub use outcome::{CheckReport, CheckResult, Progress};
 pub use passive::{DownReason, Ejection, ProxyError};
-pub use registry::{CheckedFrontend, Registry, Server};
+pub use registry::{CheckedFrontend, Registry, Server, ServerSpec};
 pub use resolve::{Resolution, Target};
 pub use state::{Admin, Health, ServerCounters, ServerState};

@@ -100,6 +100,21 @@ impl CheckedFrontend {
     }
 }
 
+/// One server as the config writes it, for [`Registry::checked_frontend`].
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// `name`.
+    pub name: String,
+    /// `address` as written (a host name stays a name).
+    pub target: Target,
+    /// `disabled`: starts in maintenance.
+    pub disabled: bool,
+    /// `check`: probed with the frontend's check, or always healthy.
+    pub check: bool,
+    /// The server's changes to the frontend's check.
+    pub check_override: CheckOverride,
+}
+
 /// Every frontend and its servers. Read lock-free; replaced as a whole by [`Registry::store`]
 /// on reload (a reload keeps a server's [`ServerState`] by passing the same `Arc` again, see
 /// [`Registry::server`]).
@@ -152,6 +167,38 @@ impl Registry {
     /// [`ServerState`]).
     pub fn reuse(&self, frontend: &str, name: &str, target: &Target) -> Option<Arc<ServerState>> {
         self.server(frontend, name).filter(|s| s.target() == target)
+    }
+
+    /// Frontend `name` with `servers` as the checks will see it, for a start or a reload (pass
+    /// it to [`Registry::store`] with the others): a server that frontend `name` already has
+    /// with the same name and target keeps its [`ServerState`] (health, counters, admin state,
+    /// resolution, see [`Registry::reuse`]); the others get a fresh one, whose host name is
+    /// resolved before this returns, so that traffic and checks find its address from the
+    /// start (one that does not resolve is a DOWN server, not a failure).
+    pub async fn checked_frontend(
+        &self,
+        name: &str,
+        check: CheckConfig,
+        resolve_interval: std::time::Duration,
+        servers: Vec<ServerSpec>,
+    ) -> CheckedFrontend {
+        let mut fresh = Vec::new();
+        let servers = servers
+            .into_iter()
+            .map(|s| {
+                let state = match self.reuse(name, &s.name, &s.target) {
+                    Some(kept) => kept,
+                    None => {
+                        let st = Arc::new(ServerState::with_target(s.name, s.target, s.disabled));
+                        fresh.push(Arc::clone(&st));
+                        st
+                    }
+                };
+                Server::new(state, s.check).with_override(s.check_override)
+            })
+            .collect();
+        crate::resolve::resolve_all(name, &fresh).await;
+        CheckedFrontend::new(name, check, servers).with_resolve_interval(resolve_interval)
     }
 
     /// For VRRP `track_backends`: `Some(true)` if at least one server of `frontend` takes new
@@ -260,6 +307,60 @@ mod tests {
             "gone"
         );
         assert_eq!(reg.frontends().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn checked_frontend_keeps_the_state_of_kept_servers() {
+        let reg = registry();
+        let r1 = reg.server("maas", "r1").expect("r1");
+        r1.set_health(Health::Down);
+        let spec = |name: &str, a: &str| ServerSpec {
+            name: name.into(),
+            target: Target::Addr(addr(a)),
+            disabled: false,
+            check: true,
+            check_override: CheckOverride::default(),
+        };
+        let f = reg
+            .checked_frontend(
+                "maas",
+                CheckConfig::default(),
+                Duration::from_secs(7),
+                vec![
+                    spec("r1", "10.0.0.11:5240"),
+                    spec("r2", "10.0.0.99:5240"),
+                    spec("r4", "10.0.0.14:5240"),
+                ],
+            )
+            .await;
+        assert_eq!(f.name, "maas");
+        assert_eq!(f.resolve_interval, Duration::from_secs(7));
+        assert!(
+            Arc::ptr_eq(&f.servers[0].state, &r1),
+            "kept: same name and address"
+        );
+        assert_eq!(
+            f.servers[0].state.health(),
+            Health::Down,
+            "health carried over"
+        );
+        let r2 = reg.server("maas", "r2").expect("r2");
+        assert!(
+            !Arc::ptr_eq(&f.servers[1].state, &r2),
+            "moved: a fresh state"
+        );
+        assert_eq!(f.servers[2].state.name, "r4");
+        // Another frontend's server of the same name is not reused.
+        let other = reg
+            .checked_frontend(
+                "other",
+                CheckConfig::default(),
+                Duration::from_secs(7),
+                vec![spec("r1", "10.0.0.11:5240")],
+            )
+            .await;
+        assert!(!Arc::ptr_eq(&other.servers[0].state, &r1));
+        assert_eq!(other.servers[0].state.health(), Health::Up);
     }
 
     #[test]

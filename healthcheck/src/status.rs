@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::CheckKind;
 use crate::passive::DownReason;
 use crate::registry::{CheckedFrontend, Server};
-use crate::state::{Admin, Health};
+use crate::state::{Admin, Health, ServerState};
 
 /// One frontend in `/status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -232,6 +232,19 @@ impl From<&CheckedFrontend> for FrontendHealth {
     }
 }
 
+/// A server's state as `/status` and `/metrics` show it: "maint", else "down" (failing its
+/// checks, or a host name without an address), else "drain" or "up".
+pub fn server_state(st: &ServerState) -> &'static str {
+    let unresolved = st.why_down() == Some(DownReason::Unresolved);
+    match (st.admin(), st.health()) {
+        (Admin::Maint, _) => "maint",
+        _ if unresolved => "down",
+        (_, Health::Down) => "down",
+        (Admin::Drain, Health::Up) => "drain",
+        (Admin::Ready, Health::Up) => "up",
+    }
+}
+
 impl From<&Server> for ServerStatus {
     fn from(s: &Server) -> Self {
         let st = &s.state;
@@ -248,19 +261,11 @@ impl From<&Server> for ServerStatus {
                 resolved_at_unix_ms: r.resolved_at.map(unix_ms),
             }
         });
-        let unresolved = st.why_down() == Some(DownReason::Unresolved);
         ServerStatus {
             name: st.name.clone(),
             address: st.target().to_string(),
             resolution,
-            state: match (admin, health) {
-                (Admin::Maint, _) => "maint",
-                _ if unresolved => "down",
-                (_, Health::Down) => "down",
-                (Admin::Drain, Health::Up) => "drain",
-                (Admin::Ready, Health::Up) => "up",
-            }
-            .into(),
+            state: server_state(st).into(),
             health: match health {
                 Health::Up => "up",
                 Health::Down => "down",

@@ -1,15 +1,16 @@
-//! Support for maas-vip's integration tests: loopback servers on port 0, frontends run
-//! in-process, the path of the `maas-vip` binary for tests that run the real daemon, network
-//! namespaces ([`netns`]) and real PostgreSQL servers ([`postgres`]).
+//! Support for maas-vip's integration tests: loopback servers on port 0, frontends and the
+//! whole daemon ([`TestDaemon`]) run in-process, the path of the `maas-vip` binary for tests
+//! that run the real daemon, network namespaces ([`netns`]) and real PostgreSQL servers
+//! ([`postgres`]).
 
 pub mod bgp;
 pub mod netns;
 pub mod postgres;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use healthcheck::ServerState;
 use lb::{Frontend, FrontendConfig};
@@ -120,6 +121,80 @@ pub fn blackhole_addr() -> (SocketAddr, socket2::Socket, std::net::TcpStream) {
     // Fill the one-entry queue; nobody ever accepts.
     let filler = std::net::TcpStream::connect(addr).expect("filler connect");
     (addr, s, filler)
+}
+
+/// A listening socket on 127.0.0.1, port 0, and the address it got: for a config to name and
+/// [`daemon::Listeners`] to hand over.
+pub fn loopback_listener() -> (std::net::TcpListener, SocketAddr) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = l.local_addr().expect("bound");
+    (l, addr)
+}
+
+/// The daemon run in-process from a config file, on sockets handed over.
+pub struct TestDaemon {
+    /// The running daemon.
+    pub handle: daemon::Handle,
+    /// Where its config is (rewrite it, then [`daemon::Handle::reload`]).
+    pub path: PathBuf,
+}
+
+impl TestDaemon {
+    /// Writes `config` to `path` and runs the daemon on it with `listeners`; panics with the
+    /// config's report if it is refused.
+    pub async fn start(path: &Path, config: &str, listeners: daemon::Listeners) -> TestDaemon {
+        std::fs::write(path, config).expect("write the config");
+        let file = match daemon::ConfigFile::load(path) {
+            Ok((file, _warnings)) => file,
+            Err(report) => panic!("config refused:\n{report}\n{config}"),
+        };
+        let (_no_signals, signals) = daemon::Signals::channel();
+        let handle = daemon::run(file, listeners, signals)
+            .await
+            .expect("the daemon starts");
+        TestDaemon {
+            handle,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Writes `config` and reloads it; the outcome, once applied or rejected.
+    pub async fn reload(&self, config: &str) -> daemon::Reload {
+        std::fs::write(&self.path, config).expect("write the config");
+        self.handle.reload().await
+    }
+
+    /// The names of the servers of frontend `i`, as `/status` shows them.
+    pub fn server_names(&self, i: usize) -> Vec<String> {
+        self.handle
+            .status()
+            .frontends
+            .get(i)
+            .map(|f| f.health.servers.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, for at most `limit`; fails the test naming
+/// `what` when it does not.
+pub async fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`wait_until`] for a blocking caller (a test driving the real binary from a thread).
+pub fn wait_until_blocking(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A frontend running in-process on 127.0.0.1:<port 0>.

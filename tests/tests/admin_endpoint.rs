@@ -1,27 +1,26 @@
-//! The admin endpoint of the real `maas-vip run` on loopback: `/metrics` parses as Prometheus
-//! (OpenMetrics) text and follows the traffic, server actions steer the proxy, the bearer
-//! token, and `maas-vip status`.
+//! The admin endpoint of the daemon run in-process on loopback: `/metrics` parses as
+//! Prometheus (OpenMetrics) text and follows the traffic, server actions steer the proxy, the
+//! bearer token, and `maas-vip status` (the real binary) against it.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use daemon::Listeners;
 use maas_vip_tests::*;
 
 const TOKEN: &str = "admin-test-token-0123456789";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn config(front: u16, admin: u16, servers: &[(&str, SocketAddr)], token: Option<&str>) -> String {
+fn config(
+    front: SocketAddr,
+    admin: SocketAddr,
+    servers: &[(&str, SocketAddr)],
+    token: Option<&str>,
+) -> String {
     let mut t = format!(
-        "[[frontend]]\nname = \"maas\"\nbind = [\"127.0.0.1:{front}\"]\n\
+        "[[frontend]]\nname = \"maas\"\nbind = [\"{front}\"]\n\
          check = {{ kind = \"tcp\", interval = \"200ms\", rise = 1, fall = 1 }}\n"
     );
     for (n, a) in servers {
@@ -29,43 +28,40 @@ fn config(front: u16, admin: u16, servers: &[(&str, SocketAddr)], token: Option<
             "[[frontend.server]]\nname = \"{n}\"\naddress = \"{a}\"\n"
         ));
     }
-    t.push_str(&format!("[admin]\nbind = \"127.0.0.1:{admin}\"\n"));
+    t.push_str(&format!("[admin]\nbind = \"{admin}\"\n"));
     if let Some(tok) = token {
         t.push_str(&format!("token = \"{tok}\"\n"));
     }
     t
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(path: &std::path::Path) -> Daemon {
-    let child = Command::new(maas_vip_bin())
-        .args(["run", "-c"])
-        .arg(path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start maas-vip");
-    Daemon(child)
+/// The daemon on `servers`, its frontend and admin endpoint on sockets bound here; with the
+/// temporary directory that holds its config.
+async fn start(
+    servers: &[(&str, SocketAddr)],
+    token: Option<&str>,
+) -> (TestDaemon, SocketAddr, SocketAddr, tempfile::TempDir) {
+    let (front_l, front) = loopback_listener();
+    let (admin_l, admin) = loopback_listener();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = TestDaemon::start(
+        &dir.path().join("maas-vip.toml"),
+        &config(front, admin, servers, token),
+        Listeners::new().frontend(front_l).admin(admin_l),
+    )
+    .await;
+    (d, front, admin, dir)
 }
 
 /// One request to the admin endpoint: status code and body, or `None` if it does not answer.
-fn http(admin: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", admin)).ok()?;
+fn http(admin: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(admin).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\n{auth}Content-Length: 0\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\n\
          Connection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).ok()?;
@@ -74,14 +70,6 @@ fn http(admin: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u1
     let code = out.split(' ').nth(1)?.parse().ok()?;
     let body = out.split_once("\r\n\r\n")?.1.to_owned();
     Some((code, body))
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
@@ -144,7 +132,7 @@ fn metric(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64>
         .map(|(_, _, v)| *v)
 }
 
-fn state(admin: u16, token: Option<&str>, server: usize) -> String {
+fn state(admin: SocketAddr, token: Option<&str>, server: usize) -> String {
     let (_, body) = http(admin, "GET", "/status", token).expect("status answers");
     let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
     v["frontends"][0]["servers"][server]["state"]
@@ -169,15 +157,7 @@ async fn spread(front: SocketAddr, n: usize) -> BTreeMap<String, usize> {
 async fn metrics_follow_traffic_and_actions_steer_the_proxy() {
     let r1 = name_server("r1").await;
     let r2 = name_server("r2").await;
-    let (front, admin) = (free_port(), free_port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("maas-vip.toml");
-    std::fs::write(&path, config(front, admin, &[("r1", r1), ("r2", r2)], None)).expect("write");
-    let _daemon = start(&path);
-    wait_for("the admin endpoint", Duration::from_secs(10), || {
-        http(admin, "GET", "/status", None).is_some()
-    });
-    let front = SocketAddr::from(([127, 0, 0, 1], front));
+    let (d, front, admin, _dir) = start(&[("r1", r1), ("r2", r2)], None).await;
 
     let seen = spread(front, 6).await;
     assert_eq!(seen.get("r1"), Some(&3), "{seen:?}");
@@ -192,12 +172,14 @@ async fn metrics_follow_traffic_and_actions_steer_the_proxy() {
         Some(3.0)
     );
     assert_eq!(metric(&m, "maas_vip_server_up", &r1l), Some(1.0));
-    wait_for("a check counted", Duration::from_secs(5), || {
+    wait_until("a check counted", Duration::from_secs(5), || {
         let (_, text) = http(admin, "GET", "/metrics", None).expect("metrics answer");
         let m = parse_metrics(&text);
-        metric(&m, "maas_vip_server_checks_total", &r1l).unwrap_or(0.0) >= 1.0
-            && metric(&m, "maas_vip_server_check_duration_seconds", &r1l).is_some()
-    });
+        (metric(&m, "maas_vip_server_checks_total", &r1l).unwrap_or(0.0) >= 1.0
+            && metric(&m, "maas_vip_server_check_duration_seconds", &r1l).is_some())
+        .then_some(())
+    })
+    .await;
 
     // Drain r1: new connections all go to r2.
     let (code, body) = http(admin, "POST", "/servers/maas/r1/drain", None).expect("drain answers");
@@ -234,40 +216,34 @@ async fn metrics_follow_traffic_and_actions_steer_the_proxy() {
     assert_eq!(code, 404);
     let (code, _) = http(admin, "GET", "/servers/maas/r1/drain", None).expect("answers");
     assert_eq!(code, 405);
+    d.handle.stop().await.expect("a clean stop");
 }
 
-/// Needs the daemon to serve `admin::serve_ctx` (token and proxy counters) and `main.rs` to
-/// have the `status` subcommand.
+/// The token, the proxy's counters, and `maas-vip status` reading the admin address and token
+/// from the daemon's config.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_frontend_metrics_and_status_command() {
     let r1 = name_server("r1").await;
-    let (front, admin) = (free_port(), free_port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("maas-vip.toml");
-    std::fs::write(&path, config(front, admin, &[("r1", r1)], Some(TOKEN))).expect("write");
-    let mut daemon = start(&path);
-    wait_for("the admin endpoint", Duration::from_secs(10), || {
-        http(admin, "GET", "/status", Some(TOKEN)).map(|(c, _)| c) == Some(200)
-    });
+    let (d, front, admin, _dir) = start(&[("r1", r1)], Some(TOKEN)).await;
+    let path = d.path.clone();
     let (code, _) = http(admin, "GET", "/status", None).expect("answers");
     assert_eq!(code, 401);
     let (code, _) =
         http(admin, "GET", "/metrics", Some("wrong-token-0123456789")).expect("answers");
     assert_eq!(code, 401);
 
-    let front = SocketAddr::from(([127, 0, 0, 1], front));
     let seen = spread(front, 3).await;
     assert_eq!(seen.get("r1"), Some(&3), "{seen:?}");
     let f = [("frontend", "maas")];
     // Byte counters are added when a connection ends, which may be just after the client saw
     // its EOF: poll.
-    let mut m = Default::default();
-    wait_for("bytes counted in /metrics", Duration::from_secs(5), || {
+    let m = wait_until("bytes counted in /metrics", Duration::from_secs(5), || {
         let (code, text) = http(admin, "GET", "/metrics", Some(TOKEN)).expect("answers");
         assert_eq!(code, 200);
-        m = parse_metrics(&text);
-        metric(&m, "maas_vip_frontend_bytes_out_total", &f).unwrap_or(0.0) >= 6.0
-    });
+        let m = parse_metrics(&text);
+        (metric(&m, "maas_vip_frontend_bytes_out_total", &f).unwrap_or(0.0) >= 6.0).then_some(m)
+    })
+    .await;
     assert_eq!(
         metric(&m, "maas_vip_frontend_connections_total", &f),
         Some(3.0)
@@ -299,8 +275,7 @@ async fn token_frontend_metrics_and_status_command() {
     assert!(v["vrrp"].is_array());
 
     // Daemon gone: exit 1 and a message naming the address.
-    let _ = daemon.0.kill();
-    let _ = daemon.0.wait();
+    d.handle.stop().await.expect("a clean stop");
     let out = Command::new(maas_vip_bin())
         .args(["status", "-c"])
         .arg(&path)
@@ -309,9 +284,7 @@ async fn token_frontend_metrics_and_status_command() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!(
-            "cannot reach the admin endpoint at 127.0.0.1:{admin}"
-        )),
+        err.contains(&format!("cannot reach the admin endpoint at {admin}")),
         "{err}"
     );
 }

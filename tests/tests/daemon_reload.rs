@@ -1,12 +1,15 @@
-//! The real `maas-vip run` on loopback: live reload on SIGHUP and a clean stop on SIGTERM.
+//! Live reload and a clean stop: in-process through [`daemon::Handle`] (each reload
+//! acknowledged with its outcome), and on the real `maas-vip run` through SIGHUP and SIGTERM.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use daemon::{Listeners, Reload};
 use maas_vip_tests::*;
 
+/// For the real binary only, which binds its ports itself: a port free a moment ago.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -14,9 +17,14 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn config(front: u16, admin: u16, servers: &[(&str, SocketAddr)], extra: &str) -> String {
+fn config(
+    front: SocketAddr,
+    admin: SocketAddr,
+    servers: &[(&str, SocketAddr)],
+    extra: &str,
+) -> String {
     let mut t = format!(
-        "shutdown_grace = \"2s\"\n[[frontend]]\nname = \"maas\"\nbind = [\"127.0.0.1:{front}\"]\n\
+        "shutdown_grace = \"2s\"\n[[frontend]]\nname = \"maas\"\nbind = [\"{front}\"]\n\
          check = {{ kind = \"tcp\", interval = \"200ms\", rise = 1, fall = 1 }}\n{extra}\n"
     );
     for (n, a) in servers {
@@ -24,12 +32,17 @@ fn config(front: u16, admin: u16, servers: &[(&str, SocketAddr)], extra: &str) -
             "[[frontend.server]]\nname = \"{n}\"\naddress = \"{a}\"\n"
         ));
     }
-    t.push_str(&format!("[admin]\nbind = \"127.0.0.1:{admin}\"\n"));
+    t.push_str(&format!("[admin]\nbind = \"{admin}\"\n"));
     t
 }
 
-fn status(admin: u16) -> Option<serde_json::Value> {
-    let mut s = TcpStream::connect(("127.0.0.1", admin)).ok()?;
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `/status` of the real binary's admin endpoint, if it answers.
+fn status(admin: SocketAddr) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect(admin).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .ok()?;
@@ -39,7 +52,7 @@ fn status(admin: u16) -> Option<serde_json::Value> {
     serde_json::from_str(body).ok()
 }
 
-fn server_names(admin: u16) -> Vec<String> {
+fn server_names(admin: SocketAddr) -> Vec<String> {
     status(admin)
         .and_then(|v| {
             v["frontends"][0]["servers"].as_array().map(|a| {
@@ -49,14 +62,6 @@ fn server_names(admin: u16) -> Vec<String> {
             })
         })
         .unwrap_or_default()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -77,32 +82,26 @@ impl Drop for Daemon {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_applies_a_new_config_keeps_connections_and_rejects_a_bad_one() {
+async fn reload_applies_a_new_config_keeps_connections_and_rejects_a_bad_one() {
     let r1 = echo_server(b"").await;
     let r2 = name_server("r2").await;
     let r3 = name_server("r3").await;
-    let (front, admin) = (free_port(), free_port());
+    let (front_l, front) = loopback_listener();
+    let (admin_l, admin) = loopback_listener();
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("maas-vip.toml");
-    std::fs::write(&path, config(front, admin, &[("r1", r1), ("r2", r2)], "")).expect("write");
-
-    let child = Command::new(maas_vip_bin())
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start maas-vip");
-    let mut daemon = Daemon(child);
-    wait_for("the frontend", Duration::from_secs(10), || {
-        server_names(admin).len() == 2
-    });
+    let d = TestDaemon::start(
+        &dir.path().join("maas-vip.toml"),
+        &config(front, admin, &[("r1", r1), ("r2", r2)], ""),
+        Listeners::new().frontend(front_l).admin(admin_l),
+    )
+    .await;
+    assert_eq!(d.server_names(0), ["r1", "r2"]);
+    assert_eq!(d.handle.frontend_addrs("maas"), [front]);
+    assert_eq!(d.handle.admin_addr(), Some(admin));
 
     // A long-lived connection through the proxy (round robin: first to r1, the echo server).
-    let front_addr = SocketAddr::from(([127, 0, 0, 1], front));
     let mut long = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(front_addr).expect("connect");
+        let mut s = TcpStream::connect(front).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(3)))
             .expect("timeout");
         s.write_all(b"before").expect("write");
@@ -114,33 +113,126 @@ async fn sighup_applies_a_new_config_keeps_connections_and_rejects_a_bad_one() {
     .await
     .expect("client");
 
-    // Add a server.
-    std::fs::write(
-        &path,
-        config(front, admin, &[("r1", r1), ("r2", r2), ("r3", r3)], ""),
-    )
-    .expect("write");
-    signal(&daemon.0, libc::SIGHUP);
-    wait_for("three servers after reload", Duration::from_secs(5), || {
-        server_names(admin) == ["r1", "r2", "r3"]
+    // Add a server: applied once the reload answers.
+    let outcome = d
+        .reload(&config(
+            front,
+            admin,
+            &[("r1", r1), ("r2", r2), ("r3", r3)],
+            "",
+        ))
+        .await;
+    let Reload::Applied(summary) = outcome else {
+        panic!("reload refused: {outcome:?}");
+    };
+    assert!(summary.contains("1 updated"), "{summary}");
+    assert_eq!(d.server_names(0), ["r1", "r2", "r3"]);
+
+    // A broken file is rejected with the reason; the running config stays.
+    let outcome = d.reload("[[frontend]]\nname = \"maas\"\nbindd = 1\n").await;
+    let Reload::Rejected(why) = outcome else {
+        panic!("a broken file applied: {outcome:?}");
+    };
+    assert!(why.contains("unknown field `bindd`"), "{why}");
+    assert_eq!(d.server_names(0), ["r1", "r2", "r3"]);
+
+    // The connection opened before both reloads still works.
+    let mut b = [0u8; 6];
+    long.write_all(b"after!").expect("write after reload");
+    long.read_exact(&mut b).expect("echo after reload");
+    assert_eq!(&b, b"after!");
+    drop(long);
+
+    d.handle.stop().await.expect("a clean stop");
+    assert!(
+        TcpStream::connect(front).is_err(),
+        "the listener is closed once stopped"
+    );
+}
+
+/// A port the daemon cannot have is a startup error, and so is a socket handed in for an
+/// address the config does not bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_fails_on_a_taken_port_or_a_stray_socket() {
+    let r1 = name_server("r1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("maas-vip.toml");
+    let (taken, front) = loopback_listener();
+    let (admin_l, admin) = loopback_listener();
+    std::fs::write(&path, config(front, admin, &[("r1", r1)], "")).expect("write");
+    let start = |listeners: Listeners| {
+        let path = path.clone();
+        async move {
+            let (file, _) = daemon::ConfigFile::load(&path).expect("a usable config");
+            let (_tx, signals) = daemon::Signals::channel();
+            daemon::run(file, listeners, signals).await
+        }
+    };
+    let e = start(Listeners::new().admin(admin_l))
+        .await
+        .expect_err("the frontend's port is taken");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(&format!("frontend `maas`: cannot bind {front}")),
+        "{e}"
+    );
+
+    // The same port handed in works; a socket beside it that the config does not name fails.
+    let (stray, at) = loopback_listener();
+    let e = start(Listeners::new().frontend(taken).frontend(stray))
+        .await
+        .expect_err("a socket the config does not bind");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(&format!(
+            "a socket was handed in for {at}, which no frontend binds"
+        )),
+        "{e}"
+    );
+}
+
+/// The real binary: SIGHUP reloads (the log says applied, then rejected), SIGTERM exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_sigterm_stops_the_binary_with_exit_0() {
+    let r1 = name_server("r1").await;
+    let r2 = name_server("r2").await;
+    let (front, admin) = (loopback(free_port()), loopback(free_port()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("maas-vip.toml");
+    let log = dir.path().join("maas-vip.log");
+    std::fs::write(&path, config(front, admin, &[("r1", r1)], "")).expect("write");
+    let child = Command::new(maas_vip_bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start maas-vip");
+    let mut daemon = Daemon(child);
+    let output = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until_blocking("the frontend", Duration::from_secs(10), || {
+        server_names(admin).len() == 1
     });
 
-    // A broken file is rejected; the running config stays.
+    std::fs::write(&path, config(front, admin, &[("r1", r1), ("r2", r2)], "")).expect("write");
+    signal(&daemon.0, libc::SIGHUP);
+    wait_until_blocking("the reload applied", Duration::from_secs(5), || {
+        output().contains("reload applied")
+    });
+    assert_eq!(server_names(admin), ["r1", "r2"]);
+
+    // A broken file: the log says it was rejected; the daemon runs on with the running config.
     std::fs::write(&path, "[[frontend]]\nname = \"maas\"\nbindd = 1\n").expect("write");
     signal(&daemon.0, libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(server_names(admin), ["r1", "r2", "r3"]);
+    wait_until_blocking("the reload rejected", Duration::from_secs(5), || {
+        output().contains("reload rejected")
+    });
+    assert_eq!(server_names(admin), ["r1", "r2"]);
     assert!(
         daemon.0.try_wait().expect("wait").is_none(),
         "daemon died on a bad reload"
     );
-
-    // The connection opened before both reloads still works.
-    long.write_all(b"after!").expect("write after reload");
-    let mut b = [0u8; 6];
-    long.read_exact(&mut b).expect("echo after reload");
-    assert_eq!(&b, b"after!");
-    drop(long);
 
     // SIGTERM: clean exit 0.
     signal(&daemon.0, libc::SIGTERM);
@@ -150,9 +242,9 @@ async fn sighup_applies_a_new_config_keeps_connections_and_rejects_a_bad_one() {
             break st.code();
         }
         assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(0), "{}", output());
 }
 
 #[test]
@@ -162,8 +254,8 @@ fn check_exit_codes() {
     std::fs::write(
         &good,
         config(
-            8080,
-            5249,
+            loopback(8080),
+            loopback(5249),
             &[("r1", SocketAddr::from(([10, 0, 0, 11], 5240)))],
             "",
         ),
@@ -243,38 +335,29 @@ fn import_of_the_guide_setup_passes_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_refuses_to_flip_a_dual_stack_listener() {
     let r = name_server("r").await;
-    let port = std::net::TcpListener::bind("[::]:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let admin = free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("maas-vip.toml");
-    let log = dir.path().join("maas-vip.log");
+    // Dual-stack with SO_REUSEPORT, as the daemon binds `[::]:port` alone.
+    let dual_l = lb::listener::bind_shared("[::]:0".parse().expect("literal"), 1, true)
+        .expect("bind [::]:0")
+        .pop()
+        .expect("one socket");
+    let port = dual_l.local_addr().expect("bound").port();
     let conf = |binds: &str| {
         format!(
             "[[frontend]]\nname = \"maas\"\nbind = [{binds}]\n\
              check = {{ kind = \"tcp\", interval = \"200ms\", rise = 1, fall = 1 }}\n\
              [[frontend.server]]\nname = \"r\"\naddress = \"{r}\"\n\
-             [admin]\nbind = \"127.0.0.1:{admin}\"\n"
+             [admin]\nenabled = false\n"
         )
     };
     let dual = format!("\"[::]:{port}\"");
     let v4 = format!("\"0.0.0.0:{port}\"");
-    std::fs::write(&path, conf(&dual)).expect("write");
-    let child = Command::new(maas_vip_bin())
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start maas-vip");
-    let daemon = Daemon(child);
-    let output = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("the frontend", Duration::from_secs(10), || {
-        server_names(admin).len() == 1
-    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = TestDaemon::start(
+        &dir.path().join("maas-vip.toml"),
+        &conf(&dual),
+        Listeners::new().frontend(dual_l),
+    )
+    .await;
     let name_via = |ip: &str| -> String {
         let mut s = TcpStream::connect((ip, port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(3)))
@@ -283,32 +366,28 @@ async fn reload_refuses_to_flip_a_dual_stack_listener() {
         let _ = s.read_to_string(&mut out);
         out
     };
-    // The server comes up after its first check: wait until IPv4 gets through.
-    wait_for("IPv4 through [::]", Duration::from_secs(5), || {
-        name_via("127.0.0.1") == "r"
-    });
+    assert_eq!(name_via("127.0.0.1"), "r", "IPv4 through [::]");
     assert_eq!(name_via("::1"), "r");
 
-    std::fs::write(&path, conf(&format!("{dual}, {v4}"))).expect("write");
-    signal(&daemon.0, libc::SIGHUP);
-    wait_for("the reload refused", Duration::from_secs(5), || {
-        output().contains("would change from dual-stack to IPv6-only")
-    });
+    let outcome = d.reload(&conf(&format!("{dual}, {v4}"))).await;
+    let Reload::Rejected(why) = outcome else {
+        panic!("the flip applied: {outcome:?}");
+    };
+    assert!(
+        why.contains("would change from dual-stack to IPv6-only"),
+        "{why}"
+    );
     assert_eq!(name_via("127.0.0.1"), "r", "IPv4 still through [::]");
 
     // In two steps it works: [::] out, then back beside the IPv4 bind.
-    for (step, binds) in [(1, v4.clone()), (2, format!("{dual}, {v4}"))] {
-        std::fs::write(&path, conf(&binds)).expect("write");
-        signal(&daemon.0, libc::SIGHUP);
-        wait_for("the reload applied", Duration::from_secs(5), || {
-            output().matches("reload applied").count() == step
-        });
+    for binds in [v4.clone(), format!("{dual}, {v4}")] {
+        let outcome = d.reload(&conf(&binds)).await;
+        assert!(
+            matches!(outcome, Reload::Applied(_)),
+            "{binds}: {outcome:?}"
+        );
     }
     assert_eq!(name_via("127.0.0.1"), "r");
     assert_eq!(name_via("::1"), "r");
-    assert!(
-        !output().contains("reload rejected: bind 0.0.0.0"),
-        "{}",
-        output()
-    );
+    d.handle.stop().await.expect("a clean stop");
 }

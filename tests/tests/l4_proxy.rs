@@ -1,14 +1,76 @@
-//! The L4 proxy against loopback servers on port 0.
+//! The L4 proxy of the daemon run in-process, against loopback servers on port 0; its counters
+//! read from the daemon's status.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use healthcheck::Health;
+use daemon::status::ProxyCounters;
+use daemon::Listeners;
+use healthcheck::status::ServerCountersStatus;
 use maas_vip_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn tally(fe: &TestFrontend, n: usize) -> HashMap<String, usize> {
+/// The daemon with one frontend, `test`, on a loopback socket handed over.
+struct Proxy {
+    daemon: TestDaemon,
+    /// Where clients connect.
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// The frontend with the keys `settings` and `servers`, none health-checked (each always
+    /// counts as healthy).
+    async fn start(settings: &str, servers: &[(&str, SocketAddr)]) -> Proxy {
+        let text: String = servers
+            .iter()
+            .map(|(n, a)| {
+                format!("[[frontend.server]]\nname = \"{n}\"\naddress = \"{a}\"\ncheck = false\n")
+            })
+            .collect();
+        Proxy::with_servers(settings, &text).await
+    }
+
+    /// The frontend with the keys `settings`, then `servers` as `[[frontend.server]]` blocks.
+    async fn with_servers(settings: &str, servers: &str) -> Proxy {
+        let (l, addr) = loopback_listener();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!(
+            "[admin]\nenabled = false\n[[frontend]]\nname = \"test\"\nbind = [\"{addr}\"]\n\
+             {settings}\n{servers}"
+        );
+        let daemon = TestDaemon::start(
+            &dir.path().join("maas-vip.toml"),
+            &config,
+            Listeners::new().frontend(l),
+        )
+        .await;
+        Proxy {
+            daemon,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The frontend's counters now.
+    fn counters(&self) -> ProxyCounters {
+        let st = self.daemon.handle.status();
+        st.frontends[0]
+            .counters
+            .clone()
+            .expect("the proxy runs `test`")
+    }
+
+    /// Server `i`'s counters now.
+    fn server(&self, i: usize) -> ServerCountersStatus {
+        self.daemon.handle.status().frontends[0].health.servers[i]
+            .counters
+            .clone()
+    }
+}
+
+async fn tally(fe: &Proxy, n: usize) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
     for _ in 0..n {
         let body = fetch(fe.addr).await.expect("request through the proxy");
@@ -26,7 +88,7 @@ async fn round_robin_spreads_30_requests_10_10_10() {
         ("r2", name_server("r2").await),
         ("r3", name_server("r3").await),
     ];
-    let fe = TestFrontend::start("", &servers).await;
+    let fe = Proxy::start("", &servers).await;
     let seen = tally(&fe, 30).await;
     assert_eq!(seen.get("r1"), Some(&10), "{seen:?}");
     assert_eq!(seen.get("r2"), Some(&10), "{seen:?}");
@@ -40,10 +102,11 @@ async fn weights_are_honoured() {
         ("r2", name_server("r2").await),
     ];
     let text = format!(
-        "[[server]]\nname = \"r1\"\naddress = \"{}\"\nweight = 3\n[[server]]\nname = \"r2\"\naddress = \"{}\"\n",
+        "[[frontend.server]]\nname = \"r1\"\naddress = \"{}\"\nweight = 3\ncheck = false\n\
+         [[frontend.server]]\nname = \"r2\"\naddress = \"{}\"\ncheck = false\n",
         servers[0].1, servers[1].1
     );
-    let fe = TestFrontend::start(&text, &[]).await;
+    let fe = Proxy::with_servers("", &text).await;
     let seen = tally(&fe, 40).await;
     assert_eq!(seen.get("r1"), Some(&30), "{seen:?}");
     assert_eq!(seen.get("r2"), Some(&10), "{seen:?}");
@@ -56,7 +119,7 @@ async fn source_balancing_sticks_each_client_to_one_region() {
         ("r2", name_server("r2").await),
         ("r3", name_server("r3").await),
     ];
-    let fe = TestFrontend::start("balance = \"source\"", &servers).await;
+    let fe = Proxy::start("balance = \"source\"", &servers).await;
     let mut regions_used = HashMap::new();
     for client in 2..=21u8 {
         let first = fetch_from(fe.addr, [127, 0, 0, client])
@@ -81,50 +144,35 @@ async fn a_dead_region_costs_no_client_error() {
         ("dead", refused_addr()),
         ("r3", name_server("r3").await),
     ];
-    let fe = TestFrontend::start("", &servers).await;
+    let fe = Proxy::start("", &servers).await;
     let seen = tally(&fe, 30).await;
     assert_eq!(
         seen.get("r1").copied().unwrap_or(0) + seen.get("r3").copied().unwrap_or(0),
         30,
         "{seen:?}"
     );
-    let c = &fe.frontend.counters;
-    assert!(c.redispatches.load(Ordering::Relaxed) > 0);
-    assert_eq!(c.connect_failed.load(Ordering::Relaxed), 0);
-    assert!(
-        fe.servers[1]
-            .counters
-            .connect_failures
-            .load(Ordering::Relaxed)
-            > 0
-    );
+    let c = fe.counters();
+    assert!(c.redispatches > 0);
+    assert_eq!(c.connect_failed, 0);
+    assert!(fe.server(1).connect_failures > 0);
 }
 
 #[tokio::test]
 async fn without_redispatch_a_retry_stays_on_the_same_server() {
     let servers = [("dead", refused_addr()), ("r2", name_server("r2").await)];
-    let fe = TestFrontend::start("redispatch = false\nretries = 2", &servers).await;
+    let fe = Proxy::start("redispatch = false\nretries = 2", &servers).await;
     // Round robin starts at `dead`: three attempts there, then the client is closed.
     let body = fetch(fe.addr).await.unwrap_or_default();
     assert!(body.is_empty());
-    assert_eq!(
-        fe.servers[0]
-            .counters
-            .connect_failures
-            .load(Ordering::Relaxed),
-        3
-    );
-    assert_eq!(
-        fe.frontend.counters.connect_failed.load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(fe.server(0).connect_failures, 3);
+    assert_eq!(fe.counters().connect_failed, 1);
 }
 
 #[tokio::test]
 async fn connect_timeout_then_redispatch() {
     let (hole, _l, _filler) = blackhole_addr();
     let servers = [("hole", hole), ("r2", name_server("r2").await)];
-    let fe = TestFrontend::start("timeout_connect = \"300ms\"", &servers).await;
+    let fe = Proxy::start("timeout_connect = \"300ms\"", &servers).await;
     let t = Instant::now();
     let body = fetch(fe.addr).await.expect("request");
     assert_eq!(body, b"r2");
@@ -132,32 +180,39 @@ async fn connect_timeout_then_redispatch() {
     // First pick is `hole`: one connect timeout, then at once to r2.
     assert!(took >= Duration::from_millis(280), "{took:?}");
     assert!(took < Duration::from_millis(2000), "{took:?}");
-    assert_eq!(
-        fe.servers[0]
-            .counters
-            .connect_failures
-            .load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(fe.server(0).connect_failures, 1);
 }
 
 #[tokio::test]
 async fn every_server_down_closes_the_client_at_once() {
-    let servers = [("r1", name_server("r1").await)];
-    let fe = TestFrontend::start("", &servers).await;
-    fe.servers[0].set_health(Health::Down);
+    // Its check goes to a port nothing listens on: DOWN after the first.
+    let text = format!(
+        "[[frontend.server]]\nname = \"r1\"\naddress = \"{}\"\ncheck_override = {{ port = {} }}\n",
+        name_server("r1").await,
+        refused_addr().port()
+    );
+    let fe = Proxy::with_servers(
+        "check = { kind = \"tcp\", interval = \"100ms\", rise = 1, fall = 1 }",
+        &text,
+    )
+    .await;
+    wait_until("r1 down", Duration::from_secs(5), || {
+        let st = fe.daemon.handle.status();
+        (st.frontends[0].health.servers[0].state == "down").then_some(())
+    })
+    .await;
     let t = Instant::now();
     let r = fetch(fe.addr).await;
     // Closed (or reset) at once; nothing fails open.
     assert!(r.map(|b| b.is_empty()).unwrap_or(true));
     assert!(t.elapsed() < Duration::from_secs(1));
-    assert_eq!(fe.frontend.counters.no_server.load(Ordering::Relaxed), 1);
+    assert_eq!(fe.counters().no_server, 1);
 }
 
 #[tokio::test]
 async fn half_close_is_passed_on_and_the_other_direction_continues() {
     let servers = [("echo", echo_server(b"<end>").await)];
-    let fe = TestFrontend::start("", &servers).await;
+    let fe = Proxy::start("", &servers).await;
     let mut c = connect(fe.addr).await;
     c.write_all(b"hello ").await.expect("write");
     c.write_all(b"world").await.expect("write");
@@ -174,7 +229,7 @@ async fn half_close_is_passed_on_and_the_other_direction_continues() {
 #[tokio::test]
 async fn large_transfer_both_ways() {
     let servers = [("echo", echo_server(b"").await)];
-    let fe = TestFrontend::start("", &servers).await;
+    let fe = Proxy::start("", &servers).await;
     let c = connect(fe.addr).await;
     let (mut r, mut w) = c.into_split();
     let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
@@ -190,17 +245,18 @@ async fn large_transfer_both_ways() {
         .expect("read");
     writer.await.expect("writer");
     assert!(got == expect, "corrupted: {} bytes back", got.len());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        fe.frontend.counters.bytes_in.load(Ordering::Relaxed),
-        expect.len() as u64
-    );
+    // Counted when the connection ends, which may be just after the client saw its EOF.
+    let want = expect.len() as u64;
+    wait_until("bytes_in counted", Duration::from_secs(5), || {
+        (fe.counters().bytes_in == want).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn client_idle_timeout() {
     let servers = [("silent", silent_server().await)];
-    let fe = TestFrontend::start("timeout_client = \"300ms\"", &servers).await;
+    let fe = Proxy::start("timeout_client = \"300ms\"", &servers).await;
     let mut c = connect(fe.addr).await;
     let t = Instant::now();
     let mut buf = [0u8; 16];
@@ -219,7 +275,7 @@ async fn client_idle_timeout() {
 #[tokio::test]
 async fn server_idle_timeout() {
     let servers = [("silent", silent_server().await)];
-    let fe = TestFrontend::start(
+    let fe = Proxy::start(
         "timeout_client = \"10s\"\ntimeout_server = \"400ms\"",
         &servers,
     )
@@ -243,7 +299,7 @@ async fn server_idle_timeout() {
 #[tokio::test]
 async fn tunnel_outlives_client_and_server_timeouts_then_times_out() {
     let servers = [("echo", echo_server(b"").await)];
-    let fe = TestFrontend::start(
+    let fe = Proxy::start(
         "timeout_client = \"200ms\"\ntimeout_server = \"200ms\"\ntimeout_tunnel = \"1200ms\"",
         &servers,
     )
@@ -273,7 +329,7 @@ async fn tunnel_outlives_client_and_server_timeouts_then_times_out() {
 #[tokio::test]
 async fn maxconn_queues_connections_beyond_the_limit() {
     let servers = [("echo", echo_server(b"").await)];
-    let fe = TestFrontend::start("maxconn = 1", &servers).await;
+    let fe = Proxy::start("maxconn = 1", &servers).await;
     let mut first = connect(fe.addr).await;
     first.write_all(b"a").await.expect("write");
     let mut b = [0u8; 1];
@@ -306,27 +362,28 @@ async fn a_server_that_resets_mid_stream_is_counted() {
             drop(s); // RST
         }
     });
-    let fe = TestFrontend::start("", &[("rst", addr)]).await;
+    let fe = Proxy::start("", &[("rst", addr)]).await;
     let mut c = connect(fe.addr).await;
     c.write_all(b"go").await.expect("write");
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while fe.servers[0].counters.resets.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(fe.servers[0].counters.resets.load(Ordering::Relaxed), 1);
+    wait_until("the reset counted", Duration::from_secs(2), || {
+        (fe.server(0).resets > 0).then_some(())
+    })
+    .await;
+    assert_eq!(fe.server(0).resets, 1);
 }
 
 #[tokio::test]
 async fn stopping_closes_the_listener() {
     let servers = [("r1", name_server("r1").await)];
-    let fe = TestFrontend::start("", &servers).await;
+    let fe = Proxy::start("", &servers).await;
     assert_eq!(fetch(fe.addr).await.expect("served"), b"r1");
-    fe.stop();
+    let addr = fe.addr;
+    fe.daemon.handle.stop().await.expect("a clean stop");
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        if tokio::net::TcpStream::connect(fe.addr).await.is_err() {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
             break;
         }
         assert!(Instant::now() < deadline, "listener still open after stop");

@@ -74,7 +74,7 @@ impl Daemon {
         assert!(
             !out.contains("VRRP instance changed: restarting it"),
             "the daemon restarted the VRRP instance instead of updating it in place: does \
-             bin/src/daemon.rs run instances with vrrp::run_with_updates?\n{out}"
+             daemon/src/wiring.rs run instances with vrrp::run_with_updates?\n{out}"
         );
     }
 }
@@ -141,7 +141,7 @@ fn vrrp_reload_changes_vips_and_priority_without_restart() {
     let out0 = d0.proc.output();
     assert!(
         !out0.contains("restarting it"),
-        "the daemon restarted the instance instead of updating it: does bin/src/daemon.rs \
+        "the daemon restarted the instance instead of updating it: does daemon/src/wiring.rs \
          run instances with vrrp::run_with_updates?\n{out0}"
     );
     assert!(out0.contains("config updated in place"), "{out0}");

@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use healthcheck::{Admin, DownReason, Health, ServerState};
+use healthcheck::{DownReason, Health, ServerState};
 use vrrp::machine::{Reject, State};
 
 use super::AdminContext;
@@ -42,10 +42,10 @@ const PG_ROLES: [&str; 2] = ["primary", "standby"];
 /// The whole `/metrics` body for the current state of `ctx`.
 pub(crate) fn render(ctx: &AdminContext) -> String {
     render_scrape(Scrape {
-        proxies: ctx.frontends.load_full(),
-        checked: ctx.registry.frontends(),
-        vrrp: ctx.vrrp.instances(),
-        announce: ctx.announce.status(),
+        proxies: ctx.views.frontends.load_full(),
+        checked: ctx.views.registry.frontends(),
+        vrrp: ctx.views.vrrp.instances(),
+        announce: ctx.views.announce.status(),
     })
 }
 
@@ -75,16 +75,6 @@ struct Scrape {
 }
 
 type Labels = Vec<(&'static str, String)>;
-
-/// The display state of a server, as `/status` shows it: admin state first, then health.
-pub(crate) fn server_state(st: &ServerState) -> &'static str {
-    match (st.admin(), st.health()) {
-        (Admin::Maint, _) => "maint",
-        (_, Health::Down) => "down",
-        (Admin::Drain, Health::Up) => "drain",
-        (Admin::Ready, Health::Up) => "up",
-    }
-}
 
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -223,7 +213,7 @@ impl Scrape {
             "server_state",
             "1 for the server's state as /status shows it (up, down, drain, maint), 0 for the others.",
             servers.iter().flat_map(|(l, s)| {
-                let now = server_state(s);
+                let now = healthcheck::status::server_state(s);
                 SERVER_STATES
                     .iter()
                     .map(move |st| ((l.as_slice(), [("state", *st)]), u64::from(*st == now)))
@@ -588,7 +578,7 @@ pub(super) mod tests {
     use std::collections::BTreeMap;
     use std::time::{Duration, SystemTime};
 
-    use healthcheck::{CheckConfig, CheckReport, CheckResult, ProxyError, Server};
+    use healthcheck::{Admin, CheckConfig, CheckReport, CheckResult, ProxyError, Server};
     use vrrp::machine::Stats;
 
     use super::*;
@@ -1096,6 +1086,58 @@ pub(super) mod tests {
                 && s.labels.contains_key("instance")
                 && s.labels["instance"] != "maas_region"),
             "only the instance given"
+        );
+    }
+
+    #[test]
+    fn an_unresolved_server_is_down_as_in_status() {
+        let named = Arc::new(ServerState::with_target(
+            "r1",
+            healthcheck::Target::Name {
+                host: "nosuch.example".into(),
+                port: 5240,
+            },
+            false,
+        ));
+        named.set_resolution(named.resolution().next(
+            Err("Name or service not known".into()),
+            std::time::Instant::now(),
+            SystemTime::now(),
+        ));
+        let checked = healthcheck::CheckedFrontend::new(
+            "maas",
+            CheckConfig::default(),
+            vec![Server::new(named.clone(), true)],
+        );
+        let status = healthcheck::status::FrontendHealth::from(&checked);
+        assert_eq!(status.servers[0].state, "down", "/status");
+        let samples = parse(&render_scrape(Scrape {
+            proxies: Arc::new(Vec::new()),
+            checked: Arc::new(vec![Arc::new(checked)]),
+            vrrp: Vec::new(),
+            announce: Vec::new(),
+        }));
+        let r1 = [("frontend", "maas"), ("server", "r1")];
+        let with = |k: &'static str, v: &'static str| {
+            let mut l = r1.to_vec();
+            l.push((k, v));
+            l
+        };
+        assert_eq!(
+            value(&samples, "maas_vip_server_state", &with("state", "down")),
+            1.0
+        );
+        assert_eq!(
+            value(&samples, "maas_vip_server_state", &with("state", "up")),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "maas_vip_server_down",
+                &with("reason", "unresolved")
+            ),
+            1.0
         );
     }
 

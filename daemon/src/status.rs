@@ -17,54 +17,54 @@ use healthcheck::status::FrontendHealth;
 /// The whole `/status` document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct Status {
+pub struct Status {
     /// Frontends and their servers, in config order.
-    pub(crate) frontends: Vec<FrontendStatus>,
+    pub frontends: Vec<FrontendStatus>,
     /// VRRP instances, in start order.
-    pub(crate) vrrp: Vec<VrrpStatus>,
+    pub vrrp: Vec<VrrpStatus>,
     /// `[[announce]]` blocks: announced or withdrawn, why, since when, what FRR says.
-    pub(crate) announce: Vec<AnnounceStatus>,
+    pub announce: Vec<AnnounceStatus>,
 }
 
 /// One frontend: what the health checks know of it, with the proxy's counters beside.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct FrontendStatus {
+pub struct FrontendStatus {
     /// Name, check and servers (flattened: the same level as `counters`).
     #[serde(flatten)]
-    pub(crate) health: FrontendHealth,
+    pub health: FrontendHealth,
     /// The proxy's counters; absent while the proxy has no frontend of that name (a reload
     /// in progress).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) counters: Option<ProxyCounters>,
+    pub counters: Option<ProxyCounters>,
 }
 
 /// A frontend's connection counters (see [`lb::FrontendCounters`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct ProxyCounters {
+pub struct ProxyCounters {
     /// Client connections being handled now.
-    pub(crate) current: u64,
+    pub current: u64,
     /// Client connections accepted.
-    pub(crate) total: u64,
+    pub total: u64,
     /// Bytes from clients.
-    pub(crate) bytes_in: u64,
+    pub bytes_in: u64,
     /// Bytes to clients.
-    pub(crate) bytes_out: u64,
+    pub bytes_out: u64,
     /// Connections closed at once because no server was available.
-    pub(crate) no_server: u64,
+    pub no_server: u64,
     /// Given up because this host stayed out of descriptors, memory or local ports.
-    pub(crate) local_shortage: u64,
+    pub local_shortage: u64,
     /// Connections given up after every connect attempt failed.
-    pub(crate) connect_failed: u64,
+    pub connect_failed: u64,
     /// Connect retries.
-    pub(crate) retries: u64,
+    pub retries: u64,
     /// Retries sent to another server.
-    pub(crate) redispatches: u64,
+    pub redispatches: u64,
     /// http mode: requests received.
-    pub(crate) requests: u64,
+    pub requests: u64,
     /// http mode: responses by status class, "1xx" .. "5xx", "other".
-    pub(crate) responses: BTreeMap<String, u64>,
+    pub responses: BTreeMap<String, u64>,
 }
 
 impl From<&lb::FrontendCounters> for ProxyCounters {
@@ -93,54 +93,54 @@ impl From<&lb::FrontendCounters> for ProxyCounters {
 /// One VRRP instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct VrrpStatus {
+pub struct VrrpStatus {
     /// `[[vrrp]] name`.
-    pub(crate) name: String,
+    pub name: String,
     /// The interface it runs on.
-    pub(crate) interface: String,
+    pub interface: String,
     /// `virtual_router_id`.
-    pub(crate) vrid: u8,
+    pub vrid: u8,
     /// "INIT", "BACKUP", "MASTER" or "FAULT" (as keepalived and `/metrics` name them).
-    pub(crate) state: String,
+    pub state: String,
     /// Effective priority (configured plus track weights).
-    pub(crate) priority: u8,
+    pub priority: u8,
     /// Priority as configured.
-    pub(crate) configured_priority: u8,
+    pub configured_priority: u8,
     /// Adverts sent.
-    pub(crate) adverts_sent: u64,
+    pub adverts_sent: u64,
     /// Adverts received and accepted.
-    pub(crate) adverts_received: u64,
+    pub adverts_received: u64,
     /// Dropped packets by reason (every reason, zeros included).
-    pub(crate) rejected: BTreeMap<String, u64>,
+    pub rejected: BTreeMap<String, u64>,
     /// Adverts whose virtual addresses differ from ours (accepted, as keepalived does).
-    pub(crate) vip_mismatch: u64,
+    pub vip_mismatch: u64,
     /// Times it became master.
-    pub(crate) became_master: u64,
+    pub became_master: u64,
     /// State changes by the state entered (every state, zeros included).
-    pub(crate) transitions: BTreeMap<String, u64>,
+    pub transitions: BTreeMap<String, u64>,
     /// auth_hmac settings and counters; `null` when it is off. Its drops are in `rejected`
     /// (`hmac_missing`, `hmac_bad`, `hmac_replay`, ...).
-    pub(crate) auth_hmac: Option<HmacStatus>,
+    pub auth_hmac: Option<HmacStatus>,
 }
 
 /// An instance's auth_hmac: never a key, only ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct HmacStatus {
+pub struct HmacStatus {
     /// "enforce", "permissive" or "receive-only".
-    pub(crate) mode: String,
+    pub mode: String,
     /// The key id adverts are signed with.
-    pub(crate) active_key: u8,
+    pub active_key: u8,
     /// Every key id accepted.
-    pub(crate) key_ids: Vec<u8>,
+    pub key_ids: Vec<u8>,
     /// "time" or "monotonic".
-    pub(crate) anti_replay: String,
+    pub anti_replay: String,
     /// Time mode: the freshness window, seconds.
-    pub(crate) time_window_secs: Option<u32>,
+    pub time_window_secs: Option<u32>,
     /// Adverts accepted without a trailer (receive-only, permissive: a host not signing yet).
-    pub(crate) unsigned_accepted: u64,
+    pub unsigned_accepted: u64,
     /// Adverts accepted with a clock skew past half the window (NTP?).
-    pub(crate) clock_skew_high: u64,
+    pub clock_skew_high: u64,
 }
 
 impl From<&vrrp::InstanceStatus> for VrrpStatus {
@@ -185,33 +185,33 @@ impl From<&vrrp::InstanceStatus> for VrrpStatus {
 /// One `[[announce]]` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct AnnounceStatus {
+pub struct AnnounceStatus {
     /// `[[announce]] name`.
-    pub(crate) name: String,
+    pub name: String,
     /// The VIP interface it created.
-    pub(crate) interface: String,
+    pub interface: String,
     /// Its VIPs, as prefixes.
-    pub(crate) vips: Vec<String>,
+    pub vips: Vec<String>,
     /// "announced" or "withdrawn".
-    pub(crate) state: announce::State,
+    pub state: announce::State,
     /// Why, as a sentence.
-    pub(crate) reason: String,
+    pub reason: String,
     /// Why, as data (`kind` and the frontend or script).
-    pub(crate) why: announce::Reason,
+    pub why: announce::Reason,
     /// When the state last changed (RFC 3339, UTC; the start if never).
-    pub(crate) since: String,
+    pub since: String,
     /// Seconds since then.
-    pub(crate) for_seconds: f64,
+    pub for_seconds: f64,
     /// Times the VIPs were announced.
-    pub(crate) announcements: u64,
+    pub announcements: u64,
     /// Times they were withdrawn.
-    pub(crate) withdrawals: u64,
+    pub withdrawals: u64,
     /// What the kernel shows of the VIP interface: carrier on means offered to FRR.
-    pub(crate) link: Option<LinkStatus>,
+    pub link: Option<LinkStatus>,
     /// What FRR (bgpd) does with the VIPs, when vtysh could be read.
-    pub(crate) frr: Option<FrrStatus>,
+    pub frr: Option<FrrStatus>,
     /// Why FRR could not be read, if it could not.
-    pub(crate) frr_error: Option<String>,
+    pub frr_error: Option<String>,
 }
 
 impl Default for AnnounceStatus {
@@ -238,25 +238,25 @@ impl Default for AnnounceStatus {
 /// The VIP interface of an `[[announce]]` block.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct LinkStatus {
+pub struct LinkStatus {
     /// Administratively up.
-    pub(crate) up: bool,
+    pub up: bool,
     /// Carrier on: the VIPs are offered to the routing daemon.
-    pub(crate) carrier: bool,
+    pub carrier: bool,
     /// VIPs missing from the interface (removed by hand; put back at the next announcement).
-    pub(crate) missing: Vec<String>,
+    pub missing: Vec<String>,
 }
 
 /// What vtysh said of an `[[announce]]` block's VIPs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct FrrStatus {
+pub struct FrrStatus {
     /// Per VIP: bgpd's path for it and the peers it was advertised to.
-    pub(crate) routes: BTreeMap<String, announce::RouteStatus>,
+    pub routes: BTreeMap<String, announce::RouteStatus>,
     /// The BGP sessions.
-    pub(crate) peers: Vec<announce::Peer>,
+    pub peers: Vec<announce::Peer>,
     /// When this was read (RFC 3339).
-    pub(crate) read_at: String,
+    pub read_at: String,
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Wiring of the daemon: listeners, health checks, proxy, VRRP, admin endpoint, signals,
-//! live reload.
+//! Wiring of the daemon: listeners, health checks, proxy, VRRP, admin endpoint, the loop that
+//! takes signals and [`crate::Handle`] requests, live reload.
 //!
 //! Shutdown runs in a fixed order: VRRP first (priority 0 advert, VIPs removed, so a peer takes
 //! over while this host still serves) and, at the same time, every `[[announce]]` block's
@@ -7,10 +7,12 @@
 //! (the router has moved new flows to other hosts), listeners stop accepting and established
 //! connections get `shutdown_grace` to finish; last, the VIP interfaces are deleted.
 //!
-//! Reload (SIGHUP) reads and validates the file; on any error the running config stays and the
-//! reason is logged. Otherwise it is applied without dropping established connections:
-//! servers are matched by name and address as written (a kept server keeps its health,
-//! counters and, for a host name, its resolution; new names are resolved before use),
+//! Reload (SIGHUP, or [`crate::Handle::reload`], which answers with the outcome) reads and
+//! validates the file; on any error the running config stays and the reason is logged.
+//! Otherwise it is applied without dropping established connections: servers are matched by
+//! name and address as written (the registry keeps a kept server's health, counters and, for a
+//! host name, its resolution, see `healthcheck::Registry::checked_frontend`; new names are
+//! resolved before use),
 //! listeners by address (a kept address keeps its sockets), VRRP instances by name (an
 //! unchanged one keeps running; a changed one is updated in place — priority, VIPs, track
 //! scripts, timers, auth — and restarted only when its name, interface, VRID or version change,
@@ -21,12 +23,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use healthcheck::registry::{CheckedFrontend, Registry, Server as HealthServer};
+use healthcheck::registry::{CheckedFrontend, Registry, ServerSpec};
 use healthcheck::ServerState;
 use lb::{Frontend, FrontendConfig, Workers};
 use tokio::net::TcpListener;
@@ -35,50 +37,23 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use vrrp::ValidVrrp;
 
-use crate::admin::AdminContext;
+use crate::admin::{AdminContext, Views};
 use crate::announce::{AnnounceBoard, AnnounceRt};
+use crate::{Addrs, Command, ConfigFile, Listeners, Reload, Signal};
 use config::{AdminConfig, Config};
-
-/// What the signal task asks of the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Signal {
-    /// SIGHUP: re-read the config.
-    Reload,
-    /// SIGTERM or SIGINT: stop.
-    Stop,
-}
-
-/// Forwards SIGHUP, SIGTERM and SIGINT to `tx`.
-pub(crate) fn signals(tx: mpsc::Sender<Signal>) -> anyhow::Result<JoinHandle<()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let s = tokio::select! {
-                _ = term.recv() => { info!("SIGTERM: stopping"); Signal::Stop }
-                _ = int.recv() => { info!("SIGINT: stopping"); Signal::Stop }
-                _ = hup.recv() => { info!("SIGHUP: reloading the config"); Signal::Reload }
-            };
-            if tx.send(s).await.is_err() {
-                return;
-            }
-        }
-    }))
-}
 
 /// The accept loops of one bind address, one per worker, stopped together.
 struct ListenerTask {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The sockets' local addresses.
+    addrs: Vec<SocketAddr>,
     /// An IPv6 wildcard listener that takes IPv4 too ([`lb::listener::dual_stack`]).
     dual_stack: bool,
 }
 
 struct FrontendRt {
     fe: Arc<Frontend>,
-    states: Vec<Arc<ServerState>>,
     listeners: HashMap<SocketAddr, ListenerTask>,
 }
 
@@ -92,29 +67,30 @@ struct VrrpRt {
 
 struct AdminRt {
     cfg: AdminConfig,
-    ctx: Arc<AdminContext>,
+    /// Where it listens.
+    addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 /// Everything running, keyed so that a reload can tell what changed.
-struct Daemon {
+pub(crate) struct Daemon {
     path: PathBuf,
     cfg: Config,
     workers: Workers,
     frontends: HashMap<String, FrontendRt>,
     /// Frontends removed by a reload whose connections may still be running.
     retired: Vec<Arc<Frontend>>,
-    registry: Arc<Registry>,
+    /// The registry, the proxy frontends, and where the VRRP instances and the announce
+    /// blocks publish: read by the admin endpoint and the [`crate::Handle`].
+    views: Arc<Views>,
     checks: (watch::Sender<bool>, JoinHandle<()>),
     vrrp: HashMap<String, VrrpRt>,
-    /// Where the VRRP instances publish their status (read by the admin endpoint).
-    vrrp_status: vrrp::StatusBoard,
     /// `[[announce]]` blocks, in config order.
     announce: Vec<AnnounceRt>,
-    /// Where they publish their status and take admin actions.
-    announce_board: AnnounceBoard,
     admin: Option<AdminRt>,
+    /// The listeners' local addresses, as the [`crate::Handle`] tells them.
+    addrs: Arc<Mutex<Addrs>>,
 }
 
 /// The soft RLIMIT_NOFILE, from /proc/self/limits.
@@ -152,17 +128,16 @@ fn fe_list(frontends: &HashMap<String, FrontendRt>) -> Vec<Arc<Frontend>> {
     v
 }
 
-/// Server states for `cfg`, reusing those of `old` with the same name and address as written
-/// (a kept host name keeps its resolution). New host names are resolved before this returns,
-/// so traffic and checks find their addresses from the start; one that does not resolve is a
-/// DOWN server, not a failure.
-async fn server_states(cfg: &FrontendConfig, old: Option<&FrontendRt>) -> Vec<Arc<ServerState>> {
-    let mut fresh = Vec::new();
-    let states = cfg
+/// Frontend `cfg` as the health checks see it, its servers' states kept from the running
+/// frontend of the same name where name and address are unchanged (see
+/// [`Registry::checked_frontend`]).
+async fn checked_frontend(registry: &Registry, cfg: &FrontendConfig) -> CheckedFrontend {
+    let servers = cfg
         .server
         .iter()
-        .map(|s| {
-            let target = match s.target() {
+        .map(|s| ServerSpec {
+            name: s.name.get_ref().clone(),
+            target: match s.target() {
                 Ok(t) => t,
                 // `check` refuses the config first; should one get here, a name that never
                 // resolves keeps the server DOWN with the reason.
@@ -170,45 +145,25 @@ async fn server_states(cfg: &FrontendConfig, old: Option<&FrontendRt>) -> Vec<Ar
                     host: s.address.get_ref().clone(),
                     port: 0,
                 },
-            };
-            let kept = old.and_then(|o| {
-                o.states
-                    .iter()
-                    .find(|st| st.name == *s.name.get_ref() && *st.target() == target)
-            });
-            match kept {
-                Some(st) => st.clone(),
-                None => {
-                    let st = Arc::new(ServerState::with_target(
-                        s.name.get_ref().clone(),
-                        target,
-                        s.disabled,
-                    ));
-                    fresh.push(st.clone());
-                    st
-                }
-            }
+            },
+            disabled: s.disabled,
+            check: s.check,
+            check_override: s.check_override.clone(),
         })
         .collect();
-    healthcheck::resolve::resolve_all(cfg.name.get_ref(), &fresh).await;
-    states
+    registry
+        .checked_frontend(
+            cfg.name.get_ref(),
+            cfg.check.clone(),
+            cfg.resolve_interval,
+            servers,
+        )
+        .await
 }
 
-fn health_frontend(cfg: &FrontendConfig, states: &[Arc<ServerState>]) -> CheckedFrontend {
-    CheckedFrontend::with_resolve_interval(
-        CheckedFrontend::new(
-            cfg.name.get_ref().clone(),
-            cfg.check.clone(),
-            states
-                .iter()
-                .zip(&cfg.server)
-                .map(|(st, s)| {
-                    HealthServer::new(st.clone(), s.check).with_override(s.check_override.clone())
-                })
-                .collect(),
-        ),
-        cfg.resolve_interval,
-    )
+/// The states of `checked`'s servers, in config order (the proxy shares them).
+fn states_of(checked: &CheckedFrontend) -> Vec<Arc<ServerState>> {
+    checked.servers.iter().map(|s| s.state.clone()).collect()
 }
 
 fn spawn_listener(
@@ -217,9 +172,11 @@ fn spawn_listener(
     (ls, dual_stack): (Vec<std::net::TcpListener>, bool),
 ) -> ListenerTask {
     let (stop, rx) = watch::channel(false);
+    let addrs = ls.iter().filter_map(|l| l.local_addr().ok()).collect();
     ListenerTask {
         stop,
         tasks: workers.accept(fe, ls, &rx),
+        addrs,
         dual_stack,
     }
 }
@@ -230,6 +187,40 @@ fn all_binds(cfg: &Config) -> Vec<SocketAddr> {
         .iter()
         .flat_map(|f| f.bind.get_ref().iter().copied())
         .collect()
+}
+
+/// The socket handed in for `addr`, if any (served by one worker), checked against the
+/// dual-stack rule of `binds` (the whole config's); else `addr` bound here.
+fn frontend_listener(
+    name: &str,
+    addr: SocketAddr,
+    binds: &[SocketAddr],
+    workers: usize,
+    handed: &mut Vec<std::net::TcpListener>,
+) -> anyhow::Result<(Vec<std::net::TcpListener>, bool)> {
+    let Some(i) = handed
+        .iter()
+        .position(|l| l.local_addr().ok() == Some(addr))
+    else {
+        return bind_frontend(name, addr, binds, workers);
+    };
+    let l = handed.swap_remove(i);
+    let dual = lb::listener::dual_stack(addr, binds.iter().copied());
+    if addr.ip().is_unspecified() && addr.is_ipv6() {
+        let v6only = socket2::SockRef::from(&l)
+            .only_v6()
+            .with_context(|| format!("frontend `{name}`: the socket handed in for {addr}"))?;
+        if v6only == dual {
+            anyhow::bail!(
+                "frontend `{name}`: the socket handed in for {addr} is {}, the config makes it {}",
+                if v6only { "IPv6-only" } else { "dual-stack" },
+                if dual { "dual-stack" } else { "IPv6-only" },
+            );
+        }
+    }
+    l.set_nonblocking(true)
+        .with_context(|| format!("frontend `{name}`: the socket handed in for {addr}"))?;
+    Ok((vec![l], dual))
 }
 
 /// Binds `addr` for frontend `name` on every worker, dual-stack or not as `binds` (the
@@ -263,38 +254,36 @@ fn spawn_vrrp(cfg: ValidVrrp, registry: &Arc<Registry>, status: &vrrp::StatusBoa
     }
 }
 
-/// What the admin endpoint reads besides the config: the registry and the proxy frontends,
-/// and the boards VRRP and the announce blocks publish on.
-struct AdminInputs<'a> {
-    registry: &'a Arc<Registry>,
-    frontends: Vec<Arc<Frontend>>,
-    vrrp: &'a vrrp::StatusBoard,
-    announce: &'a AnnounceBoard,
-}
-
+/// Starts the admin endpoint if `cfg` enables it, on `handed` (a socket bound by the caller
+/// for `[admin] bind`) or on a socket bound here.
 async fn spawn_admin(
     cfg: &AdminConfig,
-    inputs: AdminInputs<'_>,
+    views: &Arc<Views>,
+    handed: Option<std::net::TcpListener>,
 ) -> anyhow::Result<Option<AdminRt>> {
     if !cfg.enabled {
         return Ok(None);
     }
     let addr = *cfg.bind.get_ref();
-    let l = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("admin endpoint: cannot bind {addr}"))?;
+    let l = match handed {
+        Some(l) => l
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(l))
+            .with_context(|| format!("admin endpoint: the socket handed in for {addr}"))?,
+        None => TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("admin endpoint: cannot bind {addr}"))?,
+    };
+    let local = l.local_addr().unwrap_or(addr);
     info!(bind = %addr, "admin endpoint up");
     let (stop, rx) = watch::channel(false);
     let ctx = Arc::new(AdminContext {
-        registry: inputs.registry.clone(),
-        frontends: ArcSwap::from_pointee(inputs.frontends),
+        views: Arc::clone(views),
         token: cfg.token.as_ref().map(|t| t.get_ref().clone()),
-        vrrp: inputs.vrrp.clone(),
-        announce: inputs.announce.clone(),
     });
     Ok(Some(AdminRt {
         cfg: cfg.clone(),
-        ctx: ctx.clone(),
+        addr: local,
         stop,
         task: tokio::spawn(crate::admin::serve(l, ctx, rx)),
     }))
@@ -311,7 +300,16 @@ async fn stop_vrrp(name: &str, v: VrrpRt) {
 }
 
 impl Daemon {
-    async fn start(path: PathBuf, cfg: Config) -> anyhow::Result<Daemon> {
+    pub(crate) async fn start(
+        file: ConfigFile,
+        listeners: Listeners,
+        addrs: Arc<Mutex<Addrs>>,
+    ) -> anyhow::Result<Daemon> {
+        let ConfigFile { path, config: cfg } = file;
+        let Listeners {
+            frontends: mut handed,
+            admin: handed_admin,
+        } = listeners;
         let vrrp_blocks = cfg.vrrp.clone();
         warn_if_nofile_too_low(&cfg);
         let workers = Workers::start(cfg.global.workers).context("starting the proxy threads")?;
@@ -321,111 +319,145 @@ impl Daemon {
         for f in &cfg.frontend {
             let mut ls = Vec::new();
             for addr in f.bind.get_ref() {
-                let l = bind_frontend(f.name.get_ref(), *addr, &binds, workers.len())?;
+                let l =
+                    frontend_listener(f.name.get_ref(), *addr, &binds, workers.len(), &mut handed)?;
                 ls.push((*addr, l));
             }
             bound.push(ls);
         }
+        if let Some(l) = handed.first() {
+            anyhow::bail!(
+                "a socket was handed in for {}, which no frontend binds",
+                l.local_addr()
+                    .map_or_else(|e| e.to_string(), |a| a.to_string())
+            );
+        }
+        if let Some(l) = &handed_admin {
+            let at = l.local_addr().ok();
+            if !cfg.admin.enabled || at != Some(*cfg.admin.bind.get_ref()) {
+                anyhow::bail!(
+                    "the admin socket handed in ({at:?}) is not `[admin] bind` of an enabled endpoint"
+                );
+            }
+        }
+        let registry = Arc::new(Registry::new(Vec::new()));
         let mut frontends = HashMap::new();
         let mut health = Vec::new();
         for (f, ls) in cfg.frontend.iter().zip(bound) {
-            let states = server_states(f, None).await;
-            health.push(health_frontend(f, &states));
+            let checked = checked_frontend(&registry, f).await;
+            let states = states_of(&checked);
+            health.push(checked);
             let fe = Arc::new(Frontend::new(f, states.clone()));
             let listeners = ls
                 .into_iter()
                 .map(|(a, l)| (a, spawn_listener(&workers, &fe, l)))
                 .collect();
             info!(frontend = %fe.name, servers = states.len(), mode = ?f.mode, "frontend up");
-            frontends.insert(
-                f.name.get_ref().clone(),
-                FrontendRt {
-                    fe,
-                    states,
-                    listeners,
-                },
-            );
+            frontends.insert(f.name.get_ref().clone(), FrontendRt { fe, listeners });
         }
-        let registry = Arc::new(Registry::new(health));
-        let vrrp_status = vrrp::StatusBoard::new();
-        let announce_board = AnnounceBoard::default();
-        let admin = spawn_admin(
-            &cfg.admin,
-            AdminInputs {
-                registry: &registry,
-                frontends: fe_list(&frontends),
-                vrrp: &vrrp_status,
-                announce: &announce_board,
-            },
-        )
-        .await?;
+        registry.store(health);
+        let views = Arc::new(Views {
+            registry,
+            frontends: ArcSwap::from_pointee(fe_list(&frontends)),
+            vrrp: vrrp::StatusBoard::new(),
+            announce: AnnounceBoard::default(),
+        });
+        let admin = spawn_admin(&cfg.admin, &views, handed_admin).await?;
         let (checks_stop, rx) = watch::channel(false);
-        let checks = (checks_stop, healthcheck::spawn(&registry, rx));
+        let checks = (checks_stop, healthcheck::spawn(&views.registry, rx));
         let vrrp = vrrp_blocks
             .into_iter()
             .map(|v| {
                 (
                     v.name.get_ref().clone(),
-                    spawn_vrrp(v, &registry, &vrrp_status),
+                    spawn_vrrp(v, &views.registry, &views.vrrp),
                 )
             })
             .collect();
         // Listeners are bound: the VIPs may be announced once their frontends are fit.
         let mut announce = Vec::new();
         for a in &cfg.announce {
-            announce.push(AnnounceRt::start(a.clone(), &registry, &announce_board).await?);
+            announce.push(AnnounceRt::start(a.clone(), &views.registry, &views.announce).await?);
         }
         info!(threads = workers.len(), "proxy threads up");
-        Ok(Daemon {
+        let daemon = Daemon {
             path,
             cfg,
             workers,
             frontends,
             retired: Vec::new(),
-            registry,
+            views,
             checks,
             vrrp,
-            vrrp_status,
             announce,
-            announce_board,
             admin,
-        })
+            addrs,
+        };
+        daemon.publish_addrs();
+        Ok(daemon)
     }
 
-    /// Re-reads the file and applies it; on any problem keeps the running config.
-    async fn reload(&mut self) {
+    /// What the admin endpoint and the [`crate::Handle`] read.
+    pub(crate) fn views(&self) -> Arc<Views> {
+        Arc::clone(&self.views)
+    }
+
+    /// Tells the [`crate::Handle`] where the listeners are now.
+    fn publish_addrs(&self) {
+        if let Ok(mut a) = self.addrs.lock() {
+            a.frontends = self
+                .frontends
+                .iter()
+                .map(|(name, rt)| {
+                    let mut v: Vec<SocketAddr> = rt
+                        .listeners
+                        .values()
+                        .flat_map(|lt| lt.addrs.iter().copied())
+                        .collect();
+                    v.sort();
+                    v.dedup();
+                    (name.clone(), v)
+                })
+                .collect();
+            a.admin = self.admin.as_ref().map(|r| r.addr);
+        }
+    }
+
+    /// Re-reads the file and applies it; on any problem keeps the running config. Logged and
+    /// told to systemd either way.
+    async fn reload(&mut self) -> Reload {
         crate::systemd::reloading();
-        let loaded = config::load(&self.path);
-        let new = match config::read_keys(loaded, config::KeyReader::Daemon) {
-            Ok((c, report)) => {
+        let new = match ConfigFile::load(&self.path) {
+            Ok((file, report)) => {
                 for line in report.to_string().lines() {
                     warn!("{line}");
                 }
-                c
+                file.config
             }
             Err(report) => {
                 for line in report.to_string().lines() {
                     error!("{line}");
                 }
-                error!(
-                    "reload rejected: {} error(s) in {}; still running the previous config",
-                    report.errors(),
-                    self.path.display()
-                );
+                let why = format!("{} error(s) in {}", report.errors(), self.path.display());
+                error!("reload rejected: {why}; still running the previous config");
                 crate::systemd::reloaded("reload rejected; running the previous config");
-                return;
+                return Reload::Rejected(format!("{why}:\n{report}"));
             }
         };
-        match self.apply(new).await {
+        let outcome = match self.apply(new).await {
             Ok(summary) => {
                 info!("reload applied: {summary}");
                 crate::systemd::reloaded("running");
+                Reload::Applied(summary)
             }
             Err(e) => {
                 error!("reload rejected: {e:#}; still running the previous config");
                 crate::systemd::reloaded("reload rejected; running the previous config");
+                Reload::Rejected(format!("{e:#}"))
             }
-        }
+        };
+        self.publish_addrs();
+        outcome
     }
 
     async fn apply(&mut self, new: Config) -> anyhow::Result<String> {
@@ -485,8 +517,9 @@ impl Daemon {
         for f in &new.frontend {
             let name = f.name.get_ref().clone();
             let mut old = self.frontends.remove(&name);
-            let states = server_states(f, old.as_ref()).await;
-            health.push(health_frontend(f, &states));
+            let checked = checked_frontend(&self.views.registry, f).await;
+            let states = states_of(&checked);
+            health.push(checked);
             let (fe, mut listeners) = match old.take() {
                 Some(o) => {
                     o.fe.update(f, states.clone());
@@ -511,14 +544,7 @@ impl Daemon {
                     listeners.insert(*addr, spawn_listener(&self.workers, &fe, l));
                 }
             }
-            next.insert(
-                name,
-                FrontendRt {
-                    fe,
-                    states,
-                    listeners,
-                },
-            );
+            next.insert(name, FrontendRt { fe, listeners });
         }
         for (_, old) in self.frontends.drain() {
             removed += 1;
@@ -533,11 +559,14 @@ impl Daemon {
         self.frontends = next;
 
         // 3. Checks follow the new registry; health carries over in the kept ServerStates.
-        self.registry.store(health);
+        self.views.registry.store(health);
+        self.views
+            .frontends
+            .store(Arc::new(fe_list(&self.frontends)));
         let (stop, rx) = watch::channel(false);
         let old_checks = std::mem::replace(
             &mut self.checks,
-            (stop, healthcheck::spawn(&self.registry, rx)),
+            (stop, healthcheck::spawn(&self.views.registry, rx)),
         );
         let _ = old_checks.0.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), old_checks.1).await;
@@ -572,13 +601,13 @@ impl Daemon {
                     restarted += 1;
                     next_vrrp.insert(
                         name,
-                        spawn_vrrp(v.clone(), &self.registry, &self.vrrp_status),
+                        spawn_vrrp(v.clone(), &self.views.registry, &self.views.vrrp),
                     );
                 }
                 None => {
                     next_vrrp.insert(
                         name,
-                        spawn_vrrp(v.clone(), &self.registry, &self.vrrp_status),
+                        spawn_vrrp(v.clone(), &self.views.registry, &self.views.vrrp),
                     );
                 }
             }
@@ -615,25 +644,16 @@ impl Daemon {
             info!(announce = %o.cfg.name.get_ref(), "announce block removed: withdrawn");
             let _ = o.stop().await;
         }
-        // 6. The admin endpoint: restarted if its address or token changed, else told the new
-        // frontends.
+        // 6. The admin endpoint: restarted if its address or token changed.
         if admin_changed {
             if let Some(old) = self.admin.take() {
                 let _ = old.stop.send(true);
                 let _ = old.task.await;
             }
-            let inputs = AdminInputs {
-                registry: &self.registry,
-                frontends: fe_list(&self.frontends),
-                vrrp: &self.vrrp_status,
-                announce: &self.announce_board,
-            };
-            match spawn_admin(&new.admin, inputs).await {
+            match spawn_admin(&new.admin, &self.views, None).await {
                 Ok(a) => self.admin = a,
                 Err(e) => error!("{e:#}; the admin endpoint is off until the next reload"),
             }
-        } else if let Some(a) = &self.admin {
-            a.ctx.frontends.store(Arc::new(fe_list(&self.frontends)));
         }
         self.cfg = new;
         Ok(format!(
@@ -646,7 +666,7 @@ impl Daemon {
     /// Starts a block during a reload; a failure (the interface name taken) is logged and
     /// the block stays off until the next reload.
     async fn start_announce(&mut self, a: &announce::AnnounceConfig) {
-        match AnnounceRt::start(a.clone(), &self.registry, &self.announce_board).await {
+        match AnnounceRt::start(a.clone(), &self.views.registry, &self.views.announce).await {
             Ok(rt) => self.announce.push(rt),
             Err(e) => error!("{e:#}; this block stays withdrawn until the next reload"),
         }
@@ -725,13 +745,14 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until SIGTERM/SIGINT arrive on `signals`, reloading on SIGHUP.
-pub(crate) async fn run(
-    path: PathBuf,
-    cfg: Config,
+/// Runs `daemon` until a stop arrives on `signals` or `commands` (or every sender of
+/// `commands` is gone), reloading on request, then stops it in order. An instance or announce
+/// block that ends on its own stops it too, and is the error.
+pub(crate) async fn serve(
+    mut daemon: Daemon,
     mut signals: mpsc::Receiver<Signal>,
+    mut commands: mpsc::Receiver<Command>,
 ) -> anyhow::Result<()> {
-    let mut daemon = Daemon::start(path, cfg).await?;
     crate::systemd::ready(&format!(
         "{} frontend(s), {} vrrp instance(s), {} announce block(s)",
         daemon.frontends.len(),
@@ -740,12 +761,22 @@ pub(crate) async fn run(
     ));
     let watchdog = crate::systemd::spawn_watchdog(daemon.workers.heartbeats());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut signals_open = true;
     let mut failure = None;
     loop {
         tokio::select! {
-            s = signals.recv() => match s {
-                Some(Signal::Reload) => daemon.reload().await,
-                Some(Signal::Stop) | None => break,
+            s = signals.recv(), if signals_open => match s {
+                Some(Signal::Reload) => {
+                    daemon.reload().await;
+                }
+                Some(Signal::Stop) => break,
+                None => signals_open = false,
+            },
+            c = commands.recv() => match c {
+                Some(Command::Reload(answer)) => {
+                    let _ = answer.send(daemon.reload().await);
+                }
+                Some(Command::Stop) | None => break,
             },
             _ = tick.tick() => {
                 if let Some(why) = daemon.failed_vrrp().await {

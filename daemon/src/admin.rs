@@ -46,20 +46,52 @@ const MAX_CONNECTIONS: usize = 64;
 /// sends it at once).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the endpoint reads and acts on. The daemon swaps `frontends` on reload; the registry
-/// swaps its own frontends; the VRRP instances and `[[announce]]` blocks publish on their
-/// boards.
-pub(crate) struct AdminContext {
+/// What the daemon shows and the endpoint acts on: the registry (which swaps its own
+/// frontends on reload), the proxy frontends (swapped by the daemon on reload), and the boards
+/// the VRRP instances and `[[announce]]` blocks publish on. Shared by the admin endpoint and
+/// the daemon's [`crate::Handle`].
+pub(crate) struct Views {
     /// Servers: state, counters, health checks.
     pub(crate) registry: Arc<Registry>,
     /// Proxy frontends: connection and HTTP counters.
     pub(crate) frontends: ArcSwap<Vec<Arc<lb::Frontend>>>,
-    /// `[admin] token`: required as `Authorization: Bearer <token>` when set.
-    pub(crate) token: Option<String>,
     /// Where the VRRP instances publish their status.
     pub(crate) vrrp: vrrp::StatusBoard,
     /// The `[[announce]]` blocks: their status, and their admin actions.
     pub(crate) announce: AnnounceBoard,
+}
+
+impl Views {
+    /// `GET /status`: the registry's view of frontends and servers (in config order, fields
+    /// in a fixed order), each frontend with the proxy's counters added, and the VRRP
+    /// instances and `[[announce]]` blocks.
+    pub(crate) fn status(&self) -> Status {
+        let proxies = self.frontends.load();
+        Status {
+            frontends: self
+                .registry
+                .status()
+                .into_iter()
+                .map(|health| FrontendStatus {
+                    counters: proxies
+                        .iter()
+                        .find(|p| *p.name == *health.name)
+                        .map(|p| ProxyCounters::from(&p.counters)),
+                    health,
+                })
+                .collect(),
+            vrrp: self.vrrp.instances().iter().map(VrrpStatus::from).collect(),
+            announce: self.announce.status(),
+        }
+    }
+}
+
+/// What the endpoint reads and acts on, and its token.
+pub(crate) struct AdminContext {
+    /// What it shows.
+    pub(crate) views: Arc<Views>,
+    /// `[admin] token`: required as `Authorization: Bearer <token>` when set.
+    pub(crate) token: Option<String>,
 }
 
 type Body = Full<Bytes>;
@@ -380,32 +412,9 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
 }
 
 fn status(c: &Call<'_>) -> Response<Body> {
-    let body = serde_json::to_string_pretty(&status_of(c.ctx))
+    let body = serde_json::to_string_pretty(&c.ctx.views.status())
         .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string());
     json_response(StatusCode::OK, body)
-}
-
-/// `GET /status`: the registry's view of frontends and servers (in config order, fields in
-/// a fixed order), each frontend with the proxy's counters added, and the VRRP instances and
-/// `[[announce]]` blocks.
-fn status_of(ctx: &AdminContext) -> Status {
-    let proxies = ctx.frontends.load();
-    Status {
-        frontends: ctx
-            .registry
-            .status()
-            .into_iter()
-            .map(|health| FrontendStatus {
-                counters: proxies
-                    .iter()
-                    .find(|p| *p.name == *health.name)
-                    .map(|p| ProxyCounters::from(&p.counters)),
-                health,
-            })
-            .collect(),
-        vrrp: ctx.vrrp.instances().iter().map(VrrpStatus::from).collect(),
-        announce: ctx.announce.status(),
-    }
 }
 
 fn metrics(c: &Call<'_>) -> Response<Body> {
@@ -445,7 +454,7 @@ fn announce_action(c: &Call<'_>, action: &'static str, withdrawn: bool) -> Respo
     let [name] = c.params.as_slice() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "route without a name");
     };
-    if !c.ctx.announce.set_admin_withdrawn(name, withdrawn) {
+    if !c.ctx.views.announce.set_admin_withdrawn(name, withdrawn) {
         return error(
             StatusCode::NOT_FOUND,
             &format!("no announce block `{name}`"),
@@ -463,8 +472,8 @@ fn set_admin(c: &Call<'_>, action: &'static str, to: Admin) -> Response<Body> {
     let [frontend, server] = c.params.as_slice() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "route without names");
     };
-    let Some(st) = c.ctx.registry.server(frontend, server) else {
-        let msg = if c.ctx.registry.frontend(frontend).is_none() {
+    let Some(st) = c.ctx.views.registry.server(frontend, server) else {
+        let msg = if c.ctx.views.registry.frontend(frontend).is_none() {
             format!("no frontend `{frontend}`")
         } else {
             format!("no server `{server}` in frontend `{frontend}`")
@@ -473,7 +482,7 @@ fn set_admin(c: &Call<'_>, action: &'static str, to: Admin) -> Response<Body> {
     };
     let before = st.admin();
     st.set_admin(to);
-    let state = metrics::server_state(&st);
+    let state = healthcheck::status::server_state(&st);
     info!(peer = %c.peer, frontend = %frontend, server = %server, action,
         from = admin_name(before), state, "admin action");
     let answer = ActionAnswer {
@@ -573,11 +582,13 @@ mod tests {
                 .collect(),
         )]));
         let ctx = AdminContext {
-            registry,
-            frontends: ArcSwap::from_pointee(vec![lb_frontend("maas", &states)]),
+            views: Arc::new(Views {
+                registry,
+                frontends: ArcSwap::from_pointee(vec![lb_frontend("maas", &states)]),
+                vrrp: vrrp::StatusBoard::new(),
+                announce: AnnounceBoard::default(),
+            }),
             token: token.map(String::from),
-            vrrp: vrrp::StatusBoard::new(),
-            announce: AnnounceBoard::default(),
         };
         (ctx, states)
     }
@@ -728,7 +739,7 @@ mod tests {
     #[tokio::test]
     async fn status_has_proxy_counters_and_vrrp() {
         let (ctx, _) = context(None);
-        let fe = Arc::clone(&ctx.frontends.load()[0]);
+        let fe = Arc::clone(&ctx.views.frontends.load()[0]);
         fe.counters.total.fetch_add(3, Ordering::Relaxed);
         fe.counters.count_status(502);
         let v = json_body(call(&ctx, Method::GET, "/status", None)).await;
@@ -739,7 +750,7 @@ mod tests {
         assert!(v["vrrp"].is_array(), "{v}");
         // A reload swaps the proxy frontends: a frontend the proxy no longer has shows no
         // proxy counters.
-        ctx.frontends.store(Arc::new(Vec::new()));
+        ctx.views.frontends.store(Arc::new(Vec::new()));
         let v = json_body(call(&ctx, Method::GET, "/status", None)).await;
         assert!(v["frontends"][0].get("counters").is_none(), "{v}");
     }
@@ -749,7 +760,7 @@ mod tests {
         let (ctx, states) = context(None);
         states[0].set_health(Health::Down);
         states[1].counters.total.fetch_add(5, Ordering::Relaxed);
-        ctx.frontends.load()[0]
+        ctx.views.frontends.load()[0]
             .counters
             .total
             .fetch_add(5, Ordering::Relaxed);
