@@ -15,11 +15,6 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// The env var that turns the skip of a test that needs no root but a tool (PostgreSQL,
-/// systemd-analyze) into a failure (set in CI). Tests that need root are `#[ignore]`d instead
-/// and fail when run without it ([`require`]).
-pub const REQUIRE_ENV: &str = "MAAS_VIP_REQUIRE_NETNS";
-
 /// Whether namespace tests can run here; `Err` says why not.
 pub fn available() -> Result<(), String> {
     let uid = Command::new("id")
