@@ -11,7 +11,6 @@
 #   KEEP=1 benches/compare.sh                            # keep the work directory (logs)
 #   MAAS_VIP_TOP='workers = 1' benches/compare.sh          # extra top-level maas-vip.toml keys
 #   PACE_MS=4 ONLY=paced benches/compare.sh              # latency and CPU at a lighter fixed load
-#   URING=1 benches/compare.sh      # also maas-vip with io = "io_uring" (tcp mode, port 18089)
 #
 # Workloads: keepalive (L4, tiny body, 50 keep-alive connections), close (L4, one connection per
 # request), 1mib (L4, 1 MiB bodies, 8 connections), l7 (http mode, tiny body, 50 keep-alive
@@ -64,7 +63,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # Anything left on these ports (a stale nginx from an interrupted run) would answer in place of
 # the regions and spoil the figures: refuse to start.
-for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 18086 18087 18088 18089; do
+for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 18086 18087 18088; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "compare.sh: 127.0.0.1:$p is already in use; stop what listens there first" >&2
     exit 2
@@ -211,18 +210,6 @@ RUST_LOG=warn setsid "$bin" run -c "$work/maas-vip.toml" 2>"$work/maas-vip.log" 
 pids+=($!)
 declare -A pid_of # target -> the process whose CPU the paced runs count
 pid_of[haproxy]=${pids[0]} pid_of[haproxy-ka]=${pids[0]} pid_of[maas-vip]=${pids[1]}
-# URING=1: a second maas-vip, the same tcp frontend with its copy loop on io_uring.
-uring_mv=()
-if [ -n "${URING:-}" ]; then
-  { echo 'io = "io_uring"'
-    # The first [[frontend]] (tcp), on its own port.
-    awk '/^\[\[frontend\]\]/ { n++ } n == 1' "$work/maas-vip.toml" | sed 's/127.0.0.1:18081/127.0.0.1:18089/'
-    printf '[admin]\nenabled = false\n'; } > "$work/maas-vip-uring.toml"
-  RUST_LOG=warn setsid "$bin" run -c "$work/maas-vip-uring.toml" 2>"$work/maas-vip-uring.log" &
-  pids+=($!)
-  pid_of[maas-vip-uring]=$!
-  uring_mv=(maas-vip-uring:18089)
-fi
 
 # --- the floor: benches/floor/minproxy.c, a proxy that only moves bytes (no timeouts, checks or
 # logs), as a plain epoll read/write loop and with the payload moved in the kernel by a BPF
@@ -267,9 +254,7 @@ wait_port() {
   tail -n 5 "$work"/*.log >&2 || true
   exit 1
 }
-for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 "${floor_ports[@]}" "${uring_mv[@]#*:}"; do
-  wait_port "$p"
-done
+for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 "${floor_ports[@]}"; do wait_port "$p"; done
 floor() { # the floor targets that run, for a workload: "floor", "uring" and (keep-alive only)
   # "sockmap"
   local p
@@ -344,12 +329,12 @@ for round in $(seq "$ROUNDS"); do
   for w in keepalive close 1mib l7 paced-tcp paced-close paced-http; do
     wants "${w%%-*}" || continue
     case $w in
-      keepalive) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081 "${uring_mv[@]}" $(floor keepalive));;
-      close) path=/tiny conns=50 extra=(-H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 "${uring_mv[@]}" $(floor close));;
+      keepalive) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor keepalive));;
+      close) path=/tiny conns=50 extra=(-H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
       1mib) path=/1m conns=8 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
       l7) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy-close:18082 haproxy-ka:18083 maas-vip:18084 maas-vip-close:18085);;
-      paced-tcp) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 "${uring_mv[@]}" $(floor close));;
-      paced-close) path=/tiny conns=50 extra=(-s "$work/paced.lua" -H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 "${uring_mv[@]}" $(floor close));;
+      paced-tcp) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
+      paced-close) path=/tiny conns=50 extra=(-s "$work/paced.lua" -H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
       paced-http) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy-ka:18083 maas-vip:18084);;
     esac
     for t in $list; do
@@ -403,10 +388,6 @@ row() { # label unit column key-direct key-haproxy key-maas-vip
 }
 wants keepalive && row "L4 keep-alive, 50 conns, tiny body (tcp)" "req/s" 1 keepalive/direct keepalive/haproxy keepalive/maas-vip
 wants close && row "L4 one connection per request, 50 conns (tcp)" "req/s" 1 close/direct close/haproxy close/maas-vip
-if [ ${#uring_mv[@]} -gt 0 ]; then
-  wants keepalive && row "L4 keep-alive, maas-vip io = \"io_uring\"" "req/s" 1 keepalive/direct keepalive/haproxy keepalive/maas-vip-uring
-  wants close && row "L4 one connection per request, maas-vip io = \"io_uring\"" "req/s" 1 close/direct close/haproxy close/maas-vip-uring
-fi
 wants 1mib && row "L4 1 MiB bodies, 8 conns (tcp)" "MB/s" 2 1mib/direct 1mib/haproxy 1mib/maas-vip
 if wants l7; then
   row "L7 per request, 50 conns: HAProxy http-server-close vs maas-vip pooled" "req/s" 1 l7/direct l7/haproxy-close l7/maas-vip
@@ -453,10 +434,6 @@ if wants paced; then
   }
   echo "| L4 keep-alive | $(ccell paced-tcp/haproxy paced-tcp/haproxy) | $(ccell paced-tcp/maas-vip paced-tcp/haproxy) | $(ccell paced-tcp/floor paced-tcp/haproxy) | $(ccell paced-tcp/uring paced-tcp/haproxy) |"
   echo "| L4 one connection per request | $(ccell paced-close/haproxy paced-close/haproxy) | $(ccell paced-close/maas-vip paced-close/haproxy) | $(ccell paced-close/floor paced-close/haproxy) | $(ccell paced-close/uring paced-close/haproxy) |"
-  if [ ${#uring_mv[@]} -gt 0 ]; then
-    echo "| L4 keep-alive, maas-vip io = \"io_uring\" | - | $(ccell paced-tcp/maas-vip-uring paced-tcp/haproxy) | - | - |"
-    echo "| L4 one connection per request, maas-vip io = \"io_uring\" | - | $(ccell paced-close/maas-vip-uring paced-close/haproxy) | - | - |"
-  fi
   echo "| L7 (HAProxy keep-alive) | $(ccell paced-http/haproxy-ka paced-http/haproxy-ka) | $(ccell paced-http/maas-vip paced-http/haproxy-ka) | - | - |"
   echo
 fi

@@ -314,8 +314,7 @@ impl Daemon {
     async fn start(path: PathBuf, cfg: Config) -> anyhow::Result<Daemon> {
         let vrrp_blocks = cfg.vrrp.clone();
         warn_if_nofile_too_low(&cfg);
-        let workers = Workers::start_io(cfg.global.workers, cfg.global.io)
-            .context("starting the proxy threads")?;
+        let workers = Workers::start(cfg.global.workers).context("starting the proxy threads")?;
         // Bind everything first: a port we cannot have is a startup failure, not a log line.
         let mut bound = Vec::new();
         let binds = all_binds(&cfg);

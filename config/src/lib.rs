@@ -109,10 +109,6 @@ pub struct GlobalConfig {
     /// per CPU.
     #[serde(default, deserialize_with = "de_workers")]
     pub workers: usize,
-    /// How those threads move the bytes of tcp-mode connections: `"epoll"` (the default) or
-    /// `"io_uring"` (see `lb::uring`). Read at start, not on reload.
-    #[serde(default)]
-    pub io: lb::Io,
 }
 
 fn de_workers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -130,7 +126,6 @@ impl Default for GlobalConfig {
         GlobalConfig {
             shutdown_grace: default_grace(),
             workers: 0,
-            io: lb::Io::Epoll,
         }
     }
 }

@@ -672,13 +672,3 @@ fn overlap_rules() {
     assert!(!admin_overlaps(&a("0.0.0.0:5249"), &a("10.0.0.1:5249")));
     assert!(!admin_overlaps(&admin, &a("0.0.0.0:5250")));
 }
-
-#[test]
-fn io_is_epoll_unless_io_uring_is_asked_for() {
-    let (c, _) = parse(Path::new("x.toml"), GOOD.to_string()).expect("valid");
-    assert_eq!(c.global.io, lb::Io::Epoll);
-    let (c, _) = parse(Path::new("x.toml"), format!("io = \"io_uring\"\n{GOOD}")).expect("valid");
-    assert_eq!(c.global.io, lb::Io::IoUring);
-    let r = report(&format!("io = \"kqueue\"\n{GOOD}"));
-    assert!(r.starts_with("error: maas-vip.toml:1:"), "{r}");
-}

@@ -219,12 +219,7 @@ pub async fn proxy(
     server.counters.current.fetch_add(1, Ordering::Relaxed);
     let timeouts = Timeouts::from(&snap.settings);
     let cut = cut_signal(snap, server);
-    // Hook of lb::uring (`io = "io_uring"`): the copy on this worker's ring.
-    let outcome = if crate::uring::enabled() {
-        crate::uring::copy_bidirectional(&client, &conn.stream, timeouts, cut).await
-    } else {
-        copy_bidirectional(&client, &conn.stream, timeouts, cut).await
-    };
+    let outcome = copy_bidirectional(&client, &conn.stream, timeouts, cut).await;
     if outcome.end == End::ServerDown {
         cut_both(&client, &conn.stream, server);
     }

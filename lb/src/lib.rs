@@ -12,7 +12,6 @@
 //! - `attempts`: the connect attempts of a connection or request, without I/O (which server
 //!   next, retry or redispatch, give up, retry counters), shared by both modes.
 //! - [`l4`]: the tcp mode (connect, then the copy loop); [`l7`]: the http mode.
-//! - [`uring`]: the tcp mode's copy loop on io_uring (`io = "io_uring"`).
 //! - `serve`: accepts a frontend's connections and hands each to [`l4`] or [`l7`].
 //! - [`workers`]: the worker threads the accept loops run on.
 //!
@@ -31,9 +30,7 @@ pub mod listener;
 mod serve;
 mod splice;
 pub mod upstream;
-pub mod uring;
 pub mod workers;
 
 pub use frontend::{Frontend, FrontendCounters, Settings, Snapshot};
-pub use uring::Io;
 pub use workers::{Heartbeats, Workers};

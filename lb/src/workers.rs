@@ -85,13 +85,8 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` workers (0: one per CPU) that copy with epoll.
+    /// Starts `n` workers (0: one per CPU).
     pub fn start(n: usize) -> io::Result<Workers> {
-        Workers::start_io(n, crate::uring::Io::Epoll)
-    }
-
-    /// Starts `n` workers (0: one per CPU) that copy tcp-mode connections as `copy` says.
-    pub fn start_io(n: usize, copy: crate::uring::Io) -> io::Result<Workers> {
         let n = if n == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -112,7 +107,6 @@ impl Workers {
                 std::thread::Builder::new()
                     .name(format!("proxy-{i}"))
                     .spawn(move || {
-                        crate::uring::set_thread_io(copy);
                         rt.block_on(async move {
                             tokio::select! {
                                 _ = rx.wait_for(|s| *s) => {}
