@@ -10,25 +10,31 @@
 #   MAAS_VIP_BIN=/path/to/maas-vip benches/compare.sh    # skip the build
 #   KEEP=1 benches/compare.sh                            # keep the work directory (logs)
 #   MAAS_VIP_TOP='workers = 1' benches/compare.sh          # extra top-level maas-vip.toml keys
-#   PACE_MS=4 ONLY=paced benches/compare.sh              # latency at a lighter fixed load
+#   PACE_MS=4 ONLY=paced benches/compare.sh              # latency and CPU at a lighter fixed load
 #
 # Workloads: keepalive (L4, tiny body, 50 keep-alive connections), close (L4, one connection per
 # request), 1mib (L4, 1 MiB bodies, 8 connections), l7 (http mode, tiny body, 50 keep-alive
 # client connections), dying (L4, one connection per request, one of three regions killed a third
 # of the way through; throughput as a ratio of the same run without the kill), paced (latency at
 # the same load for every target: 50 keep-alive connections that each wait PACE_MS, default 2,
-# between a response and the next request, in tcp and in http mode; saturated runs give each
-# target its own load, so their latencies are not comparable as such).
+# between a response and the next request, in tcp and in http mode, and in tcp with a connection
+# per request; saturated runs give each target its own load, so their latencies are not
+# comparable as such). The paced runs also give the CPU each proxy spent per request it served
+# (utime + stime of its process from /proc/PID/stat, before and after, over wrk's request count):
+# the cost an operator pays at a given load whatever the scheduler does, as a ratio to HAProxy.
 #
 # The floor: benches/floor/minproxy.c, built with cc when there is one (NO_FLOOR=1: not), is a
 # proxy that does nothing but move bytes, as a plain epoll + read/write loop and with a BPF sockmap
-# moving the payload in the kernel; it shows how far any proxy could go on this machine.
+# moving the payload in the kernel; benches/floor/uringproxy.c is the same on io_uring (multishot
+# accept and recv, a provided buffer ring, one submit-and-wait per loop turn; needs liburing-dev).
+# They show how far any proxy could go on this machine.
 #
 # Every proxy runs in its own session (setsid), as under a service manager. With the scheduler's
 # autogroups (kernel.sched_autogroup_enabled=1), a proxy left in this script's session shares one
 # CPU share with wrk; that moved HAProxy's keep-alive figure by 15% in one run.
 #
-# Needs: nginx, haproxy, wrk (apt-get install nginx-light haproxy wrk). Everything listens on
+# Needs: nginx, haproxy, wrk (apt-get install nginx-light haproxy wrk); for the io_uring floor
+# liburing-dev and a kernel with io_uring enabled. Everything listens on
 # 127.0.0.1 only; all processes are stopped on exit.
 set -euo pipefail
 
@@ -57,7 +63,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # Anything left on these ports (a stale nginx from an interrupted run) would answer in place of
 # the regions and spoil the figures: refuse to start.
-for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 18086 18087; do
+for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 18086 18087 18088; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "compare.sh: 127.0.0.1:$p is already in use; stop what listens there first" >&2
     exit 2
@@ -202,6 +208,8 @@ EOF
 # HAProxy runs without a `log` line, so maas-vip runs with its access log off too.
 RUST_LOG=warn setsid "$bin" run -c "$work/maas-vip.toml" 2>"$work/maas-vip.log" &
 pids+=($!)
+declare -A pid_of # target -> the process whose CPU the paced runs count
+pid_of[haproxy]=${pids[0]} pid_of[haproxy-ka]=${pids[0]} pid_of[maas-vip]=${pids[1]}
 
 # --- the floor: benches/floor/minproxy.c, a proxy that only moves bytes (no timeouts, checks or
 # logs), as a plain epoll read/write loop and with the payload moved in the kernel by a BPF
@@ -211,12 +219,27 @@ if [ -z "${NO_FLOOR:-}" ] && command -v cc >/dev/null \
   && cc -O2 -o "$work/minproxy" "$here/benches/floor/minproxy.c" 2>"$work/minproxy-build.log"; then
   setsid "$work/minproxy" 18086 copy 15241 15242 15243 2>"$work/floor.log" &
   pids+=($!)
+  pid_of[floor]=$!
   floor_ports+=(18086)
   setsid "$work/minproxy" 18087 sockmap 15241 15242 15243 2>"$work/sockmap.log" &
   pids+=($!)
   sleep 0.2
   if kill -0 "${pids[-1]}" 2>/dev/null; then floor_ports+=(18087); else
     echo "compare.sh: no sockmap floor: $(head -1 "$work/sockmap.log")" >&2
+  fi
+  if [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" != 0 ]; then
+    echo "compare.sh: no io_uring floor: kernel.io_uring_disabled is set" >&2
+  elif ! cc -O2 -o "$work/uringproxy" "$here/benches/floor/uringproxy.c" -luring \
+    2>"$work/uringproxy-build.log"; then
+    echo "compare.sh: no io_uring floor: it does not build (apt-get install liburing-dev): $(head -1 "$work/uringproxy-build.log")" >&2
+  else
+    setsid "$work/uringproxy" 18088 15241 15242 15243 2>"$work/uring.log" &
+    pids+=($!)
+    pid_of[uring]=$!
+    sleep 0.2
+    if kill -0 "${pids[-1]}" 2>/dev/null; then floor_ports+=(18088); else
+      echo "compare.sh: no io_uring floor: $(head -1 "$work/uring.log")" >&2
+    fi
   fi
 else
   echo "compare.sh: no floor proxy (NO_FLOOR set, or no C compiler)" >&2
@@ -232,19 +255,21 @@ wait_port() {
   exit 1
 }
 for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 "${floor_ports[@]}"; do wait_port "$p"; done
-floor() { # the floor targets that run, for a workload: "floor" and (keep-alive only) "sockmap"
+floor() { # the floor targets that run, for a workload: "floor", "uring" and (keep-alive only)
+  # "sockmap"
   local p
   for p in "${floor_ports[@]}"; do
     case $p in
       18086) echo floor:18086;;
       18087) [ "$1" = keepalive ] && echo sockmap:18087;;
+      18088) echo uring:18088;;
     esac
   done
   return 0
 }
 
 # wrk: "Requests/sec: N", "Transfer/sec: N[KMG]B", latency percentiles with --latency.
-measure() { # port path conns seconds [wrk args] -> "rps bytes_per_s p50_ms p99_ms errors"
+measure() { # port path conns seconds [wrk args] -> "rps bytes_per_s p50_ms p99_ms errors requests"
   local port=$1 path=$2 conns=$3 secs=$4; shift 4
   wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "http://127.0.0.1:$port$path" 2>&1 | awk '
     function ms(v,  n, u) {
@@ -260,15 +285,30 @@ measure() { # port path conns seconds [wrk args] -> "rps bytes_per_s p50_ms p99_
     }
     /^ +50%/ { p50 = ms($2) }
     /^ +99%/ { p99 = ms($2) }
+    / requests in / { reqs = $1 }
     /Socket errors/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
     /Non-2xx/ { err += $5 }
-    END { printf "%s %s %s %s %d\n", rps + 0, bps + 0, p50 + 0, p99 + 0, err + 0 }'
+    END { printf "%s %s %s %s %d %d\n", rps + 0, bps + 0, p50 + 0, p99 + 0, err + 0, reqs + 0 }'
+}
+cpu_ticks() { # pid -> utime + stime of the process (all its threads), in clock ticks
+  # Fields after the command name, which is in parentheses and may hold spaces: utime is the
+  # 12th and stime the 13th of them.
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
 # wrk calls delay() before each request of a connection: a fixed offered load.
 printf 'function delay()\n  return %s\nend\n' "$PACE_MS" > "$work/paced.lua"
 
-declare -A best
+declare -A best cpu
+hz=$(getconf CLK_TCK)
+keep_cpu() { # key ticks requests: keeps the lowest CPU per request, in microseconds
+  local v
+  v=$(awk -v t="$2" -v n="$3" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t / hz / n * 1e6 }')
+  [ -n "$v" ] || return 0
+  if [ -z "${cpu[$1]:-}" ] || awk -v a="$v" -v b="${cpu[$1]}" 'BEGIN { exit !(a < b) }'; then
+    cpu[$1]=$v
+  fi
+}
 keep_best() { # key "rps bps p50 p99 err": keeps the run with the most requests/s (paced
   # runs, whose load is fixed: the lowest p99)
   local prev=${best[$1]:-}
@@ -286,20 +326,26 @@ targets() { # the targets of a workload, filtered by $TARGETS
 }
 
 for round in $(seq "$ROUNDS"); do
-  for w in keepalive close 1mib l7 paced-tcp paced-http; do
+  for w in keepalive close 1mib l7 paced-tcp paced-close paced-http; do
     wants "${w%%-*}" || continue
     case $w in
       keepalive) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor keepalive));;
       close) path=/tiny conns=50 extra=(-H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
       1mib) path=/1m conns=8 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
       l7) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy-close:18082 haproxy-ka:18083 maas-vip:18084 maas-vip-close:18085);;
-      paced-tcp) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
+      paced-tcp) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
+      paced-close) path=/tiny conns=50 extra=(-s "$work/paced.lua" -H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
       paced-http) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy-ka:18083 maas-vip:18084);;
     esac
     for t in $list; do
+      p=${pid_of[${t%%:*}]:-}
+      [ -n "$p" ] && c0=$(cpu_ticks "$p")
       r=$(measure "${t#*:}" "$path" "$conns" "$DURATION" "${extra[@]}")
-      echo "round $round $w ${t%%:*}: $r (req/s B/s p50ms p99ms errors)" >&2
+      echo "round $round $w ${t%%:*}: $r (req/s B/s p50ms p99ms errors requests)" >&2
       keep_best "$w/${t%%:*}" "$r"
+      if [[ $w == paced-* && -n "$p" ]]; then
+        keep_cpu "$w/${t%%:*}" "$(($(cpu_ticks "$p") - c0))" "$(echo "$r" | cut -d' ' -f6)"
+      fi
     done
   done
 done
@@ -322,7 +368,7 @@ if wants dying; then
   done
 fi
 
-col() { echo "${best[$1]:-0 0 0 0 0}" | awk -v c="$2" '{ print $c }'; }
+col() { echo "${best[$1]:-0 0 0 0 0 0}" | awk -v c="$2" '{ print $c }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 
 echo
@@ -350,8 +396,8 @@ if wants l7; then
 fi
 echo
 if [ ${#floor_ports[@]} -gt 0 ] && { wants keepalive || wants close; }; then
-  echo "| the floor (req/s, and ratio to HAProxy) | minimal proxy, epoll + read/write | minimal proxy, BPF sockmap | HAProxy 2.6 | maas-vip |"
-  echo "| --- | --- | --- | --- | --- |"
+  echo "| the floor (req/s, and ratio to HAProxy) | minimal proxy, epoll + read/write | minimal proxy, io_uring | minimal proxy, BPF sockmap | HAProxy 2.6 | maas-vip |"
+  echo "| --- | --- | --- | --- | --- | --- |"
   fcell() { # key key-haproxy: "req/s (ratio to HAProxy)", or "-" for a target that did not run
     local v
     v=$(col "$1" 1)
@@ -361,8 +407,8 @@ if [ ${#floor_ports[@]} -gt 0 ] && { wants keepalive || wants close; }; then
       printf -- "-"
     fi
   }
-  wants keepalive && echo "| L4 keep-alive, 50 conns, tiny body | $(fcell keepalive/floor keepalive/haproxy) | $(fcell keepalive/sockmap keepalive/haproxy) | $(fcell keepalive/haproxy keepalive/haproxy) | $(fcell keepalive/maas-vip keepalive/haproxy) |"
-  wants close && echo "| L4 one connection per request, 50 conns | $(fcell close/floor close/haproxy) | - | $(fcell close/haproxy close/haproxy) | $(fcell close/maas-vip close/haproxy) |"
+  wants keepalive && echo "| L4 keep-alive, 50 conns, tiny body | $(fcell keepalive/floor keepalive/haproxy) | $(fcell keepalive/uring keepalive/haproxy) | $(fcell keepalive/sockmap keepalive/haproxy) | $(fcell keepalive/haproxy keepalive/haproxy) | $(fcell keepalive/maas-vip keepalive/haproxy) |"
+  wants close && echo "| L4 one connection per request, 50 conns | $(fcell close/floor close/haproxy) | $(fcell close/uring close/haproxy) | - | $(fcell close/haproxy close/haproxy) | $(fcell close/maas-vip close/haproxy) |"
   echo
 fi
 if wants keepalive || wants l7; then
@@ -378,7 +424,17 @@ if wants paced; then
   echo "| --- | --- | --- | --- |"
   plat() { echo "$(col "$1" 1 | awk '{ printf "%.0f", $1 }'); $(col "$1" 3) / $(col "$1" 4)"; }
   echo "| L4 keep-alive | $(plat paced-tcp/direct) | $(plat paced-tcp/haproxy) | $(plat paced-tcp/maas-vip) |"
+  echo "| L4 one connection per request | $(plat paced-close/direct) | $(plat paced-close/haproxy) | $(plat paced-close/maas-vip) |"
   echo "| L7 (HAProxy keep-alive) | $(plat paced-http/direct) | $(plat paced-http/haproxy-ka) | $(plat paced-http/maas-vip) |"
+  echo
+  echo "| CPU per request at the same load (us of utime + stime; ratio to HAProxy) | HAProxy 2.6 | maas-vip | minimal proxy, epoll | minimal proxy, io_uring |"
+  echo "| --- | --- | --- | --- | --- |"
+  ccell() { # key key-haproxy: "us (ratio to HAProxy)", or "-" for a target that did not run
+    if [ -n "${cpu[$1]:-}" ]; then printf "%s (%s)" "${cpu[$1]}" "$(ratio "${cpu[$1]}" "${cpu[$2]:-0}")"; else printf -- "-"; fi
+  }
+  echo "| L4 keep-alive | $(ccell paced-tcp/haproxy paced-tcp/haproxy) | $(ccell paced-tcp/maas-vip paced-tcp/haproxy) | $(ccell paced-tcp/floor paced-tcp/haproxy) | $(ccell paced-tcp/uring paced-tcp/haproxy) |"
+  echo "| L4 one connection per request | $(ccell paced-close/haproxy paced-close/haproxy) | $(ccell paced-close/maas-vip paced-close/haproxy) | $(ccell paced-close/floor paced-close/haproxy) | $(ccell paced-close/uring paced-close/haproxy) |"
+  echo "| L7 (HAProxy keep-alive) | $(ccell paced-http/haproxy-ka paced-http/haproxy-ka) | $(ccell paced-http/maas-vip paced-http/haproxy-ka) | - | - |"
   echo
 fi
 if wants dying; then
