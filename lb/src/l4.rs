@@ -18,9 +18,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use healthcheck::{Health, ProxyError, ServerState};
-use socket2::SockRef;
-use tokio::io::Interest;
-use tokio::net::{TcpSocket, TcpStream};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::io::{Interest, Ready};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::info;
@@ -128,21 +128,15 @@ pub async fn connect<'a>(
         };
         // socket(2) apart from connect(2): a descriptor shortage shows here, and once the
         // socket exists the accept loop may go on (see `Admission`).
-        let socket = if address.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        };
-        let attempt_result = match socket {
+        let attempt_result = match server_socket(address) {
             Ok(socket) => {
                 admission.release();
-                tokio::time::timeout(s.timeout_connect, socket.connect(address)).await
+                tokio::time::timeout(s.timeout_connect, connect_socket(socket, address)).await
             }
             Err(e) => Ok(Err(e)),
         };
         match attempt_result {
             Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
                 return Ok(Connected {
                     stream,
                     server,
@@ -177,6 +171,40 @@ pub async fn connect<'a>(
             }
         }
     }
+}
+
+/// A non-blocking socket(2) for a connection to `address`, with TCP_NODELAY (set before
+/// connect(2): the same one setsockopt(2) as after it, and none is left to do once connected).
+fn server_socket(address: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    let _ = socket.set_tcp_nodelay(true);
+    Ok(socket)
+}
+
+/// connect(2) on `socket`, then the reactor's registration, then the first writable readiness.
+/// As tokio's own `TcpSocket::connect`, with one system call less when the connect succeeds:
+/// tokio reads SO_ERROR (getsockopt(2)) after every connect, this only when the readiness says
+/// the socket failed or hung up. A socket that connected reports EPOLLOUT alone; one whose
+/// connect failed is closed (EPOLLHUP, with EPOLLERR), so a plain writable readiness is a
+/// connected socket.
+async fn connect_socket(socket: Socket, address: SocketAddr) -> io::Result<TcpStream> {
+    match socket.connect(&address.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let ready = stream.ready(Interest::WRITABLE | Interest::ERROR).await?;
+    if ready.is_write_closed() || ready.is_error() {
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok(stream)
 }
 
 /// Handles one client connection in tcp mode, from connect to access-log line.
@@ -217,9 +245,9 @@ pub async fn proxy(
     let server = conn.server;
     server.counters.total.fetch_add(1, Ordering::Relaxed);
     server.counters.current.fetch_add(1, Ordering::Relaxed);
-    let timeouts = Timeouts::from(&snap.settings);
     let cut = cut_signal(snap, server);
-    let outcome = copy_bidirectional(&client, &conn.stream, timeouts, cut).await;
+    let idle = Idle::Phases(&snap.settings);
+    let outcome = copy_bidirectional(&client, &conn.stream, idle, cut).await;
     if outcome.end == End::ServerDown {
         cut_both(&client, &conn.stream, server);
     }
@@ -299,26 +327,15 @@ fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-/// Inactivity limits of the copy loop, named as the config names them.
+/// The inactivity limits of the copy loop.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// Waiting for the client's first bytes.
-    pub timeout_client: Duration,
-    /// Waiting for the server's first bytes after the client spoke.
-    pub timeout_server: Duration,
-    /// Both have spoken.
-    pub timeout_tunnel: Duration,
-}
-
-impl From<&Settings> for Timeouts {
-    #[inline]
-    fn from(s: &Settings) -> Timeouts {
-        Timeouts {
-            timeout_client: s.timeout_client,
-            timeout_server: s.timeout_server,
-            timeout_tunnel: s.timeout_tunnel,
-        }
-    }
+pub enum Idle<'a> {
+    /// By phase, from the frontend's settings: `timeout_client` until the client speaks,
+    /// `timeout_server` until the server answers, then `timeout_tunnel`.
+    Phases(&'a Settings),
+    /// One limit whichever side is silent (an http-mode tunnel's `timeout_tunnel`); its
+    /// timeout ends the copy as [`End::TunnelTimeout`].
+    Tunnel(Duration),
 }
 
 /// What the copy loop did.
@@ -378,6 +395,14 @@ fn read_drained(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Whether a read readiness says the peer's FIN has arrived (EPOLLRDHUP) without an error: a
+/// read made after it that drains the socket has read everything the peer sent, as HAProxy
+/// takes a short read on a socket polled with EPOLLRDHUP for the end of the stream. A reset
+/// (EPOLLERR with it) is left to the next read to report.
+fn fin_seen(ready: Ready) -> bool {
+    ready.is_read_closed() && !ready.is_error()
+}
+
 /// One direction of the copy.
 #[derive(Default)]
 struct Half {
@@ -424,7 +449,7 @@ impl Half {
                 Err(_) => {
                     // No pipe (out of descriptors): copying still works.
                     self.bulk = false;
-                    return self.read_then_write(src, dst);
+                    return self.read_then_write(src, dst, false);
                 }
             },
         };
@@ -464,8 +489,9 @@ impl Half {
     }
 
     /// Reads what the source has and writes as much as the destination takes.
-    /// Returns whether anything moved.
-    fn read_then_write(&mut self, src: &TcpStream, dst: &TcpStream) -> Step {
+    /// Returns whether anything moved. `fin_seen`: the readiness that woke this read said the
+    /// source had sent its FIN already (see [`fin_seen`]).
+    fn read_then_write(&mut self, src: &TcpStream, dst: &TcpStream, fin_seen: bool) -> Step {
         if self.bulk {
             return self.splice_then_write(src, dst);
         }
@@ -480,6 +506,9 @@ impl Half {
             Ok(n) => {
                 // A full buffer means bulk data: the next reads go by splice.
                 self.bulk = n == buf.len();
+                // A short read drained the socket, and the FIN had come before it: the data
+                // read was all there is, and the recv(2) that would return 0 is not made.
+                self.eof = fin_seen && !self.bulk;
                 self.buf = Some(buf);
                 self.start = 0;
                 self.end = n;
@@ -569,25 +598,32 @@ impl Half {
     }
 }
 
+/// The copy loop's read readiness: readable, or the peer's FIN or an error, and which of them.
+const READ: Interest = Interest::READABLE.add(Interest::ERROR);
+
 /// Copies both ways until both directions have ended, one side fails, or a timeout fires.
 /// A FIN from one side is passed on to the other (half-close) and the other direction goes on.
 /// With `cut`, it also ends (as [`End::ServerDown`]) when the server goes down.
 pub async fn copy_bidirectional(
     client: &TcpStream,
     server: &TcpStream,
-    timeouts: Timeouts,
+    idle: Idle<'_>,
     mut cut: Option<watch::Receiver<u64>>,
 ) -> CopyOutcome {
     let mut up = Half::default(); // client -> server
     let mut down = Half::default(); // server -> client
     let mut last_activity = Instant::now();
     let deadline_of = |up: &Half, down: &Half, last: Instant| -> (Instant, End) {
+        let s = match idle {
+            Idle::Phases(s) => s,
+            Idle::Tunnel(d) => return (last + d, End::TunnelTimeout),
+        };
         if up.bytes > 0 && down.bytes > 0 {
-            (last + timeouts.timeout_tunnel, End::TunnelTimeout)
+            (last + s.timeout_tunnel, End::TunnelTimeout)
         } else if up.bytes > 0 || up.eof {
-            (last + timeouts.timeout_server, End::ServerTimeout)
+            (last + s.timeout_server, End::ServerTimeout)
         } else {
-            (last + timeouts.timeout_client, End::ClientTimeout)
+            (last + s.timeout_client, End::ClientTimeout)
         }
     };
     // One timer, pushed back lazily: activity only moves the deadline later, so the timer is
@@ -608,16 +644,18 @@ pub async fn copy_bidirectional(
             break first_fin.unwrap_or(End::ClientClose);
         }
         let step: Step = tokio::select! {
-            r = client.readable(), if up.wants_read() => match r {
-                Ok(()) => up.read_then_write(client, server),
+            r = client.ready(READ), if up.wants_read() => match r {
+                Ok(r) => up.read_then_write(client, server, fin_seen(r)),
                 Err(_) => Err(true),
             },
             r = server.writable(), if up.pending() => match r {
                 Ok(()) => up.write(server),
                 Err(_) => Err(false),
             },
-            r = server.readable(), if down.wants_read() => match r {
-                Ok(()) => down.read_then_write(server, client).map_err(|src| !src),
+            r = server.ready(READ), if down.wants_read() => match r {
+                Ok(r) => down
+                    .read_then_write(server, client, fin_seen(r))
+                    .map_err(|src| !src),
                 Err(_) => Err(false),
             },
             r = client.writable(), if down.pending() => match r {
@@ -664,5 +702,115 @@ pub async fn copy_bidirectional(
         to_server: up.bytes,
         to_client: down.bytes,
         end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::FrontendConfig;
+
+    /// A connected pair: (the end a test drives, the end the proxy holds).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    fn settings(extra: &str) -> Settings {
+        let text = format!(
+            "name = \"fe\"\n{extra}\n[[server]]\nname = \"s\"\naddress = \"127.0.0.1:1\"\n"
+        );
+        let cfg: FrontendConfig = toml::from_str(&text).expect("test config");
+        Settings::from(&cfg)
+    }
+
+    #[tokio::test]
+    async fn connect_socket_connects_with_nodelay_and_reports_a_refusal() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let s = connect_socket(server_socket(addr).expect("socket"), addr)
+            .await
+            .expect("connected");
+        assert_eq!(s.peer_addr().expect("peer"), addr);
+        assert!(
+            s.nodelay().expect("getsockopt"),
+            "TCP_NODELAY set before connect"
+        );
+        drop(l);
+        let e = connect_socket(server_socket(addr).expect("socket"), addr)
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    }
+
+    /// Each FIN is passed on and the other direction goes on after it, whichever comes first.
+    #[tokio::test]
+    async fn each_fin_is_passed_on_and_the_other_direction_goes_on() {
+        for client_first in [true, false] {
+            let (mut app, proxy_client) = pair().await;
+            let (proxy_server, mut srv) = pair().await;
+            let s = settings("");
+            let copy = tokio::spawn(async move {
+                copy_bidirectional(&proxy_client, &proxy_server, Idle::Phases(&s), None).await
+            });
+            if client_first {
+                fin_then_reply(&mut app, &mut srv).await;
+            } else {
+                fin_then_reply(&mut srv, &mut app).await;
+            }
+            let o = copy.await.expect("copy");
+            let end = if client_first {
+                End::ClientClose
+            } else {
+                End::ServerClose
+            };
+            assert_eq!((o.end, o.to_server, o.to_client), (end, 4, 4));
+        }
+    }
+
+    /// `first` sends and closes its side; `second` reads to that FIN, then answers and closes.
+    async fn fin_then_reply(first: &mut TcpStream, second: &mut TcpStream) {
+        first.write_all(b"ping").await.expect("write");
+        first.shutdown().await.expect("FIN");
+        let mut got = Vec::new();
+        second.read_to_end(&mut got).await.expect("read to the FIN");
+        assert_eq!(got, b"ping");
+        second
+            .write_all(b"pong")
+            .await
+            .expect("write after the FIN");
+        second.shutdown().await.expect("FIN");
+        got.clear();
+        first.read_to_end(&mut got).await.expect("read the answer");
+        assert_eq!(got, b"pong");
+    }
+
+    /// By phase, silence from a client that never spoke is `timeout_client`; with one tunnel
+    /// limit it is a tunnel timeout, after that limit.
+    #[tokio::test]
+    async fn idle_limits_end_as_their_phase_or_as_a_tunnel() {
+        let s = settings(
+            "timeout_client = \"100ms\"\ntimeout_server = \"10s\"\ntimeout_tunnel = \"10s\"",
+        );
+        for (idle, end) in [
+            (Idle::Phases(&s), End::ClientTimeout),
+            (Idle::Tunnel(Duration::from_millis(100)), End::TunnelTimeout),
+        ] {
+            let (_app, proxy_client) = pair().await;
+            let (proxy_server, _srv) = pair().await;
+            let start = Instant::now();
+            let o = copy_bidirectional(&proxy_client, &proxy_server, idle, None).await;
+            assert_eq!(o.end, end);
+            let took = start.elapsed();
+            assert!(
+                took >= Duration::from_millis(100) && took < Duration::from_secs(5),
+                "{took:?}"
+            );
+        }
     }
 }

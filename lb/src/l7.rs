@@ -53,7 +53,7 @@ use tracing::{debug, info};
 
 use crate::attempts::Attempts;
 use crate::frontend::{Frontend, FrontendSnapshot, Settings};
-use crate::l4::{End, Timeouts};
+use crate::l4::{End, Idle};
 use crate::listener;
 use crate::upstream::{self, Codings, Conn, ReqFraming, UpBody};
 
@@ -1308,13 +1308,13 @@ impl Tunnel {
                 let end = match first {
                     Ok(()) => {
                         to_client += early.len() as u64;
-                        let timeouts = Timeouts {
-                            timeout_client: idle,
-                            timeout_server: idle,
-                            timeout_tunnel: idle,
-                        };
-                        let o =
-                            crate::l4::copy_bidirectional(&client, &server, timeouts, cut).await;
+                        let o = crate::l4::copy_bidirectional(
+                            &client,
+                            &server,
+                            Idle::Tunnel(idle),
+                            cut,
+                        )
+                        .await;
                         to_server += o.to_server;
                         to_client += o.to_client;
                         match o.end {
