@@ -80,7 +80,7 @@ enum FetchError {
 
 /// Runs `maas-vip status`: 0 when the status was printed, 1 when the endpoint could not be
 /// reached or answered with an error (the reason goes to stderr). `admin` is `[admin] bind`;
-/// an unspecified address (0.0.0.0, [::]) is asked on loopback.
+/// an unspecified address (`0.0.0.0`, `[::]`) is asked on loopback.
 pub(crate) fn status_command(admin: SocketAddr, token: Option<String>, json: bool) -> ExitCode {
     let addr = reachable(admin);
     let body = match fetch_status(addr, token.as_deref()) {

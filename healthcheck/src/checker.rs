@@ -2,7 +2,7 @@
 //!
 //! Each server task is a thin loop around its [`HealthMachine`]: sleep until the machine's
 //! deadline (or until the proxy reports a failure, or shutdown), probe, publish the report
-//! and any transition in the server's [`ServerState`], log transitions as HAProxy does.
+//! and any transition in the server's [`ServerState`](crate::ServerState), log transitions as HAProxy does.
 //! When the proxy's errors took the server down ([`crate::passive`]), the task logs it and
 //! puts its machine fully down, so that `rise` good checks bring the server back.
 //!

@@ -12,7 +12,7 @@
 //!    connection, so the server's request for one fails the check instead.
 //! 3. The role: PostgreSQL 14 and later report `in_hot_standby` in a ParameterStatus before the
 //!    first ReadyForQuery, and it is `RecoveryInProgress()` as `pg_is_in_recovery()` is, so
-//!    one round trip suffices. Older servers, or [`PgCheck::always_query`], get
+//!    one round trip suffices. Older servers, or `PgCheck::always_query`, get
 //!    `SELECT pg_is_in_recovery()` as a simple query.
 //! 4. Terminate, then the write side is shut, so the server logs no broken connection.
 //!
@@ -20,7 +20,7 @@
 //! the bytes to send and, at the end, a [`PgResult`]. [`exchange`] drives it over any async
 //! stream; [`probe`] connects and bounds the whole by a timeout, as the TCP and HTTP probes of
 //! [`crate::probe`] do, and returns a result of the same shape as their
-//! [`CheckResult`](crate::CheckResult): `Copy`, with [`PgResult::passed`], a stable
+//! [`crate::CheckResult`]: `Copy`, with [`PgResult::passed`], a stable
 //! [`PgResult::code`] and a `Display` for logs and `/status`.
 //!
 //! The messages themselves are read and written by the `postgres-protocol` crate (rust-postgres'

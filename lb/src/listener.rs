@@ -170,7 +170,7 @@ impl Admission {
 ///
 /// A brief shortage (descriptors freed by connections that are closing) so costs the client a
 /// little latency instead of its connection. While the shortage is the whole process's (`e` is
-/// out of descriptors or memory), accepts hold off ([`SHORTAGE_WAITERS`]); out of local ports
+/// out of descriptors or memory), accepts hold off (`SHORTAGE_WAITERS`); out of local ports
 /// (EADDRNOTAVAIL) concerns one server address only, and other frontends go on accepting.
 pub async fn wait_out_shortage(e: &io::Error, waited: &mut Duration, budget: Duration) -> bool {
     let Some(pause) = shortage_pause(*waited, budget) else {

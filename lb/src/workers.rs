@@ -4,7 +4,7 @@
 //! connections it accepted to their end, so a connection never moves between threads and its
 //! wake-ups stay on one core. Health checks, VRRP and the admin endpoint run elsewhere.
 //!
-//! Each worker's [`heartbeat`] also records when it last ran ([`Heartbeats`]): a worker that
+//! Each worker's `heartbeat` also records when it last ran ([`Heartbeats`]): a worker that
 //! is wedged (a busy loop, a blocked system call) stops beating, and the systemd watchdog,
 //! which pings only while every worker beats, lets systemd restart the daemon.
 
@@ -36,7 +36,7 @@ async fn heartbeat(beats: Heartbeats, index: usize) {
     }
 }
 
-/// Period of [`heartbeat`].
+/// Period of `heartbeat`.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// When each worker thread last ran its heartbeat. Cheap to clone and to read from any thread.

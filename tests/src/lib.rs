@@ -31,8 +31,8 @@ pub fn maas_vip_bin() -> PathBuf {
     )
 }
 
-/// `name` in the target directory of the running test (target/<profile>/deps/<test> ->
-/// target/<profile>/<name>); panics with `how` to build it when it is missing.
+/// `name` in the target directory of the running test (`target/<profile>/deps/<test>` ->
+/// `target/<profile>/<name>`); panics with `how` to build it when it is missing.
 pub fn target_bin(name: &str, how: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe

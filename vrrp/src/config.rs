@@ -2,7 +2,7 @@
 //!
 //! Ranges that depend on one value alone are checked while deserializing, so the TOML parser
 //! reports them with the value's line and column. Checks that relate several values run in
-//! [`VrrpConfig::validate`] and point at the value concerned through its [`Spanned`] span.
+//! `VrrpConfig::validate` and point at the value concerned through its [`Spanned`] span.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -16,13 +16,13 @@ use crate::packet::{V3Checksum, Version};
 /// A problem found in a config, located by the byte range of the value it is about.
 pub type Problem = Spanned<String>;
 
-/// A `[[vrrp]]` block that passed [`VrrpConfig::validate`], made only by
+/// A `[[vrrp]]` block that passed `VrrpConfig::validate`, made only by
 /// `ValidVrrp::try_from(block)`: the form [`crate::run`] and [`crate::run_with_updates`] take,
 /// so that the driver never checks a block again. Read it through `Deref`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidVrrp(VrrpConfig);
 
-/// A `[[vrrp]]` block that [`VrrpConfig::validate`] refused, with every problem found.
+/// A `[[vrrp]]` block that `VrrpConfig::validate` refused, with every problem found.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("vrrp instance `{instance}`: {}", join_problems(.problems))]
 pub struct InvalidVrrp {
