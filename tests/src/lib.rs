@@ -98,11 +98,23 @@ pub async fn silent_server() -> SocketAddr {
     addr
 }
 
-/// An address on which nothing listens: connects are refused.
+/// An address on which nothing listens: connects are refused. The port stays bound (without
+/// `listen`, without SO_REUSEADDR) for the life of the test process, so no other test's
+/// listener can be given it: a port bound and released could come back to another test's server
+/// and answer.
 pub fn refused_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-    // dropped here: the port is closed
+    use socket2::{Domain, Socket, Type};
+    static HELD: std::sync::Mutex<Vec<Socket>> = std::sync::Mutex::new(Vec::new());
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = s
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet address");
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    addr
 }
 
 /// A listener whose accept queue is full, so further SYNs are dropped and connects hang until
