@@ -104,7 +104,6 @@ pub async fn silent_server() -> SocketAddr {
 /// and answer.
 pub fn refused_addr() -> SocketAddr {
     use socket2::{Domain, Socket, Type};
-    static HELD: std::sync::Mutex<Vec<Socket>> = std::sync::Mutex::new(Vec::new());
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
     s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
         .expect("bind");
@@ -113,8 +112,24 @@ pub fn refused_addr() -> SocketAddr {
         .expect("addr")
         .as_socket()
         .expect("inet address");
-    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    REFUSED.lock().unwrap_or_else(|e| e.into_inner()).push(s);
     addr
+}
+
+/// The sockets behind [`refused_addr`], bound and not listening.
+static REFUSED: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
+
+/// A server coming back on a [`refused_addr`]: its held socket starts listening.
+pub fn reopen_refused(addr: SocketAddr) -> TcpListener {
+    let mut held = REFUSED.lock().unwrap_or_else(|e| e.into_inner());
+    let i = held
+        .iter()
+        .position(|s| s.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr))
+        .expect("an address from refused_addr()");
+    let s = held.swap_remove(i);
+    s.listen(128).expect("listen");
+    s.set_nonblocking(true).expect("nonblocking");
+    TcpListener::from_std(s.into()).expect("tokio listener")
 }
 
 /// A listener whose accept queue is full, so further SYNs are dropped and connects hang until

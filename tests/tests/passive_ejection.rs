@@ -126,9 +126,7 @@ async fn tcp_an_unchecked_server_that_refuses_leaves_rotation_and_comes_back() {
     assert_eq!(retries, 3);
 
     // The region comes back on the same port: the timed retry puts it in rotation again.
-    let l = TcpListener::bind(dead)
-        .await
-        .expect("rebind the refused port");
+    let l = reopen_refused(dead);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let _ = s.write_all(b"r1").await;
