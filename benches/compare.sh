@@ -63,7 +63,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # Anything left on these ports (a stale nginx from an interrupted run) would answer in place of
 # the regions and spoil the figures: refuse to start.
-for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 18086 18087 18088; do
+for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 18086 18087 18088 18089; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "compare.sh: 127.0.0.1:$p is already in use; stop what listens there first" >&2
     exit 2
@@ -177,16 +177,22 @@ address = "127.0.0.1:15242"
 [[frontend.server]]
 name = "r3"
 address = "127.0.0.1:15243"'
-# MAAS_VIP_TOP: extra top-level keys for experiments, e.g. MAAS_VIP_TOP='workers = 1'.
-cat > "$work/maas-vip.toml" <<EOF
-${MAAS_VIP_TOP:-}
+# The tcp frontend, on port $1 (the epoll and the io_uring instance).
+mv_tcp() {
+  cat <<EOF
 [[frontend]]
 name = "tcp"
-bind = ["127.0.0.1:18081"]
+bind = ["127.0.0.1:$1"]
 mode = "tcp"
 maxconn = 8000
 check = { kind = "tcp", interval = "1s", rise = 2, fall = 2 }
 $mv_servers
+EOF
+}
+# MAAS_VIP_TOP: extra top-level keys for experiments, e.g. MAAS_VIP_TOP='workers = 1'.
+cat > "$work/maas-vip.toml" <<EOF
+${MAAS_VIP_TOP:-}
+$(mv_tcp 18081)
 [[frontend]]
 name = "http"
 bind = ["127.0.0.1:18084"]
@@ -210,6 +216,17 @@ RUST_LOG=warn setsid "$bin" run -c "$work/maas-vip.toml" 2>"$work/maas-vip.log" 
 pids+=($!)
 declare -A pid_of # target -> the process whose CPU the paced runs count
 pid_of[haproxy]=${pids[0]} pid_of[haproxy-ka]=${pids[0]} pid_of[maas-vip]=${pids[1]}
+# The same tcp frontend on the io_uring engines (io = "io_uring"), as its own process.
+cat > "$work/maas-vip-uring.toml" <<EOF
+${MAAS_VIP_TOP:-}
+io = "io_uring"
+$(mv_tcp 18089)
+[admin]
+enabled = false
+EOF
+RUST_LOG=warn setsid "$bin" run -c "$work/maas-vip-uring.toml" 2>"$work/maas-vip-uring.log" &
+pids+=($!)
+pid_of[maas-vip-uring]=${pids[2]}
 
 # --- the floor: benches/floor/minproxy.c, a proxy that only moves bytes (no timeouts, checks or
 # logs), as a plain epoll read/write loop and with the payload moved in the kernel by a BPF
@@ -254,7 +271,7 @@ wait_port() {
   tail -n 5 "$work"/*.log >&2 || true
   exit 1
 }
-for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 "${floor_ports[@]}"; do wait_port "$p"; done
+for p in 15241 15242 15243 18080 18081 18082 18083 18084 18085 18089 "${floor_ports[@]}"; do wait_port "$p"; done
 floor() { # the floor targets that run, for a workload: "floor", "uring" and (keep-alive only)
   # "sockmap"
   local p
@@ -329,12 +346,12 @@ for round in $(seq "$ROUNDS"); do
   for w in keepalive close 1mib l7 paced-tcp paced-close paced-http; do
     wants "${w%%-*}" || continue
     case $w in
-      keepalive) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor keepalive));;
-      close) path=/tiny conns=50 extra=(-H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
-      1mib) path=/1m conns=8 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081);;
+      keepalive) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081 maas-vip-uring:18089 $(floor keepalive));;
+      close) path=/tiny conns=50 extra=(-H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 maas-vip-uring:18089 $(floor close));;
+      1mib) path=/1m conns=8 extra=() list=$(targets direct:15241 haproxy:18080 maas-vip:18081 maas-vip-uring:18089);;
       l7) path=/tiny conns=50 extra=() list=$(targets direct:15241 haproxy-close:18082 haproxy-ka:18083 maas-vip:18084 maas-vip-close:18085);;
-      paced-tcp) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
-      paced-close) path=/tiny conns=50 extra=(-s "$work/paced.lua" -H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 $(floor close));;
+      paced-tcp) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 maas-vip-uring:18089 $(floor close));;
+      paced-close) path=/tiny conns=50 extra=(-s "$work/paced.lua" -H "Connection: close") list=$(targets direct:15241 haproxy:18080 maas-vip:18081 maas-vip-uring:18089 $(floor close));;
       paced-http) path=/tiny conns=50 extra=(-s "$work/paced.lua") list=$(targets direct:15241 haproxy-ka:18083 maas-vip:18084);;
     esac
     for t in $list; do
@@ -389,6 +406,9 @@ row() { # label unit column key-direct key-haproxy key-maas-vip
 wants keepalive && row "L4 keep-alive, 50 conns, tiny body (tcp)" "req/s" 1 keepalive/direct keepalive/haproxy keepalive/maas-vip
 wants close && row "L4 one connection per request, 50 conns (tcp)" "req/s" 1 close/direct close/haproxy close/maas-vip
 wants 1mib && row "L4 1 MiB bodies, 8 conns (tcp)" "MB/s" 2 1mib/direct 1mib/haproxy 1mib/maas-vip
+wants keepalive && row "L4 keep-alive, 50 conns, tiny body (tcp, io = io_uring)" "req/s" 1 keepalive/direct keepalive/haproxy keepalive/maas-vip-uring
+wants close && row "L4 one connection per request, 50 conns (tcp, io = io_uring)" "req/s" 1 close/direct close/haproxy close/maas-vip-uring
+wants 1mib && row "L4 1 MiB bodies, 8 conns (tcp, io = io_uring)" "MB/s" 2 1mib/direct 1mib/haproxy 1mib/maas-vip-uring
 if wants l7; then
   row "L7 per request, 50 conns: HAProxy http-server-close vs maas-vip pooled" "req/s" 1 l7/direct l7/haproxy-close l7/maas-vip
   row "L7 per request, 50 conns: both http-server-close" "req/s" 1 l7/direct l7/haproxy-close l7/maas-vip-close
@@ -424,17 +444,19 @@ if wants paced; then
   echo "| --- | --- | --- | --- |"
   plat() { echo "$(col "$1" 1 | awk '{ printf "%.0f", $1 }'); $(col "$1" 3) / $(col "$1" 4)"; }
   echo "| L4 keep-alive | $(plat paced-tcp/direct) | $(plat paced-tcp/haproxy) | $(plat paced-tcp/maas-vip) |"
+  echo "| L4 keep-alive, io = io_uring | $(plat paced-tcp/direct) | $(plat paced-tcp/haproxy) | $(plat paced-tcp/maas-vip-uring) |"
   echo "| L4 one connection per request | $(plat paced-close/direct) | $(plat paced-close/haproxy) | $(plat paced-close/maas-vip) |"
+  echo "| L4 one connection per request, io = io_uring | $(plat paced-close/direct) | $(plat paced-close/haproxy) | $(plat paced-close/maas-vip-uring) |"
   echo "| L7 (HAProxy keep-alive) | $(plat paced-http/direct) | $(plat paced-http/haproxy-ka) | $(plat paced-http/maas-vip) |"
   echo
-  echo "| CPU per request at the same load (us of utime + stime; ratio to HAProxy) | HAProxy 2.6 | maas-vip | minimal proxy, epoll | minimal proxy, io_uring |"
-  echo "| --- | --- | --- | --- | --- |"
+  echo "| CPU per request at the same load (us of utime + stime; ratio to HAProxy) | HAProxy 2.6 | maas-vip | maas-vip, io = io_uring | minimal proxy, epoll | minimal proxy, io_uring |"
+  echo "| --- | --- | --- | --- | --- | --- |"
   ccell() { # key key-haproxy: "us (ratio to HAProxy)", or "-" for a target that did not run
     if [ -n "${cpu[$1]:-}" ]; then printf "%s (%s)" "${cpu[$1]}" "$(ratio "${cpu[$1]}" "${cpu[$2]:-0}")"; else printf -- "-"; fi
   }
-  echo "| L4 keep-alive | $(ccell paced-tcp/haproxy paced-tcp/haproxy) | $(ccell paced-tcp/maas-vip paced-tcp/haproxy) | $(ccell paced-tcp/floor paced-tcp/haproxy) | $(ccell paced-tcp/uring paced-tcp/haproxy) |"
-  echo "| L4 one connection per request | $(ccell paced-close/haproxy paced-close/haproxy) | $(ccell paced-close/maas-vip paced-close/haproxy) | $(ccell paced-close/floor paced-close/haproxy) | $(ccell paced-close/uring paced-close/haproxy) |"
-  echo "| L7 (HAProxy keep-alive) | $(ccell paced-http/haproxy-ka paced-http/haproxy-ka) | $(ccell paced-http/maas-vip paced-http/haproxy-ka) | - | - |"
+  echo "| L4 keep-alive | $(ccell paced-tcp/haproxy paced-tcp/haproxy) | $(ccell paced-tcp/maas-vip paced-tcp/haproxy) | $(ccell paced-tcp/maas-vip-uring paced-tcp/haproxy) | $(ccell paced-tcp/floor paced-tcp/haproxy) | $(ccell paced-tcp/uring paced-tcp/haproxy) |"
+  echo "| L4 one connection per request | $(ccell paced-close/haproxy paced-close/haproxy) | $(ccell paced-close/maas-vip paced-close/haproxy) | $(ccell paced-close/maas-vip-uring paced-close/haproxy) | $(ccell paced-close/floor paced-close/haproxy) | $(ccell paced-close/uring paced-close/haproxy) |"
+  echo "| L7 (HAProxy keep-alive) | $(ccell paced-http/haproxy-ka paced-http/haproxy-ka) | $(ccell paced-http/maas-vip paced-http/haproxy-ka) | - | - | - |"
   echo
 fi
 if wants dying; then

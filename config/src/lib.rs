@@ -143,6 +143,11 @@ pub struct GlobalConfig {
     /// per CPU.
     #[serde(default, deserialize_with = "de_workers")]
     pub workers: usize,
+    /// How tcp-mode connections are run: `"epoll"` (readiness, the default) or `"io_uring"`
+    /// (an io_uring engine thread per worker; epoll where the host refuses io_uring). Read at
+    /// start, as `workers`.
+    #[serde(default)]
+    pub io: lb::Io,
 }
 
 fn de_workers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -160,6 +165,7 @@ impl Default for GlobalConfig {
         GlobalConfig {
             shutdown_grace: default_grace(),
             workers: 0,
+            io: lb::Io::default(),
         }
     }
 }

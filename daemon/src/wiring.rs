@@ -312,7 +312,8 @@ impl Daemon {
         } = listeners;
         let vrrp_blocks = cfg.vrrp.clone();
         warn_if_nofile_too_low(&cfg);
-        let workers = Workers::start(cfg.global.workers).context("starting the proxy threads")?;
+        let workers = Workers::start(cfg.global.workers, cfg.global.io)
+            .context("starting the proxy threads")?;
         // Bind everything first: a port we cannot have is a startup failure, not a log line.
         let mut bound = Vec::new();
         let binds = all_binds(&cfg);
@@ -379,7 +380,7 @@ impl Daemon {
         for a in &cfg.announce {
             announce.push(AnnounceRt::start(a.clone(), &views.registry, &views.announce).await?);
         }
-        info!(threads = workers.len(), "proxy threads up");
+        info!(threads = workers.len(), io = ?workers.io(), "proxy threads up");
         let daemon = Daemon {
             path,
             cfg,

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -128,7 +128,7 @@ pub async fn connect<'a>(
         };
         // socket(2) apart from connect(2): a descriptor shortage shows here, and once the
         // socket exists the accept loop may go on (see `Admission`).
-        let attempt_result = match server_socket(address) {
+        let attempt_result = match server_socket(address, true) {
             Ok(socket) => {
                 admission.release();
                 tokio::time::timeout(s.timeout_connect, connect_socket(socket, address)).await
@@ -173,12 +173,18 @@ pub async fn connect<'a>(
     }
 }
 
-/// A non-blocking socket(2) for a connection to `address`, with TCP_NODELAY (set before
-/// connect(2): the same one setsockopt(2) as after it, and none is left to do once connected).
-fn server_socket(address: SocketAddr) -> io::Result<Socket> {
+/// A socket(2) for a connection to `address`, close-on-exec, non-blocking if `nonblocking`
+/// (the io_uring engine's are not), with TCP_NODELAY (set before connect(2): the same one
+/// setsockopt(2) as after it, and none is left to do once connected).
+pub(crate) fn server_socket(address: SocketAddr, nonblocking: bool) -> io::Result<Socket> {
+    let ty = if nonblocking {
+        Type::STREAM.nonblocking()
+    } else {
+        Type::STREAM
+    };
     let socket = Socket::new(
         Domain::for_address(address),
-        Type::STREAM.nonblocking(),
+        ty.cloexec(),
         Some(Protocol::TCP),
     )?;
     let _ = socket.set_tcp_nodelay(true);
@@ -223,22 +229,7 @@ pub async fn proxy(
     let conn = match connected {
         Ok(c) => c,
         Err(e) => {
-            match e.end {
-                End::NoServer => {
-                    fe.counters.no_server.fetch_add(1, Ordering::Relaxed);
-                }
-                End::LocalShortage => {}
-                _ => {
-                    fe.counters.connect_failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            // Nothing fails open: the client is closed at once (a reset, so it does not wait).
-            let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
-            drop(client);
-            info!(target: "access", client = %peer, frontend = %fe.name, server = "-",
-                connect_ms = ms(connect_time), total_ms = ms(start.elapsed()),
-                bytes_in = 0u64, bytes_out = 0u64, retries = e.retries, end = e.end.as_str(),
-                "tcp");
+            refuse(fe, &client, peer, e, connect_time, start.elapsed());
             return;
         }
     };
@@ -251,6 +242,47 @@ pub async fn proxy(
     if outcome.end == End::ServerDown {
         cut_both(&client, &conn.stream, server);
     }
+    let times = (connect_time, start.elapsed());
+    record(fe, server, peer, conn.retries, times, outcome);
+}
+
+/// A connection that got no server: counted, its client reset (so it does not wait; nothing
+/// fails open) and logged. The caller closes `client` next.
+pub(crate) fn refuse(
+    fe: &Frontend,
+    client: &impl AsFd,
+    peer: SocketAddr,
+    e: ConnectError,
+    connect_time: Duration,
+    total: Duration,
+) {
+    match e.end {
+        End::NoServer => {
+            fe.counters.no_server.fetch_add(1, Ordering::Relaxed);
+        }
+        End::LocalShortage => {}
+        _ => {
+            fe.counters.connect_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
+    info!(target: "access", client = %peer, frontend = %fe.name, server = "-",
+        connect_ms = ms(connect_time), total_ms = ms(total),
+        bytes_in = 0u64, bytes_out = 0u64, retries = e.retries, end = e.end.as_str(),
+        "tcp");
+}
+
+/// A connection to `server` that has ended as `outcome` says: the server's and the frontend's
+/// counters, what the stream says of the server (passive ejection) and the access-log line.
+/// `times`: the connect time and the whole connection's.
+pub(crate) fn record(
+    fe: &Frontend,
+    server: &ServerState,
+    peer: SocketAddr,
+    retries: u32,
+    (connect_time, total): (Duration, Duration),
+    outcome: CopyOutcome,
+) {
     server.counters.current.fetch_sub(1, Ordering::Relaxed);
     server
         .counters
@@ -266,8 +298,7 @@ pub async fn proxy(
     fe.counters
         .bytes_out
         .fetch_add(outcome.to_client, Ordering::Relaxed);
-    // What the stream says of the server (passive ejection): its reset or silence is an
-    // error, a normal end a success, the client's doing neither.
+    // Its reset or silence is an error, a normal end a success, the client's doing neither.
     match outcome.end {
         End::ServerError => {
             server.observe_error(ProxyError::Reset);
@@ -279,8 +310,8 @@ pub async fn proxy(
         _ => {}
     }
     info!(target: "access", client = %peer, frontend = %fe.name, server = %server.name,
-        connect_ms = ms(connect_time), total_ms = ms(start.elapsed()),
-        bytes_in = outcome.to_server, bytes_out = outcome.to_client, retries = conn.retries,
+        connect_ms = ms(connect_time), total_ms = ms(total),
+        bytes_in = outcome.to_server, bytes_out = outcome.to_client, retries = retries,
         end = outcome.end.as_str(), "tcp");
 }
 
@@ -303,9 +334,9 @@ pub(crate) fn cut_signal(
 /// Ends a connection cut because its server went down: both sides reset, so the client
 /// knows at once (it reconnects to the server now chosen) and the old server drops the
 /// session (a demoted primary rolls back what it had).
-pub(crate) fn cut_both(client: &TcpStream, server_stream: &TcpStream, server: &ServerState) {
-    for s in [client, server_stream] {
-        let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+pub(crate) fn cut_both(client: &impl AsFd, server_stream: &impl AsFd, server: &ServerState) {
+    for s in [SockRef::from(client), SockRef::from(server_stream)] {
+        let _ = s.set_linger(Some(Duration::ZERO));
     }
     server.counters.sessions_cut.fetch_add(1, Ordering::Relaxed);
 }
@@ -733,7 +764,7 @@ mod tests {
     async fn connect_socket_connects_with_nodelay_and_reports_a_refusal() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
-        let s = connect_socket(server_socket(addr).expect("socket"), addr)
+        let s = connect_socket(server_socket(addr, true).expect("socket"), addr)
             .await
             .expect("connected");
         assert_eq!(s.peer_addr().expect("peer"), addr);
@@ -742,7 +773,7 @@ mod tests {
             "TCP_NODELAY set before connect"
         );
         drop(l);
-        let e = connect_socket(server_socket(addr).expect("socket"), addr)
+        let e = connect_socket(server_socket(addr, true).expect("socket"), addr)
             .await
             .expect_err("nothing listens");
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");

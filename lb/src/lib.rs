@@ -13,7 +13,9 @@
 //!   next, retry or redispatch, give up, retry counters), shared by both modes.
 //! - [`l4`]: the tcp mode (connect, then the copy loop); [`l7`]: the http mode.
 //! - `serve`: accepts a frontend's connections and hands each to [`l4`] or [`l7`].
-//! - [`workers`]: the worker threads the accept loops run on.
+//! - `uring`: the tcp mode on io_uring engine threads (top-level `io = "io_uring"`), beside
+//!   [`l4`]'s epoll path; the same steps through `attempts` and [`l4`]'s counting and logging.
+//! - [`workers`]: the worker threads the accept loops run on (and the io_uring engines).
 //!
 //! Server health comes from the `healthcheck` crate; this crate only reads it and reports
 //! what it observes (failed connects, resets).
@@ -30,7 +32,8 @@ pub mod listener;
 mod serve;
 mod splice;
 pub mod upstream;
+mod uring;
 pub mod workers;
 
 pub use frontend::{Frontend, FrontendCounters, FrontendSnapshot, Settings};
-pub use workers::{Heartbeats, Workers};
+pub use workers::{Heartbeats, Io, Workers};

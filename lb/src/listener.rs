@@ -86,7 +86,7 @@ fn bind_std(
 }
 
 /// Errors of accept(2) that mean "out of a resource": waiting helps, spinning does not.
-fn is_resource_exhaustion(e: &io::Error) -> bool {
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
@@ -106,10 +106,10 @@ pub fn is_local_shortage(e: &io::Error) -> bool {
 static SHORTAGE_WAITERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts one connection in [`SHORTAGE_WAITERS`] while it lives (also if its future is dropped).
-struct ShortageWaiter;
+pub(crate) struct ShortageWaiter;
 
 impl ShortageWaiter {
-    fn new() -> ShortageWaiter {
+    pub(crate) fn new() -> ShortageWaiter {
         SHORTAGE_WAITERS.fetch_add(1, Ordering::AcqRel);
         ShortageWaiter
     }
@@ -119,6 +119,12 @@ impl Drop for ShortageWaiter {
     fn drop(&mut self) {
         SHORTAGE_WAITERS.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Whether accepts hold off now: connections already accepted wait for descriptors, and get
+/// the next ones freed (see [`SHORTAGE_WAITERS`]).
+pub(crate) fn accepts_held() -> bool {
+    SHORTAGE_WAITERS.load(Ordering::Acquire) > 0
 }
 
 /// How long after the last descriptor or memory shortage accepts stay careful (see
@@ -135,12 +141,12 @@ fn now_ms() -> u64 {
 }
 
 /// Records that accept(2) or socket(2) just found no descriptor or memory.
-fn note_shortage() {
+pub(crate) fn note_shortage() {
     LAST_SHORTAGE.store(now_ms(), Ordering::Relaxed);
 }
 
 /// Whether a shortage was met within [`CAREFUL_FOR`]. One relaxed load while none ever was.
-fn careful() -> bool {
+pub(crate) fn careful() -> bool {
     match LAST_SHORTAGE.load(Ordering::Relaxed) {
         0 => false,
         last => now_ms().saturating_sub(last) < CAREFUL_FOR.as_millis() as u64,
@@ -239,7 +245,7 @@ pub async fn accept_loop<F>(
             _ = shutdown.wait_for(|s| *s) => return,
         };
         // Connections already accepted wait for descriptors: they get the next ones freed.
-        while SHORTAGE_WAITERS.load(Ordering::Acquire) > 0 {
+        while accepts_held() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                 _ = shutdown.wait_for(|s| *s) => return,

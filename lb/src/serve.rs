@@ -61,6 +61,20 @@ impl Frontend {
         .await
     }
 
+    /// Handles a connection another thread accepted (the io_uring engine hands over those of a
+    /// frontend in http mode), holding its maxconn `permit` until it ends.
+    pub(crate) async fn handle_accepted(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        worker: usize,
+    ) {
+        self.handle(stream, peer, Admission::default(), worker)
+            .await;
+        drop(permit);
+    }
+
     async fn handle(
         &self,
         stream: TcpStream,

@@ -18,7 +18,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use crate::config::Mode;
 use crate::frontend::Frontend;
+use crate::uring::{self, Engine};
+
+/// How the worker threads run tcp-mode connections (the top-level `io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Io {
+    /// Readiness (epoll) on each worker's tokio runtime: [`crate::l4`].
+    #[default]
+    Epoll,
+    /// Completions: an io_uring engine thread beside each worker ([`crate::uring`]); the
+    /// http mode stays on the runtime. Falls back to epoll where io_uring is refused.
+    IoUring,
+}
 
 /// Ticks every [`HEARTBEAT`], forever, recording each tick in `beats` as worker `index`.
 ///
@@ -55,7 +69,7 @@ impl Heartbeats {
         }
     }
 
-    fn beat(&self, index: usize) {
+    pub(crate) fn beat(&self, index: usize) {
         let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(b) = self.last.get(index) {
             b.store(now, Ordering::Relaxed);
@@ -82,25 +96,41 @@ pub struct Workers {
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     beats: Heartbeats,
+    /// With `io = "io_uring"`: one engine per worker, and their threads.
+    engines: Vec<Engine>,
+    engine_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Workers {
-    /// Starts `n` workers (0: one per CPU).
-    pub fn start(n: usize) -> io::Result<Workers> {
+    /// Starts `n` workers (0: one per CPU), running tcp-mode connections as `io` says.
+    pub fn start(n: usize, io: Io) -> io::Result<Workers> {
         let n = if n == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             n
         };
         let (stop, rx) = watch::channel(false);
-        let beats = Heartbeats::new(n);
-        let mut handles = Vec::with_capacity(n);
+        let runtimes = (0..n)
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let handles: Vec<Handle> = runtimes.iter().map(|rt| rt.handle().clone()).collect();
+        let (beats, engines, engine_threads) = match io {
+            Io::Epoll => (Heartbeats::new(n), Vec::new(), Vec::new()),
+            Io::IoUring => match start_engines(&handles) {
+                Ok((beats, engines, threads)) => (beats, engines, threads),
+                Err(e) => {
+                    warn!(cause = %e, "io = \"io_uring\", but this host gives no io_uring: \
+                        the proxy runs on epoll");
+                    (Heartbeats::new(n), Vec::new(), Vec::new())
+                }
+            },
+        };
         let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            handles.push(rt.handle().clone());
+        for (i, rt) in runtimes.into_iter().enumerate() {
             let mut rx = rx.clone();
             let beats = beats.clone();
             threads.push(
@@ -121,7 +151,18 @@ impl Workers {
             threads,
             stop,
             beats,
+            engines,
+            engine_threads,
         })
+    }
+
+    /// How tcp-mode connections run: `IoUring` only if it was asked for and the host gives it.
+    pub fn io(&self) -> Io {
+        if self.engines.is_empty() {
+            Io::Epoll
+        } else {
+            Io::IoUring
+        }
     }
 
     /// Their heartbeats, for the watchdog.
@@ -149,6 +190,9 @@ impl Workers {
         listeners: Vec<std::net::TcpListener>,
         shutdown: &watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
+        if !self.engines.is_empty() && fe.snapshot().settings.mode == Mode::Tcp {
+            return self.accept_on_engines(fe, listeners, shutdown);
+        }
         listeners
             .into_iter()
             .zip(self.handles.iter().enumerate().cycle())
@@ -167,13 +211,75 @@ impl Workers {
             .collect()
     }
 
+    /// [`Workers::accept`] on the io_uring engines: each listener goes to an engine, and a
+    /// task on the worker beside it closes it there once `shutdown` turns true; the task ends
+    /// when the listener is closed.
+    fn accept_on_engines(
+        &self,
+        fe: &Arc<Frontend>,
+        listeners: Vec<std::net::TcpListener>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        listeners
+            .into_iter()
+            .zip(self.engines.iter().zip(self.handles.iter()).cycle())
+            .map(|(l, (engine, h))| {
+                let engine = engine.clone();
+                let fe = fe.clone();
+                let mut rx = shutdown.clone();
+                h.spawn(async move {
+                    let (id, closed) = engine.listen(fe, l);
+                    let _ = rx.wait_for(|s| *s).await;
+                    engine.unlisten(id);
+                    let _ = closed.await;
+                })
+            })
+            .collect()
+    }
+
     /// Stops the workers; connections still running on them are closed.
     pub fn stop(self) {
+        for e in &self.engines {
+            e.stop();
+        }
+        for t in self.engine_threads {
+            let _ = t.join();
+        }
         let _ = self.stop.send(true);
         for t in self.threads {
             let _ = t.join();
         }
     }
+}
+
+/// One io_uring engine per runtime in `handles`, beating after the workers in one
+/// [`Heartbeats`]. All or none: on the first that fails, those started are stopped.
+fn start_engines(
+    handles: &[Handle],
+) -> io::Result<(Heartbeats, Vec<Engine>, Vec<std::thread::JoinHandle<()>>)> {
+    uring::available()?;
+    let n = handles.len();
+    let beats = Heartbeats::new(2 * n);
+    let mut engines = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for (i, h) in handles.iter().enumerate() {
+        match Engine::start(i, beats.clone(), n + i, h.clone()) {
+            Ok((e, t)) => {
+                engines.push(e);
+                threads.push(t);
+            }
+            Err(e) => {
+                for started in &engines {
+                    started.stop();
+                }
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok((beats, engines, threads))
 }
 
 #[cfg(test)]
@@ -194,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_blocked_worker_stops_beating_and_resumes() {
-        let w = Workers::start(2).expect("workers");
+        let w = Workers::start(2, Io::Epoll).expect("workers");
         let beats = w.heartbeats();
         let limit = 2 * HEARTBEAT;
         std::thread::sleep(HEARTBEAT);
