@@ -1107,8 +1107,8 @@ impl<'a> Forward<'a> {
         let Some((body_sent, exchanged)) = exchanged else {
             server.counters.sessions_cut.fetch_add(1, Ordering::Relaxed);
             self.log.response = t.elapsed();
-            self.log.end = HttpEnd::ServerDown;
-            return Err(Step::GiveUp(
+            return Err(self.give_up(
+                HttpEnd::ServerDown,
                 StatusCode::BAD_GATEWAY,
                 "502 Bad Gateway: the server went down\n",
             ));
