@@ -1161,7 +1161,12 @@ impl<'a> Forward<'a> {
                 if self.attempts.stale() {
                     return Step::Again;
                 }
-                Step::GiveUp(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
+                // Too many in a row: logged as the closed connection it was.
+                self.give_up(
+                    HttpEnd::ServerError,
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway\n",
+                )
             }
             error => {
                 let garbage = matches!(error, upstream::Error::Garbage(_));

@@ -797,3 +797,66 @@ async fn a_502_for_a_server_gone_down_logs_the_retries_made() {
     .await;
     assert_logged_502(&status, &line, "server_down", 1);
 }
+
+#[tokio::test]
+async fn a_502_after_too_many_stale_pooled_connections_logs_why_and_the_retries_made() {
+    // A region that answers the first request on each connection once `POOLED` connections
+    // are open, and closes each connection when the next request comes on it: to the proxy,
+    // every one of them is a pooled connection its server had closed.
+    const POOLED: usize = 12;
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let all_open = Arc::new(tokio::sync::Barrier::new(POOLED));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let all_open = all_open.clone();
+            tokio::spawn(async move {
+                let mut b = [0u8; 1024];
+                if !matches!(s.read(&mut b).await, Ok(n) if n > 0) {
+                    return;
+                }
+                all_open.wait().await;
+                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(ok).await.is_err() {
+                    return;
+                }
+                let _ = s.read(&mut b).await;
+            });
+        }
+    });
+    let fe = http_frontend(
+        "balance = \"first\"",
+        &[("dead", refused_addr()), ("closing", addr)],
+    )
+    .await;
+    // Fill the pool: `POOLED` requests at once, each on its own server connection.
+    fe.servers[0].set_health(healthcheck::Health::Down);
+    let mut warm = tokio::task::JoinSet::new();
+    for _ in 0..POOLED {
+        let to = fe.addr;
+        warm.spawn(async move {
+            let mut c = client(to).await;
+            send(&mut c, get("/")).await
+        });
+    }
+    while let Some(r) = warm.join_next().await {
+        let (status, body) = r.expect("warm-up request");
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+    // The last connections may still be on their way back into the pool.
+    let pool = fe.frontend.snapshot().idle_conns[1].clone();
+    let t = Instant::now();
+    while pool.idle() < POOLED {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{} pooled",
+            pool.idle()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // One retry after the refused connect to `dead`, then one stale pooled connection after
+    // another until the proxy gives up.
+    fe.servers[0].set_health(healthcheck::Health::Up);
+    let (status, line) = logged_get(fe.addr, async {}).await;
+    assert_logged_502(&status, &line, "server_error", 1);
+}
