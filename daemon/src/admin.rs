@@ -12,6 +12,8 @@
 //! exist, is shown without it.
 
 mod metrics;
+#[cfg(test)]
+mod test_fixtures;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -544,13 +546,14 @@ fn error(code: StatusCode, msg: &str) -> Response<Body> {
 mod tests {
     use std::net::SocketAddr;
 
-    use healthcheck::{CheckConfig, CheckedFrontend, Health, Server, ServerState};
+    use healthcheck::{Health, ServerState};
     use http_body_util::BodyExt as _;
     use serde_json::Value;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
-    use super::metrics::tests::{lb_frontend, parse, value};
+    use super::metrics::tests::{parse, value};
+    use super::test_fixtures::{one_frontend, OneFrontend};
     use super::*;
 
     const TOKEN: &str = "0123456789abcdef-token";
@@ -561,30 +564,16 @@ mod tests {
 
     /// A context with frontend `maas` (servers `r1`, `maas api 2`) in the registry and the proxy.
     fn context(token: Option<&str>) -> (AdminContext, Vec<Arc<ServerState>>) {
-        let states = vec![
-            Arc::new(ServerState::new(
-                "r1",
-                "10.0.0.11:5240".parse().expect("literal"),
-                false,
-            )),
-            Arc::new(ServerState::new(
-                "maas api 2",
-                "10.0.0.12:5240".parse().expect("literal"),
-                false,
-            )),
-        ];
-        let registry = Arc::new(Registry::new(vec![CheckedFrontend::new(
-            "maas",
-            CheckConfig::default(),
-            states
-                .iter()
-                .map(|s| Server::new(s.clone(), true))
-                .collect(),
-        )]));
+        let OneFrontend {
+            states,
+            checked,
+            proxy,
+        } = one_frontend("maas api 2");
+        let registry = Arc::new(Registry::new(vec![checked]));
         let ctx = AdminContext {
             views: Arc::new(Views {
                 registry,
-                frontends: ArcSwap::from_pointee(vec![lb_frontend("maas", &states)]),
+                frontends: ArcSwap::from_pointee(vec![proxy]),
                 vrrp: vrrp::StatusBoard::new(),
                 announce: AnnounceBoard::default(),
             }),

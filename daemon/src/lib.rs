@@ -38,9 +38,11 @@ pub use status::Status;
 /// A loaded config and the file it came from (a reload reads the file again).
 #[derive(Debug, Clone)]
 pub struct ConfigFile {
-    /// The file.
+    /// The path as given to [`ConfigFile::load`] (`maas-vip run --config`), not made absolute:
+    /// a reload reads this path again.
     pub path: PathBuf,
-    /// What it held when loaded.
+    /// The config parsed and validated from that file when it was loaded, its auth_hmac key
+    /// files checked.
     pub config: config::Config,
 }
 

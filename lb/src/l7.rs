@@ -1107,8 +1107,8 @@ impl<'a> Forward<'a> {
         let Some((body_sent, exchanged)) = exchanged else {
             server.counters.sessions_cut.fetch_add(1, Ordering::Relaxed);
             self.log.response = t.elapsed();
-            self.log.end = HttpEnd::ServerDown;
-            return Err(Step::GiveUp(
+            return Err(self.give_up(
+                HttpEnd::ServerDown,
                 StatusCode::BAD_GATEWAY,
                 "502 Bad Gateway: the server went down\n",
             ));
@@ -1161,7 +1161,12 @@ impl<'a> Forward<'a> {
                 if self.attempts.stale() {
                     return Step::Again;
                 }
-                Step::GiveUp(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
+                // Too many in a row: logged as the closed connection it was.
+                self.give_up(
+                    HttpEnd::ServerError,
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway\n",
+                )
             }
             error => {
                 let garbage = matches!(error, upstream::Error::Garbage(_));

@@ -732,3 +732,131 @@ async fn a_client_that_stops_reading_is_cut_after_timeout_client() {
     );
     drop(c);
 }
+
+/// Sends `GET /` on a new client connection and returns the access-log line of it, with the
+/// status line the client got.
+async fn logged_get(fe: SocketAddr, before_answer: impl Future<Output = ()>) -> (String, String) {
+    access_log::capture();
+    let mut c = TcpStream::connect(fe).await.expect("connect");
+    let me = format!("client={} ", c.local_addr().expect("local"));
+    c.write_all(b"GET / HTTP/1.1\r\nHost: maas\r\n\r\n")
+        .await
+        .expect("send");
+    before_answer.await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let status = String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let lines = access_log::wait_for(&me, 1, Duration::from_secs(5)).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    (status, lines[0].clone())
+}
+
+/// The client got a 502, and its access-log `line` says so, with `end` and `retries`.
+fn assert_logged_502(status: &str, line: &str, end: &str, retries: u32) {
+    assert!(status.starts_with("HTTP/1.1 502"), "{status}");
+    assert_eq!(access_log::field(line, "status"), Some("502"), "{line}");
+    assert_eq!(access_log::field(line, "end"), Some(end), "{line}");
+    let logged = retries.to_string();
+    assert_eq!(
+        access_log::field(line, "retries"),
+        Some(&logged[..]),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_502_for_a_server_gone_down_logs_the_retries_made() {
+    let fe = http_frontend(
+        "balance = \"first\"\non_down = \"shutdown_sessions\"",
+        &[("dead", refused_addr()), ("silent", silent_server().await)],
+    )
+    .await;
+    // The refused connect to `dead` is one retry; the request then waits on `silent`, which
+    // goes down.
+    let silent = fe.servers[1].clone();
+    let (status, line) = logged_get(fe.addr, async move {
+        let t = Instant::now();
+        while silent.counters.total.load(Ordering::Relaxed) == 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "never sent to silent");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        silent.set_health(healthcheck::Health::Down);
+    })
+    .await;
+    assert_logged_502(&status, &line, "server_down", 1);
+}
+
+#[tokio::test]
+async fn a_502_after_too_many_stale_pooled_connections_logs_why_and_the_retries_made() {
+    // A region that answers the first request on each connection once `POOLED` connections
+    // are open, and closes each connection when the next request comes on it: to the proxy,
+    // every one of them is a pooled connection its server had closed.
+    const POOLED: usize = 12;
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let all_open = Arc::new(tokio::sync::Barrier::new(POOLED));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let all_open = all_open.clone();
+            tokio::spawn(async move {
+                let mut b = [0u8; 1024];
+                if !matches!(s.read(&mut b).await, Ok(n) if n > 0) {
+                    return;
+                }
+                all_open.wait().await;
+                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(ok).await.is_err() {
+                    return;
+                }
+                let _ = s.read(&mut b).await;
+            });
+        }
+    });
+    let fe = http_frontend(
+        "balance = \"first\"",
+        &[("dead", refused_addr()), ("closing", addr)],
+    )
+    .await;
+    // Fill the pool: `POOLED` requests at once, each on its own server connection.
+    fe.servers[0].set_health(healthcheck::Health::Down);
+    let mut warm = tokio::task::JoinSet::new();
+    for _ in 0..POOLED {
+        let to = fe.addr;
+        warm.spawn(async move {
+            let mut c = client(to).await;
+            send(&mut c, get("/")).await
+        });
+    }
+    while let Some(r) = warm.join_next().await {
+        let (status, body) = r.expect("warm-up request");
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+    // The last connections may still be on their way back into the pool.
+    let pool = fe.frontend.snapshot().idle_conns[1].clone();
+    let t = Instant::now();
+    while pool.idle() < POOLED {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{} pooled",
+            pool.idle()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // One retry after the refused connect to `dead`, then one stale pooled connection after
+    // another until the proxy gives up.
+    fe.servers[0].set_health(healthcheck::Health::Up);
+    let (status, line) = logged_get(fe.addr, async {}).await;
+    assert_logged_502(&status, &line, "server_error", 1);
+}

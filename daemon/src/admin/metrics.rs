@@ -581,6 +581,7 @@ pub(super) mod tests {
     use healthcheck::{Admin, CheckConfig, CheckReport, CheckResult, ProxyError, Server};
     use vrrp::machine::Stats;
 
+    use super::super::test_fixtures::{one_frontend, OneFrontend};
     use super::*;
 
     /// One parsed sample line.
@@ -706,36 +707,12 @@ pub(super) mod tests {
         found[0].value
     }
 
-    fn addr(s: &str) -> std::net::SocketAddr {
-        s.parse().expect("test address")
-    }
-
-    pub(crate) fn lb_frontend(name: &str, servers: &[Arc<ServerState>]) -> Arc<lb::Frontend> {
-        let mut text = format!("name = {name:?}\nmode = \"http\"\n");
-        for s in servers {
-            text.push_str(&format!(
-                "[[server]]\nname = {:?}\naddress = \"{}\"\n",
-                s.name,
-                s.target()
-            ));
-        }
-        let cfg: lb::FrontendConfig = toml::from_str(&text).expect("test frontend config");
-        Arc::new(lb::Frontend::new(&cfg, servers.to_vec()))
-    }
-
     fn scrape() -> (Scrape, Arc<lb::Frontend>, Vec<Arc<ServerState>>) {
-        let r1 = Arc::new(ServerState::new("r1", addr("10.0.0.11:5240"), false));
-        let r2 = Arc::new(ServerState::new("r\"2\\", addr("10.0.0.12:5240"), false));
-        let states = vec![r1, r2];
-        let checked = healthcheck::CheckedFrontend::new(
-            "maas",
-            CheckConfig::default(),
-            states
-                .iter()
-                .map(|s| Server::new(s.clone(), true))
-                .collect(),
-        );
-        let fe = lb_frontend("maas", &states);
+        let OneFrontend {
+            states,
+            checked,
+            proxy: fe,
+        } = one_frontend("r\"2\\");
         let mut stats = Stats {
             tx: 12,
             rx_ok: 3,
