@@ -233,6 +233,16 @@ pub struct TestFrontend {
     /// Server states in config order (set health/admin from tests).
     pub servers: Vec<Arc<ServerState>>,
     stop: watch::Sender<bool>,
+    /// The worker threads of [`TestFrontend::start_on`], stopped on drop.
+    workers: Option<lb::Workers>,
+}
+
+impl Drop for TestFrontend {
+    fn drop(&mut self) {
+        if let Some(w) = self.workers.take() {
+            w.stop();
+        }
+    }
 }
 
 impl TestFrontend {
@@ -240,6 +250,31 @@ impl TestFrontend {
     pub async fn start(settings: &str, servers: &[(&str, SocketAddr)]) -> TestFrontend {
         let servers: Vec<_> = servers.iter().map(|(n, a)| (*n, *a, "")).collect();
         Self::start_cfg(&Self::config(settings, &servers)).await
+    }
+
+    /// [`TestFrontend::start`] on one worker thread of its own that runs tcp-mode connections
+    /// as `io` says (the daemon's `io`); panics if the io_uring engine was asked for and did
+    /// not start.
+    pub async fn start_on(
+        io: lb::Io,
+        settings: &str,
+        servers: &[(&str, SocketAddr)],
+    ) -> TestFrontend {
+        let servers: Vec<_> = servers.iter().map(|(n, a)| (*n, *a, "")).collect();
+        let mut fe = Self::start_cfg(&Self::config(settings, &servers)).await;
+        // The frontend served from the test's runtime stops accepting; the workers take over
+        // on a listener of their own.
+        fe.stop();
+        let workers = lb::Workers::start(1, io).expect("worker threads");
+        assert_eq!(workers.io(), io, "the workers run as asked");
+        let listeners = lb::listener::bind_shared(SocketAddr::from(([127, 0, 0, 1], 0)), 1, false)
+            .expect("bind");
+        fe.addr = listeners[0].local_addr().expect("addr");
+        let (stop, rx) = watch::channel(false);
+        let _ = workers.accept(&fe.frontend, listeners, &rx);
+        fe.stop = stop;
+        fe.workers = Some(workers);
+        fe
     }
 
     /// [`TestFrontend::start`] with more keys per server (`"check = false"`, ...), and the
@@ -304,6 +339,7 @@ impl TestFrontend {
             frontend,
             servers: states,
             stop,
+            workers: None,
         }
     }
 

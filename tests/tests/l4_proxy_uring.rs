@@ -6,3 +6,36 @@
 const IO: &str = "io_uring";
 
 include!("l4_cases/cases.rs");
+
+/// A frontend turned to http mode by a reload keeps its listener on the engine: the
+/// connections accepted there from then on go to the http proxy on the worker's runtime.
+#[tokio::test]
+async fn connections_of_a_frontend_now_in_http_mode_go_to_the_http_proxy() {
+    let servers = [("r1", name_server("r1").await)];
+    let fe = TestFrontend::start_on(lb::Io::IoUring, "", &servers).await;
+    assert_eq!(fetch(fe.addr).await.expect("tcp mode"), b"r1");
+    let text = format!(
+        "name = \"test\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\n\
+         [[server]]\nname = \"r1\"\naddress = \"{}\"\n",
+        servers[0].1
+    );
+    let cfg: lb::FrontendConfig = toml::from_str(&text).expect("config");
+    fe.frontend.update(&cfg, fe.servers.clone());
+    // The server's answer is no HTTP: the http proxy says 502 where tcp mode passed it on.
+    let mut c = connect(fe.addr).await;
+    c.write_all(b"GET / HTTP/1.1\r\nHost: r1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert!(
+        got.starts_with(b"HTTP/1.1 502"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let fives = fe.frontend.counters.responses[4].load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(fives, 1, "counted by the http proxy");
+}

@@ -38,9 +38,19 @@ async fn echo_once(c: &mut TcpStream, what: &[u8]) {
 
 #[tokio::test]
 async fn tcp_sessions_are_cut_when_their_server_goes_down_and_kept_by_default() {
+    tcp_cut_or_kept(lb::Io::Epoll).await;
+}
+
+/// The same on the io_uring engines (`io = "io_uring"`).
+#[tokio::test]
+async fn tcp_sessions_are_cut_on_the_io_uring_engines_too() {
+    tcp_cut_or_kept(lb::Io::IoUring).await;
+}
+
+async fn tcp_cut_or_kept(io: lb::Io) {
     let echo = echo_server(b"").await;
-    let cut = TestFrontend::start("on_down = \"shutdown_sessions\"", &[("r1", echo)]).await;
-    let keep = TestFrontend::start("", &[("r1", echo)]).await;
+    let cut = TestFrontend::start_on(io, "on_down = \"shutdown_sessions\"", &[("r1", echo)]).await;
+    let keep = TestFrontend::start_on(io, "", &[("r1", echo)]).await;
     let mut a = connect(cut.addr).await;
     let mut b = connect(keep.addr).await;
     echo_once(&mut a, b"before").await;

@@ -135,6 +135,20 @@ fn unit_asks_for_notify_watchdog_reload_and_three_capabilities() {
     );
 }
 
+/// `io = "io_uring"` works under the unit: its system calls pass the filter, and a call that
+/// does not fails with EPERM (so the engines fall back to epoll) instead of killing the daemon.
+#[test]
+fn unit_lets_the_io_uring_engines_start_or_fail_softly() {
+    let text = unit_text();
+    let filter = values(&text, "SystemCallFilter");
+    assert_eq!(filter[0], "@system-service");
+    let allowed: Vec<&str> = filter.iter().flat_map(|v| v.split_whitespace()).collect();
+    for call in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+        assert!(allowed.contains(&call), "{call} not in {filter:?}");
+    }
+    assert_eq!(values(&text, "SystemCallErrorNumber"), ["EPERM"]);
+}
+
 /// auth_hmac (issue 17): a state directory for the replay state file, writable under
 /// ProtectSystem=strict and private to the service; the credential example is a comment (a
 /// missing credential file would keep the unit from starting).

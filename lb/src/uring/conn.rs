@@ -110,6 +110,8 @@ pub(super) struct Conn {
     /// The earliest deadline the engine's timer holds for this connection.
     pub(super) armed: Option<Instant>,
     cut: Option<watch::Receiver<u64>>,
+    /// The engine has been told of `cut` (see [`Conn::new_cut`]).
+    cut_told: bool,
     first_fin: Option<End>,
     end: Option<End>,
     /// Reset both sockets at the end (a cut on `shutdown_sessions`).
@@ -150,6 +152,7 @@ impl Conn {
             last_activity: now,
             armed: None,
             cut: None,
+            cut_told: false,
             first_fin: None,
             end: None,
             reset: false,
@@ -167,6 +170,14 @@ impl Conn {
     /// Whether it waits out a descriptor shortage (the accept that took it holds off).
     pub(super) fn waits_for_descriptors(&self) -> bool {
         self.shortage.is_some()
+    }
+
+    /// Whether it has started to watch its server since last asked (once connected, with
+    /// `on_down = "shutdown_sessions"`): the engine then checks it with the others.
+    pub(super) fn new_cut(&mut self) -> bool {
+        let new = self.cut.is_some() && !self.cut_told;
+        self.cut_told |= new;
+        new
     }
 
     /// Whether it watches its server for `on_down = "shutdown_sessions"`.

@@ -520,6 +520,9 @@ impl Looper {
             Next::Go => {}
         }
         if let Some(c) = self.conns.get(&tag) {
+            if c.new_cut() {
+                self.cuts += 1;
+            }
             if let Some(at) = c.deadline() {
                 if c.armed.is_none_or(|a| at < a) {
                     c.armed = Some(at);
@@ -604,9 +607,6 @@ impl Looper {
         let (slot, gen) = self.conns.vacant();
         let mut c = Conn::new(slot, gen, fe, snap, fd, peer, permit, self.now);
         let next = c.attempt(&mut self.ring, self.now);
-        if c.has_cut() {
-            self.cuts += 1;
-        }
         let hold = (listener::careful() && c.waits_for_descriptors()).then_some((slot, gen));
         self.conns.conns[slot as usize] = Some(c);
         self.after(slot, gen, next);
