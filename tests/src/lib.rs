@@ -228,6 +228,8 @@ pub fn wait_until_blocking(what: &str, limit: Duration, mut f: impl FnMut() -> b
 pub struct TestFrontend {
     /// Where clients connect.
     pub addr: SocketAddr,
+    /// With [`TestFrontend::start_on`]: every listener's address (`addr` is the first).
+    pub addrs: Vec<SocketAddr>,
     /// The frontend (counters, snapshot).
     pub frontend: Arc<Frontend>,
     /// Server states in config order (set health/admin from tests).
@@ -253,10 +255,12 @@ impl TestFrontend {
     }
 
     /// [`TestFrontend::start`] on one worker thread of its own that runs tcp-mode connections
-    /// as `io` says (the daemon's `io`); panics if the io_uring engine was asked for and did
-    /// not start.
+    /// as `io` says (the daemon's `io`), accepting on `listeners` loopback sockets (as a
+    /// frontend with that many binds); panics if the io_uring engine was asked for and did not
+    /// start.
     pub async fn start_on(
         io: lb::Io,
+        listeners: usize,
         settings: &str,
         servers: &[(&str, SocketAddr)],
     ) -> TestFrontend {
@@ -267,9 +271,19 @@ impl TestFrontend {
         fe.stop();
         let workers = lb::Workers::start(1, io).expect("worker threads");
         assert_eq!(workers.io(), io, "the workers run as asked");
-        let listeners = lb::listener::bind_shared(SocketAddr::from(([127, 0, 0, 1], 0)), 1, false)
-            .expect("bind");
-        fe.addr = listeners[0].local_addr().expect("addr");
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listeners: Vec<std::net::TcpListener> = (0..listeners.max(1))
+            .map(|_| {
+                lb::listener::bind_shared(any, 1, false)
+                    .expect("bind")
+                    .remove(0)
+            })
+            .collect();
+        fe.addrs = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("addr"))
+            .collect();
+        fe.addr = fe.addrs[0];
         let (stop, rx) = watch::channel(false);
         let _ = workers.accept(&fe.frontend, listeners, &rx);
         fe.stop = stop;
@@ -336,6 +350,7 @@ impl TestFrontend {
         );
         TestFrontend {
             addr,
+            addrs: vec![addr],
             frontend,
             servers: states,
             stop,

@@ -12,7 +12,7 @@ include!("l4_cases/cases.rs");
 #[tokio::test]
 async fn connections_of_a_frontend_now_in_http_mode_go_to_the_http_proxy() {
     let servers = [("r1", name_server("r1").await)];
-    let fe = TestFrontend::start_on(lb::Io::IoUring, "", &servers).await;
+    let fe = TestFrontend::start_on(lb::Io::IoUring, 1, "", &servers).await;
     assert_eq!(fetch(fe.addr).await.expect("tcp mode"), b"r1");
     let text = format!(
         "name = \"test\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\n\
@@ -38,4 +38,31 @@ async fn connections_of_a_frontend_now_in_http_mode_go_to_the_http_proxy() {
     );
     let fives = fe.frontend.counters.responses[4].load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(fives, 1, "counted by the http proxy");
+}
+
+/// A frontend with two listeners and maxconn 100: 99 long connections to the first are all
+/// served. The second's spare accepts (armed while permits were plenty) give their permits
+/// back once the frontend is out of them; only its first accept keeps one, as the epoll
+/// path's accept loop does.
+#[tokio::test]
+async fn idle_accepts_of_one_listener_keep_no_permit_from_another() {
+    let servers = [("echo", echo_server(b"").await)];
+    let fe = TestFrontend::start_on(lb::Io::IoUring, 2, "maxconn = 100", &servers).await;
+    let mut held = Vec::new();
+    for i in 0..99 {
+        let mut c = connect(fe.addrs[0]).await;
+        c.write_all(b"x").await.expect("write");
+        let mut one = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut one))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} served"))
+            .expect("read");
+        held.push(c);
+    }
+    let current = fe
+        .frontend
+        .counters
+        .current
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(current, 99);
 }

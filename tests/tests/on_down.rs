@@ -49,8 +49,9 @@ async fn tcp_sessions_are_cut_on_the_io_uring_engines_too() {
 
 async fn tcp_cut_or_kept(io: lb::Io) {
     let echo = echo_server(b"").await;
-    let cut = TestFrontend::start_on(io, "on_down = \"shutdown_sessions\"", &[("r1", echo)]).await;
-    let keep = TestFrontend::start_on(io, "", &[("r1", echo)]).await;
+    let cut =
+        TestFrontend::start_on(io, 1, "on_down = \"shutdown_sessions\"", &[("r1", echo)]).await;
+    let keep = TestFrontend::start_on(io, 1, "", &[("r1", echo)]).await;
     let mut a = connect(cut.addr).await;
     let mut b = connect(keep.addr).await;
     echo_once(&mut a, b"before").await;

@@ -45,8 +45,12 @@ const ENTRIES: u32 = 4096;
 /// How often a turn checks the connections watching their server for `shutdown_sessions`.
 const CUT_CHECK: Duration = Duration::from_millis(10);
 /// Accepts on the ring at once per listener, so that a burst of connections is taken in one
-/// turn (one while accepts are careful after a shortage of descriptors).
+/// turn (one while accepts are careful after a shortage of descriptors). Each holds a maxconn
+/// permit; the second and later are armed only while more than [`SPARE_PERMITS`] are free,
+/// and cancelled (their permits released) once none is, so that idle accepts never keep
+/// another listener's clients waiting for a permit.
 const ACCEPT_DEPTH: usize = 16;
+const SPARE_PERMITS: usize = 4 * ACCEPT_DEPTH;
 /// The longest wait of a listener that lacks a permit or a descriptor before it looks again.
 const RETRY_ACCEPT: Duration = Duration::from_millis(5);
 
@@ -190,6 +194,8 @@ struct Pending {
     /// the ring (and is leaked if the engine stops with it there).
     peer: Box<(libc::sockaddr_storage, libc::socklen_t)>,
     armed: bool,
+    /// A cancel of it is on the ring (the frontend is out of permits).
+    cancelling: bool,
     /// The maxconn permit held for it.
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -380,6 +386,7 @@ impl Looper {
                 .map(|_| Pending {
                     peer: Box::new((zeroed_storage(), 0)),
                     armed: false,
+                    cancelling: false,
                     permit: None,
                 })
                 .collect(),
@@ -427,7 +434,20 @@ impl Looper {
             let Some(l) = self.listeners[i].as_mut() else {
                 continue;
             };
-            if l.closing || l.accepts[..depth].iter().all(|a| a.armed) {
+            if l.closing {
+                continue;
+            }
+            if l.fe.limit().available_permits() == 0 {
+                // Out of permits: the idle extra accepts give theirs back.
+                for (k, a) in l.accepts.iter_mut().enumerate().skip(1) {
+                    if a.armed && !a.cancelling {
+                        a.cancelling = true;
+                        let target = listener_tag(i, k, Op::Accept);
+                        self.ring.cancel(target, listener_tag(i, 0, Op::Other));
+                    }
+                }
+            }
+            if l.accepts[..depth].iter().all(|a| a.armed) {
                 continue;
             }
             if let Some(held_by) = l.held_by {
@@ -452,9 +472,13 @@ impl Looper {
             }
             l.paused_until = None;
             let fd = l.socket.as_raw_fd();
+            let free = l.fe.limit().available_permits();
             for (k, a) in l.accepts[..depth].iter_mut().enumerate() {
                 if a.armed {
                     continue;
+                }
+                if k > 0 && free <= SPARE_PERMITS {
+                    break;
                 }
                 if a.permit.is_none() {
                     // maxconn: with every permit taken, clients wait in the kernel's queue.
@@ -544,6 +568,10 @@ impl Looper {
             return;
         };
         a.armed = false;
+        a.cancelling = false;
+        if d.res == -libc::ECANCELED {
+            a.permit = None;
+        }
         if d.res >= 0 {
             l.backoff = Duration::from_millis(5);
             let fd = conn::accepted(d.res);
