@@ -697,3 +697,15 @@ fn blank_blocks_hold_the_defaults_a_file_gets() {
     assert_eq!(*c.vrrp[0], v);
     assert!(ValidVrrp::try_from(blank_vrrp()).is_err());
 }
+
+#[test]
+fn io_is_epoll_by_default_and_a_bad_value_names_its_line() {
+    let (c, _) = parse(Path::new("x.toml"), GOOD.to_string()).expect("valid");
+    assert_eq!(c.global.io, lb::Io::Epoll);
+    let text = format!("io = \"io_uring\"\n{GOOD}");
+    let (c, _) = parse(Path::new("x.toml"), text).expect("valid");
+    assert_eq!(c.global.io, lb::Io::IoUring);
+    let r = report(&format!("io = \"uring\"\n{GOOD}"));
+    assert!(r.starts_with("error: maas-vip.toml:1:6: "), "{r}");
+    assert!(r.contains("io_uring"), "names the values it takes: {r}");
+}

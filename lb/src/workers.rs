@@ -29,7 +29,7 @@ pub enum Io {
     /// Readiness (epoll) on each worker's tokio runtime: [`crate::l4`].
     #[default]
     Epoll,
-    /// Completions: an io_uring engine thread beside each worker ([`crate::uring`]); the
+    /// Completions: an io_uring engine thread beside each worker (`lb/src/uring/`); the
     /// http mode stays on the runtime. Falls back to epoll where io_uring is refused.
     IoUring,
 }

@@ -2,7 +2,7 @@
 //! same steps and rules as [`crate::l4::proxy`], as a state machine fed by completions.
 //!
 //! - Connect: [`Attempts`] picks the server (retries, redispatch, skips, local shortages), a
-//!   blocking-mode socket is connected on the ring with `timeout_connect` linked to it.
+//!   socket is connected on the ring with `timeout_connect` linked to it.
 //! - Copy: each socket has one multishot recv into the provided buffers; each buffer received
 //!   goes out to the other socket as one send, in order, and back to the kernel once sent. At
 //!   most [`MAX_QUEUED`] buffers wait per direction: past that, the recv is cancelled and armed
@@ -202,8 +202,8 @@ impl Conn {
                 self.attempts.skip(idx);
                 continue;
             };
-            // Blocking mode: io_uring gives EAGAIN back for a socket marked O_NONBLOCK
-            // instead of waiting for it.
+            // Blocking mode (no O_NONBLOCK), as in the io_uring floor: the ring waits for
+            // readiness itself, and no plain call here reads or writes the socket.
             match l4::server_socket(address, false) {
                 Ok(socket) => {
                     let args = Box::new(ConnectArgs {
@@ -535,9 +535,8 @@ impl Conn {
             let end = self.first_fin.unwrap_or(End::ClientClose);
             return self.end_with(ring, end);
         }
-        // A direct shutdown(2): the ring's would go to an io-wq worker thread (the kernel runs
-        // IORING_OP_SHUTDOWN only in blocking context). ENOTCONN when the peer is gone already:
-        // its side will fail.
+        // A direct shutdown(2): the FIN leaves in this turn, not at the next submit.
+        // ENOTCONN when the peer is gone already: its side will fail.
         if let Some(dst) = if d == 0 {
             self.server.as_ref()
         } else {

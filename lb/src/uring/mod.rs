@@ -372,7 +372,7 @@ impl Looper {
     }
 
     fn add_listener(&mut self, l: Listen) {
-        // Blocking mode: io_uring waits for a connection instead of answering EAGAIN.
+        // Blocking mode, as the server sockets (see conn.rs): the ring waits for connections.
         if let Err(e) = l.socket.set_nonblocking(false) {
             warn!(frontend = %l.fe.name, cause = %e, "cannot take a listener");
             return;
