@@ -656,12 +656,34 @@ impl Daemon {
                 Err(e) => error!("{e:#}; the admin endpoint is off until the next reload"),
             }
         }
+        let restart = self.needs_restart(&new);
+        let mut new = new;
+        // The proxy threads stay as started: the running config says what they are.
+        new.global.workers = self.cfg.global.workers;
+        new.global.io = self.cfg.global.io;
         self.cfg = new;
         Ok(format!(
-            "{added} frontend(s) added, {updated} updated, {removed} removed; {} VRRP instance(s), {updated_in_place} updated in place, {restarted} restarted; {} announce block(s), {kept} kept",
+            "{added} frontend(s) added, {updated} updated, {removed} removed; {} VRRP instance(s), {updated_in_place} updated in place, {restarted} restarted; {} announce block(s), {kept} kept{restart}",
             self.vrrp.len(),
             self.announce.len()
         ))
+    }
+
+    /// What a reload to `new` cannot change: the proxy threads (`workers`, `io`) are started
+    /// once. Warned, and said at the end of the reload's summary ("" when nothing).
+    fn needs_restart(&self, new: &Config) -> String {
+        let (old, new) = (&self.cfg.global, &new.global);
+        if old.workers == new.workers && old.io == new.io {
+            return String::new();
+        }
+        let running = format!(
+            "{} proxy thread(s) on {:?}",
+            self.workers.len(),
+            self.workers.io()
+        );
+        warn!(workers = new.workers, io = ?new.io, "workers and io take effect at the next \
+            start; still running {running}");
+        format!("; workers and io need a restart (running {running})")
     }
 
     /// Starts a block during a reload; a failure (the interface name taken) is logged and

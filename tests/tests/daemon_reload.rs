@@ -128,6 +128,21 @@ async fn reload_applies_a_new_config_keeps_connections_and_rejects_a_bad_one() {
     assert!(summary.contains("1 updated"), "{summary}");
     assert_eq!(d.server_names(0), ["r1", "r2", "r3"]);
 
+    // The proxy threads are started once: a new `workers` or `io` waits for a restart, and the
+    // reload says so.
+    let threads = config(front, admin, &[("r1", r1), ("r2", r2), ("r3", r3)], "").replace(
+        "shutdown_grace = \"2s\"\n",
+        "shutdown_grace = \"2s\"\nworkers = 1\nio = \"io_uring\"\n",
+    );
+    let Reload::Applied(summary) = d.reload(&threads).await else {
+        panic!("a reload with new workers and io refused");
+    };
+    assert!(
+        summary.contains("; workers and io need a restart (running ")
+            && summary.ends_with(" on Epoll)"),
+        "{summary}"
+    );
+
     // A broken file is rejected with the reason; the running config stays.
     let outcome = d.reload("[[frontend]]\nname = \"maas\"\nbindd = 1\n").await;
     let Reload::Rejected(why) = outcome else {
