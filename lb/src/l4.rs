@@ -112,10 +112,7 @@ pub async fn connect<'a>(
             Ok(idx) => idx,
             Err(give_up) => {
                 return Err(ConnectError {
-                    end: match give_up {
-                        GiveUp::NoServer => End::NoServer,
-                        GiveUp::AllFailed => End::ConnectFailed,
-                    },
+                    end: give_up.into(),
                     retries: attempts.retries(),
                 });
             }
@@ -356,6 +353,31 @@ pub(crate) async fn went_down(cut: &mut Option<watch::Receiver<u64>>) {
 
 fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
+}
+
+/// The inactivity limit of a stream by its phase, and how it ends when it is reached:
+/// `timeout_client` until the client speaks, `timeout_server` once it has (`up`: bytes sent
+/// to the server and whether the client's FIN came) until the server answers (`down`: bytes
+/// sent to the client), then `timeout_tunnel`. Both tcp-mode paths (this copy loop and the
+/// io_uring engines) time out by it.
+pub(crate) fn phase_limit(s: &Settings, up: (u64, bool), down: u64) -> (Duration, End) {
+    let (up_bytes, up_eof) = up;
+    if up_bytes > 0 && down > 0 {
+        (s.timeout_tunnel, End::TunnelTimeout)
+    } else if up_bytes > 0 || up_eof {
+        (s.timeout_server, End::ServerTimeout)
+    } else {
+        (s.timeout_client, End::ClientTimeout)
+    }
+}
+
+impl From<GiveUp> for End {
+    fn from(g: GiveUp) -> End {
+        match g {
+            GiveUp::NoServer => End::NoServer,
+            GiveUp::AllFailed => End::ConnectFailed,
+        }
+    }
 }
 
 /// The inactivity limits of the copy loop.
@@ -645,17 +667,11 @@ pub async fn copy_bidirectional(
     let mut down = Half::default(); // server -> client
     let mut last_activity = Instant::now();
     let deadline_of = |up: &Half, down: &Half, last: Instant| -> (Instant, End) {
-        let s = match idle {
-            Idle::Phases(s) => s,
-            Idle::Tunnel(d) => return (last + d, End::TunnelTimeout),
+        let (limit, why) = match idle {
+            Idle::Phases(s) => phase_limit(s, (up.bytes, up.eof), down.bytes),
+            Idle::Tunnel(d) => (d, End::TunnelTimeout),
         };
-        if up.bytes > 0 && down.bytes > 0 {
-            (last + s.timeout_tunnel, End::TunnelTimeout)
-        } else if up.bytes > 0 || up.eof {
-            (last + s.timeout_server, End::ServerTimeout)
-        } else {
-            (last + s.timeout_client, End::ClientTimeout)
-        }
+        (last + limit, why)
     };
     // One timer, pushed back lazily: activity only moves the deadline later, so the timer is
     // reset when it fires early, or at once when a phase change brings the deadline forward.

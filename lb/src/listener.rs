@@ -211,6 +211,52 @@ pub(crate) async fn pause_for_shortage(e: &io::Error, pause: Duration) {
     tokio::time::sleep(pause).await;
 }
 
+/// The back-off of a listener whose accept(2) found no descriptor or memory: pauses of 5 ms,
+/// doubling to 1 s, and at most one warning a second (with the count of those not logged).
+/// Both accept loops use it: [`accept_loop`] and the io_uring engines'.
+#[derive(Debug)]
+pub(crate) struct AcceptBackoff {
+    next: Duration,
+    last_warn: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptBackoff {
+    pub(crate) fn new() -> AcceptBackoff {
+        AcceptBackoff {
+            next: Duration::from_millis(5),
+            last_warn: None,
+            unlogged: 0,
+        }
+    }
+
+    /// An accept succeeded: the next shortage starts from the shortest pause again.
+    pub(crate) fn reset(&mut self) {
+        self.next = Duration::from_millis(5);
+    }
+
+    /// accept(2) on `local` failed with `e`, a shortage of descriptors or memory: notes it,
+    /// warns (once a second at most) and returns how long to hold off accepting.
+    pub(crate) fn exhausted(&mut self, local: Option<SocketAddr>, e: &io::Error) -> Duration {
+        note_shortage();
+        let now = Instant::now();
+        if self
+            .last_warn
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            warn!(listener = ?local, cause = %e, backoff_ms = self.next.as_millis() as u64,
+                not_logged = self.unlogged, "accept failed, backing off");
+            self.last_warn = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        let pause = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(1));
+        pause
+    }
+}
+
 /// Accepts connections until `shutdown` turns true, at most `limit`'s permits at once; each
 /// accepted connection is handed to `handle` with its permit, which it holds until it ends,
 /// and its [`Admission`], which it releases once it has its server socket.
@@ -223,10 +269,7 @@ pub async fn accept_loop<F>(
     F: Fn(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit, Admission),
 {
     let local = listener.local_addr().ok();
-    let mut backoff = Duration::from_millis(5);
-    // Out-of-resource warnings: at most one a second, with the count of those not logged.
-    let mut last_warn: Option<tokio::time::Instant> = None;
-    let mut unlogged = 0u64;
+    let mut backoff = AcceptBackoff::new();
     // The admission of the last connection accepted while careful: the next accept waits for it.
     let mut admitted: Option<oneshot::Receiver<()>> = None;
     loop {
@@ -258,7 +301,7 @@ pub async fn accept_loop<F>(
         match accepted {
             Ok((stream, peer)) => {
                 let peer = client_addr(peer);
-                backoff = Duration::from_millis(5);
+                backoff.reset();
                 let admission = if careful() {
                     let (tx, rx) = oneshot::channel();
                     admitted = Some(rx);
@@ -271,22 +314,12 @@ pub async fn accept_loop<F>(
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors or memory: back off instead of spinning on an error
                 // that the next accept would return at once.
-                note_shortage();
-                let now = tokio::time::Instant::now();
-                if last_warn.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-                    warn!(listener = ?local, cause = %e, backoff_ms = backoff.as_millis() as u64,
-                        not_logged = unlogged, "accept failed, backing off");
-                    last_warn = Some(now);
-                    unlogged = 0;
-                } else {
-                    unlogged += 1;
-                }
+                let pause = backoff.exhausted(local, &e);
                 drop(permit);
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
             Err(e) => {
                 // ECONNABORTED and the like concern one connection only.

@@ -265,10 +265,7 @@ impl TestFrontend {
         servers: &[(&str, SocketAddr)],
     ) -> TestFrontend {
         let servers: Vec<_> = servers.iter().map(|(n, a)| (*n, *a, "")).collect();
-        let mut fe = Self::start_cfg(&Self::config(settings, &servers)).await;
-        // The frontend served from the test's runtime stops accepting; the workers take over
-        // on a listener of their own.
-        fe.stop();
+        let (frontend, states) = Self::frontend_of(&Self::config(settings, &servers));
         let workers = lb::Workers::start(1, io).expect("worker threads");
         assert_eq!(workers.io(), io, "the workers run as asked");
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -279,16 +276,20 @@ impl TestFrontend {
                     .remove(0)
             })
             .collect();
-        fe.addrs = listeners
+        let addrs: Vec<SocketAddr> = listeners
             .iter()
             .map(|l| l.local_addr().expect("addr"))
             .collect();
-        fe.addr = fe.addrs[0];
         let (stop, rx) = watch::channel(false);
-        let _ = workers.accept(&fe.frontend, listeners, &rx);
-        fe.stop = stop;
-        fe.workers = Some(workers);
-        fe
+        let _ = workers.accept(&frontend, listeners, &rx);
+        TestFrontend {
+            addr: addrs[0],
+            addrs,
+            frontend,
+            servers: states,
+            stop,
+            workers: Some(workers),
+        }
     }
 
     /// [`TestFrontend::start`] with more keys per server (`"check = false"`, ...), and the
@@ -326,7 +327,8 @@ impl TestFrontend {
         toml::from_str(&text).expect("test frontend config")
     }
 
-    async fn start_cfg(cfg: &FrontendConfig) -> TestFrontend {
+    /// The frontend of `cfg` and its servers' states, not serving yet.
+    fn frontend_of(cfg: &FrontendConfig) -> (Arc<Frontend>, Vec<Arc<ServerState>>) {
         assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
         let states: Vec<Arc<ServerState>> = cfg
             .server
@@ -339,7 +341,11 @@ impl TestFrontend {
                 ))
             })
             .collect();
-        let frontend = Arc::new(Frontend::new(cfg, states.clone()));
+        (Arc::new(Frontend::new(cfg, states.clone())), states)
+    }
+
+    async fn start_cfg(cfg: &FrontendConfig) -> TestFrontend {
+        let (frontend, states) = Self::frontend_of(cfg);
         let listener = lb::listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, rx) = watch::channel(false);

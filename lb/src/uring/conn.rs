@@ -27,7 +27,7 @@ use socket2::{SockAddr, SockRef};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::ring::{Done, Op, Ring, Tag};
-use crate::attempts::{Attempts, GiveUp};
+use crate::attempts::Attempts;
 use crate::frontend::{Frontend, FrontendSnapshot};
 use crate::l4::{self, ConnectError, CopyOutcome, End};
 use crate::listener::{self, ShortageWaiter};
@@ -193,8 +193,7 @@ impl Conn {
         loop {
             let idx = match self.attempts.pick(&snap, &self.fe.counters, self.peer.ip()) {
                 Ok(idx) => idx,
-                Err(GiveUp::NoServer) => return self.end_with(ring, End::NoServer),
-                Err(GiveUp::AllFailed) => return self.end_with(ring, End::ConnectFailed),
+                Err(give_up) => return self.end_with(ring, give_up.into()),
             };
             let server = &*snap.servers.members()[idx].state;
             // The name lost its address since the pick: another server, not an attempt.
@@ -269,17 +268,11 @@ impl Conn {
         }
     }
 
-    /// The epoll path's inactivity rule (`l4::copy_bidirectional`): by phase of the stream.
+    /// The epoll path's inactivity rule ([`l4::phase_limit`]) from the last activity.
     fn idle_deadline(&self) -> (Instant, End) {
-        let s = &self.snap.settings;
         let (up, down) = (&self.dirs[0], &self.dirs[1]);
-        if up.bytes > 0 && down.bytes > 0 {
-            (self.last_activity + s.timeout_tunnel, End::TunnelTimeout)
-        } else if up.bytes > 0 || up.eof {
-            (self.last_activity + s.timeout_server, End::ServerTimeout)
-        } else {
-            (self.last_activity + s.timeout_client, End::ClientTimeout)
-        }
+        let (limit, why) = l4::phase_limit(&self.snap.settings, (up.bytes, up.eof), down.bytes);
+        (self.last_activity + limit, why)
     }
 
     /// Its timer fired at `now`.

@@ -181,9 +181,7 @@ struct Listener {
     closing: bool,
     /// After an accept that found no descriptor: not before then.
     paused_until: Option<Instant>,
-    backoff: Duration,
-    last_warn: Option<Instant>,
-    unlogged: u64,
+    backoff: listener::AcceptBackoff,
     /// After a recent shortage: the connection last accepted, until it has its server socket.
     held_by: Option<(u32, u32)>,
 }
@@ -392,9 +390,7 @@ impl Looper {
                 .collect(),
             closing: false,
             paused_until: None,
-            backoff: Duration::from_millis(5),
-            last_warn: None,
-            unlogged: 0,
+            backoff: listener::AcceptBackoff::new(),
             held_by: None,
         };
         match self.listeners.iter().position(Option::is_none) {
@@ -573,7 +569,7 @@ impl Looper {
             a.permit = None;
         }
         if d.res >= 0 {
-            l.backoff = Duration::from_millis(5);
+            l.backoff.reset();
             let fd = conn::accepted(d.res);
             let (addr, len) = &*a.peer;
             let peer = peer_addr(addr, *len);
@@ -591,21 +587,9 @@ impl Looper {
             let e = io::Error::from_raw_os_error(-d.res);
             if listener::is_resource_exhaustion(&e) {
                 // Out of descriptors or memory: back off instead of spinning.
-                listener::note_shortage();
-                if l.last_warn
-                    .is_none_or(|t| self.now.duration_since(t) >= Duration::from_secs(1))
-                {
-                    warn!(listener = ?l.socket.local_addr().ok(), cause = %e,
-                        backoff_ms = l.backoff.as_millis() as u64, not_logged = l.unlogged,
-                        "accept failed, backing off");
-                    l.last_warn = Some(self.now);
-                    l.unlogged = 0;
-                } else {
-                    l.unlogged += 1;
-                }
+                let pause = l.backoff.exhausted(l.socket.local_addr().ok(), &e);
                 a.permit = None;
-                l.paused_until = Some(self.now + l.backoff);
-                l.backoff = (l.backoff * 2).min(Duration::from_secs(1));
+                l.paused_until = Some(self.now + pause);
             } else {
                 // ECONNABORTED and the like concern one connection only.
                 debug!(listener = ?l.socket.local_addr().ok(), cause = %e, "accept error");
