@@ -567,7 +567,7 @@ impl Conn {
     }
 
     /// Gives back the buffers it still holds (a connection ended mid-copy).
-    pub(super) fn give_back(&mut self, ring: &mut Ring) {
+    fn give_back(&mut self, ring: &mut Ring) {
         for dir in &mut self.dirs {
             for (bid, _) in dir.queue.drain(..) {
                 ring.give(bid);
