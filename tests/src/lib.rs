@@ -59,6 +59,17 @@ pub async fn name_server(name: &'static str) -> SocketAddr {
     addr
 }
 
+/// Writes `what` to `c` and reads it back (from an echoing server) within `limit`.
+pub async fn echo_once(c: &mut TcpStream, what: &[u8], limit: Duration) {
+    c.write_all(what).await.expect("write");
+    let mut back = vec![0u8; what.len()];
+    tokio::time::timeout(limit, c.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(back, what);
+}
+
 /// A loopback server that echoes what it reads until EOF, then writes `tail` and closes.
 pub async fn echo_server(tail: &'static [u8]) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -26,16 +26,6 @@ async fn ends(c: &mut TcpStream) -> bool {
     timeout(LIMIT, read).await.is_ok()
 }
 
-async fn echo_once(c: &mut TcpStream, what: &[u8]) {
-    c.write_all(what).await.expect("write");
-    let mut back = vec![0u8; what.len()];
-    timeout(LIMIT, c.read_exact(&mut back))
-        .await
-        .expect("echo in time")
-        .expect("echo");
-    assert_eq!(back, what);
-}
-
 #[tokio::test]
 async fn tcp_sessions_are_cut_when_their_server_goes_down_and_kept_by_default() {
     tcp_cut_or_kept(lb::Io::Epoll).await;
@@ -54,8 +44,8 @@ async fn tcp_cut_or_kept(io: lb::Io) {
     let keep = TestFrontend::start_on(io, 1, "", &[("r1", echo)]).await;
     let mut a = connect(cut.addr).await;
     let mut b = connect(keep.addr).await;
-    echo_once(&mut a, b"before").await;
-    echo_once(&mut b, b"before").await;
+    echo_once(&mut a, b"before", LIMIT).await;
+    echo_once(&mut b, b"before", LIMIT).await;
 
     cut.servers[0].set_health(Health::Down);
     keep.servers[0].set_health(Health::Down);
@@ -63,7 +53,7 @@ async fn tcp_cut_or_kept(io: lb::Io) {
     let n = &cut.servers[0].counters;
     assert_eq!(n.sessions_cut.load(Ordering::Relaxed), 1);
     assert_eq!(n.current.load(Ordering::Relaxed), 0);
-    echo_once(&mut b, b"after, kept").await;
+    echo_once(&mut b, b"after, kept", LIMIT).await;
     assert_eq!(
         keep.servers[0]
             .counters
@@ -75,7 +65,7 @@ async fn tcp_cut_or_kept(io: lb::Io) {
     // Up again: new sessions, cut again at the next fall.
     cut.servers[0].set_health(Health::Up);
     let mut c = connect(cut.addr).await;
-    echo_once(&mut c, b"again").await;
+    echo_once(&mut c, b"again", LIMIT).await;
     cut.servers[0].set_health(Health::Down);
     assert!(ends(&mut c).await);
     assert_eq!(n.sessions_cut.load(Ordering::Relaxed), 2);
@@ -90,7 +80,7 @@ async fn an_ejection_by_errors_cuts_too() {
     )
     .await;
     let mut a = connect(fe.addr).await;
-    echo_once(&mut a, b"x").await;
+    echo_once(&mut a, b"x", LIMIT).await;
     fe.servers[0].set_error_limit(Some(2));
     for _ in 0..2 {
         fe.servers[0].observe_error(healthcheck::ProxyError::Reset);
@@ -204,7 +194,7 @@ async fn http_a_websocket_tunnel_is_cut() {
     .await
     .expect("write");
     read_until(&mut c, b"\r\n\r\n").await;
-    echo_once(&mut c, b"ping").await;
+    echo_once(&mut c, b"ping", LIMIT).await;
     fe.servers[0].set_health(Health::Down);
     assert!(ends(&mut c).await, "the tunnel is cut");
     assert_eq!(
