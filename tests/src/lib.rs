@@ -245,6 +245,8 @@ pub struct TestFrontend {
     pub frontend: Arc<Frontend>,
     /// Server states in config order (set health/admin from tests).
     pub servers: Vec<Arc<ServerState>>,
+    /// The frontend's name, unique in the test binary (`test-N`).
+    pub name: String,
     stop: watch::Sender<bool>,
     /// The worker threads of [`TestFrontend::start_on`], stopped on drop.
     workers: Option<lb::Workers>,
@@ -296,6 +298,7 @@ impl TestFrontend {
         TestFrontend {
             addr: addrs[0],
             addrs,
+            name: frontend.name.to_string(),
             frontend,
             servers: states,
             stop,
@@ -312,7 +315,7 @@ impl TestFrontend {
         let cfg = Self::config(settings, servers);
         let fe = Self::start_cfg(&cfg).await;
         let health = healthcheck::CheckedFrontend::new(
-            "test",
+            &fe.name,
             cfg.check.clone(),
             fe.servers
                 .iter()
@@ -328,8 +331,13 @@ impl TestFrontend {
         (fe, checks)
     }
 
+    /// The config of a frontend named `test-N` (N counts the frontends of the test binary):
+    /// one client address can reach two frontends at once, so its access-log lines are told
+    /// apart by the name too ([`TestFrontend::log_key`]).
     fn config(settings: &str, servers: &[(&str, SocketAddr, &str)]) -> FrontendConfig {
-        let mut text = format!("name = \"test\"\nbind = [\"127.0.0.1:1\"]\n{settings}\n");
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut text = format!("name = \"test-{n}\"\nbind = [\"127.0.0.1:1\"]\n{settings}\n");
         for (name, addr, extra) in servers {
             text.push_str(&format!(
                 "[[server]]\nname = \"{name}\"\naddress = \"{addr}\"\n{extra}\n"
@@ -368,11 +376,19 @@ impl TestFrontend {
         TestFrontend {
             addr,
             addrs: vec![addr],
+            name: frontend.name.to_string(),
             frontend,
             servers: states,
             stop,
             workers: None,
         }
+    }
+
+    /// What names the access-log lines of one connection from `client` (`ip:port`) to this
+    /// frontend: the kernel may give the same client port to connections to two frontends of
+    /// one test binary, so the client address alone is not unique.
+    pub fn log_key(&self, client: &str) -> String {
+        format!("client={client} frontend={}", self.name)
     }
 
     /// Stops accepting.
@@ -455,7 +471,7 @@ pub mod access_log {
         });
     }
 
-    /// The access-log lines that name `needle` (a client address is unique to one connection).
+    /// The access-log lines that contain `needle` (for one connection: [`super::TestFrontend::log_key`]).
     pub fn lines(needle: &str) -> Vec<String> {
         LINES
             .lock()

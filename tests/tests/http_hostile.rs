@@ -148,9 +148,9 @@ async fn frontend(region: SocketAddr) -> TestFrontend {
     TestFrontend::start("mode = \"http\"", &[("r1", region)]).await
 }
 
-/// The one access-log line of the request from `client`.
-async fn log_line(client: &str) -> String {
-    let lines = access_log::wait_for(client, 1, Duration::from_secs(5)).await;
+/// The one access-log line of the request from `client` to `fe`.
+async fn log_line(fe: &TestFrontend, client: &str) -> String {
+    let lines = access_log::wait_for(&fe.log_key(client), 1, Duration::from_secs(5)).await;
     assert_eq!(
         lines.len(),
         1,
@@ -173,7 +173,7 @@ async fn get_through(pieces: Vec<&'static [u8]>, gap: Duration) -> (Vec<u8>, Str
         b"GET /x HTTP/1.1\r\nHost: maas\r\nConnection: close\r\n\r\n",
     )
     .await;
-    (out, log_line(&me).await)
+    (out, log_line(&fe, &me).await)
 }
 
 // 1. X-Forwarded-For
@@ -211,7 +211,7 @@ async fn conflicting_host_is_400_and_reaches_no_region() {
     ] {
         let (me, out) = exchange(fe.addr, req).await;
         assert_eq!(status_of(&out), 400, "{}", String::from_utf8_lossy(&out));
-        let line = log_line(&me).await;
+        let line = log_line(&fe, &me).await;
         assert_eq!(field(&line, "status"), Some("400"), "{line}");
     }
     assert!(
@@ -323,7 +323,7 @@ async fn a_request_with_a_transfer_coding_other_than_chunked_is_refused() {
     ] {
         let (me, out) = exchange(fe.addr, req).await;
         assert_eq!(status_of(&out), 501, "{}", String::from_utf8_lossy(&out));
-        let line = log_line(&me).await;
+        let line = log_line(&fe, &me).await;
         assert_eq!(field(&line, "status"), Some("501"), "{line}");
     }
     assert!(
@@ -444,7 +444,7 @@ async fn request_heads_beyond_the_limit_are_431_and_uris_414() {
     for n in [20_000, 420_000] {
         let (me, out) = exchange(fe.addr, &big(n)).await;
         assert_eq!(status_of(&out), 431, "{n}-byte header");
-        let line = log_line(&me).await;
+        let line = log_line(&fe, &me).await;
         assert_eq!(
             field(&line, "status"),
             Some("431"),
@@ -455,14 +455,14 @@ async fn request_heads_beyond_the_limit_are_431_and_uris_414() {
     // A head the parser refuses outright is logged too.
     let (me, out) = exchange(fe.addr, b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n").await;
     assert_eq!(status_of(&out), 400);
-    let line = log_line(&me).await;
+    let line = log_line(&fe, &me).await;
     assert_eq!(field(&line, "status"), Some("400"), "{line}");
     let mut uri = b"GET /x?".to_vec();
     uri.extend(vec![b'a'; 20_000]);
     uri.extend_from_slice(b" HTTP/1.1\r\nHost: maas\r\nConnection: close\r\n\r\n");
     let (me, out) = exchange(fe.addr, &uri).await;
     assert_eq!(status_of(&out), 414);
-    let line = log_line(&me).await;
+    let line = log_line(&fe, &me).await;
     assert_eq!(field(&line, "status"), Some("414"), "{line}");
     assert!(
         requests(&seen).is_empty(),
@@ -486,7 +486,7 @@ async fn connect_is_answered_501_and_logged() {
     )
     .await;
     assert_eq!(status_of(&out), 501, "{}", String::from_utf8_lossy(&out));
-    let line = log_line(&me).await;
+    let line = log_line(&fe, &me).await;
     assert_eq!(field(&line, "status"), Some("501"), "{line}");
     assert_eq!(field(&line, "method"), Some("CONNECT"), "{line}");
     assert!(requests(&seen).is_empty());

@@ -722,7 +722,7 @@ async fn a_client_that_stops_reading_is_cut_after_timeout_client() {
         "a client that reads nothing was cut {:?} after its request",
         released - t
     );
-    let lines = access_log::wait_for(&me, 1, Duration::from_secs(5)).await;
+    let lines = access_log::wait_for(&fe.log_key(&me), 1, Duration::from_secs(5)).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(
         access_log::field(&lines[0], "end"),
@@ -735,10 +735,13 @@ async fn a_client_that_stops_reading_is_cut_after_timeout_client() {
 
 /// Sends `GET /` on a new client connection and returns the access-log line of it, with the
 /// status line the client got.
-async fn logged_get(fe: SocketAddr, before_answer: impl Future<Output = ()>) -> (String, String) {
+async fn logged_get(
+    fe: &TestFrontend,
+    before_answer: impl Future<Output = ()>,
+) -> (String, String) {
     access_log::capture();
-    let mut c = TcpStream::connect(fe).await.expect("connect");
-    let me = format!("client={} ", c.local_addr().expect("local"));
+    let mut c = TcpStream::connect(fe.addr).await.expect("connect");
+    let me = c.local_addr().expect("local").to_string();
     c.write_all(b"GET / HTTP/1.1\r\nHost: maas\r\n\r\n")
         .await
         .expect("send");
@@ -758,7 +761,7 @@ async fn logged_get(fe: SocketAddr, before_answer: impl Future<Output = ()>) -> 
         .next()
         .unwrap_or("")
         .to_owned();
-    let lines = access_log::wait_for(&me, 1, Duration::from_secs(5)).await;
+    let lines = access_log::wait_for(&fe.log_key(&me), 1, Duration::from_secs(5)).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     (status, lines[0].clone())
 }
@@ -786,7 +789,7 @@ async fn a_502_for_a_server_gone_down_logs_the_retries_made() {
     // The refused connect to `dead` is one retry; the request then waits on `silent`, which
     // goes down.
     let silent = fe.servers[1].clone();
-    let (status, line) = logged_get(fe.addr, async move {
+    let (status, line) = logged_get(&fe, async move {
         let t = Instant::now();
         while silent.counters.total.load(Ordering::Relaxed) == 0 {
             assert!(t.elapsed() < Duration::from_secs(5), "never sent to silent");
@@ -857,6 +860,6 @@ async fn a_502_after_too_many_stale_pooled_connections_logs_why_and_the_retries_
     // One retry after the refused connect to `dead`, then one stale pooled connection after
     // another until the proxy gives up.
     fe.servers[0].set_health(healthcheck::Health::Up);
-    let (status, line) = logged_get(fe.addr, async {}).await;
+    let (status, line) = logged_get(&fe, async {}).await;
     assert_logged_502(&status, &line, "server_error", 1);
 }

@@ -145,7 +145,7 @@ async fn a_tunnel_holds_its_connection_slot_and_is_logged_when_it_ends() {
         fe.servers[0].counters.current.load(Ordering::Relaxed) == 0
     })
     .await;
-    let lines = access_log::wait_for(&me, 1, Duration::from_secs(5)).await;
+    let lines = access_log::wait_for(&fe.log_key(&me), 1, Duration::from_secs(5)).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     let line = &lines[0];
     assert_eq!(field(line, "status"), Some("101"), "{line}");
@@ -229,7 +229,7 @@ async fn a_tunnel_blocked_on_a_server_that_never_reads_ends_after_timeout_tunnel
     .await;
     let took = t.elapsed();
     println!("sent {sent} bytes; the stalled tunnel was closed {took:?} after the client left");
-    let lines = access_log::wait_for(&me, 1, Duration::from_secs(5)).await;
+    let lines = access_log::wait_for(&fe.log_key(&me), 1, Duration::from_secs(5)).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(
         field(&lines[0], "end"),
