@@ -435,6 +435,40 @@ pub async fn health_within(s: &ServerState, h: healthcheck::Health, limit: Durat
     t0.elapsed()
 }
 
+/// The shipped unit's system call filter for a process the tests start:
+/// tests/peers/unit-syscall-filter.py builds the seccomp filter systemd builds from a unit's
+/// `SystemCallFilter=` / `SystemCallErrorNumber=` and execs a command under it.
+pub mod unit_filter {
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// The script: `script() UNIT_FILE -- COMMAND [ARG...]`.
+    pub fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/unit-syscall-filter.py")
+    }
+
+    /// Call first in a test that uses [`script`]: panics, saying why, unless it can run here
+    /// (systemd-analyze expands the unit's groups; Debian's python3-seccomp builds the filter).
+    pub fn require(test: &str) {
+        let analyzer = Command::new("systemd-analyze").arg("--version").output();
+        assert!(
+            analyzer.is_ok_and(|o| o.status.success()),
+            "{test}: needs systemd-analyze (Debian's systemd package; .ci/run installs it)"
+        );
+        match Command::new("/usr/bin/python3")
+            .args(["-c", "import seccomp"])
+            .output()
+        {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "{test}: needs python3-seccomp for /usr/bin/python3 (.ci/run installs it): {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!("{test}: cannot run /usr/bin/python3: {e}"),
+        }
+    }
+}
+
 /// The access log (`target: "access"`) of frontends run in-process, captured once per test
 /// binary: a global tracing subscriber that keeps each access-log line as text.
 pub mod access_log {

@@ -135,8 +135,9 @@ fn unit_asks_for_notify_watchdog_reload_and_three_capabilities() {
     );
 }
 
-/// `io = "io_uring"` works under the unit: its system calls pass the filter, and a call that
-/// does not fails with EPERM (so the engines fall back to epoll) instead of killing the daemon.
+/// The unit names the io_uring calls in its filter, and a call outside the filter fails with
+/// EPERM (so the engines fall back to epoll) instead of killing the daemon. The daemon under
+/// the filter itself: tests/unit_syscall_filter.rs.
 #[test]
 fn unit_lets_the_io_uring_engines_start_or_fail_softly() {
     let text = unit_text();
