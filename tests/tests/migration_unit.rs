@@ -1,7 +1,8 @@
 //! The migration path of issue 13, as a new user takes it: the MAAS HA guide's keepalived.conf
 //! and haproxy.cfg go through `maas-vip import` -> `maas-vip check` -> `maas-vip run`, the last
 //! two under the shipped unit's capabilities (root with the `CapabilityBoundingSet=` /
-//! `AmbientCapabilities=` of conf/maas-vip.service, no new privileges: `setpriv`), on a LAN of
+//! `AmbientCapabilities=` of conf/maas-vip.service, no new privileges: `setpriv`) and its system
+//! call filter (tests/peers/unit-syscall-filter.py), on a LAN of
 //! three region hosts and a client in network namespaces. Each host runs a stand-in region on
 //! :5240 and a `named` stand-in as `nobody` (Debian's named runs as `bind`: another user, whose
 //! process `killall -0` cannot signal without CAP_KILL).
@@ -17,8 +18,9 @@
 //! on one host sees the others' processes: host 0's stand-in is `named`, as in the guide;
 //! hosts 1 and 2 call theirs `named-h1` and `named-h2` (their keepalived.conf says so).
 //!
-//! Needs root, `ip netns`, setpriv and curl, so the tests are `#[ignore]`d: run them as root
-//! with `--include-ignored` (see the README); they fail, saying why, where they cannot run.
+//! Needs root, `ip netns`, setpriv, curl, systemd-analyze and python3-seccomp, so the tests
+//! are `#[ignore]`d: run them as root with `--include-ignored` (see the README); they fail,
+//! saying why, where they cannot run.
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -27,8 +29,8 @@ use std::process::{Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use maas_vip_tests::maas_vip_bin;
 use maas_vip_tests::netns::{print_logs, require, wait_for, Lan, Netns, Proc};
+use maas_vip_tests::{maas_vip_bin, unit_filter};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -72,15 +74,20 @@ fn unit_caps() -> String {
 }
 
 /// `setpriv` arguments that give what follows the unit's capabilities (as root, the unit's
-/// user) and NoNewPrivileges=yes.
+/// user), NoNewPrivileges=yes and then, as systemd does last before the exec, the unit's
+/// system call filter (tests/peers/unit-syscall-filter.py).
 fn under_unit() -> Vec<String> {
     let caps = unit_caps();
     assert!(UNIT.contains("NoNewPrivileges=yes"));
+    let unit = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../conf/maas-vip.service");
     vec![
         "--no-new-privs".into(),
         format!("--inh-caps={caps}"),
         format!("--ambient-caps={caps}"),
         format!("--bounding-set={caps}"),
+        "--".into(),
+        unit_filter::script().to_string_lossy().into_owned(),
+        unit.to_string_lossy().into_owned(),
         "--".into(),
     ]
 }
@@ -285,6 +292,7 @@ fn migrate_and_fail_over(v: Variant) {
     for tool in ["setpriv", "curl"] {
         maas_vip_tests::netns::require_tool(&name, tool);
     }
+    unit_filter::require(&name);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     // The stand-ins run as nobody from here.
@@ -316,6 +324,10 @@ fn migrate_and_fail_over(v: Variant) {
         let out = check(&lan.hosts[i].ns, &conf, &[]);
         let text = ok_output(&format!("check host {i} (the unit's capabilities)"), &out);
         assert!(!text.contains("warning: "), "host {i}: {text}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("any other one gets EPERM"),
+            "check not under the unit's filter"
+        );
         ok_output(
             &format!("check --caps own host {i}"),
             &check(&lan.hosts[i].ns, &conf, &["--caps", "own"]),
@@ -359,6 +371,11 @@ fn migrate_and_fail_over(v: Variant) {
     }
     for d in &daemons {
         assert!(!d.output().contains("FAULT"), "{}", d.output());
+        assert!(
+            d.output().contains("any other one gets EPERM"),
+            "not under the unit's filter: {}",
+            d.output()
+        );
     }
 
     // Traffic through the VIP reaches the regions.
@@ -475,6 +492,9 @@ fn guide_balance_source_imports_checks_and_runs_under_the_unit() {
 #[ignore = "needs root and network namespaces: hosts on a bridge, run under the systemd unit's sandbox"]
 fn script_user_is_commented_out_by_import_and_refused_by_check_under_the_unit() {
     require("script_user_is_commented_out_by_import_and_refused_by_check_under_the_unit");
+    unit_filter::require(
+        "script_user_is_commented_out_by_import_and_refused_by_check_under_the_unit",
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let ns = Netns::new("su");
     let k = write(
