@@ -256,8 +256,9 @@ struct Looper {
     conns: Slab,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     starved: Vec<(u32, u32)>,
-    /// Connections that watch their server (`shutdown_sessions`), as of the last check.
-    cuts: usize,
+    /// The connections (slot, generation) that watch their server (`shutdown_sessions`), as of
+    /// the last check: only these are checked, not the whole slab.
+    cuts: Vec<(u32, u32)>,
     next_cut_check: Instant,
     done: Vec<Done>,
     now: Instant,
@@ -289,7 +290,7 @@ impl Looper {
             conns: Slab::default(),
             timers: BinaryHeap::new(),
             starved: Vec::new(),
-            cuts: 0,
+            cuts: Vec::new(),
             next_cut_check: now,
             done: Vec::with_capacity(1024),
             now,
@@ -318,7 +319,7 @@ impl Looper {
             if retry || !self.starved.is_empty() {
                 wait = wait.min(RETRY_ACCEPT);
             }
-            if self.cuts > 0 {
+            if !self.cuts.is_empty() {
                 wait = wait.min(CUT_CHECK);
             }
             self.ring
@@ -541,7 +542,7 @@ impl Looper {
         }
         if let Some(c) = self.conns.get(&tag) {
             if c.new_cut() {
-                self.cuts += 1;
+                self.cuts.push((slot, gen));
             }
             if let Some(at) = c.deadline() {
                 if c.armed.is_none_or(|a| at < a) {
@@ -673,31 +674,29 @@ impl Looper {
     }
 
     fn check_cuts(&mut self) {
-        if self.cuts == 0 || self.now < self.next_cut_check {
+        if self.cuts.is_empty() || self.now < self.next_cut_check {
             return;
         }
         self.next_cut_check = self.now + CUT_CHECK;
-        let mut cuts = 0;
-        for slot in 0..self.conns.conns.len() as u32 {
-            let gen = self.conns.gens[slot as usize];
+        let mut watching = std::mem::take(&mut self.cuts);
+        watching.retain(|&(slot, gen)| {
             let tag = Tag {
                 slot,
                 gen,
                 op: Op::Other,
             };
-            let Some(c) = self.conns.get(&tag) else {
-                continue;
+            // Gone (another generation in the slot) or no longer watching: dropped.
+            let Some(c) = self.conns.get(&tag).filter(|c| c.has_cut()) else {
+                return false;
             };
-            if !c.has_cut() {
-                continue;
-            }
             let next = c.check_cut(&mut self.ring);
-            if c.has_cut() {
-                cuts += 1;
-            }
+            let still = c.has_cut();
             self.after(slot, gen, next);
-        }
-        self.cuts = cuts;
+            still
+        });
+        // after() adds none here (each was told once), so nothing pushed meanwhile is lost.
+        watching.append(&mut self.cuts);
+        self.cuts = watching;
     }
 
     fn unstarve(&mut self) {
