@@ -239,12 +239,7 @@ impl Workers {
 
     /// Stops the workers; connections still running on them are closed.
     pub fn stop(self) {
-        for e in &self.engines {
-            e.stop();
-        }
-        for t in self.engine_threads {
-            let _ = t.join();
-        }
+        stop_engines(&self.engines, self.engine_threads);
         let _ = self.stop.send(true);
         for t in self.threads {
             let _ = t.join();
@@ -269,17 +264,22 @@ fn start_engines(
                 threads.push(t);
             }
             Err(e) => {
-                for started in &engines {
-                    started.stop();
-                }
-                for t in threads {
-                    let _ = t.join();
-                }
+                stop_engines(&engines, threads);
                 return Err(e);
             }
         }
     }
     Ok((beats, engines, threads))
+}
+
+/// Stops `engines` and waits for their `threads` to end.
+fn stop_engines(engines: &[Engine], threads: Vec<std::thread::JoinHandle<()>>) {
+    for e in engines {
+        e.stop();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
 }
 
 #[cfg(test)]
